@@ -1,0 +1,374 @@
+/*
+ * The model's forward and backward passes over a B x T batch, stage by
+ * stage, each forward beside its backward:
+ *   input projection   (one-hot lookup for layer 0, one big GEMM above it)
+ *   LSTM recurrence    (per step: recurrent GEMM + fused gate arithmetic)
+ *   dropout            (inverted, counter-based masks)
+ *   output layer       (logits GEMM, softmax, cross-entropy)
+ *
+ * Where the time goes: the products. The inputs of all T steps are
+ * projected in one GEMM of N = T*B rows per layer, and every weight gradient
+ * is one GEMM with K = N, so per step only the recurrent product [B, H] x
+ * [H, 4H] and the gate arithmetic remain. In the recurrence each OpenMP
+ * thread owns a slice of hidden units: it multiplies by its own rows of
+ * W_hh (which then stay in its L2) and does the gates of its own units, so
+ * a step needs one barrier. BLAS itself runs single-threaded per call.
+ *
+ * Time-major rows: r = t*B + b. Batches arrive [B, T] (stream-major) as in
+ * the notebook; token (b, t) is inputs[b*T + t].
+ */
+#include <omp.h>
+
+#include "internal.h"
+
+/* ========================================================================
+ * Input projection: G[r, :] = W_ih x_r + b_ih + b_hh
+ * ======================================================================== */
+
+/* Layer 0: x_r is one-hot, so W_ih x_r is column tok of W_ih [4H, V]. */
+static void input_projection_forward(size_t B, size_t T, size_t H, size_t V, int layer,
+                                     const int32_t *inputs, const float *W_ih,
+                                     const float *b_ih, const float *b_hh, const float *X,
+                                     float *G) {
+    size_t N = T * B, G4 = 4 * H;
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < N; r++) {
+        float *g = G + r * G4;
+        for (size_t j = 0; j < G4; j++) g[j] = b_ih[j] + b_hh[j];
+        if (layer == 0) {
+            size_t tok = (size_t)inputs[(r % B) * T + r / B];
+            for (size_t j = 0; j < G4; j++) g[j] += W_ih[j * V + tok];
+        }
+    }
+    if (layer > 0) gemm_rows_parallel(0, 1, N, G4, H, 1.0f, X, H, W_ih, H, 1.0f, G, G4);
+}
+
+/* dW_ih += dG^T X (a scatter into columns for the one-hot layer 0);
+ * db_ih, db_hh += column sums of dG. */
+static void input_projection_backward(size_t B, size_t T, size_t H, size_t V, int layer,
+                                      const int32_t *inputs, const float *dG, const float *X,
+                                      float *dW_ih, float *db_ih, float *db_hh) {
+    size_t N = T * B, G4 = 4 * H;
+    if (layer > 0) {
+        gemm_rows_parallel(1, 0, G4, H, N, 1.0f, dG, G4, X, H, 1.0f, dW_ih, H);
+    }
+#pragma omp parallel
+    {
+        /* Each thread owns a range of the 4H gate rows, so the scatter and
+         * the sums never race. Sums are accumulated in double per chunk. */
+        size_t begin, end;
+        thread_range(G4, omp_get_thread_num(), omp_get_num_threads(), 16, &begin, &end);
+        enum { CHUNK = 256 };
+        double acc[CHUNK];
+        for (size_t j0 = begin; j0 < end; j0 += CHUNK) {
+            size_t j1 = j0 + CHUNK < end ? j0 + CHUNK : end;
+            for (size_t j = j0; j < j1; j++) acc[j - j0] = 0.0;
+            for (size_t r = 0; r < N; r++) {
+                const float *d = dG + r * G4;
+                if (layer == 0) {
+                    size_t tok = (size_t)inputs[(r % B) * T + r / B];
+                    for (size_t j = j0; j < j1; j++) dW_ih[j * V + tok] += d[j];
+                }
+                for (size_t j = j0; j < j1; j++) acc[j - j0] += d[j];
+            }
+            for (size_t j = j0; j < j1; j++) {
+                db_ih[j] += (float)acc[j - j0];
+                db_hh[j] += (float)acc[j - j0];
+            }
+        }
+    }
+}
+
+/* ========================================================================
+ * LSTM recurrence over T steps (PyTorch's equations, gates i, f, g, o):
+ *   i = s(G_i)  f = s(G_f)  g = tanh(G_g)  o = s(G_o)
+ *   c_t = f * c_{t-1} + i * g      h_t = o * tanh(c_t)
+ * ======================================================================== */
+
+/* Gate arithmetic of one step for units [u0, u1) of all B rows. G holds the
+ * pre-activations on entry and the activated gates on exit. */
+static void gates_forward(size_t B, size_t H, size_t u0, size_t u1, float *restrict G,
+                          const float *restrict c_prev, float *restrict c,
+                          float *restrict tanh_c, float *restrict h) {
+    for (size_t b = 0; b < B; b++) {
+        float *restrict gi = G + b * 4 * H, *restrict gf = gi + H, *restrict gg = gi + 2 * H,
+                        *restrict go = gi + 3 * H;
+        const float *restrict cp = c_prev + b * H;
+        float *restrict cn = c + b * H, *restrict tc = tanh_c + b * H, *restrict hn = h + b * H;
+#pragma omp simd
+        for (size_t j = u0; j < u1; j++) {
+            float i = fast_sigmoid(gi[j]), f = fast_sigmoid(gf[j]);
+            float g = fast_tanh(gg[j]), o = fast_sigmoid(go[j]);
+            float cell = f * cp[j] + i * g;
+            float tcell = fast_tanh(cell);
+            gi[j] = i; gf[j] = f; gg[j] = g; go[j] = o;
+            cn[j] = cell; tc[j] = tcell; hn[j] = o * tcell;
+        }
+    }
+}
+
+/* One step back through the gates for units [u0, u1):
+ *   dh = dy_t + dh_rec (from step t+1 through W_hh)
+ *   dc = dc_next + dh * o * (1 - tanh_c^2)
+ * writes dG_t (pre-activation gradients) and the new dc_next. */
+static void gates_backward(size_t B, size_t H, size_t u0, size_t u1, const float *restrict G,
+                           const float *restrict c_prev, const float *restrict tanh_c,
+                           const float *restrict dy, const float *restrict dh_rec,
+                           float *restrict dc_next, float *restrict dG) {
+    for (size_t b = 0; b < B; b++) {
+        const float *restrict gi = G + b * 4 * H, *restrict gf = gi + H, *restrict gg = gi + 2 * H,
+                              *restrict go = gi + 3 * H;
+        float *restrict di = dG + b * 4 * H, *restrict df = di + H, *restrict dg = di + 2 * H,
+                        *restrict dO = di + 3 * H;
+        const float *restrict cp = c_prev + b * H, *restrict tc = tanh_c + b * H,
+                              *restrict dyb = dy + b * H, *restrict dhr = dh_rec + b * H;
+        float *restrict dcn = dc_next + b * H;
+#pragma omp simd
+        for (size_t j = u0; j < u1; j++) {
+            float i = gi[j], f = gf[j], g = gg[j], o = go[j], t = tc[j];
+            float dh = dyb[j] + dhr[j];
+            float dc = dcn[j] + dh * o * (1.0f - t * t);
+            di[j] = dc * g * i * (1.0f - i);
+            df[j] = dc * cp[j] * f * (1.0f - f);
+            dg[j] = dc * i * (1.0f - g * g);
+            dO[j] = dh * t * o * (1.0f - o);
+            dcn[j] = dc * f;
+        }
+    }
+}
+
+/* G_t += h_{t-1} W_hh^T for this thread's units: the rows u0..u1 of each
+ * gate block of W_hh [4H, H]; one call when the thread owns every unit. */
+static void recurrent_product(size_t B, size_t H, size_t u0, size_t u1, const float *h_prev,
+                              const float *W_hh, float *G_t) {
+    if (u0 == 0 && u1 == H) {
+        gemm_block(0, 1, B, 4 * H, H, 1.0f, h_prev, H, W_hh, H, 1.0f, G_t, 4 * H);
+        return;
+    }
+    for (size_t q = 0; q < 4; q++)
+        gemm_block(0, 1, B, u1 - u0, H, 1.0f, h_prev, H, W_hh + (q * H + u0) * H, H, 1.0f,
+                   G_t + q * H + u0, 4 * H);
+}
+
+static void lstm_forward(size_t B, size_t T, size_t H, const float *W_hh, float *G, float *h,
+                         float *c, float *tanh_c) {
+    size_t BH = B * H;
+#pragma omp parallel
+    {
+        size_t u0, u1;
+        thread_range(H, omp_get_thread_num(), omp_get_num_threads(), 16, &u0, &u1);
+        for (size_t t = 0; t < T; t++) {
+            if (u1 > u0) {
+                float *G_t = G + t * B * 4 * H;
+                recurrent_product(B, H, u0, u1, h + t * BH, W_hh, G_t);
+                gates_forward(B, H, u0, u1, G_t, c + t * BH, c + (t + 1) * BH,
+                              tanh_c + t * BH, h + (t + 1) * BH);
+            }
+            /* step t+1 multiplies by all of h_t */
+#pragma omp barrier
+        }
+    }
+}
+
+/* Back through the T steps. dy [N, H] is the gradient arriving at each h_t
+ * from above; writes dG [N, 4H]. dh_rec and dc_next [B, H] are scratch. */
+static void lstm_backward(size_t B, size_t T, size_t H, const float *W_hh, const float *G,
+                          const float *c, const float *tanh_c, const float *dy, float *dG,
+                          float *dh_rec, float *dc_next) {
+    size_t BH = B * H;
+#pragma omp parallel
+    {
+        size_t u0, u1;
+        thread_range(H, omp_get_thread_num(), omp_get_num_threads(), 16, &u0, &u1);
+        for (size_t b = 0; b < B; b++)
+            for (size_t j = u0; j < u1; j++) dh_rec[b * H + j] = dc_next[b * H + j] = 0.0f;
+        for (size_t t = T; t-- > 0;) {
+            const float *G_t = G + t * B * 4 * H;
+            float *dG_t = dG + t * B * 4 * H;
+            if (u1 > u0)
+                gates_backward(B, H, u0, u1, G_t, c + t * BH, tanh_c + t * BH, dy + t * BH,
+                               dh_rec, dc_next, dG_t);
+            /* dh_rec for step t-1 needs every column of dG_t */
+#pragma omp barrier
+            /* Each thread writes, and next reads, only its own columns of
+             * dh_rec, and step t-1 writes dG_{t-1}, not dG_t: no second
+             * barrier is needed. */
+            if (t > 0 && u1 > u0)
+                gemm_block(0, 0, B, u1 - u0, 4 * H, 1.0f, dG_t, 4 * H, W_hh + u0, H, 0.0f,
+                           dh_rec + u0, H);
+        }
+    }
+}
+
+/* ========================================================================
+ * Dropout on a layer's output: y = h * mask, mask in {0, 1/keep}.
+ * ======================================================================== */
+
+static void dropout_forward(size_t N, size_t H, int layer, float keep_prob, uint64_t seed,
+                            const float *h, float *mask, float *y) {
+    float scale = 1.0f / keep_prob;
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < N; r++) {
+        uint64_t base = ((uint64_t)layer * N + r) * H;
+        for (size_t j = 0; j < H; j++) {
+            float m = 1.0f;
+            if (keep_prob < 1.0f) m = uniform_at(seed, base + j) < keep_prob ? scale : 0.0f;
+            mask[r * H + j] = m;
+            y[r * H + j] = h[r * H + j] * m;
+        }
+    }
+}
+
+static void dropout_backward(size_t N, size_t H, const float *mask, float *dy) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < N * H; i++) dy[i] *= mask[i];
+}
+
+/* ========================================================================
+ * Output layer: logits = Y W_fc^T + b, softmax, mean cross-entropy.
+ * ======================================================================== */
+
+static float output_forward(size_t B, size_t T, size_t H, size_t V, const int32_t *targets,
+                            const float *Y, const float *W_fc, const float *b_fc, float *probs) {
+    size_t N = T * B;
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < N; r++) memcpy(probs + r * V, b_fc, V * sizeof(float));
+    gemm_rows_parallel(0, 1, N, V, H, 1.0f, Y, H, W_fc, H, 1.0f, probs, V);
+    double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+    for (size_t r = 0; r < N; r++) {
+        float *p = probs + r * V;
+        size_t tgt = (size_t)targets[(r % B) * T + r / B];
+        float max = p[0];
+        for (size_t k = 1; k < V; k++) max = p[k] > max ? p[k] : max;
+        float target_logit = p[tgt], sum = 0.0f;
+        for (size_t k = 0; k < V; k++) {
+            p[k] = fast_exp(p[k] - max);
+            sum += p[k];
+        }
+        float inv = 1.0f / sum;
+        for (size_t k = 0; k < V; k++) p[k] *= inv;
+        total += (double)logf(sum) + (double)max - (double)target_logit;
+    }
+    return (float)(total / (double)N);
+}
+
+/* dlogits = (probs - onehot(target)) / N, then the fc gradients, and
+ * dY = dlogits W_fc (written, not accumulated). */
+static void output_backward(size_t B, size_t T, size_t H, size_t V, const int32_t *targets,
+                            const float *Y, const float *W_fc, const float *probs,
+                            float *dlogits, float *dW_fc, float *db_fc, float *dY) {
+    size_t N = T * B;
+    float inv_n = 1.0f / (float)N;
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < N; r++) {
+        for (size_t k = 0; k < V; k++) dlogits[r * V + k] = probs[r * V + k] * inv_n;
+        dlogits[r * V + (size_t)targets[(r % B) * T + r / B]] -= inv_n;
+    }
+    gemm_rows_parallel(1, 0, V, H, N, 1.0f, dlogits, V, Y, H, 1.0f, dW_fc, H);
+#pragma omp parallel for schedule(static)
+    for (size_t k = 0; k < V; k++) {
+        double acc = 0.0;
+        for (size_t r = 0; r < N; r++) acc += dlogits[r * V + k];
+        db_fc[k] += (float)acc;
+    }
+    gemm_rows_parallel(0, 0, N, H, V, 1.0f, dlogits, V, W_fc, H, 0.0f, dY, H);
+}
+
+/* ========================================================================
+ * Entry points.
+ * ======================================================================== */
+
+static charrnn_status check_batch(const charrnn_config *config, const charrnn_batch *batch) {
+    if (!batch || !batch->inputs || !batch->targets) return CHARRNN_ERR_NULL_POINTER;
+    charrnn_status s = check_batch_shape(batch->batch_size, batch->steps);
+    if (s != CHARRNN_OK) return s;
+    size_t n = (size_t)batch->batch_size * (size_t)batch->steps;
+    int32_t V = config->vocab_size;
+    for (size_t i = 0; i < n; i++) {
+        if (batch->inputs[i] < 0 || batch->inputs[i] >= V) return CHARRNN_ERR_TOKEN_OUT_OF_RANGE;
+        if (batch->targets[i] < 0 || batch->targets[i] >= V) return CHARRNN_ERR_TOKEN_OUT_OF_RANGE;
+    }
+    return CHARRNN_OK;
+}
+
+charrnn_status charrnn_forward(const charrnn_config *config, const float *params,
+                               const charrnn_batch *batch, float keep_prob,
+                               uint64_t dropout_seed, const float *state_in,
+                               float *state_out, float *activations, float *loss) {
+    charrnn_status s = check_config(config);
+    if (s != CHARRNN_OK) return s;
+    if (!params || !activations || !loss) return CHARRNN_ERR_NULL_POINTER;
+    if ((s = check_batch(config, batch)) != CHARRNN_OK) return s;
+    if (!(keep_prob > 0.0f && keep_prob <= 1.0f)) return CHARRNN_ERR_INVALID_ARGUMENT;
+
+    size_t B = (size_t)batch->batch_size, T = (size_t)batch->steps, N = T * B;
+    size_t H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
+    size_t L = (size_t)config->num_layers, BH = B * H;
+    param_tensors p;
+    activation_tensors a;
+    carve_params(config, (float *)params, &p);
+    carve_activations(config, B, T, activations, &a);
+
+    for (size_t l = 0; l < L; l++) {
+        if (state_in) {
+            memcpy(a.h[l], state_in + l * BH, BH * sizeof(float));
+            memcpy(a.c[l], state_in + (L + l) * BH, BH * sizeof(float));
+        } else {
+            memset(a.h[l], 0, BH * sizeof(float));
+            memset(a.c[l], 0, BH * sizeof(float));
+        }
+    }
+    for (size_t l = 0; l < L; l++) {
+        input_projection_forward(B, T, H, V, (int)l, batch->inputs, p.weight_ih[l], p.bias_ih[l],
+                                 p.bias_hh[l], l > 0 ? a.y[l - 1] : NULL, a.gates[l]);
+        lstm_forward(B, T, H, p.weight_hh[l], a.gates[l], a.h[l], a.c[l], a.tanh_c[l]);
+        dropout_forward(N, H, (int)l, keep_prob, dropout_seed, a.h[l] + BH, a.mask[l], a.y[l]);
+    }
+    *loss = output_forward(B, T, H, V, batch->targets, a.y[L - 1], p.fc_weight, p.fc_bias,
+                           a.probs);
+    if (state_out) {
+        /* state_out may alias state_in: it was copied in above. */
+        for (size_t l = 0; l < L; l++) {
+            memcpy(state_out + l * BH, a.h[l] + T * BH, BH * sizeof(float));
+            memcpy(state_out + (L + l) * BH, a.c[l] + T * BH, BH * sizeof(float));
+        }
+    }
+    return CHARRNN_OK;
+}
+
+charrnn_status charrnn_backward(const charrnn_config *config, const float *params,
+                                const charrnn_batch *batch, float *activations,
+                                float *grads) {
+    charrnn_status s = check_config(config);
+    if (s != CHARRNN_OK) return s;
+    if (!params || !activations || !grads) return CHARRNN_ERR_NULL_POINTER;
+    if ((s = check_batch(config, batch)) != CHARRNN_OK) return s;
+
+    size_t B = (size_t)batch->batch_size, T = (size_t)batch->steps, N = T * B;
+    size_t H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
+    size_t L = (size_t)config->num_layers;
+    param_tensors p, g;
+    activation_tensors a;
+    carve_params(config, (float *)params, &p);
+    carve_params(config, grads, &g);
+    carve_activations(config, B, T, activations, &a);
+
+    output_backward(B, T, H, V, batch->targets, a.y[L - 1], p.fc_weight, a.probs, a.dlogits,
+                    g.fc_weight, g.fc_bias, a.dy);
+    for (size_t l = L; l-- > 0;) {
+        dropout_backward(N, H, a.mask[l], a.dy);
+        lstm_backward(B, T, H, p.weight_hh[l], a.gates[l], a.c[l], a.tanh_c[l], a.dy, a.dgates,
+                      a.dh_rec, a.dc_next);
+        /* dW_hh += sum_t dG_t^T h_{t-1}: h slots 0..T-1 are one [N, H] matrix */
+        gemm_rows_parallel(1, 0, 4 * H, H, N, 1.0f, a.dgates, 4 * H, a.h[l], H, 1.0f,
+                           g.weight_hh[l], H);
+        input_projection_backward(B, T, H, V, (int)l, batch->inputs, a.dgates,
+                                  l > 0 ? a.y[l - 1] : NULL, g.weight_ih[l], g.bias_ih[l],
+                                  g.bias_hh[l]);
+        if (l > 0) /* the gradient reaching the layer below's output */
+            gemm_rows_parallel(0, 0, N, H, 4 * H, 1.0f, a.dgates, 4 * H, p.weight_ih[l], H, 0.0f,
+                               a.dy, H);
+    }
+    return CHARRNN_OK;
+}

@@ -1,0 +1,75 @@
+/*
+ * Gradient clipping by global norm and the Adam update. Parameters,
+ * gradients and moments share one layout, so each is a single flat loop.
+ */
+#include "internal.h"
+
+static double sum_of_squares(const float *x, size_t n) {
+    double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+    for (size_t i = 0; i < n; i++) total += (double)x[i] * (double)x[i];
+    return total;
+}
+
+charrnn_status charrnn_grad_norm(const charrnn_config *config, const float *grads, float *norm) {
+    charrnn_status s = check_config(config);
+    if (s != CHARRNN_OK) return s;
+    if (!grads || !norm) return CHARRNN_ERR_NULL_POINTER;
+    *norm = (float)sqrt(sum_of_squares(grads, param_count_unchecked(config)));
+    return CHARRNN_OK;
+}
+
+charrnn_status charrnn_clip_grad_norm(const charrnn_config *config, float *grads, float max_norm,
+                                      float *norm_before) {
+    charrnn_status s = check_config(config);
+    if (s != CHARRNN_OK) return s;
+    if (!grads) return CHARRNN_ERR_NULL_POINTER;
+    if (!(max_norm > 0.0f) || isinf(max_norm)) return CHARRNN_ERR_INVALID_ARGUMENT;
+    size_t n = param_count_unchecked(config);
+    double norm = sqrt(sum_of_squares(grads, n));
+    if (norm_before) *norm_before = (float)norm;
+    if (!isfinite(norm)) return CHARRNN_ERR_NON_FINITE;
+    if (norm > (double)max_norm) {
+        /* tf.clip_by_global_norm: g * clip / max(norm, clip) */
+        float scale = (float)((double)max_norm / norm);
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) grads[i] *= scale;
+    }
+    return CHARRNN_OK;
+}
+
+charrnn_adam_params charrnn_adam_default_params(void) {
+    charrnn_adam_params p = {0.001f, 0.9f, 0.999f, 1e-8f};
+    return p;
+}
+
+charrnn_status charrnn_adam_update(const charrnn_config *config, float *params, const float *grads,
+                                   float *optimizer_state, int64_t step,
+                                   const charrnn_adam_params *adam) {
+    charrnn_status s = check_config(config);
+    if (s != CHARRNN_OK) return s;
+    if (!params || !grads || !optimizer_state || !adam) return CHARRNN_ERR_NULL_POINTER;
+    if (step < 1 || !(adam->learning_rate > 0.0f) || isinf(adam->learning_rate) ||
+        !(adam->beta1 >= 0.0f && adam->beta1 < 1.0f) ||
+        !(adam->beta2 >= 0.0f && adam->beta2 < 1.0f) || !(adam->epsilon > 0.0f) ||
+        isinf(adam->epsilon))
+        return CHARRNN_ERR_INVALID_ARGUMENT;
+
+    size_t n = param_count_unchecked(config);
+    float *m = optimizer_state, *v = optimizer_state + n;
+    /* TF folds both bias corrections into the step size and adds epsilon to
+     * the uncorrected sqrt(v) ("epsilon hat"); computed in double because
+     * beta^step underflows float precision long before training ends. */
+    double t = (double)step;
+    float lr_t = (float)((double)adam->learning_rate * sqrt(1.0 - pow((double)adam->beta2, t)) /
+                         (1.0 - pow((double)adam->beta1, t)));
+    float b1 = adam->beta1, b2 = adam->beta2, eps = adam->epsilon;
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float g = grads[i];
+        m[i] = b1 * m[i] + (1.0f - b1) * g;
+        v[i] = b2 * v[i] + (1.0f - b2) * g * g;
+        params[i] -= lr_t * m[i] / (sqrtf(v[i]) + eps);
+    }
+    return CHARRNN_OK;
+}

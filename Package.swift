@@ -1,0 +1,82 @@
+// swift-tools-version: 6.2
+// 6.2 or later: SwiftPM accepts a dependency whose targets use unsafeFlags
+// only from packages that declare 6.2+, and CCharRNN needs them for OpenMP.
+import PackageDescription
+
+// MARK: - System libraries (Debian: libopenblas-dev, libomp-dev)
+//
+// OpenBLAS: cblas.h and libopenblas.so are on the default search paths.
+// LLVM OpenMP: Swift's clang ships no omp.h, and Debian puts libomp.so (the
+// link-time name) only in LLVM's own directory; the runtime, libomp.so.5, is
+// on the default loader path. `-idirafter` puts omp.h after clang's own
+// builtin headers, so those are never shadowed.
+let llvmOpenMPInclude = "/usr/lib/llvm-14/lib/clang/14.0.6/include"
+let llvmOpenMPLib = "/usr/lib/llvm-14/lib"
+
+let coreCFlags: [String] = [
+    "-fopenmp",
+    "-idirafter", llvmOpenMPInclude,
+    // The core is always built optimised, even in debug builds: tests and
+    // the CLI would otherwise run it 10x slower. -fno-trapping-math lets the
+    // clamped polynomial loops vectorise.
+    "-O3", "-fno-trapping-math",
+]
+
+let package = Package(
+    name: "CharRNN",
+    // MARK: - Public API
+    products: [
+        .library(name: "CharRNN", targets: ["CharRNN"]),
+        .library(name: "CCharRNN", type: .dynamic, targets: ["CCharRNN"]),
+        .executable(name: "charrnn", targets: ["charrnn"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // MARK: - The C core: compute only, over caller-owned memory
+        .target(
+            name: "CCharRNN",
+            path: ".",
+            sources: ["CCore"],
+            publicHeadersPath: "include",
+            cSettings: [.unsafeFlags(coreCFlags)],
+            linkerSettings: [
+                .linkedLibrary("openblas"),
+                .linkedLibrary("omp"),
+                .unsafeFlags(["-L\(llvmOpenMPLib)"]),
+            ]
+        ),
+        // MARK: - The Swift library: memory, data, checkpoints, training
+        .target(
+            name: "CharRNN",
+            dependencies: ["CCharRNN"],
+            path: "Sources/CharRNN"
+        ),
+        // MARK: - The command-line tool
+        .executableTarget(
+            name: "charrnn",
+            dependencies: [
+                "CharRNN",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/charrnn"
+        ),
+        // MARK: - Tests
+        .testTarget(
+            name: "CoreTests",
+            dependencies: ["CCharRNN"],
+            path: "Tests/CoreTests"
+        ),
+        .testTarget(
+            name: "CharRNNTests",
+            dependencies: ["CharRNN", "CCharRNN"],
+            path: "Tests/CharRNNTests"
+        ),
+        .testTarget(
+            name: "CLITests",
+            dependencies: ["charrnn"],
+            path: "Tests/CLITests"
+        ),
+    ]
+)

@@ -1,0 +1,260 @@
+/*
+ * charrnn.h — the compute core of CharRNN: a stacked character-level LSTM.
+ *
+ * What it is: forward and backward passes over a batch, softmax
+ * cross-entropy, global-norm gradient clipping and an Adam step, all on
+ * float32 buffers that the CALLER allocates and owns. The core allocates
+ * nothing in its compute paths, keeps no global mutable state (two models in
+ * one process never interfere), never prints and never aborts: every
+ * function that can fail returns a charrnn_status.
+ *
+ * What it is not: it knows nothing of files, text, vocabularies or
+ * checkpoints. Those live in the Swift library `CharRNN`.
+ *
+ * Threading. Every function is reentrant: calls on different buffers may run
+ * concurrently from different threads. Calls that write the same buffer must
+ * not overlap. Inside a call the core parallelises with OpenMP (one team, the
+ * size of omp_get_max_threads()) and calls OpenBLAS single-threaded from each
+ * OpenMP thread, so the two thread pools never spin against each other. When
+ * the library is loaded it (a) sets OpenBLAS to one thread and (b) where
+ * Debian's OpenBLAS 0.3.21 mis-detects a modern CPU and falls back to its
+ * oldest kernels, re-selects the kernels matching the CPU's features
+ * (SKYLAKEX for AVX-512, HASWELL for AVX2+FMA). A user's own
+ * OPENBLAS_CORETYPE is never overridden. charrnn_runtime_get() reports what
+ * was chosen.
+ *
+ * Shape letters used throughout:
+ *   V  vocabulary size (number of distinct characters)
+ *   H  hidden size of every LSTM layer
+ *   L  number of stacked LSTM layers
+ *   B  batch size (independent streams)
+ *   T  time steps per batch (truncated back-propagation length)
+ *   N  = T * B, rows of the time-major activation matrices (row r = t*B + b)
+ *
+ * Parameters: one contiguous float block, described by a tensor table that
+ * uses PyTorch's names and layouts (row-major), in this order:
+ *   for k in 0..L-1:
+ *     lstm.weight_ih_l{k}  [4H, I_k]   I_0 = V (one-hot input), I_k = H after
+ *     lstm.weight_hh_l{k}  [4H, H]
+ *     lstm.bias_ih_l{k}    [4H]
+ *     lstm.bias_hh_l{k}    [4H]
+ *   fc.weight              [V, H]
+ *   fc.bias                [V]
+ * Gate blocks within 4H are ordered i, f, g, o as in torch.nn.LSTM. Layer 0's
+ * input product with a one-hot vector is done as a column lookup.
+ * Gradients use exactly the same layout. Optimizer state is two such blocks,
+ * Adam's first moments then second moments.
+ *
+ * Recurrent state: one block of 2*L*B*H floats, all layers' h ([L, B, H])
+ * followed by all layers' c ([L, B, H]).
+ *
+ * Batches: inputs and targets are int32 [B, T] row-major (row b is stream b,
+ * as in the original notebook's get_batch), each value in [0, V).
+ *
+ * Usage (error handling elided):
+ *
+ *   charrnn_config cfg = { .vocab_size = 83, .hidden_size = 512, .num_layers = 2 };
+ *   size_t np, ns, na;
+ *   charrnn_param_count(&cfg, &np);
+ *   charrnn_state_count(&cfg, B, &ns);
+ *   charrnn_activation_count(&cfg, B, T, &na);
+ *   float *params = malloc(np * 4), *grads = malloc(np * 4);
+ *   float *adam = calloc(2 * np, 4), *state = calloc(ns, 4), *acts = malloc(na * 4);
+ *   charrnn_init_params(&cfg, params, 42);
+ *   charrnn_batch batch = { B, T, inputs, targets };
+ *   for (int64_t step = 1; ; step++) {
+ *       float loss, norm;
+ *       charrnn_forward(&cfg, params, &batch, 0.5f, step, state, state, acts, &loss);
+ *       memset(grads, 0, np * 4);
+ *       charrnn_backward(&cfg, params, &batch, acts, grads);
+ *       charrnn_clip_grad_norm(&cfg, grads, 5.0f, &norm);
+ *       charrnn_adam_params adam_params = charrnn_adam_default_params();
+ *       charrnn_adam_update(&cfg, params, grads, adam, step, &adam_params);
+ *   }
+ */
+#ifndef CHARRNN_H
+#define CHARRNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CHARRNN_VERSION_MAJOR 0
+#define CHARRNN_VERSION_MINOR 1
+#define CHARRNN_VERSION_PATCH 0
+
+/* ---------------------------------------------------------------------------
+ * Status codes. On any non-OK status, no output buffer has been written
+ * (arguments are checked before any work starts), except where stated.
+ */
+typedef enum charrnn_status {
+    CHARRNN_OK = 0,
+    CHARRNN_ERR_NULL_POINTER = 1,      /* a required pointer argument is NULL */
+    CHARRNN_ERR_INVALID_CONFIG = 2,    /* V, H or L is zero, negative or too large */
+    CHARRNN_ERR_INVALID_SHAPE = 3,     /* batch size or steps zero, negative or too large */
+    CHARRNN_ERR_TOKEN_OUT_OF_RANGE = 4,/* an input or target is outside [0, V) */
+    CHARRNN_ERR_INVALID_ARGUMENT = 5,  /* a scalar argument is out of its range (keep_prob, learning rate, ...) */
+    CHARRNN_ERR_INDEX_OUT_OF_RANGE = 6,/* a tensor index outside [0, tensor count) */
+    CHARRNN_ERR_NON_FINITE = 7         /* a loss or gradient norm came out NaN or infinite */
+} charrnn_status;
+
+/* A static, human-readable message for a status code (never NULL). */
+const char *charrnn_status_message(charrnn_status status);
+
+/* ---------------------------------------------------------------------------
+ * Configuration and sizes. All counts are in floats (multiply by 4 for bytes).
+ * Limits: 1 <= V <= 2^21, 1 <= H <= 2^14, 1 <= L <= 64; 1 <= B, T and
+ * T * B <= 2^26.
+ */
+typedef struct charrnn_config {
+    int32_t vocab_size;   /* V */
+    int32_t hidden_size;  /* H */
+    int32_t num_layers;   /* L */
+} charrnn_config;
+
+charrnn_status charrnn_config_validate(const charrnn_config *config);
+
+/* Floats in the parameter block; the gradient block has the same count. */
+charrnn_status charrnn_param_count(const charrnn_config *config, size_t *count);
+/* Floats of Adam state: 2 * param count (first moments, then second). */
+charrnn_status charrnn_optimizer_state_count(const charrnn_config *config, size_t *count);
+/* Floats of recurrent state for B streams: 2 * L * B * H. */
+charrnn_status charrnn_state_count(const charrnn_config *config, int32_t batch_size, size_t *count);
+/* Floats of activation memory that charrnn_forward fills and
+ * charrnn_backward reads (and uses as scratch) for a B x T batch. */
+charrnn_status charrnn_activation_count(const charrnn_config *config, int32_t batch_size,
+                                        int32_t steps, size_t *count);
+
+/* ---------------------------------------------------------------------------
+ * The tensor table: name, shape and offset of every tensor of the
+ * parameter block, in block order (see the top of this file).
+ */
+#define CHARRNN_TENSOR_NAME_MAX 32
+typedef struct charrnn_tensor_info {
+    char name[CHARRNN_TENSOR_NAME_MAX]; /* NUL-terminated, e.g. "lstm.weight_ih_l0" */
+    int32_t ndim;                       /* 1 or 2 */
+    int64_t shape[2];                   /* shape[1] is 0 when ndim == 1 */
+    size_t offset;                      /* in floats from the start of the block */
+    size_t count;                       /* floats in the tensor */
+} charrnn_tensor_info;
+
+/* Number of tensors: 4 * L + 2. */
+charrnn_status charrnn_tensor_count(const charrnn_config *config, int32_t *count);
+charrnn_status charrnn_tensor_info_at(const charrnn_config *config, int32_t index,
+                                      charrnn_tensor_info *info);
+
+/* ---------------------------------------------------------------------------
+ * Initialisation, in the spirit of the original TensorFlow notebook:
+ *   LSTM weights: Glorot-uniform, limit sqrt(6 / (I_k + H + 4H)) — TF 1.x's
+ *     default for BasicLSTMCell's fused [I_k + H, 4H] kernel, applied to
+ *     both W_ih and W_hh with that fused kernel's fan-in and fan-out;
+ *   LSTM biases: zero, except bias_ih's forget block = 1.0 (BasicLSTMCell's
+ *     forget_bias, which TF adds at run time and we store in the bias);
+ *   fc.weight: normal, std 0.1, truncated at 2 std (tf.truncated_normal);
+ *   fc.bias: zero.
+ * Deterministic for a given seed, independent of thread count.
+ */
+charrnn_status charrnn_init_params(const charrnn_config *config, float *params, uint64_t seed);
+
+/* ---------------------------------------------------------------------------
+ * Forward and backward over a batch.
+ */
+typedef struct charrnn_batch {
+    int32_t batch_size;     /* B */
+    int32_t steps;          /* T */
+    const int32_t *inputs;  /* [B, T], values in [0, V) */
+    const int32_t *targets; /* [B, T], values in [0, V) */
+} charrnn_batch;
+
+/*
+ * Runs the model over the batch and returns the mean softmax cross-entropy
+ * (natural log) over all B * T predictions in *loss.
+ *
+ * keep_prob in (0, 1]: inverted dropout on every layer's output (the
+ *   recurrent state itself is not dropped, as TF's DropoutWrapper with
+ *   output_keep_prob). 1 disables dropout.
+ * dropout_seed: the masks are a pure function of (seed, layer, row r, unit j):
+ *   with idx = (layer * N + r) * H + j and
+ *   z = splitmix64_mix(seed + 0x9E3779B97F4A7C15 * (idx + 1)),
+ *   unit kept iff (z >> 40) * 2^-24 < keep_prob, kept values scaled by
+ *   1 / keep_prob. (splitmix64_mix: z ^= z >> 30; z *= 0xBF58476D1CE4E5B9;
+ *   z ^= z >> 27; z *= 0x94D049BB133111EB; z ^= z >> 31.) Same seed, same
+ *   masks, whatever the thread count.
+ * state_in: [2, L, B, H] initial (h, c), or NULL for zeros.
+ * state_out: receives the final (h, c); may be NULL; may equal state_in.
+ * activations: charrnn_activation_count() floats, filled for backward.
+ * Never fails on finite input except for argument errors; *loss may be
+ * non-finite if the parameters are.
+ */
+charrnn_status charrnn_forward(const charrnn_config *config, const float *params,
+                               const charrnn_batch *batch, float keep_prob,
+                               uint64_t dropout_seed, const float *state_in,
+                               float *state_out, float *activations, float *loss);
+
+/*
+ * Back-propagation through the T steps of the batch last given to
+ * charrnn_forward with these activations (same params, same batch).
+ * ACCUMULATES (+=) the gradient of the mean loss into grads, so the caller
+ * zeroes grads once per update (and may accumulate several batches).
+ * The gradient does not flow into state_in (truncated BPTT).
+ * Uses the backward scratch part of activations; the forward part is left
+ * unchanged, so backward may be called again with the same result.
+ */
+charrnn_status charrnn_backward(const charrnn_config *config, const float *params,
+                                const charrnn_batch *batch, float *activations,
+                                float *grads);
+
+/* ---------------------------------------------------------------------------
+ * Optimisation.
+ */
+
+/* Global L2 norm of a gradient block (accumulated in double). */
+charrnn_status charrnn_grad_norm(const charrnn_config *config, const float *grads, float *norm);
+
+/* As tf.clip_by_global_norm: if the norm exceeds max_norm, scales grads by
+ * max_norm / norm. *norm_before (may be NULL) receives the norm before
+ * clipping. Returns CHARRNN_ERR_NON_FINITE (grads untouched) if the norm is
+ * NaN or infinite. max_norm must be > 0. */
+charrnn_status charrnn_clip_grad_norm(const charrnn_config *config, float *grads, float max_norm,
+                                      float *norm_before);
+
+typedef struct charrnn_adam_params {
+    float learning_rate; /* > 0; default 0.001 */
+    float beta1;         /* [0, 1); default 0.9 */
+    float beta2;         /* [0, 1); default 0.999 */
+    float epsilon;       /* > 0; default 1e-8 */
+} charrnn_adam_params;
+
+charrnn_adam_params charrnn_adam_default_params(void);
+
+/* One Adam step, exactly as TensorFlow's AdamOptimizer:
+ *   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+ *   lr_t = lr * sqrt(1 - b2^step) / (1 - b1^step)
+ *   p -= lr_t * m / (sqrt(v) + eps)
+ * step counts from 1. optimizer_state: 2 * param count floats, zero before
+ * the first step. */
+charrnn_status charrnn_adam_update(const charrnn_config *config, float *params, const float *grads,
+                                   float *optimizer_state, int64_t step,
+                                   const charrnn_adam_params *adam);
+
+/* ---------------------------------------------------------------------------
+ * Runtime facts, for reporting alongside any speed figure.
+ */
+typedef struct charrnn_runtime {
+    char blas_core[32];        /* OpenBLAS kernel set in use, e.g. "SkylakeX" */
+    char blas_config[160];     /* openblas_get_config() */
+    char blas_core_selected_by[32]; /* "library", "charrnn", or "user (OPENBLAS_CORETYPE)" */
+    int32_t blas_threads;      /* OpenBLAS's own thread count (1 under charrnn) */
+    int32_t compute_threads;   /* OpenMP threads charrnn uses per call */
+} charrnn_runtime;
+
+void charrnn_runtime_get(charrnn_runtime *runtime);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CHARRNN_H */
