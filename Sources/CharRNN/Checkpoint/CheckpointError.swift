@@ -1,0 +1,58 @@
+/// Why a checkpoint could not be written or read: the file, and the problem.
+public struct CheckpointError: Error, Equatable, CustomStringConvertible {
+    /// The checkpoint file.
+    public let path: String
+    /// What is wrong with it.
+    public let problem: CheckpointProblem
+
+    public var description: String { "checkpoint '\(path)': \(problem)" }
+}
+
+/// What is wrong with a checkpoint file.
+public enum CheckpointProblem: Error, Equatable, CustomStringConvertible {
+    case io(String)
+    case notFound
+    case truncated(size: Int)
+    case headerTooLarge(length: UInt64)
+    case headerPastEnd(length: UInt64, fileSize: Int)
+    case invalidJSON
+    case invalidMetadata
+    case invalidEntry(name: String)
+    case unsupportedDType(name: String, dtype: String)
+    case offsetsOutsideFile(name: String)
+    case sizeMismatch(name: String)
+    case overlappingOrGap(name: String)
+    case trailingData(bytes: Int)
+    case missingTensor(name: String)
+    case unexpectedTensor(name: String)
+    case shapeMismatch(name: String, expected: [Int], actual: [Int])
+    case missingVocabulary
+    case invalidVocabulary(String)
+    case nonFiniteWeights(name: String)
+
+    public var description: String {
+        switch self {
+        case .io(let message): return message
+        case .notFound: return "no such file"
+        case .truncated(let size): return "file is \(size) bytes, too short for a safetensors header"
+        case .headerTooLarge(let length): return "header length \(length) exceeds the 100 MB limit"
+        case .headerPastEnd(let length, let size):
+            return "header length \(length) runs past the end of the \(size)-byte file (truncated?)"
+        case .invalidJSON: return "header is not a valid JSON object"
+        case .invalidMetadata: return "__metadata__ must map strings to strings"
+        case .invalidEntry(let name): return "tensor '\(name)' needs dtype, shape and data_offsets"
+        case .unsupportedDType(let name, let dtype): return "tensor '\(name)' has dtype \(dtype); only F32 is supported"
+        case .offsetsOutsideFile(let name): return "tensor '\(name)' has data offsets outside the file"
+        case .sizeMismatch(let name): return "tensor '\(name)' data size does not match its shape"
+        case .overlappingOrGap(let name): return "tensor '\(name)' overlaps another or leaves a gap in the data"
+        case .trailingData(let bytes): return "\(bytes) bytes after the last tensor"
+        case .missingTensor(let name): return "required tensor '\(name)' is missing"
+        case .unexpectedTensor(let name): return "unexpected tensor '\(name)'"
+        case .shapeMismatch(let name, let expected, let actual):
+            return "tensor '\(name)' has shape \(actual); expected \(expected)"
+        case .missingVocabulary: return "__metadata__ has no 'vocab' entry"
+        case .invalidVocabulary(let reason): return "invalid vocabulary: \(reason)"
+        case .nonFiniteWeights(let name): return "tensor '\(name)' contains NaN or infinity"
+        }
+    }
+}

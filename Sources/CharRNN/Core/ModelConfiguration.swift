@@ -1,0 +1,72 @@
+import CCharRNN
+
+/// The shape of a model: vocabulary size V, hidden size H and layer count L.
+public struct ModelConfiguration: Hashable, Sendable, Codable {
+    /// Number of distinct characters (V).
+    public var vocabularySize: Int
+    /// Units in each LSTM layer (H).
+    public var hiddenSize: Int
+    /// Number of stacked LSTM layers (L).
+    public var layerCount: Int
+
+    /// Creates a configuration; call `validate()` before use.
+    public init(vocabularySize: Int, hiddenSize: Int, layerCount: Int) {
+        self.vocabularySize = vocabularySize
+        self.hiddenSize = hiddenSize
+        self.layerCount = layerCount
+    }
+
+    var raw: charrnn_config {
+        charrnn_config(
+            vocab_size: Int32(clamping: vocabularySize), hidden_size: Int32(clamping: hiddenSize),
+            num_layers: Int32(clamping: layerCount))
+    }
+
+    /// Throws `ModelError.invalidConfiguration` unless the core accepts the shape.
+    public func validate() throws(ModelError) {
+        var config = raw
+        if charrnn_config_validate(&config) != CHARRNN_OK
+            || Int(config.vocab_size) != vocabularySize || Int(config.hidden_size) != hiddenSize
+            || Int(config.num_layers) != layerCount
+        {
+            throw .invalidConfiguration(self)
+        }
+    }
+
+    /// Floats in the parameter block (and in the gradient block).
+    public var parameterCount: Int {
+        var config = raw
+        var count = 0
+        _ = charrnn_param_count(&config, &count)
+        return count
+    }
+
+    /// The parameter block's tensors in block order, with PyTorch's names and shapes.
+    public var tensors: [TensorDescriptor] {
+        var config = raw
+        var count: Int32 = 0
+        guard charrnn_tensor_count(&config, &count) == CHARRNN_OK else { return [] }
+        return (0..<count).compactMap { index in
+            var info = charrnn_tensor_info()
+            guard charrnn_tensor_info_at(&config, index, &info) == CHARRNN_OK else { return nil }
+            let name = withUnsafeBytes(of: info.name) { bytes in
+                String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            let shape = info.ndim == 2 ? [Int(info.shape.0), Int(info.shape.1)] : [Int(info.shape.0)]
+            return TensorDescriptor(name: name, shape: shape, offset: info.offset, count: info.count)
+        }
+    }
+}
+
+/// One tensor of the parameter block: a PyTorch state-dict name, its shape,
+/// and where it lives in the block (in floats).
+public struct TensorDescriptor: Hashable, Sendable {
+    /// PyTorch name, e.g. `lstm.weight_ih_l0`.
+    public let name: String
+    /// Row-major shape.
+    public let shape: [Int]
+    /// Offset from the start of the parameter block, in floats.
+    public let offset: Int
+    /// Number of floats.
+    public let count: Int
+}

@@ -1,0 +1,177 @@
+import CCharRNN
+
+/// A stacked character-level LSTM with the memory it computes in.
+///
+/// The model owns four 64-byte-aligned blocks and lends them to the C core:
+/// parameters and gradients (same layout, see `ModelConfiguration.tensors`),
+/// Adam's moments (twice the parameter count) and the activations of the
+/// last batch shape used (allocated on first use, reused after).
+///
+/// Not thread-safe: use one model from one thread at a time. Separate models
+/// share nothing and may run concurrently.
+public final class Model {
+    /// The model's shape.
+    public let configuration: ModelConfiguration
+    /// The parameter block, in the tensor table's layout.
+    public let parameters: FloatBuffer
+    /// Gradients of the last `computeGradients` call, same layout.
+    public let gradients: FloatBuffer
+    /// Adam's first moments followed by its second moments.
+    public let optimizerState: FloatBuffer
+    /// Adam steps taken so far.
+    public private(set) var optimizerStep: Int64 = 0
+
+    private var workspace: (batchSize: Int, steps: Int, activations: FloatBuffer)?
+    private var rawConfig: charrnn_config
+
+    /// A new model with freshly initialised weights (see `charrnn_init_params`).
+    public init(configuration: ModelConfiguration, seed: UInt64) throws(ModelError) {
+        try configuration.validate()
+        self.configuration = configuration
+        self.rawConfig = configuration.raw
+        let count = configuration.parameterCount
+        parameters = FloatBuffer(count: count)
+        gradients = FloatBuffer(count: count)
+        optimizerState = FloatBuffer(count: 2 * count)
+        try call { charrnn_init_params(&rawConfig, parameters.baseAddress, seed) }
+    }
+
+    /// A model with the given weights, in the tensor table's layout.
+    public init(configuration: ModelConfiguration, parameters values: [Float]) throws(ModelError) {
+        try configuration.validate()
+        let count = configuration.parameterCount
+        guard values.count == count else {
+            throw .parameterCountMismatch(expected: count, actual: values.count)
+        }
+        self.configuration = configuration
+        self.rawConfig = configuration.raw
+        parameters = FloatBuffer(count: count)
+        parameters.copy(from: values)
+        gradients = FloatBuffer(count: count)
+        optimizerState = FloatBuffer(count: 2 * count)
+    }
+
+    /// Number of trainable parameters.
+    public var parameterCount: Int { parameters.count }
+
+    /// The current values of the tensor called `name` (a PyTorch name such as
+    /// `lstm.weight_hh_l1`), or `nil` if there is none.
+    public func tensor(named name: String) -> [Float]? {
+        guard let descriptor = configuration.tensors.first(where: { $0.name == name }) else { return nil }
+        return Array(parameters.buffer[descriptor.offset..<descriptor.offset + descriptor.count])
+    }
+
+    // MARK: - Forward and backward
+
+    /// The mean cross-entropy of the model on `batch`, advancing `state`.
+    /// - Parameters:
+    ///   - batch: B streams of T steps.
+    ///   - state: the carried state; replaced by the state after the batch.
+    ///   - keepProbability: dropout keep probability; 1 (the default) for none.
+    ///   - dropoutSeed: selects the dropout masks; the same seed gives the same masks.
+    public func loss(
+        on batch: Batch, state: inout RecurrentState, keepProbability: Float = 1, dropoutSeed: UInt64 = 0
+    ) throws(ModelError) -> Float {
+        try forward(batch, &state, keepProbability, dropoutSeed)
+    }
+
+    /// Zeroes the gradients, runs forward and backward over `batch`, and
+    /// leaves the gradient of the mean loss in `gradients`. Returns the loss.
+    public func computeGradients(
+        on batch: Batch, state: inout RecurrentState, keepProbability: Float, dropoutSeed: UInt64
+    ) throws(ModelError) -> Float {
+        let loss = try forward(batch, &state, keepProbability, dropoutSeed)
+        gradients.zero()
+        let activations = workspace!.activations
+        try withBatch(batch) { (raw: inout charrnn_batch) in
+            charrnn_backward(&rawConfig, parameters.baseAddress, &raw, activations.baseAddress,
+                             gradients.baseAddress)
+        }
+        return loss
+    }
+
+    /// Clips the gradients to a global norm of `clipNorm` and takes one Adam
+    /// step. Returns the norm before clipping. Throws `ModelError.nonFinite`
+    /// (weights untouched) if the gradient is NaN or infinite.
+    @discardableResult
+    public func applyGradients(clipNorm: Float, adam: AdamOptions) throws(ModelError) -> Float {
+        var norm: Float = 0
+        let status = charrnn_clip_grad_norm(&rawConfig, gradients.baseAddress, clipNorm, &norm)
+        if status == CHARRNN_ERR_NON_FINITE { throw .nonFinite(loss: .nan, gradientNorm: norm) }
+        try call { status }
+        optimizerStep += 1
+        var params = adam.raw
+        let step = optimizerStep
+        try call {
+            charrnn_adam_update(&rawConfig, parameters.baseAddress, gradients.baseAddress,
+                                optimizerState.baseAddress, step, &params)
+        }
+        return norm
+    }
+
+    /// One training step: forward, backward, clip, Adam. Returns the batch loss
+    /// and the gradient norm before clipping.
+    public func trainStep(
+        on batch: Batch, state: inout RecurrentState, keepProbability: Float, dropoutSeed: UInt64,
+        clipNorm: Float, adam: AdamOptions
+    ) throws(ModelError) -> (loss: Float, gradientNorm: Float) {
+        let loss = try computeGradients(
+            on: batch, state: &state, keepProbability: keepProbability, dropoutSeed: dropoutSeed)
+        guard loss.isFinite else { throw .nonFinite(loss: loss, gradientNorm: .nan) }
+        let norm = try applyGradients(clipNorm: clipNorm, adam: adam)
+        return (loss, norm)
+    }
+
+    // MARK: - Plumbing
+
+    private func forward(
+        _ batch: Batch, _ state: inout RecurrentState, _ keepProbability: Float, _ seed: UInt64
+    ) throws(ModelError) -> Float {
+        guard state.batchSize == batch.batchSize,
+            state.values.count == 2 * configuration.layerCount * batch.batchSize * configuration.hiddenSize
+        else {
+            throw .stateMismatch(expectedBatchSize: batch.batchSize, actualBatchSize: state.batchSize)
+        }
+        let activations = try activations(batchSize: batch.batchSize, steps: batch.steps)
+        var loss: Float = 0
+        try state.values.withUnsafeMutableBufferPointer { (stateBuffer) throws(ModelError) in
+            try withBatch(batch) { (raw: inout charrnn_batch) in
+                charrnn_forward(&rawConfig, parameters.baseAddress, &raw, keepProbability, seed,
+                                stateBuffer.baseAddress, stateBuffer.baseAddress,
+                                activations.baseAddress, &loss)
+            }
+        }
+        return loss
+    }
+
+    private func activations(batchSize: Int, steps: Int) throws(ModelError) -> FloatBuffer {
+        if let workspace, workspace.batchSize == batchSize, workspace.steps == steps {
+            return workspace.activations
+        }
+        workspace = nil  // release the old block before allocating the new one
+        var count = 0
+        try call { charrnn_activation_count(&rawConfig, Int32(clamping: batchSize), Int32(clamping: steps), &count) }
+        let buffer = FloatBuffer(count: count)
+        workspace = (batchSize, steps, buffer)
+        return buffer
+    }
+
+    private func withBatch(
+        _ batch: Batch, _ body: (inout charrnn_batch) -> charrnn_status
+    ) throws(ModelError) {
+        let status = batch.inputs.withUnsafeBufferPointer { inputs in
+            batch.targets.withUnsafeBufferPointer { targets in
+                var raw = charrnn_batch(
+                    batch_size: Int32(clamping: batch.batchSize), steps: Int32(clamping: batch.steps),
+                    inputs: inputs.baseAddress, targets: targets.baseAddress)
+                return body(&raw)
+            }
+        }
+        try call { status }
+    }
+
+    private func call(_ body: () -> charrnn_status, function: String = #function) throws(ModelError) {
+        let status = body()
+        if status != CHARRNN_OK { throw .core(CoreError(status, function: function)) }
+    }
+}

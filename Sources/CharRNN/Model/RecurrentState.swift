@@ -1,0 +1,20 @@
+/// The LSTM state carried between batches: every layer's h and c for B
+/// streams, laid out `[2, L, B, H]` (all h, then all c) as the core expects.
+public struct RecurrentState: Sendable, Equatable {
+    /// Streams the state is for (B).
+    public let batchSize: Int
+    /// The flat `[2, L, B, H]` values.
+    public var values: [Float]
+
+    /// The zero state for `batchSize` streams of a model.
+    public init(configuration: ModelConfiguration, batchSize: Int) {
+        self.batchSize = batchSize
+        self.values = [Float](
+            repeating: 0, count: 2 * configuration.layerCount * batchSize * configuration.hiddenSize)
+    }
+
+    /// Resets every value to zero.
+    public mutating func reset() {
+        for index in values.indices { values[index] = 0 }
+    }
+}

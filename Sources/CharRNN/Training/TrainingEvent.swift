@@ -1,0 +1,69 @@
+import Foundation
+
+/// What a `Trainer` reports as it runs, in order: `started`, then per
+/// iteration `iteration`, and at every validation `validated` followed by
+/// `checkpointSaved` (when writing to a directory), and finally `finished`.
+public enum TrainingEvent: Sendable {
+    /// The run is set up.
+    case started(TrainingPlan)
+    /// One training batch is done.
+    case iteration(IterationReport)
+    /// The validation split was evaluated.
+    case validated(iteration: Int, loss: Float)
+    /// A checkpoint was written (and `best.safetensors` replaced if `isBest`).
+    case checkpointSaved(url: URL, isBest: Bool)
+    /// The run ended.
+    case finished(TrainingSummary)
+}
+
+/// The shape of a run, known before the first iteration.
+public struct TrainingPlan: Sendable {
+    /// Characters in the corpus.
+    public let corpusLength: Int
+    /// Distinct characters.
+    public let vocabularySize: Int
+    /// Trainable parameters.
+    public let parameterCount: Int
+    /// The run's options.
+    public let options: TrainingOptions
+    /// Training batches per epoch.
+    public let trainingBatches: Int
+    /// Validation batches.
+    public let validationBatches: Int
+    /// Iterations the run will make.
+    public let totalIterations: Int
+    /// Where the core computes (BLAS kernels and threads).
+    public let runtime: ComputeRuntime
+}
+
+/// One iteration, with the notebook's log fields.
+public struct IterationReport: Sendable {
+    /// Epoch, counting from 1.
+    public let epoch: Int
+    /// Epochs in the run.
+    public let epochs: Int
+    /// Iteration, counting from 1 over the whole run.
+    public let iteration: Int
+    /// Iterations the run will make.
+    public let totalIterations: Int
+    /// This batch's loss.
+    public let batchLoss: Float
+    /// Mean training loss over this epoch's batches so far (what the notebook printed).
+    public let runningLoss: Float
+    /// Gradient norm before clipping.
+    public let gradientNorm: Float
+    /// Wall time of the training step.
+    public let secondsPerBatch: Double
+}
+
+/// How a run ended.
+public struct TrainingSummary: Sendable {
+    /// Iterations made.
+    public let iterations: Int
+    /// The last validation loss.
+    public let finalValidationLoss: Float
+    /// The lowest validation loss seen.
+    public let bestValidationLoss: Float
+    /// Median seconds per training batch.
+    public let medianSecondsPerBatch: Double
+}

@@ -1,0 +1,18 @@
+import ArgumentParser
+import Foundation
+
+/// The `charrnn` command: train character-level LSTMs and write text with them.
+@main
+struct CharRNNCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "charrnn",
+        abstract: "Train a character-level LSTM on any text, in the style of Karpathy's char-rnn.",
+        version: "0.1.0",
+        subcommands: [TrainCommand.self])
+}
+
+/// Prints one error line to standard error and exits non-zero.
+func fail(_ message: String) -> ExitCode {
+    FileHandle.standardError.write(Data("charrnn: error: \(message)\n".utf8))
+    return ExitCode.failure
+}

@@ -1,0 +1,50 @@
+import CharRNN
+import Foundation
+
+/// Prints a training run's events in the original notebook's format, one
+/// flushed line each, so the log can be followed live or piped to a file.
+struct TrainingLog {
+    let dataPath: String
+
+    func handle(_ event: TrainingEvent) {
+        switch event {
+        case .started(let plan):
+            let o = plan.options
+            line("Corpus: \(dataPath), \(grouped(plan.corpusLength)) characters, \(plan.vocabularySize) distinct")
+            line("Model: \(o.layerCount) LSTM layers × \(o.hiddenSize) units, \(grouped(plan.parameterCount)) parameters")
+            line("Batches: \(o.batchSize) streams × \(o.steps) steps; \(plan.trainingBatches) training and "
+                 + "\(plan.validationBatches) validation batches per epoch; \(o.epochs) epochs; "
+                 + "\(plan.totalIterations) iterations")
+            line("Training: Adam \(o.learningRate), keep probability \(o.keepProbability), "
+                 + "gradient clip \(o.gradientClip), validation every \(o.saveEvery), seed \(o.seed)")
+            line("Compute: \(plan.runtime)")
+        case .iteration(let r):
+            line("Epoch \(r.epoch)/\(r.epochs)  Iteration \(r.iteration)/\(r.totalIterations)  "
+                 + "Training loss: \(String(format: "%.4f", r.runningLoss))  "
+                 + "\(String(format: "%.4f", r.secondsPerBatch)) sec/batch")
+        case .validated(_, let loss):
+            line("Validation loss: \(String(format: "%.4f", loss))  Saving checkpoint!")
+        case .checkpointSaved(let url, let isBest):
+            line("Saved \(url.path)\(isBest ? " (best so far: best.safetensors)" : "")")
+        case .finished(let summary):
+            line("Done: \(summary.iterations) iterations, final validation loss "
+                 + "\(String(format: "%.4f", summary.finalValidationLoss)), best "
+                 + "\(String(format: "%.4f", summary.bestValidationLoss)), median "
+                 + "\(String(format: "%.3f", summary.medianSecondsPerBatch)) sec/batch")
+        }
+    }
+
+    private func line(_ text: String) {
+        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    }
+
+    private func grouped(_ value: Int) -> String {
+        let digits = Array(String(value))
+        var out = ""
+        for (index, digit) in digits.enumerated() {
+            if index > 0 && (digits.count - index) % 3 == 0 { out += "," }
+            out.append(digit)
+        }
+        return out
+    }
+}
