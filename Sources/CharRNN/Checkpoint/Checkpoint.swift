@@ -67,10 +67,8 @@ public struct Checkpoint {
         }
         do {
             try self.init(bytes: [UInt8](data))
-        } catch let problem as CheckpointProblem {
-            throw CheckpointError(path: path, problem: problem)
         } catch {
-            throw CheckpointError(path: path, problem: .io("\(error)"))
+            throw CheckpointError(path: path, problem: error)
         }
     }
 

@@ -27,7 +27,7 @@ enum SafeTensors {
     /// multiple of 8 bytes so the data is aligned.
     static func encode(tensors: [Tensor], metadata: [String: String]) -> [UInt8] {
         var header = "{\"__metadata__\":{"
-        header += metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
+        header += metadata.sorted { $0.key < $1.key }.map { "\(jsonString($0.key)):\(jsonString($0.value))" }
             .joined(separator: ",")
         header += "}"
         var offset = 0
@@ -64,44 +64,34 @@ enum SafeTensors {
             throw .headerPastEnd(length: headerLength, fileSize: bytes.count)
         }
         let headerEnd = 8 + Int(headerLength)
-        let json: Any
+        let header: Header
         do {
-            json = try JSONSerialization.jsonObject(with: Data(bytes[8..<headerEnd]), options: [])
+            header = try JSONDecoder().decode(Header.self, from: Data(bytes[8..<headerEnd]))
+        } catch let problem as HeaderProblem {
+            throw problem.problem
         } catch {
             throw .invalidJSON
-        }
-        guard let header = json as? [String: Any] else { throw .invalidJSON }
-
-        var metadata: [String: String] = [:]
-        if let raw = header["__metadata__"] {
-            guard let dictionary = raw as? [String: Any] else { throw .invalidMetadata }
-            for (key, value) in dictionary {
-                guard let string = value as? String else { throw .invalidMetadata }
-                metadata[key] = string
-            }
         }
 
         let dataSize = bytes.count - headerEnd
         var entries: [(name: String, shape: [Int], begin: Int, end: Int)] = []
-        for (name, raw) in header where name != "__metadata__" {
-            guard let entry = raw as? [String: Any] else { throw .invalidEntry(name: name) }
-            guard let dtype = entry["dtype"] as? String else { throw .invalidEntry(name: name) }
-            guard dtype == "F32" else { throw .unsupportedDType(name: name, dtype: dtype) }
-            guard let shape = integers(entry["shape"]), shape.allSatisfy({ $0 >= 0 }),
-                let offsets = integers(entry["data_offsets"]), offsets.count == 2
-            else { throw .invalidEntry(name: name) }
+        for (name, entry) in header.tensors {
+            guard entry.dtype == "F32" else { throw .unsupportedDType(name: name, dtype: entry.dtype) }
+            guard entry.shape.allSatisfy({ $0 >= 0 }), entry.data_offsets.count == 2 else {
+                throw .invalidEntry(name: name)
+            }
             var elements = 1
-            for dimension in shape {
+            for dimension in entry.shape {
                 let product = elements.multipliedReportingOverflow(by: dimension)
                 guard !product.overflow, product.partialValue <= dataSize else {
                     throw .offsetsOutsideFile(name: name)
                 }
                 elements = product.partialValue
             }
-            let (begin, end) = (offsets[0], offsets[1])
+            let (begin, end) = (entry.data_offsets[0], entry.data_offsets[1])
             guard begin >= 0, end >= begin, end <= dataSize else { throw .offsetsOutsideFile(name: name) }
             guard end - begin == elements * 4 else { throw .sizeMismatch(name: name) }
-            entries.append((name, shape, begin, end))
+            entries.append((name, entry.shape, begin, end))
         }
         // The data must be covered exactly: no overlaps, no holes, nothing after.
         entries.sort { $0.begin < $1.begin }
@@ -125,20 +115,7 @@ enum SafeTensors {
             }
             tensors[entry.name] = StoredTensor(shape: entry.shape, values: values)
         }
-        return (metadata, tensors)
-    }
-
-    private static func integers(_ raw: Any?) -> [Int]? {
-        guard let array = raw as? [Any] else { return nil }
-        var result: [Int] = []
-        for element in array {
-            // JSONSerialization gives NSNumber; reject booleans and fractions.
-            guard let number = element as? NSNumber, !(element is Bool),
-                let value = Int(exactly: number.doubleValue), number.doubleValue == Double(value)
-            else { return nil }
-            result.append(value)
-        }
-        return result
+        return (header.metadata, tensors)
     }
 
     /// A JSON string literal for `text`.
@@ -162,4 +139,40 @@ enum SafeTensors {
         }
         return out + "\""
     }
+
+    /// The header's entries, decoded strictly: integers must be integers
+    /// (not booleans or fractions) and metadata values must be strings.
+    struct Header: Decodable {
+        struct Entry: Decodable {
+            let dtype: String
+            let shape: [Int]
+            let data_offsets: [Int]
+        }
+        var metadata: [String: String] = [:]
+        var tensors: [(String, Entry)] = []
+
+        struct Key: CodingKey {
+            let stringValue: String
+            init(stringValue: String) { self.stringValue = stringValue }
+            var intValue: Int? { nil }
+            init?(intValue: Int) { nil }
+        }
+
+        init(from decoder: Decoder) throws {
+            let container = try decoder.container(keyedBy: Key.self)
+            for key in container.allKeys {
+                if key.stringValue == "__metadata__" {
+                    do { metadata = try container.decode([String: String].self, forKey: key) } catch {
+                        throw HeaderProblem(problem: .invalidMetadata)
+                    }
+                } else {
+                    do { tensors.append((key.stringValue, try container.decode(Entry.self, forKey: key))) } catch {
+                        throw HeaderProblem(problem: .invalidEntry(name: key.stringValue))
+                    }
+                }
+            }
+        }
+    }
+
+    struct HeaderProblem: Error { let problem: CheckpointProblem }
 }

@@ -64,8 +64,9 @@ public struct Corpus: Sendable {
         return result
     }
 
-    /// Strict UTF-8 decoding that reports the offset of the first bad byte
-    /// (overlong forms, surrogates and values past U+10FFFF are rejected).
+    /// Strict UTF-8 decoding that reports the offset where the first invalid
+    /// sequence starts, as Python's UnicodeDecodeError does (overlong forms,
+    /// surrogates and values past U+10FFFF are rejected).
     static func decodeUTF8(_ data: Data, path: String) throws(CorpusError) -> [Unicode.Scalar] {
         var result: [Unicode.Scalar] = []
         result.reserveCapacity(data.count)
@@ -93,7 +94,7 @@ public struct Corpus: Sendable {
                 if i + length > n { failure = i; return }
                 for k in 1..<length {
                     let byte = bytes[i + k]
-                    if byte & 0xC0 != 0x80 { failure = i + k; return }
+                    if byte & 0xC0 != 0x80 { failure = i; return }
                     value = value << 6 | UInt32(byte & 0x3F)
                 }
                 guard value >= minimum, let scalar = Unicode.Scalar(value) else { failure = i; return }

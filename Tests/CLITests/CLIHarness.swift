@@ -1,0 +1,65 @@
+import Foundation
+
+/// Runs the built `charrnn` executable and captures what it prints.
+enum CLI {
+    struct Result {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    /// The `charrnn` binary next to the test bundle in the build directory.
+    static var executable: URL? {
+        var candidates: [URL] = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
+        if let argument = CommandLine.arguments.first {
+            var url = URL(fileURLWithPath: argument).deletingLastPathComponent()
+            for _ in 0..<4 {
+                candidates.append(url)
+                url = url.deletingLastPathComponent()
+            }
+        }
+        return candidates.map { $0.appendingPathComponent("charrnn") }
+            .first { FileManager.default.isExecutableFile(atPath: $0.path) }
+    }
+
+    static func run(_ arguments: [String]) throws -> Result {
+        guard let executable else { throw CLIError.binaryNotFound }
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        // Read both pipes before waiting, so a full pipe cannot block the child.
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                      stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    enum CLIError: Error { case binaryNotFound }
+}
+
+struct Scratch {
+    let url: URL
+    init() throws {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("charrnn-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+    func path(_ name: String) -> String { url.appendingPathComponent(name).path }
+    func write(_ name: String, _ bytes: [UInt8]) throws { try Data(bytes).write(to: url.appendingPathComponent(name)) }
+    func cleanUp() { try? FileManager.default.removeItem(at: url) }
+}
+
+func text(length: Int) -> [UInt8] {
+    let words = ["it", "was", "the", "best", "of", "times", "worst", "age", "wisdom", "foolishness"]
+    var out = ""
+    var index = 0
+    while out.utf8.count < length {
+        out += words[(index * 3 + index / 4) % words.count] + (index % 9 == 8 ? ",\n" : " ")
+        index += 1
+    }
+    return Array(out.utf8.prefix(length))
+}

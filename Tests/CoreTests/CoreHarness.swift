@@ -1,0 +1,91 @@
+import CCharRNN
+import Foundation
+
+/// Test-side access to the C core: allocates the blocks it asks for and
+/// calls it, with deterministic inputs so tests need no shared generator.
+struct CoreHarness {
+    var config: charrnn_config
+    let batchSize: Int
+    let steps: Int
+    var parameters: [Float]
+    var inputs: [Int32]
+    var targets: [Int32]
+    var initialState: [Float]
+
+    init(vocabularySize: Int, hiddenSize: Int, layerCount: Int, batchSize: Int, steps: Int, nonZeroState: Bool = true) {
+        config = charrnn_config(vocab_size: Int32(vocabularySize), hidden_size: Int32(hiddenSize), num_layers: Int32(layerCount))
+        self.batchSize = batchSize
+        self.steps = steps
+        var count = 0
+        _ = charrnn_param_count(&config, &count)
+        // Parameters set from their position (as mlx-swift's tests do), so any
+        // implementation can build the same weights without a shared RNG.
+        parameters = (0..<count).map { Float(0.35 * sin(Double($0) * 0.731 + 0.3)) }
+        let n = batchSize * steps
+        inputs = (0..<n).map { Int32(($0 * 7 + 3) % vocabularySize) }
+        targets = (0..<n).map { Int32(($0 * 5 + 1) % vocabularySize) }
+        let stateCount = 2 * layerCount * batchSize * hiddenSize
+        initialState = nonZeroState ? (0..<stateCount).map { Float(0.6 * cos(Double($0) * 1.3)) } : [Float](repeating: 0, count: stateCount)
+    }
+
+    var parameterCount: Int { parameters.count }
+
+    func activationCount() -> Int {
+        var config = self.config
+        var count = 0
+        _ = charrnn_activation_count(&config, Int32(batchSize), Int32(steps), &count)
+        return count
+    }
+
+    /// Runs forward (and backward when asked); returns loss, final state and gradients.
+    func run(keep: Float, seed: UInt64, gradients wantGradients: Bool = true) -> (loss: Float, state: [Float], gradients: [Float]) {
+        var config = self.config
+        var activations = [Float](repeating: 0, count: activationCount())
+        var finalState = [Float](repeating: 0, count: initialState.count)
+        var gradients = [Float](repeating: 0, count: parameters.count)
+        var loss: Float = 0
+        inputs.withUnsafeBufferPointer { inputs in
+            targets.withUnsafeBufferPointer { targets in
+                var batch = charrnn_batch(batch_size: Int32(batchSize), steps: Int32(steps), inputs: inputs.baseAddress, targets: targets.baseAddress)
+                let forward = charrnn_forward(&config, parameters, &batch, keep, seed, initialState, &finalState, &activations, &loss)
+                precondition(forward == CHARRNN_OK, "forward failed: \(forward)")
+                if wantGradients {
+                    let backward = charrnn_backward(&config, parameters, &batch, &activations, &gradients)
+                    precondition(backward == CHARRNN_OK, "backward failed: \(backward)")
+                }
+            }
+        }
+        return (loss, finalState, gradients)
+    }
+
+    func tensors() -> [(name: String, shape: [Int], offset: Int, count: Int)] {
+        var config = self.config
+        var count: Int32 = 0
+        _ = charrnn_tensor_count(&config, &count)
+        return (0..<count).map { index in
+            var info = charrnn_tensor_info()
+            _ = charrnn_tensor_info_at(&config, index, &info)
+            let name = withUnsafeBytes(of: info.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let shape = info.ndim == 2 ? [Int(info.shape.0), Int(info.shape.1)] : [Int(info.shape.0)]
+            return (name, shape, info.offset, info.count)
+        }
+    }
+
+    func reference() -> ReferenceLSTM {
+        ReferenceLSTM(vocabularySize: Int(config.vocab_size), hiddenSize: Int(config.hidden_size), layerCount: Int(config.num_layers))
+    }
+}
+
+/// `|actual - expected| <= absolute + relative * |expected|`, element-wise;
+/// returns the indices that fail (empty when all agree).
+func mismatches(_ actual: [Float], _ expected: [Double], absolute: Double, relative: Double) -> [Int] {
+    precondition(actual.count == expected.count, "length \(actual.count) vs \(expected.count)")
+    return actual.indices.filter { abs(Double(actual[$0]) - expected[$0]) > absolute + relative * abs(expected[$0]) }
+}
+
+/// A position-weighted sum: equal for two arrays only if values sit at the same places.
+func weightedChecksum<S: Sequence>(_ values: S) -> Double where S.Element: BinaryFloatingPoint {
+    var sum = 0.0
+    for (index, value) in values.enumerated() { sum += Double(value) * Double(index % 97 + 1) }
+    return sum
+}
