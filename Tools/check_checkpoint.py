@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Opens a CharRNN checkpoint with Python's `safetensors` package and checks
+that its tensors have the names and shapes of a PyTorch nn.LSTM (prefix
+`lstm.`) plus nn.Linear (prefix `fc.`) state dict, with one-hot input.
+
+    pip install safetensors numpy
+    python3 Tools/check_checkpoint.py runs/a/best.safetensors
+
+Exits non-zero, naming the problem, if anything does not match."""
+import json
+import sys
+
+from safetensors import safe_open
+
+
+def main(path: str) -> int:
+    with safe_open(path, framework="np") as f:
+        meta = f.metadata() or {}
+        vocab = json.loads(meta["vocab"])
+        shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+        dtypes = {name: str(f.get_tensor(name).dtype) for name in f.keys()}
+    V = len(vocab)
+    H = shapes["fc.weight"][1]
+    L = sum(1 for name in shapes if name.startswith("lstm.weight_ih_l"))
+    expected = {"fc.weight": (V, H), "fc.bias": (V,)}
+    for k in range(L):
+        expected[f"lstm.weight_ih_l{k}"] = (4 * H, V if k == 0 else H)
+        expected[f"lstm.weight_hh_l{k}"] = (4 * H, H)
+        expected[f"lstm.bias_ih_l{k}"] = (4 * H,)
+        expected[f"lstm.bias_hh_l{k}"] = (4 * H,)
+    problems = [f"{name}: expected {shape}, found {shapes.get(name)}"
+                for name, shape in expected.items() if shapes.get(name) != shape]
+    problems += [f"unexpected tensor {name}" for name in shapes if name not in expected]
+    problems += [f"{name} is {dtype}, not float32" for name, dtype in dtypes.items() if dtype != "float32"]
+    print(f"{path}: V={V} H={H} L={L}, {sum(1 for _ in shapes)} tensors, "
+          f"{sum(int.__mul__(*s) if len(s) == 2 else s[0] for s in shapes.values()):,} parameters")
+    for name in sorted(shapes):
+        print(f"  {name:20s} {shapes[name]}")
+    print("  metadata:", ", ".join(f"{k}={meta[k]}" for k in sorted(meta) if k != "vocab"))
+    if problems:
+        print("PROBLEMS:\n  " + "\n  ".join(problems))
+        return 1
+    print("OK: names and shapes match nn.LSTM(V, H, L) + nn.Linear(H, V)")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print(__doc__)
+        sys.exit(2)
+    sys.exit(main(sys.argv[1]))
