@@ -72,7 +72,7 @@ public final class Model {
     public func loss(
         on batch: Batch, state: inout RecurrentState, keepProbability: Float = 1, dropoutSeed: UInt64 = 0
     ) throws(ModelError) -> Float {
-        try forward(batch, &state, keepProbability, dropoutSeed)
+        try forward(batch, &state, keepProbability, dropoutSeed).loss
     }
 
     /// Zeroes the gradients, runs forward and backward over `batch`, and
@@ -80,9 +80,8 @@ public final class Model {
     public func computeGradients(
         on batch: Batch, state: inout RecurrentState, keepProbability: Float, dropoutSeed: UInt64
     ) throws(ModelError) -> Float {
-        let loss = try forward(batch, &state, keepProbability, dropoutSeed)
+        let (loss, activations) = try forward(batch, &state, keepProbability, dropoutSeed)
         gradients.zero()
-        let activations = workspace!.activations
         try withBatch(batch) { (raw: inout charrnn_batch) in
             charrnn_backward(&rawConfig, parameters.baseAddress, &raw, activations.baseAddress,
                              gradients.baseAddress)
@@ -124,9 +123,11 @@ public final class Model {
 
     // MARK: - Plumbing
 
+    /// Runs the core's forward pass; returns the loss and the activations it
+    /// filled (which backward needs).
     private func forward(
         _ batch: Batch, _ state: inout RecurrentState, _ keepProbability: Float, _ seed: UInt64
-    ) throws(ModelError) -> Float {
+    ) throws(ModelError) -> (loss: Float, activations: FloatBuffer) {
         guard state.batchSize == batch.batchSize,
             state.values.count == 2 * configuration.layerCount * batch.batchSize * configuration.hiddenSize
         else {
@@ -141,7 +142,7 @@ public final class Model {
                                 activations.baseAddress, &loss)
             }
         }
-        return loss
+        return (loss, activations)
     }
 
     private func activations(batchSize: Int, steps: Int) throws(ModelError) -> FloatBuffer {
