@@ -64,7 +64,7 @@ charrnn_status charrnn_adam_update(const charrnn_config *config, float *params, 
     float lr_t = (float)((double)adam->learning_rate * sqrt(1.0 - pow((double)adam->beta2, t)) /
                          (1.0 - pow((double)adam->beta1, t)));
     float b1 = adam->beta1, b2 = adam->beta2, eps = adam->epsilon;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
         float g = grads[i];
         m[i] = b1 * m[i] + (1.0f - b1) * g;

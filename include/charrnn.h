@@ -98,7 +98,7 @@ typedef enum charrnn_status {
     CHARRNN_ERR_TOKEN_OUT_OF_RANGE = 4,/* an input or target is outside [0, V) */
     CHARRNN_ERR_INVALID_ARGUMENT = 5,  /* a scalar argument is out of its range (keep_prob, learning rate, ...) */
     CHARRNN_ERR_INDEX_OUT_OF_RANGE = 6,/* a tensor index outside [0, tensor count) */
-    CHARRNN_ERR_NON_FINITE = 7         /* a loss or gradient norm came out NaN or infinite */
+    CHARRNN_ERR_NON_FINITE = 7         /* a loss, gradient norm or logit came out NaN or infinite */
 } charrnn_status;
 
 /* A static, human-readable message for a status code (never NULL). */
@@ -239,6 +239,67 @@ charrnn_adam_params charrnn_adam_default_params(void);
 charrnn_status charrnn_adam_update(const charrnn_config *config, float *params, const float *grads,
                                    float *optimizer_state, int64_t step,
                                    const charrnn_adam_params *adam);
+
+/* ---------------------------------------------------------------------------
+ * Inference: one character at a time, for S independent streams.
+ * No dropout and no activation cache; the state goes in and comes out.
+ */
+
+/* Floats of scratch memory charrnn_step needs for S streams:
+ * S*4H (gates) + L*S*H (new hidden states). */
+charrnn_status charrnn_step_scratch_count(const charrnn_config *config, int32_t streams,
+                                          size_t *count);
+
+/*
+ * Feeds one token per stream and advances the state one step.
+ * tokens: [S], values in [0, V).
+ * state:  [2, L, S, H] (all h, then all c; charrnn_state_count(config, S)),
+ *         updated in place. Zero it to start a stream from scratch.
+ * scratch: charrnn_step_scratch_count() floats.
+ * logits: [S, V] receives the unnormalised next-character scores.
+ * At S = 1 the products are matrix-vector products split across the
+ * OpenMP team; at S > 1 they are matrix-matrix products.
+ */
+charrnn_status charrnn_step(const charrnn_config *config, const float *params, int32_t streams,
+                            const int32_t *tokens, float *state, float *scratch, float *logits);
+
+/* A random generator whose whole state lives in caller memory
+ * (xoshiro256**). Seed it with charrnn_rng_seed; copy it to fork a stream. */
+typedef struct charrnn_rng {
+    uint64_t s[4];
+} charrnn_rng;
+
+charrnn_status charrnn_rng_seed(charrnn_rng *rng, uint64_t seed);
+/* A uniform double in [0, 1) with 53 random bits; advances the generator. */
+charrnn_status charrnn_rng_uniform(charrnn_rng *rng, double *value);
+
+typedef struct charrnn_sampling_params {
+    float temperature; /* >= 0; default 1. 0 means greedy */
+    int32_t top_k;     /* 0 (default) keeps all; else keep the k most likely, 1 <= k <= V */
+    float top_p;       /* (0, 1]; default 1 keeps all; else the smallest set of most likely
+                          characters whose probability reaches top_p (nucleus) */
+    int32_t greedy;    /* non-zero: always the most likely character (ties: lowest index) */
+} charrnn_sampling_params;
+
+charrnn_sampling_params charrnn_sampling_default_params(void);
+
+/* Bytes of scratch charrnn_sample needs for a vocabulary of V: 8 * V. */
+charrnn_status charrnn_sample_scratch_size(int32_t vocab_size, size_t *bytes);
+
+/*
+ * Draws one token from logits [V] (one stream):
+ *   greedy or temperature 0: the argmax, no random draw;
+ *   otherwise softmax(logits / temperature), cut to the top_k most likely
+ *   and then to the top_p nucleus (most likely first, ties by lower index),
+ *   renormalised, and drawn with one uniform from rng.
+ * Deterministic: same logits, params and rng state give the same token.
+ * scratch: charrnn_sample_scratch_size() bytes (any alignment of 4).
+ * probs (may be NULL): receives the final distribution over all V tokens
+ *   (zero outside the kept set), for callers that want to inspect it.
+ */
+charrnn_status charrnn_sample(const float *logits, int32_t vocab_size,
+                              const charrnn_sampling_params *params, charrnn_rng *rng,
+                              void *scratch, float *probs, int32_t *token);
 
 /* ---------------------------------------------------------------------------
  * Runtime facts, for reporting alongside any speed figure.

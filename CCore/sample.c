@@ -1,0 +1,261 @@
+/*
+ * Inference and sampling: one step of the model for S independent streams
+ * (no dropout, no activation cache), a caller-owned random generator, and
+ * drawing a character from logits with temperature, top-k, top-p or greedy.
+ *
+ * At S = 1 everything is a matrix-vector product, bound by reading the
+ * weights (about 13 MB for the 512 x 2 model) once per character. Each
+ * OpenMP thread multiplies by its own rows of every weight matrix (its slice
+ * of hidden units, in each of the four gate blocks), so the weights a thread
+ * reads stay in its own cache from one character to the next, then does its
+ * units' gates; one barrier per layer.
+ */
+#include <omp.h>
+
+#include <cblas.h>
+
+#include "internal.h"
+
+#define MAX_STREAMS (1 << 20)
+
+charrnn_status charrnn_step_scratch_count(const charrnn_config *config, int32_t streams,
+                                          size_t *count) {
+    charrnn_status s = check_config(config);
+    if (s != CHARRNN_OK) return s;
+    if (!count) return CHARRNN_ERR_NULL_POINTER;
+    if (streams < 1 || streams > MAX_STREAMS) return CHARRNN_ERR_INVALID_SHAPE;
+    size_t S = (size_t)streams, H = (size_t)config->hidden_size, L = (size_t)config->num_layers;
+    *count = ((S * 4 * H + 15) & ~(size_t)15) + L * S * H;
+    return CHARRNN_OK;
+}
+
+/* out[s, r] += sum_k W[r, k] x[s, k] for the `rows` rows of W (row-major,
+ * leading dimension K); out has leading dimension ldo. */
+static void rows_times(size_t S, size_t rows, size_t K, const float *W, const float *x, float *out,
+                       size_t ldo) {
+    if (rows == 0) return;
+    if (S == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)rows, (blasint)K, 1.0f, W, (blasint)K, x,
+                    1, 1.0f, out, 1);
+    else
+        gemm_block(0, 1, S, rows, K, 1.0f, x, K, W, K, 1.0f, out, ldo);
+}
+
+charrnn_status charrnn_step(const charrnn_config *config, const float *params, int32_t streams,
+                            const int32_t *tokens, float *state, float *scratch, float *logits) {
+    charrnn_status s = check_config(config);
+    if (s != CHARRNN_OK) return s;
+    if (!params || !tokens || !state || !scratch || !logits) return CHARRNN_ERR_NULL_POINTER;
+    if (streams < 1 || streams > MAX_STREAMS) return CHARRNN_ERR_INVALID_SHAPE;
+    for (int32_t i = 0; i < streams; i++)
+        if (tokens[i] < 0 || tokens[i] >= config->vocab_size) return CHARRNN_ERR_TOKEN_OUT_OF_RANGE;
+
+    size_t S = (size_t)streams, H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
+    size_t L = (size_t)config->num_layers, SH = S * H;
+    param_tensors p;
+    carve_params(config, (float *)params, &p);
+    float *G = scratch;                                        /* [S, 4H] */
+    float *h_new = scratch + ((S * 4 * H + 15) & ~(size_t)15); /* [L, S, H] */
+
+#pragma omp parallel
+    {
+        int thread = omp_get_thread_num(), threads = omp_get_num_threads();
+        size_t u0, u1;
+        thread_range(H, thread, threads, 16, &u0, &u1);
+        for (size_t l = 0; l < L; l++) {
+            const float *x = l > 0 ? h_new + (l - 1) * SH : NULL;
+            float *h_old = state + l * SH, *c = state + (L + l) * SH;
+            for (size_t st = 0; st < S; st++)
+                for (size_t q = 0; q < 4; q++)
+                    for (size_t j = u0; j < u1; j++) {
+                        size_t row = q * H + j;
+                        float g = p.bias_ih[l][row] + p.bias_hh[l][row];
+                        if (l == 0) g += p.weight_ih[0][row * V + (size_t)tokens[st]];
+                        G[st * 4 * H + row] = g;
+                    }
+            for (size_t q = 0; q < 4 && u1 > u0; q++) {
+                size_t row0 = q * H + u0;
+                if (l > 0) rows_times(S, u1 - u0, H, p.weight_ih[l] + row0 * H, x, G + row0, 4 * H);
+                rows_times(S, u1 - u0, H, p.weight_hh[l] + row0 * H, h_old, G + row0, 4 * H);
+            }
+            for (size_t st = 0; st < S; st++) {
+                const float *g = G + st * 4 * H;
+                for (size_t j = u0; j < u1; j++) {
+                    float i = fast_sigmoid(g[j]), f = fast_sigmoid(g[H + j]);
+                    float gg = fast_tanh(g[2 * H + j]), o = fast_sigmoid(g[3 * H + j]);
+                    float cell = f * c[st * H + j] + i * gg;
+                    c[st * H + j] = cell; /* only this thread reads or writes these units of c */
+                    h_new[l * SH + st * H + j] = o * fast_tanh(cell);
+                }
+            }
+            /* the next layer, and the logits, read every unit of h_new */
+#pragma omp barrier
+        }
+        /* Every product that read the old h is done (barrier above). */
+        for (size_t l = 0; l < L; l++)
+            for (size_t st = 0; st < S; st++)
+                for (size_t j = u0; j < u1; j++)
+                    state[l * SH + st * H + j] = h_new[l * SH + st * H + j];
+
+        size_t v0, v1;
+        thread_range(V, thread, threads, 8, &v0, &v1);
+        for (size_t st = 0; st < S; st++)
+            for (size_t v = v0; v < v1; v++) logits[st * V + v] = p.fc_bias[v];
+        rows_times(S, v1 - v0, H, p.fc_weight + v0 * H, h_new + (L - 1) * SH, logits + v0, V);
+    }
+    return CHARRNN_OK;
+}
+
+/* ---- the caller's random generator: xoshiro256** seeded by splitmix64 ---- */
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t rng_next(charrnn_rng *rng) {
+    uint64_t *s = rng->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+charrnn_status charrnn_rng_seed(charrnn_rng *rng, uint64_t seed) {
+    if (!rng) return CHARRNN_ERR_NULL_POINTER;
+    uint64_t x = seed;
+    for (int i = 0; i < 4; i++) {
+        x += 0x9E3779B97F4A7C15ULL;
+        rng->s[i] = splitmix64_mix(x);
+    }
+    return CHARRNN_OK;
+}
+
+charrnn_status charrnn_rng_uniform(charrnn_rng *rng, double *value) {
+    if (!rng || !value) return CHARRNN_ERR_NULL_POINTER;
+    *value = (double)(rng_next(rng) >> 11) * (1.0 / 9007199254740992.0);
+    return CHARRNN_OK;
+}
+
+/* ---- drawing a token ---- */
+
+charrnn_sampling_params charrnn_sampling_default_params(void) {
+    charrnn_sampling_params p = {1.0f, 0, 1.0f, 0};
+    return p;
+}
+
+charrnn_status charrnn_sample_scratch_size(int32_t vocab_size, size_t *bytes) {
+    if (!bytes) return CHARRNN_ERR_NULL_POINTER;
+    if (vocab_size < 1 || vocab_size > (1 << 21)) return CHARRNN_ERR_INVALID_CONFIG;
+    *bytes = 8 * (size_t)vocab_size;
+    return CHARRNN_OK;
+}
+
+/* The order of the nucleus: more likely first, ties by lower index. */
+static int comes_first(const float *p, int32_t a, int32_t b) {
+    return p[a] > p[b] || (p[a] == p[b] && a < b);
+}
+
+/* Heap sort of order[0..n) by comes_first: deterministic, no allocation,
+ * O(V log V) for any vocabulary. */
+static void sift_down(const float *p, int32_t *h, size_t root, size_t n) {
+    while (2 * root + 1 < n) {
+        size_t child = 2 * root + 1, last = root;
+        if (comes_first(p, h[last], h[child])) last = child;
+        if (child + 1 < n && comes_first(p, h[last], h[child + 1])) last = child + 1;
+        if (last == root) return;
+        int32_t t = h[root];
+        h[root] = h[last];
+        h[last] = t;
+        root = last;
+    }
+}
+
+static void sort_by_probability(const float *p, int32_t *order, size_t n) {
+    for (size_t i = 0; i < n; i++) order[i] = (int32_t)i;
+    for (size_t start = n / 2; start-- > 0;) sift_down(p, order, start, n);
+    for (size_t end = n; end-- > 1;) {
+        int32_t t = order[0];
+        order[0] = order[end];
+        order[end] = t;
+        sift_down(p, order, 0, end);
+    }
+}
+
+charrnn_status charrnn_sample(const float *logits, int32_t vocab_size,
+                              const charrnn_sampling_params *params, charrnn_rng *rng,
+                              void *scratch, float *probs, int32_t *token) {
+    if (!logits || !params || !token) return CHARRNN_ERR_NULL_POINTER;
+    if (vocab_size < 1 || vocab_size > (1 << 21)) return CHARRNN_ERR_INVALID_CONFIG;
+    float T = params->temperature;
+    if (!(T >= 0.0f) || isinf(T)) return CHARRNN_ERR_INVALID_ARGUMENT;
+    if (params->top_k < 0 || params->top_k > vocab_size) return CHARRNN_ERR_INVALID_ARGUMENT;
+    if (!(params->top_p > 0.0f && params->top_p <= 1.0f)) return CHARRNN_ERR_INVALID_ARGUMENT;
+    int greedy = params->greedy || T == 0.0f;
+    if (!greedy && (!rng || !scratch)) return CHARRNN_ERR_NULL_POINTER;
+
+    size_t V = (size_t)vocab_size, best = 0;
+    for (size_t v = 0; v < V; v++) {
+        if (!isfinite(logits[v])) return CHARRNN_ERR_NON_FINITE;
+        if (logits[v] > logits[best]) best = v;
+    }
+    if (greedy) {
+        if (probs) {
+            memset(probs, 0, V * sizeof(float));
+            probs[best] = 1.0f;
+        }
+        *token = (int32_t)best;
+        return CHARRNN_OK;
+    }
+
+    /* softmax(logits / T), exact libm exp: V is small and this is per character */
+    float *p = (float *)scratch;
+    int32_t *order = (int32_t *)((char *)scratch + 4 * V);
+    double max = logits[best], sum = 0.0;
+    for (size_t v = 0; v < V; v++) {
+        p[v] = (float)exp(((double)logits[v] - max) / (double)T);
+        sum += p[v];
+    }
+    for (size_t v = 0; v < V; v++) p[v] = (float)(p[v] / sum);
+
+    size_t kept = V;
+    int truncated = (params->top_k > 0 && (size_t)params->top_k < V) || params->top_p < 1.0f;
+    if (truncated) {
+        sort_by_probability(p, order, V);
+        if (params->top_k > 0 && (size_t)params->top_k < kept) kept = (size_t)params->top_k;
+        if (params->top_p < 1.0f) {
+            double cumulative = 0.0;
+            for (size_t i = 0; i < kept; i++) {
+                cumulative += p[order[i]];
+                if (cumulative >= (double)params->top_p) {
+                    kept = i + 1;
+                    break;
+                }
+            }
+        }
+    } else {
+        for (size_t v = 0; v < V; v++) order[v] = (int32_t)v;
+    }
+    double total = 0.0;
+    for (size_t i = 0; i < kept; i++) total += p[order[i]];
+
+    double u;
+    charrnn_rng_uniform(rng, &u);
+    u *= total;
+    double acc = 0.0;
+    int32_t chosen = -1, last_positive = (int32_t)best;
+    for (size_t i = 0; i < kept && chosen < 0; i++) {
+        if (p[order[i]] <= 0.0f) continue;
+        acc += p[order[i]];
+        last_positive = order[i];
+        if (u < acc) chosen = order[i];
+    }
+    if (chosen < 0) chosen = last_positive; /* rounding left u at the very end */
+    if (probs) {
+        memset(probs, 0, V * sizeof(float));
+        for (size_t i = 0; i < kept; i++) probs[order[i]] = (float)(p[order[i]] / total);
+    }
+    *token = chosen;
+    return CHARRNN_OK;
+}

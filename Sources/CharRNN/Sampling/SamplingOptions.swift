@@ -1,0 +1,60 @@
+/// How the next character is drawn from the model's distribution.
+///
+/// The defaults draw from the full distribution at temperature 1. The
+/// original notebook drew from the 5 most likely characters (`topK = 5`),
+/// which is `charrnn sample`'s default.
+public struct SamplingOptions: Sendable, Equatable {
+    /// Divides the logits before the softmax: below 1 sharper, above 1 flatter.
+    /// 0 means greedy. Must be finite and not negative.
+    public var temperature: Float = 1
+    /// Keep only the k most likely characters (1…V), or all when `nil`.
+    public var topK: Int? = nil
+    /// Keep the smallest set of most likely characters whose probability
+    /// reaches p, in (0, 1] (nucleus sampling), or all when `nil`.
+    public var topP: Float? = nil
+    /// Always take the most likely character (ties: the lower index).
+    public var greedy = false
+    /// Seeds the draws: same model, options, prime and seed give the same text.
+    public var seed: UInt64 = 0
+
+    /// Full-distribution sampling at temperature 1 with seed 0.
+    public init() {}
+
+    /// Throws `SamplingError.invalidOption` naming the first value out of range.
+    public func validate(vocabularySize: Int) throws(SamplingError) {
+        guard temperature >= 0, temperature.isFinite else {
+            throw .invalidOption("--temperature must be 0 or more (got \(temperature))")
+        }
+        if let topK, !(1...vocabularySize).contains(topK) {
+            throw .invalidOption("--top-k must be between 1 and the vocabulary size \(vocabularySize) (got \(topK))")
+        }
+        if let topP, !(topP > 0 && topP <= 1) {
+            throw .invalidOption("--top-p must be in (0, 1] (got \(topP))")
+        }
+    }
+}
+
+/// Why text could not be generated.
+public enum SamplingError: Error, Equatable, CustomStringConvertible {
+    /// An option is out of range; the message names it.
+    case invalidOption(String)
+    /// Generation needs at least one character of prime text.
+    case emptyPrime
+    /// The prime has characters the model's vocabulary lacks.
+    case unknownCharacters([Unicode.Scalar])
+    /// A model operation failed.
+    case model(ModelError)
+
+    public var description: String {
+        switch self {
+        case .invalidOption(let message): return message
+        case .emptyPrime: return "the prime text must have at least one character the model knows"
+        case .unknownCharacters(let scalars):
+            let names = scalars.prefix(20).map(Vocabulary.describe).joined(separator: ", ")
+            return "the prime has characters the model's vocabulary lacks: \(names)"
+                + (scalars.count > 20 ? " and \(scalars.count - 20) more" : "")
+                + " (use --drop-unknown to leave them out)"
+        case .model(let error): return error.description
+        }
+    }
+}

@@ -1,0 +1,158 @@
+/// Writes text with a trained model, one character at a time.
+///
+/// As the original notebook did, the prime text is fed through the network
+/// one character at a time from a zero state, then each next character is
+/// drawn from the model's distribution (see `SamplingOptions`) and fed back.
+///
+/// ```swift
+/// let generator = try TextGenerator(checkpoint: Checkpoint(contentsOf: url))
+/// var options = SamplingOptions()
+/// options.topK = 5
+/// for character in try generator.characters(prime: "Far", length: 200, options: options) {
+///     print(character, terminator: "")
+/// }
+/// ```
+///
+/// The generator only reads the model; do not train the same model while
+/// generating from it.
+public struct TextGenerator {
+    /// The model that writes.
+    public let model: Model
+    /// The model's alphabet.
+    public let vocabulary: Vocabulary
+
+    /// A generator for `model`, whose characters are `vocabulary`.
+    /// Throws `SamplingError.invalidOption` if their sizes differ.
+    public init(model: Model, vocabulary: Vocabulary) throws(SamplingError) {
+        guard model.configuration.vocabularySize == vocabulary.count else {
+            throw .invalidOption("the model has \(model.configuration.vocabularySize) outputs but the vocabulary has \(vocabulary.count) characters")
+        }
+        self.model = model
+        self.vocabulary = vocabulary
+    }
+
+    /// A generator for a checkpoint's model and vocabulary.
+    public init(checkpoint: Checkpoint) throws(SamplingError) {
+        do {
+            try self.init(model: try checkpoint.makeModel(), vocabulary: checkpoint.vocabulary)
+        } catch let error as SamplingError {
+            throw error
+        } catch let error as ModelError {
+            throw .model(error)
+        } catch {
+            throw .invalidOption("\(error)")
+        }
+    }
+
+    /// The prime's characters as indices. With `dropUnknown`, characters the
+    /// vocabulary lacks are left out; otherwise they are an error naming them.
+    public func encodePrime(_ prime: String, dropUnknown: Bool = false) throws(SamplingError) -> [Int32] {
+        let scalars = prime.unicodeScalars
+        let tokens: [Int32]
+        if dropUnknown {
+            tokens = scalars.compactMap { vocabulary.index(of: $0) }
+        } else {
+            do { tokens = try vocabulary.encode(scalars) } catch {
+                if case .unknownScalars(let unknown) = error { throw .unknownCharacters(unknown) }
+                throw .invalidOption(error.description)
+            }
+        }
+        guard !tokens.isEmpty else { throw .emptyPrime }
+        return tokens
+    }
+
+    /// The `length` characters that follow `prime`, produced lazily as the
+    /// sequence is iterated (the prime itself is not repeated). Iterating
+    /// again replays the same characters.
+    public func characters(
+        prime: String, length: Int, options: SamplingOptions, dropUnknown: Bool = false
+    ) throws(SamplingError) -> GeneratedCharacters {
+        guard length >= 0 else { throw .invalidOption("--length must be 0 or more (got \(length))") }
+        try options.validate(vocabularySize: vocabulary.count)
+        let session = try primedSession(try encodePrime(prime, dropUnknown: dropUnknown), streams: 1, options: options)
+        return GeneratedCharacters(session: session, vocabulary: vocabulary, length: length)
+    }
+
+    /// The prime followed by `length` generated characters.
+    public func generate(prime: String, length: Int, options: SamplingOptions) throws(SamplingError) -> String {
+        var text = String.UnicodeScalarView(prime.unicodeScalars)
+        for scalar in try characters(prime: prime, length: length, options: options) { text.append(scalar) }
+        return String(text)
+    }
+
+    /// `count` independent samples generated together through the core's
+    /// batched step, each the prime followed by `length` characters. Sample i
+    /// draws from the generator seeded with `options.seed &+ i &* 0x9E3779B97F4A7C15`,
+    /// so sample 0 uses the seed itself.
+    public func samples(
+        count: Int, prime: String, length: Int, options: SamplingOptions, dropUnknown: Bool = false
+    ) throws(SamplingError) -> [String] {
+        guard count >= 1 else { throw .invalidOption("--count must be at least 1 (got \(count))") }
+        guard length >= 0 else { throw .invalidOption("--length must be 0 or more (got \(length))") }
+        try options.validate(vocabularySize: vocabulary.count)
+        let primeTokens = try encodePrime(prime, dropUnknown: dropUnknown)
+        var session = try primedSession(primeTokens, streams: count, options: options)
+        var generated = [[Int32]](repeating: [], count: count)
+        do {
+            for position in 0..<length {
+                let tokens = try session.draw()
+                for stream in 0..<count { generated[stream].append(tokens[stream]) }
+                if position + 1 < length { try session.feed(tokens) }
+            }
+        } catch {
+            throw .model(error)
+        }
+        let primeText = vocabulary.decode(primeTokens)
+        return generated.map { primeText + vocabulary.decode($0) }
+    }
+
+    private func primedSession(_ prime: [Int32], streams: Int, options: SamplingOptions) throws(SamplingError) -> InferenceSession {
+        var session = InferenceSession(model: model, streams: streams, options: options)
+        do {
+            for token in prime { try session.feed([Int32](repeating: token, count: streams)) }
+        } catch {
+            throw .model(error)
+        }
+        return session
+    }
+}
+
+/// Generated characters, produced as they are iterated: each step runs the
+/// model once. A `Sequence` of Unicode scalars (the model's characters).
+public struct GeneratedCharacters: Sequence {
+    let session: InferenceSession
+    let vocabulary: Vocabulary
+    /// How many characters the sequence yields.
+    public let length: Int
+
+    /// An iterator that replays generation from the primed state.
+    public func makeIterator() -> Iterator {
+        Iterator(session: session, vocabulary: vocabulary, remaining: length)
+    }
+
+    /// Produces one character per `next()`.
+    public struct Iterator: IteratorProtocol {
+        var session: InferenceSession
+        let vocabulary: Vocabulary
+        var remaining: Int
+        var pending: Int32? = nil
+        /// The error that ended the sequence early, if any.
+        public private(set) var error: ModelError? = nil
+
+        /// The next character, or `nil` at the end (or after a core error,
+        /// which is then in `error`).
+        public mutating func next() -> Unicode.Scalar? {
+            guard remaining > 0, error == nil else { return nil }
+            do {
+                if let pending { try session.feed([pending]) }
+                let token = try session.draw()[0]
+                pending = token
+                remaining -= 1
+                return vocabulary.scalars[Int(token)]
+            } catch {
+                self.error = error
+                return nil
+            }
+        }
+    }
+}

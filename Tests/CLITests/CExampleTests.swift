@@ -1,0 +1,49 @@
+import Foundation
+import Testing
+
+/// Protects the C API's promise: a plain C program, with charrnn.h and the
+/// CCharRNN library alone, builds, trains and samples a model.
+@Suite("C example program")
+struct CExampleTests {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
+
+    @Test("Tools/c-example compiles with cc against the built library, trains, and samples")
+    func cProgramTrainsAndSamples() throws {
+        let library = try #require(CLI.executable?.deletingLastPathComponent(), "build directory not found")
+        #expect(FileManager.default.fileExists(atPath: library.appendingPathComponent("libCCharRNN.so").path),
+                "libCCharRNN.so is built by `swift build` and `swift test`")
+        let scratch = try Scratch()
+        defer { scratch.cleanUp() }
+        let compile = try Shell.run("/usr/bin/env", [
+            "cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-O2",
+            Self.repository.appendingPathComponent("Tools/c-example/example.c").path,
+            "-I", Self.repository.appendingPathComponent("include").path,
+            "-L", library.path, "-lCCharRNN", "-Wl,-rpath,\(library.path)",
+            "-o", scratch.path("example"),
+        ])
+        #expect(compile.status == 0, "cc failed: \(compile.stderr)")
+        let run = try Shell.run(scratch.path("example"), [])
+        #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
+        #expect(run.stdout.contains("\nOK: loss "))
+        let sample = run.stdout.split(separator: "\n").first { $0.hasPrefix("sample: It was") }
+        #expect((sample?.count ?? 0) == "sample: It was".count + 120)
+    }
+}
+
+enum Shell {
+    static func run(_ executable: String, _ arguments: [String]) throws -> CLI.Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return CLI.Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                          stderr: String(decoding: errData, as: UTF8.self))
+    }
+}

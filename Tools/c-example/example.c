@@ -1,0 +1,119 @@
+/*
+ * A plain C program that uses CharRNN's core with charrnn.h and the
+ * CCharRNN library alone: it builds a small model over the characters of a
+ * text it carries, trains it for a few hundred steps, and samples from it.
+ *
+ *   swift build --product CCharRNN
+ *   cc -O2 Tools/c-example/example.c -Iinclude -L.build/debug -lCCharRNN \
+ *      -Wl,-rpath,$PWD/.build/debug -o example && ./example
+ *
+ * Exits 0 and prints "OK" when the model learned (final loss under a third
+ * of the initial one); prints the failing call and exits 1 otherwise.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "charrnn.h"
+
+static const char *TEXT =
+    "It was the best of times, it was the worst of times, it was the age of wisdom, "
+    "it was the age of foolishness, it was the epoch of belief, it was the epoch of "
+    "incredulity, it was the season of Light, it was the season of Darkness, it was "
+    "the spring of hope, it was the winter of despair.\n";
+
+#define CHECK(call)                                                                   \
+    do {                                                                              \
+        charrnn_status status_ = (call);                                              \
+        if (status_ != CHARRNN_OK) {                                                  \
+            fprintf(stderr, "example: %s failed: %s\n", #call,                        \
+                    charrnn_status_message(status_));                                 \
+            return 1;                                                                 \
+        }                                                                             \
+    } while (0)
+
+int main(void) {
+    /* Vocabulary: the distinct bytes of the (ASCII) text, in byte order. */
+    int index_of[256], vocab_size = 0;
+    char chars[256];
+    for (int c = 0; c < 256; c++) index_of[c] = -1;
+    for (const char *p = TEXT; *p; p++) index_of[(unsigned char)*p] = 0;
+    for (int c = 0; c < 256; c++)
+        if (index_of[c] == 0) { index_of[c] = vocab_size; chars[vocab_size++] = (char)c; }
+    size_t length = strlen(TEXT);
+
+    charrnn_config config = {.vocab_size = vocab_size, .hidden_size = 64, .num_layers = 2};
+    const int32_t B = 4, T = 32;
+    size_t n_params, n_adam, n_state, n_acts;
+    CHECK(charrnn_param_count(&config, &n_params));
+    CHECK(charrnn_optimizer_state_count(&config, &n_adam));
+    CHECK(charrnn_state_count(&config, B, &n_state));
+    CHECK(charrnn_activation_count(&config, B, T, &n_acts));
+    float *params = malloc(n_params * sizeof(float)), *grads = malloc(n_params * sizeof(float));
+    float *adam = calloc(n_adam, sizeof(float)), *state = calloc(n_state, sizeof(float));
+    float *acts = malloc(n_acts * sizeof(float));
+    int32_t *inputs = malloc((size_t)B * T * sizeof(int32_t)), *targets = malloc((size_t)B * T * sizeof(int32_t));
+    if (!params || !grads || !adam || !state || !acts || !inputs || !targets) {
+        fprintf(stderr, "example: out of memory\n");
+        return 1;
+    }
+    CHECK(charrnn_init_params(&config, params, 42));
+    printf("model: V=%d H=%d L=%d, %zu parameters\n", vocab_size, config.hidden_size, config.num_layers, n_params);
+
+    /* Train: each step, stream b reads T characters starting at a place that
+     * moves through the text, so every stream sees all of it. */
+    charrnn_adam_params adam_params = charrnn_adam_default_params();
+    adam_params.learning_rate = 0.01f;
+    float first_loss = 0.0f, loss = 0.0f, norm;
+    for (int64_t step = 1; step <= 300; step++) {
+        for (int32_t b = 0; b < B; b++) {
+            size_t start = ((size_t)step * 7 + (size_t)b * length / B) % (length - T - 1);
+            for (int32_t t = 0; t < T; t++) {
+                inputs[b * T + t] = index_of[(unsigned char)TEXT[start + t]];
+                targets[b * T + t] = index_of[(unsigned char)TEXT[start + t + 1]];
+            }
+        }
+        charrnn_batch batch = {B, T, inputs, targets};
+        CHECK(charrnn_forward(&config, params, &batch, 1.0f, (uint64_t)step, NULL, NULL, acts, &loss));
+        memset(grads, 0, n_params * sizeof(float));
+        CHECK(charrnn_backward(&config, params, &batch, acts, grads));
+        CHECK(charrnn_clip_grad_norm(&config, grads, 5.0f, &norm));
+        CHECK(charrnn_adam_update(&config, params, grads, adam, step, &adam_params));
+        if (step == 1) first_loss = loss;
+        if (step == 1 || step % 100 == 0) printf("step %3lld  loss %.4f\n", (long long)step, loss);
+    }
+
+    /* Sample: prime with "It was", then draw 120 characters from the top 3. */
+    size_t n_step_state, n_scratch, sample_bytes;
+    CHECK(charrnn_state_count(&config, 1, &n_step_state));
+    CHECK(charrnn_step_scratch_count(&config, 1, &n_scratch));
+    CHECK(charrnn_sample_scratch_size(vocab_size, &sample_bytes));
+    float *step_state = calloc(n_step_state, sizeof(float)), *scratch = malloc(n_scratch * sizeof(float));
+    float *logits = malloc((size_t)vocab_size * sizeof(float));
+    void *sample_scratch = malloc(sample_bytes);
+    if (!step_state || !scratch || !logits || !sample_scratch) return 1;
+    charrnn_rng rng;
+    CHECK(charrnn_rng_seed(&rng, 7));
+    charrnn_sampling_params sampling = charrnn_sampling_default_params();
+    sampling.top_k = 3;
+
+    const char *prime = "It was";
+    printf("sample: %s", prime);
+    int32_t token = 0;
+    for (const char *p = prime; *p; p++) {
+        token = index_of[(unsigned char)*p];
+        CHECK(charrnn_step(&config, params, 1, &token, step_state, scratch, logits));
+    }
+    for (int i = 0; i < 120; i++) {
+        CHECK(charrnn_sample(logits, vocab_size, &sampling, &rng, sample_scratch, NULL, &token));
+        putchar(chars[token]);
+        CHECK(charrnn_step(&config, params, 1, &token, step_state, scratch, logits));
+    }
+    printf("\n");
+
+    int learned = loss < first_loss / 3.0f;
+    printf("%s: loss %.4f -> %.4f\n", learned ? "OK" : "FAILED", first_loss, loss);
+    free(params); free(grads); free(adam); free(state); free(acts); free(inputs); free(targets);
+    free(step_state); free(scratch); free(logits); free(sample_scratch);
+    return learned ? 0 : 1;
+}
