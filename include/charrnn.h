@@ -71,6 +71,26 @@
  *       charrnn_adam_params adam_params = charrnn_adam_default_params();
  *       charrnn_adam_update(&cfg, params, grads, adam, step, &adam_params);
  *   }
+ *
+ *   // Sampling, one stream: feed a character, draw the next, feed it back.
+ *   size_t nss, nsc, nsb;
+ *   charrnn_state_count(&cfg, 1, &nss);
+ *   charrnn_step_scratch_count(&cfg, 1, &nsc);
+ *   charrnn_sample_scratch_size(cfg.vocab_size, &nsb);
+ *   float *h = calloc(nss, 4), *scratch = malloc(nsc * 4), *logits = malloc(cfg.vocab_size * 4);
+ *   void *sample_scratch = malloc(nsb);
+ *   charrnn_rng rng;
+ *   charrnn_rng_seed(&rng, 1);
+ *   charrnn_sampling_params sp = charrnn_sampling_default_params();
+ *   sp.top_k = 5;
+ *   int32_t token = first_character;
+ *   for (int i = 0; i < 1000; i++) {
+ *       charrnn_step(&cfg, params, 1, &token, h, scratch, logits);
+ *       charrnn_sample(logits, cfg.vocab_size, &sp, &rng, sample_scratch, NULL, &token);
+ *       emit(token);
+ *   }
+ *
+ * Tools/c-example/example.c is a complete program.
  */
 #ifndef CHARRNN_H
 #define CHARRNN_H
