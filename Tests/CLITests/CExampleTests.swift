@@ -31,6 +31,7 @@ struct CExampleTests {
     }
 }
 
+/// Runs a program and captures what it prints.
 enum Shell {
     static func run(_ executable: String, _ arguments: [String]) throws -> CLI.Result {
         let process = Process()
@@ -40,6 +41,7 @@ enum Shell {
         process.standardOutput = out
         process.standardError = err
         try process.run()
+        // Read both pipes before waiting, so a full pipe cannot block the child.
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         let errData = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()

@@ -24,19 +24,7 @@ enum CLI {
 
     static func run(_ arguments: [String]) throws -> Result {
         guard let executable else { throw CLIError.binaryNotFound }
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // Read both pipes before waiting, so a full pipe cannot block the child.
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                      stderr: String(decoding: errData, as: UTF8.self))
+        return try Shell.run(executable.path, arguments)
     }
 
     enum CLIError: Error { case binaryNotFound }
