@@ -89,15 +89,7 @@ struct SampleCommand: ParsableCommand {
     }
 
     private func loadCheckpoint() throws -> Checkpoint {
-        var url = URL(fileURLWithPath: checkpoint)
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
-            url = url.appendingPathComponent("best.safetensors")
-            guard FileManager.default.fileExists(atPath: url.path) else {
-                throw SamplingError.invalidOption("'\(checkpoint)' is a directory without a best.safetensors checkpoint")
-            }
-        }
-        return try Checkpoint(contentsOf: url)
+        try Checkpoint(contentsOf: CheckpointLocator.best(checkpoint))
     }
 }
 

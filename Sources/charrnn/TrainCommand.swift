@@ -18,71 +18,61 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "The UTF-8 text file to train on.")
     var data: String
 
-    @Option(name: .long, help: "Directory for checkpoints (created if missing).")
-    var out: String
+    @Option(name: .long, help: "Directory for checkpoints (created if missing). With --resume, defaults to the checkpoint's directory.")
+    var out: String?
 
-    @Option(name: .long, help: "Units per LSTM layer (1-16384).")
-    var hidden = 512
+    @Option(name: .long, help: "Units per LSTM layer, 1-16384. (default: 512)")
+    var hidden: Int?
 
-    @Option(name: .long, help: "Stacked LSTM layers (1-64).")
-    var layers = 2
+    @Option(name: .long, help: "Stacked LSTM layers, 1-64. (default: 2)")
+    var layers: Int?
 
-    @Option(name: .long, help: "Streams per batch (B).")
-    var batch = 100
+    @Option(name: .long, help: "Streams per batch (B). (default: 100)")
+    var batch: Int?
 
-    @Option(name: .long, help: "Characters per stream per batch (T), the back-propagation length.")
-    var steps = 100
+    @Option(name: .long, help: "Characters per stream per batch (T), the back-propagation length. (default: 100)")
+    var steps: Int?
 
-    @Option(name: .long, help: "Passes over the training split.")
-    var epochs = 20
+    @Option(name: .long, help: "Passes over the training split. (default: 20)")
+    var epochs: Int?
 
-    @Option(name: .long, help: "Adam learning rate (> 0).")
-    var learningRate: Float = 0.001
+    @Option(name: .long, help: "Adam learning rate, > 0. (default: 0.001)")
+    var learningRate: Float?
 
-    @Option(name: .long, help: "Dropout keep probability on each layer's output, in (0, 1].")
-    var keepProb: Float = 0.5
+    @Option(name: .long, help: "Dropout keep probability on each layer's output, in (0, 1]. (default: 0.5)")
+    var keepProb: Float?
 
-    @Option(name: .long, help: "Clip gradients to this global norm (> 0).")
-    var gradClip: Float = 5
+    @Option(name: .long, help: "Clip gradients to this global norm, > 0. (default: 5)")
+    var gradClip: Float?
 
-    @Option(name: .long, help: "Share of the text held out for validation, in (0, 1).")
-    var valFrac = 0.1
+    @Option(name: .long, help: "Share of the text held out for validation, in (0, 1). (default: 0.1)")
+    var valFrac: Double?
 
-    @Option(name: .long, help: "Validate and write a checkpoint every N iterations (and at the end).")
-    var saveEvery = 200
+    @Option(name: .long, help: "Validate and write a checkpoint every N iterations, and at the end. (default: 200)")
+    var saveEvery: Int?
 
-    @Option(name: .long, help: "Seed for the initial weights and dropout masks.")
-    var seed: UInt64 = 0
+    @Option(name: .long, help: "Seed for the initial weights and dropout masks. (default: 0)")
+    var seed: UInt64?
 
-    @Option(name: .long, help: "Stop after N iterations in all (default: all epochs).")
+    @Option(name: .long, help: "Stop after N iterations in all, counted from the start of the run (default: all epochs).")
     var maxIterations: Int?
+
+    @Option(name: .long, help: "Keep only the N periodic checkpoints with the lowest validation loss (default: keep all).")
+    var keep: Int?
+
+    @Option(name: .long, help: "Continue the run that wrote this checkpoint (a file, or a run directory: its latest checkpoint), exactly where it stopped, with its settings.")
+    var resume: String?
+
+    @Option(name: .long, help: "Start a new run from this checkpoint's weights (only); the corpus must have its vocabulary.")
+    var initFrom: String?
 
     @Option(name: .long, help: "universal: read \\r\\n and \\r as \\n, as Python's text mode (the notebook); preserve: keep them.")
     var lineEndings: String = Corpus.LineEndings.universal.rawValue
 
     func run() throws {
-        guard let endings = Corpus.LineEndings(rawValue: lineEndings) else {
-            throw fail("--line-endings must be 'universal' or 'preserve' (got '\(lineEndings)')")
-        }
-        var options = TrainingOptions()
-        options.hiddenSize = hidden
-        options.layerCount = layers
-        options.batchSize = batch
-        options.steps = steps
-        options.epochs = epochs
-        options.learningRate = learningRate
-        options.keepProbability = keepProb
-        options.gradientClip = gradClip
-        options.validationFraction = valFrac
-        options.saveEvery = saveEvery
-        options.seed = seed
-        options.maxIterations = maxIterations
-
         let trainer: Trainer
         do {
-            try options.validate()
-            let corpus = try Corpus(contentsOf: URL(fileURLWithPath: data), lineEndings: endings)
-            trainer = try Trainer(corpus: corpus, options: options, outputDirectory: URL(fileURLWithPath: out))
+            trainer = try makeTrainer()
         } catch let error as CustomStringConvertible & Error {
             throw fail(error.description)
         }
@@ -92,5 +82,74 @@ struct TrainCommand: ParsableCommand {
         } catch {
             throw fail(error.description)
         }
+    }
+
+    /// Checks every input and builds the trainer; writes nothing.
+    private func makeTrainer() throws -> Trainer {
+        guard let endings = Corpus.LineEndings(rawValue: lineEndings) else {
+            throw TrainingError.invalidOption("--line-endings must be 'universal' or 'preserve' (got '\(lineEndings)')")
+        }
+        if resume != nil && initFrom != nil {
+            throw TrainingError.invalidOption("--resume and --init-from cannot be combined")
+        }
+        if let keep, keep < 1 { throw TrainingError.invalidOption("--keep must be at least 1 (got \(keep))") }
+        if let maxIterations, maxIterations < 1 {
+            throw TrainingError.invalidOption("--max-iterations must be at least 1 (got \(maxIterations))")
+        }
+
+        if let resume {
+            let url = try CheckpointLocator.latest(resume)
+            let checkpoint = try Checkpoint(contentsOf: url)
+            let saved = try TrainingOptions(checkpointMetadata: checkpoint.metadata)
+            try refuseChangedSettings(saved)
+            let corpus = try Corpus(contentsOf: URL(fileURLWithPath: data), lineEndings: endings)
+            let output = out.map { URL(fileURLWithPath: $0) } ?? url.deletingLastPathComponent()
+            return try Trainer(resuming: checkpoint, corpus: corpus, outputDirectory: output,
+                               maxIterations: maxIterations, keepBest: keep)
+        }
+
+        guard let out else { throw TrainingError.invalidOption("--out is required: the directory for checkpoints") }
+        var options = TrainingOptions()
+        let initial = try initFrom.map { try Checkpoint(contentsOf: CheckpointLocator.best($0)) }
+        if let initial {
+            options.hiddenSize = initial.configuration.hiddenSize
+            options.layerCount = initial.configuration.layerCount
+        }
+        options.hiddenSize = hidden ?? options.hiddenSize
+        options.layerCount = layers ?? options.layerCount
+        options.batchSize = batch ?? options.batchSize
+        options.steps = steps ?? options.steps
+        options.epochs = epochs ?? options.epochs
+        options.learningRate = learningRate ?? options.learningRate
+        options.keepProbability = keepProb ?? options.keepProbability
+        options.gradientClip = gradClip ?? options.gradientClip
+        options.validationFraction = valFrac ?? options.validationFraction
+        options.saveEvery = saveEvery ?? options.saveEvery
+        options.seed = seed ?? options.seed
+        options.maxIterations = maxIterations
+        options.keepBest = keep
+        try options.validate()
+        let corpus = try Corpus(contentsOf: URL(fileURLWithPath: data), lineEndings: endings)
+        return try Trainer(corpus: corpus, options: options, outputDirectory: URL(fileURLWithPath: out), initialWeights: initial)
+    }
+
+    /// A resumed run keeps its settings; naming a different one is an error.
+    private func refuseChangedSettings(_ saved: TrainingOptions) throws {
+        func same<T: Equatable>(_ given: T?, _ kept: T, _ flag: String) throws {
+            if let given, given != kept {
+                throw TrainingError.invalidOption("\(flag) \(given) differs from the resumed run's \(kept); a resumed run keeps its settings (use --init-from to start a new run)")
+            }
+        }
+        try same(hidden, saved.hiddenSize, "--hidden")
+        try same(layers, saved.layerCount, "--layers")
+        try same(batch, saved.batchSize, "--batch")
+        try same(steps, saved.steps, "--steps")
+        try same(epochs, saved.epochs, "--epochs")
+        try same(learningRate, saved.learningRate, "--learning-rate")
+        try same(keepProb, saved.keepProbability, "--keep-prob")
+        try same(gradClip, saved.gradientClip, "--grad-clip")
+        try same(valFrac, saved.validationFraction, "--val-frac")
+        try same(saveEvery, saved.saveEvery, "--save-every")
+        try same(seed, saved.seed, "--seed")
     }
 }

@@ -18,6 +18,9 @@ struct TrainingLog {
             line("Training: Adam \(o.learningRate), keep probability \(o.keepProbability), "
                  + "gradient clip \(o.gradientClip), validation every \(o.saveEvery), seed \(o.seed)")
             line("Compute: \(plan.runtime)")
+            if let resumed = plan.resumedFromIteration {
+                line("Resuming from iteration \(resumed) of \(plan.totalIterations)")
+            }
         case .iteration(let r):
             line("Epoch \(r.epoch)/\(r.epochs)  Iteration \(r.iteration)/\(r.totalIterations)  "
                  + "Training loss: \(String(format: "%.4f", r.runningLoss))  "

@@ -29,6 +29,7 @@ public enum CheckpointProblem: Error, Equatable, CustomStringConvertible {
     case missingVocabulary
     case invalidVocabulary(String)
     case nonFiniteWeights(name: String)
+    case invalidMetadataValue(key: String, value: String?)
 
     public var description: String {
         switch self {
@@ -53,6 +54,8 @@ public enum CheckpointProblem: Error, Equatable, CustomStringConvertible {
         case .missingVocabulary: return "__metadata__ has no 'vocab' entry"
         case .invalidVocabulary(let reason): return "invalid vocabulary: \(reason)"
         case .nonFiniteWeights(let name): return "tensor '\(name)' contains NaN or infinity"
+        case .invalidMetadataValue(let key, let value):
+            return value.map { "metadata '\(key)' has an invalid value '\($0)'" } ?? "metadata '\(key)' is missing"
         }
     }
 }

@@ -54,6 +54,19 @@ public final class Model {
     /// Number of trainable parameters.
     public var parameterCount: Int { parameters.count }
 
+    /// Restores Adam's moments (first then second, `2 * parameterCount`
+    /// floats) and step count, to continue an interrupted run exactly.
+    public func restoreOptimizer(state values: [Float], step: Int64) throws(ModelError) {
+        guard values.count == optimizerState.count else {
+            throw .parameterCountMismatch(expected: optimizerState.count, actual: values.count)
+        }
+        optimizerState.copy(from: values)
+        optimizerStep = step
+    }
+
+    /// Whether every parameter is a finite number.
+    public var parametersAreFinite: Bool { parameters.buffer.allSatisfy { $0.isFinite } }
+
     /// The current values of the tensor called `name` (a PyTorch name such as
     /// `lstm.weight_hh_l1`), or `nil` if there is none.
     public func tensor(named name: String) -> [Float]? {

@@ -12,6 +12,8 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
     case model(ModelError)
     /// A checkpoint could not be written.
     case checkpoint(CheckpointError)
+    /// A checkpoint cannot continue or seed this run; the message says why.
+    case cannotResume(String)
 
     public var description: String {
         switch self {
@@ -21,6 +23,7 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
         case .batching(let error): return error.description
         case .model(let error): return error.description
         case .checkpoint(let error): return error.description
+        case .cannotResume(let reason): return "cannot resume from the checkpoint: \(reason)"
         }
     }
 }

@@ -30,8 +30,10 @@ public struct TrainingPlan: Sendable {
     public let trainingBatches: Int
     /// Validation batches.
     public let validationBatches: Int
-    /// Iterations the run will make.
+    /// Iterations the run will make in all (counted from the start of the run).
     public let totalIterations: Int
+    /// The iteration a resumed run continues from, or `nil` for a new run.
+    public let resumedFromIteration: Int?
     /// Where the core computes (BLAS kernels and threads).
     public let runtime: ComputeRuntime
 }

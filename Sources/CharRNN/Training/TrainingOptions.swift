@@ -24,8 +24,11 @@ public struct TrainingOptions: Sendable, Equatable, Codable {
     public var saveEvery = 200
     /// Seeds the initial weights and the dropout masks.
     public var seed: UInt64 = 0
-    /// Stop after this many iterations in all, if set.
+    /// Stop after this many iterations in all (counted from the start of the run), if set.
     public var maxIterations: Int? = nil
+    /// Keep only this many periodic checkpoints, those with the lowest
+    /// validation loss (`best.safetensors` is always kept); all when `nil`.
+    public var keepBest: Int? = nil
 
     /// The notebook's defaults.
     public init() {}
@@ -48,5 +51,39 @@ public struct TrainingOptions: Sendable, Equatable, Codable {
                     "--val-frac must be between 0 and 1, exclusive (got \(validationFraction))")
         try require(saveEvery >= 1, "--save-every must be at least 1 (got \(saveEvery))")
         if let maxIterations { try require(maxIterations >= 1, "--max-iterations must be at least 1 (got \(maxIterations))") }
+        if let keepBest { try require(keepBest >= 1, "--keep must be at least 1 (got \(keepBest))") }
+    }
+
+    /// The hyperparameters as checkpoint metadata entries.
+    var metadata: [String: String] {
+        [
+            "hidden_size": String(hiddenSize), "num_layers": String(layerCount),
+            "batch_size": String(batchSize), "steps": String(steps), "epochs": String(epochs),
+            "learning_rate": String(learningRate), "keep_prob": String(keepProbability),
+            "grad_clip": String(gradientClip), "val_frac": String(validationFraction),
+            "save_every": String(saveEvery), "seed": String(seed),
+        ]
+    }
+
+    /// The hyperparameters a checkpoint was trained with, read from its metadata.
+    /// Throws naming the first entry that is missing or unreadable.
+    public init(checkpointMetadata metadata: [String: String]) throws(TrainingError) {
+        func value<T: LosslessStringConvertible>(_ key: String, as: T.Type) throws(TrainingError) -> T {
+            guard let text = metadata[key], let value = T(text) else {
+                throw .cannotResume("its metadata has no valid '\(key)'")
+            }
+            return value
+        }
+        hiddenSize = try value("hidden_size", as: Int.self)
+        layerCount = try value("num_layers", as: Int.self)
+        batchSize = try value("batch_size", as: Int.self)
+        steps = try value("steps", as: Int.self)
+        epochs = try value("epochs", as: Int.self)
+        learningRate = try value("learning_rate", as: Float.self)
+        keepProbability = try value("keep_prob", as: Float.self)
+        gradientClip = try value("grad_clip", as: Float.self)
+        validationFraction = try value("val_frac", as: Double.self)
+        saveEvery = try value("save_every", as: Int.self)
+        seed = try value("seed", as: UInt64.self)
     }
 }
