@@ -75,7 +75,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CLITests",
-            dependencies: ["charrnn"],
+            dependencies: ["charrnn", "CharRNN"],
             path: "Tests/CLITests"
         ),
     ]

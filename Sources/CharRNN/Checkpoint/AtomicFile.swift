@@ -41,4 +41,18 @@ enum AtomicFile {
             close(dirFD)
         }
     }
+
+    /// Removes temporary files that a writer killed mid-write left behind
+    /// (`.NAME.tmp-PID-N` whose process is gone). They were never renamed
+    /// into place, so no checkpoint is lost.
+    static func removeStaleTemporaries(in directory: URL) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        for name in names {
+            guard let match = name.wholeMatch(of: #/^\..+\.tmp-(\d+)-\d+$/#), let pid = Int32(match.output.1) else { continue }
+            // kill(pid, 0) fails with ESRCH when no such process exists.
+            if pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH {
+                unlink(directory.appendingPathComponent(name).path)
+            }
+        }
+    }
 }

@@ -147,6 +147,7 @@ public final class Trainer {
             } catch {
                 throw .cannotCreateOutput(path: outputDirectory.path, reason: (error as NSError).localizedDescription)
             }
+            AtomicFile.removeStaleTemporaries(in: outputDirectory)
         }
         let total = totalIterations
         let perEpoch = batches.trainingBatchCount

@@ -1,0 +1,64 @@
+import ArgumentParser
+import CharRNN
+import Foundation
+
+/// `charrnn eval`: a model's cross-entropy on a text.
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Measure a model's mean cross-entropy (nats) and bits per character on a text, without dropout.",
+        discussion: """
+            By default the whole file is one stream from a zero state, each character predicted from \
+            all before it (this runs one character at a time per layer: about as fast as sampling). \
+            With --split val, the validation split made with the checkpoint's batch size, steps and \
+            validation fraction, exactly as training reports it.
+            """)
+
+    @Option(name: .long, help: "A checkpoint file, or a training output directory (its best.safetensors).")
+    var checkpoint: String
+
+    @Option(name: .long, help: "The UTF-8 text to evaluate on.")
+    var data: String
+
+    @Option(name: .long, help: "all: the whole file as one stream; val: the checkpoint's validation split.")
+    var split = "all"
+
+    @Option(name: .long, help: "universal: read \\r\\n and \\r as \\n (as training does by default); preserve: keep them.")
+    var lineEndings: String = Corpus.LineEndings.universal.rawValue
+
+    func run() throws {
+        do {
+            guard split == "all" || split == "val" else {
+                throw TrainingError.invalidOption("--split must be 'all' or 'val' (got '\(split)')")
+            }
+            guard let endings = Corpus.LineEndings(rawValue: lineEndings) else {
+                throw TrainingError.invalidOption("--line-endings must be 'universal' or 'preserve' (got '\(lineEndings)')")
+            }
+            let loaded = try Checkpoint(contentsOf: CheckpointLocator.best(checkpoint))
+            let corpus = try Corpus(contentsOf: URL(fileURLWithPath: data), lineEndings: endings)
+            let tokens: [Int32]
+            do { tokens = try loaded.vocabulary.encode(corpus.scalars) } catch {
+                throw TrainingError.invalidOption("the text has characters the model's vocabulary lacks: "
+                    + (error.description.components(separatedBy: "lacks: ").last ?? error.description))
+            }
+            let model = try loaded.makeModel()
+            let result: Evaluation.Result
+            let description: String
+            if split == "all" {
+                guard tokens.count >= 2 else { throw TrainingError.invalidOption("the text needs at least 2 characters") }
+                result = try Evaluation.wholeText(of: model, tokens: tokens)
+                description = "the whole text as one stream"
+            } else {
+                let options = try TrainingOptions(checkpointMetadata: loaded.metadata)
+                let batches = try BatchedCorpus(tokens: tokens, batchSize: options.batchSize, steps: options.steps,
+                                                validationFraction: options.validationFraction)
+                result = try Evaluation.validationSplit(of: model, batches: batches)
+                description = "the validation split (\(batches.validationBatchCount) batches of \(options.batchSize) × \(options.steps))"
+            }
+            print(String(format: "cross-entropy %.4f nats/char, %.4f bits/char over %@ predictions: %@",
+                         result.meanLoss, result.bitsPerCharacter, "\(result.predictions)", description))
+        } catch let error as CustomStringConvertible & Error {
+            throw fail(error.description)
+        }
+    }
+}

@@ -1,0 +1,67 @@
+import ArgumentParser
+import CharRNN
+import Foundation
+
+/// `charrnn inspect`: what a checkpoint holds.
+struct InspectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect",
+        abstract: "Show a checkpoint's configuration, vocabulary, tensors, training state and whether it can resume.")
+
+    @Argument(help: "A checkpoint file, or a training output directory (its best.safetensors).")
+    var path: String
+
+    func run() throws {
+        do {
+            let url = try CheckpointLocator.best(path)
+            let checkpoint = try Checkpoint(contentsOf: url)
+            let meta = checkpoint.metadata
+            let c = checkpoint.configuration
+            let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
+            print("File: \(url.path) (\(size) bytes), format \(meta["format"] ?? "unnamed") \(meta["format_version"] ?? "")")
+            print("Model: \(c.layerCount) LSTM layers × \(c.hiddenSize) units, vocabulary \(c.vocabularySize), \(c.parameterCount) parameters")
+            print("Vocabulary: \(Self.printable(checkpoint.vocabulary))")
+            print("Tensors:")
+            for tensor in c.tensors {
+                let shape = "[" + tensor.shape.map(String.init).joined(separator: ", ") + "]"
+                print("  \(tensor.name.padding(toLength: 20, withPad: " ", startingAt: 0)) \(shape.padding(toLength: 12, withPad: " ", startingAt: 0)) F32  offset \(tensor.offset)")
+            }
+            if let iteration = meta["iteration"] {
+                print("Training: iteration \(iteration), epoch \(meta["epoch"] ?? "?") of \(meta["epochs"] ?? "?"), "
+                      + "validation loss \(meta["val_loss"] ?? "?"), best so far \(meta["best_val_loss"] ?? "?"), "
+                      + "training loss \(meta["train_loss"] ?? "?")")
+            }
+            let settings = ["batch_size", "steps", "learning_rate", "keep_prob", "grad_clip", "val_frac", "save_every", "seed"]
+                .compactMap { key in meta[key].map { "\(key) \($0)" } }
+            if !settings.isEmpty { print("Hyperparameters: " + settings.joined(separator: ", ")) }
+            if let resume = checkpoint.resumeState, meta["iteration"] != nil {
+                print("Can resume: yes (Adam step \(resume.optimizerStep), carried state for \(resume.carriedState.batchSize) streams)")
+            } else {
+                print("Can resume: no (weights only; use it with sample, eval or train --init-from)")
+            }
+        } catch let error as CustomStringConvertible & Error {
+            throw fail(error.description)
+        }
+    }
+
+    /// The vocabulary as one quoted line, control characters escaped.
+    static func printable(_ vocabulary: Vocabulary) -> String {
+        var out = "\""
+        for scalar in vocabulary.scalars {
+            switch scalar {
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            default:
+                if scalar.properties.generalCategory == .control || scalar.properties.generalCategory == .format {
+                    out += "\\u{\(String(scalar.value, radix: 16))}"
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out + "\" (\(vocabulary.count) characters)"
+    }
+}

@@ -1,0 +1,123 @@
+import CharRNN
+import Foundation
+import Testing
+
+/// Protects checkpoints as a user meets them: resume, kills mid-write, inspect, eval.
+@Suite("Checkpoints from the command line")
+struct CheckpointCommandTests {
+    static func corpus(_ scratch: Scratch) throws -> String {
+        try scratch.write("corpus.txt", text(length: 4000))
+        return scratch.path("corpus.txt")
+    }
+
+    static let small = ["--hidden", "16", "--batch", "4", "--steps", "20"]
+
+    @Test("--resume continues the run: the log goes on at N + 1 with the same losses as one uninterrupted run")
+    func resumeContinuesTheLog() throws {
+        let scratch = try Scratch()
+        defer { scratch.cleanUp() }
+        let data = try Self.corpus(scratch)
+        let whole = try CLI.run(["train", "--data", data, "--out", scratch.path("whole"), "--max-iterations", "10", "--save-every", "5"] + Self.small)
+        let first = try CLI.run(["train", "--data", data, "--out", scratch.path("part"), "--max-iterations", "5", "--save-every", "5"] + Self.small)
+        let second = try CLI.run(["train", "--data", data, "--resume", scratch.path("part"), "--max-iterations", "10"])
+        #expect(whole.status == 0 && first.status == 0 && second.status == 0, "\(second.stderr)")
+        func losses(_ output: String) -> [String] {
+            output.split(separator: "\n").filter { $0.hasPrefix("Epoch") || $0.hasPrefix("Validation") }
+                .map { String($0).replacing(#/  [0-9.]+ sec\/batch/#, with: "").replacing(#/Iteration (\d+)\/\d+/#) { "Iteration \(String($0.output.1))" } }
+        }
+        #expect(second.stdout.contains("Resuming from iteration 5 of 10"))
+        #expect(losses(second.stdout).first?.contains("Iteration 6 ") == true)
+        #expect(losses(first.stdout) + losses(second.stdout) == losses(whole.stdout))
+        let wholeFile = try FileManager.default.contentsOfDirectory(atPath: scratch.path("whole")).first { $0.hasPrefix("i10_") }
+        let partFile = try FileManager.default.contentsOfDirectory(atPath: scratch.path("part")).first { $0.hasPrefix("i10_") }
+        #expect(wholeFile != nil && wholeFile == partFile)
+        #expect(FileManager.default.contentsEqual(atPath: scratch.path("whole/\(wholeFile ?? "")"), andPath: scratch.path("part/\(partFile ?? "")")),
+                "the checkpoints at 10 are byte for byte the same")
+    }
+
+    @Test("A resumed run refuses a changed setting, and --init-from refuses another vocabulary")
+    func resumeRefusals() throws {
+        let scratch = try Scratch()
+        defer { scratch.cleanUp() }
+        let data = try Self.corpus(scratch)
+        _ = try CLI.run(["train", "--data", data, "--out", scratch.path("run"), "--max-iterations", "2"] + Self.small)
+        let changed = try CLI.run(["train", "--data", data, "--resume", scratch.path("run"), "--hidden", "32"])
+        #expect(changed.status != 0 && changed.stderr.contains("--hidden 32 differs from the resumed run's 16"))
+        try scratch.write("other.txt", Array((String(decoding: text(length: 4000), as: UTF8.self) + "XYZ").utf8))
+        let other = try CLI.run(["train", "--data", scratch.path("other.txt"), "--out", scratch.path("new"), "--init-from", scratch.path("run")] + Self.small)
+        #expect(other.status != 0 && other.stderr.contains("only in the corpus"))
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("new")))
+    }
+
+    @Test("A run killed at random moments while writing checkpoints always leaves readable checkpoints, and resumes")
+    func killsLeaveReadableCheckpoints() throws {
+        let scratch = try Scratch()
+        defer { scratch.cleanUp() }
+        let data = try Self.corpus(scratch)
+        let out = scratch.path("run")
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<6 {
+            let hasCheckpoint = FileManager.default.fileExists(atPath: out + "/best.safetensors")
+            let arguments = hasCheckpoint
+                ? ["train", "--data", data, "--resume", out]
+                : ["train", "--data", data, "--out", out, "--save-every", "1", "--epochs", "1000"] + Self.small
+            let process = Process()
+            guard let executable = CLI.executable else { throw CLI.CLIError.binaryNotFound }
+            process.executableURL = executable
+            process.arguments = arguments
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            // Checkpoints are written every iteration, so any moment is likely mid-write.
+            Thread.sleep(forTimeInterval: Double.random(in: 0.3...0.9, using: &generator))
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            let names = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.hasSuffix(".safetensors") && !$0.hasPrefix(".") }
+            #expect(!names.isEmpty || round == 0)
+            for name in names {
+                #expect(throws: Never.self, "round \(round): \(name) must load") { try Checkpoint(contentsOf: URL(fileURLWithPath: out + "/" + name)) }
+            }
+        }
+        let latest = try FileManager.default.contentsOfDirectory(atPath: out)
+            .compactMap { $0.wholeMatch(of: #/i(\d+)_l16_v.*\.safetensors/#).flatMap { Int($0.output.1) } }.max() ?? 0
+        let finish = try CLI.run(["train", "--data", data, "--resume", out, "--max-iterations", String(latest + 3)])
+        #expect(finish.status == 0, "\(finish.stderr)")
+        #expect(finish.stdout.contains("Resuming from iteration \(latest) of \(latest + 3)"))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.hasPrefix(".") }
+        #expect(leftovers.isEmpty, "stale temporary files are cleaned: \(leftovers)")
+    }
+
+    @Test("inspect shows the configuration, vocabulary, tensors, iteration, loss and whether it can resume")
+    func inspectShowsEverything() throws {
+        let scratch = try Scratch()
+        defer { scratch.cleanUp() }
+        let data = try Self.corpus(scratch)
+        _ = try CLI.run(["train", "--data", data, "--out", scratch.path("run"), "--max-iterations", "3"] + Self.small)
+        let result = try CLI.run(["inspect", scratch.path("run")])
+        #expect(result.status == 0)
+        for expected in ["Model: 2 LSTM layers × 16 units", "Vocabulary: \"\\n ,", "lstm.weight_hh_l1    [64, 16]",
+                         "fc.bias", "Training: iteration 3,", "Can resume: yes (Adam step 3, carried state for 4 streams)"] {
+            #expect(result.stdout.contains(expected), "missing '\(expected)' in:\n\(result.stdout)")
+        }
+        let bad = try CLI.run(["inspect", data])
+        #expect(bad.status != 0 && bad.stdout.isEmpty && bad.stderr.split(separator: "\n").count == 1)
+    }
+
+    @Test("eval --split val reproduces the validation loss training reported; the default scores the whole text")
+    func evalMatchesTraining() throws {
+        let scratch = try Scratch()
+        defer { scratch.cleanUp() }
+        let data = try Self.corpus(scratch)
+        let training = try CLI.run(["train", "--data", data, "--out", scratch.path("run"), "--max-iterations", "4"] + Self.small)
+        let reported = try #require(training.stdout.firstMatch(of: #/Validation loss: ([0-9.]+)/#)?.output.1)
+        let validation = try CLI.run(["eval", "--checkpoint", scratch.path("run"), "--data", data, "--split", "val"])
+        #expect(validation.status == 0, "\(validation.stderr)")
+        #expect(validation.stdout.hasPrefix("cross-entropy \(reported) nats/char"), "\(validation.stdout)")
+        let whole = try CLI.run(["eval", "--checkpoint", scratch.path("run"), "--data", data])
+        let match = try #require(whole.stdout.firstMatch(of: #/cross-entropy ([0-9.]+) nats/char, ([0-9.]+) bits/char over 3999 predictions/#))
+        #expect(abs(Double(match.output.1)! / log(2) - Double(match.output.2)!) < 1e-3)
+        try scratch.write("greek.txt", Array("αβγ".utf8))
+        let unknown = try CLI.run(["eval", "--checkpoint", scratch.path("run"), "--data", scratch.path("greek.txt")])
+        #expect(unknown.status != 0 && unknown.stderr.contains("'α' (U+03B1)"))
+    }
+}
