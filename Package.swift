@@ -62,6 +62,13 @@ let package = Package(
             ],
             path: "Sources/charrnn"
         ),
+        // MARK: - Tools
+        .executableTarget(
+            name: "checkpoint-fuzzer",
+            dependencies: ["CharRNN"],
+            path: "Tools/CheckpointFuzzer",
+            exclude: ["corpus", "fuzz.sh"]
+        ),
         // MARK: - Tests
         .testTarget(
             name: "CoreTests",

@@ -55,7 +55,7 @@ struct EvalCommand: ParsableCommand {
                 result = try Evaluation.validationSplit(of: model, batches: batches)
                 description = "the validation split (\(batches.validationBatchCount) batches of \(options.batchSize) × \(options.steps))"
             }
-            print(String(format: "cross-entropy %.4f nats/char, %.4f bits/char over %@ predictions: %@",
+            print(String(format: "cross-entropy %.6f nats/char, %.6f bits/char over %@ predictions: %@",
                          result.meanLoss, result.bitsPerCharacter, "\(result.predictions)", description))
         } catch let error as CustomStringConvertible & Error {
             throw fail(error.description)

@@ -112,3 +112,26 @@ struct CheckpointTests {
         #expect(throws: CheckpointProblem.self) { try Checkpoint(bytes: nan) }
     }
 }
+
+/// The fuzzer's seed corpus doubles as a regression set for the loader.
+@Suite("Checkpoint fuzzing seeds")
+struct CheckpointSeedTests {
+    static let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../Tools/CheckpointFuzzer/corpus").standardized
+
+    @Test("Every seed loads or is refused with a CheckpointProblem, and the valid ones load")
+    func seedsReplay() throws {
+        let names = try FileManager.default.contentsOfDirectory(atPath: Self.corpus.path).sorted()
+        #expect(names.count >= 4)
+        for name in names {
+            let bytes = [UInt8](try Data(contentsOf: Self.corpus.appendingPathComponent(name)))
+            if name.hasPrefix("truncated") {
+                #expect(throws: CheckpointProblem.self) { try Checkpoint(bytes: bytes) }
+            } else {
+                #expect(throws: Never.self, "\(name)") { try Checkpoint(bytes: bytes) }
+            }
+        }
+        let resumable = try Checkpoint(bytes: [UInt8](Data(contentsOf: Self.corpus.appendingPathComponent("resumable.safetensors"))))
+        #expect(resumable.resumeState != nil)
+    }
+}
