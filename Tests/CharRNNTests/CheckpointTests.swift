@@ -94,8 +94,20 @@ struct CheckpointTests {
         #expect(throws: CheckpointProblem.unsupportedDType(name: "fc.bias", dtype: "F16")) {
             try Checkpoint(bytes: try withHeader { h in var e = h["fc.bias"] as! [String: Any]; e["dtype"] = "F16"; h["fc.bias"] = e })
         }
-        #expect(throws: CheckpointProblem.self) {
+        // Removing a tensor leaves a hole in the data, which is caught first; a tensor
+        // that is present but named otherwise is a missing one.
+        #expect(throws: CheckpointProblem.overlappingOrGap(name: "fc.weight")) {
             try Checkpoint(bytes: try withHeader { h in h.removeValue(forKey: "lstm.bias_hh_l1") })
+        }
+        #expect(throws: CheckpointProblem.missingTensor(name: "lstm.bias_hh_l1")) {
+            try Checkpoint(bytes: try withHeader { h in h["lstm.bias_hh_l9"] = h.removeValue(forKey: "lstm.bias_hh_l1") })
+        }
+        // Same number of elements, transposed: the shape itself is wrong.
+        #expect(throws: CheckpointProblem.shapeMismatch(name: "lstm.weight_hh_l0", expected: [24, 6], actual: [6, 24])) {
+            try Checkpoint(bytes: try withHeader { h in var e = h["lstm.weight_hh_l0"] as! [String: Any]; e["shape"] = [6, 24]; h["lstm.weight_hh_l0"] = e })
+        }
+        #expect(throws: CheckpointProblem.invalidEntry(name: "fc.bias")) {
+            try Checkpoint(bytes: try withHeader { h in var e = h["fc.bias"] as! [String: Any]; e["shape"] = [true]; h["fc.bias"] = e })
         }
         #expect(throws: CheckpointProblem.offsetsOutsideFile(name: "fc.bias")) {
             try Checkpoint(bytes: try withHeader { h in var e = h["fc.bias"] as! [String: Any]; e["data_offsets"] = [0, 1 << 40]; h["fc.bias"] = e })
@@ -103,13 +115,13 @@ struct CheckpointTests {
         #expect(throws: CheckpointProblem.missingVocabulary) {
             try Checkpoint(bytes: try withHeader { h in h["__metadata__"] = ["format": "charrnn"] })
         }
-        #expect(throws: CheckpointProblem.self) {
+        #expect(throws: CheckpointProblem.invalidVocabulary("entry 0 holds 2 characters, not 1")) {
             try Checkpoint(bytes: try withHeader { h in h["__metadata__"] = ["vocab": "[\"ab\"]"] })
         }
         var nan = good
         let lastFloat = nan.count - 4
         nan.replaceSubrange(lastFloat..<nan.count, with: withUnsafeBytes(of: Float.nan.bitPattern.littleEndian, Array.init))
-        #expect(throws: CheckpointProblem.self) { try Checkpoint(bytes: nan) }
+        #expect(throws: CheckpointProblem.nonFiniteWeights(name: "fc.bias")) { try Checkpoint(bytes: nan) }
     }
 }
 
