@@ -131,6 +131,10 @@ public final class Trainer {
         self.progress = Progress(
             iteration: iteration, epochLossSum: lossSum, bestValidation: best, carried: resume.carriedState,
             resumedFrom: iteration)
+        guard totalIterations > iteration else {
+            throw .invalidOption("the run is already at iteration \(iteration) of \(totalIterations); "
+                + "give --max-iterations above \(iteration) (iterations count from the start of the run)")
+        }
     }
 
     /// Iterations the run will make in all: all epochs, or `maxIterations` if fewer.
