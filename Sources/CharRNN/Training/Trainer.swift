@@ -49,17 +49,18 @@ public final class Trainer {
     ///     its shape the options'.
     /// - Throws: `TrainingError` naming the first problem (an option out of
     ///   range, an output path that is a file, a corpus too short).
-    public init(corpus: Corpus, options: TrainingOptions, outputDirectory: URL?, initialWeights: Checkpoint? = nil) throws(TrainingError) {
+    public convenience init(corpus: Corpus, options: TrainingOptions, outputDirectory: URL?, initialWeights: Checkpoint? = nil) throws(TrainingError) {
         try options.validate()
         try Self.checkOutput(outputDirectory)
         let vocabulary = Vocabulary(corpus: corpus.scalars)
         let tokens = Self.encode(corpus, vocabulary)
-        batches = try Self.batch(tokens, options)
+        let batches = try Self.batch(tokens, options)
         let configuration = ModelConfiguration(
             vocabularySize: vocabulary.count, hiddenSize: options.hiddenSize, layerCount: options.layerCount)
         if let initialWeights {
             try Self.checkCompatible(initialWeights, vocabulary: vocabulary, configuration: configuration)
         }
+        let model: Model
         do {
             if let initialWeights {
                 model = try initialWeights.makeModel()
@@ -69,12 +70,9 @@ public final class Trainer {
         } catch {
             throw .model(error)
         }
-        self.options = options
-        self.vocabulary = vocabulary
-        self.corpusLength = corpus.count
-        self.outputDirectory = outputDirectory
-        self.corpusFingerprint = Self.fingerprint(tokens)
-        self.progress = Progress(carried: RecurrentState(configuration: configuration, batchSize: options.batchSize))
+        self.init(options: options, vocabulary: vocabulary, batches: batches, model: model, corpusLength: corpus.count,
+                  outputDirectory: outputDirectory, corpusFingerprint: Self.fingerprint(tokens),
+                  progress: Progress(carried: RecurrentState(configuration: configuration, batchSize: options.batchSize)))
     }
 
     /// Continues the run a checkpoint was written by, exactly where it
@@ -86,7 +84,7 @@ public final class Trainer {
     /// - Throws: `TrainingError.cannotResume` if the checkpoint has no
     ///   training state, or the corpus is not the one the run used (its
     ///   vocabulary, length or content differ).
-    public init(resuming checkpoint: Checkpoint, corpus: Corpus, outputDirectory: URL?, maxIterations: Int? = nil, keepBest: Int? = nil) throws(TrainingError) {
+    public convenience init(resuming checkpoint: Checkpoint, corpus: Corpus, outputDirectory: URL?, maxIterations: Int? = nil, keepBest: Int? = nil) throws(TrainingError) {
         guard let resume = checkpoint.resumeState else {
             throw .cannotResume("it holds weights only, no training state (use --init-from to start a new run from its weights)")
         }
@@ -100,7 +98,7 @@ public final class Trainer {
             throw .cannotResume(Self.describeDifference(corpus: vocabulary, checkpoint: checkpoint.vocabulary))
         }
         let tokens = Self.encode(corpus, vocabulary)
-        batches = try Self.batch(tokens, options)
+        let batches = try Self.batch(tokens, options)
         let meta = checkpoint.metadata
         guard let iteration = meta["iteration"].flatMap(Int.init), iteration >= 1,
             let lossSum = meta["epoch_loss_sum"].flatMap(Double.init),
@@ -117,24 +115,33 @@ public final class Trainer {
         guard resume.carriedState.batchSize == options.batchSize else {
             throw .cannotResume("its carried state is for \(resume.carriedState.batchSize) streams, its batch size is \(options.batchSize)")
         }
+        let model: Model
         do {
             model = try checkpoint.makeModel()
             try model.restoreOptimizer(state: resume.optimizerState, step: resume.optimizerStep)
         } catch {
             throw .model(error)
         }
-        self.options = options
-        self.vocabulary = vocabulary
-        self.corpusLength = corpus.count
-        self.outputDirectory = outputDirectory
-        self.corpusFingerprint = Self.fingerprint(tokens)
-        self.progress = Progress(
-            iteration: iteration, epochLossSum: lossSum, bestValidation: best, carried: resume.carriedState,
-            resumedFrom: iteration)
+        self.init(options: options, vocabulary: vocabulary, batches: batches, model: model, corpusLength: corpus.count,
+                  outputDirectory: outputDirectory, corpusFingerprint: Self.fingerprint(tokens),
+                  progress: Progress(iteration: iteration, epochLossSum: lossSum, bestValidation: best,
+                                     carried: resume.carriedState, resumedFrom: iteration))
         guard totalIterations > iteration else {
             throw .invalidOption("the run is already at iteration \(iteration) of \(totalIterations); "
                 + "give --max-iterations above \(iteration) (iterations count from the start of the run)")
         }
+    }
+
+    private init(options: TrainingOptions, vocabulary: Vocabulary, batches: BatchedCorpus, model: Model, corpusLength: Int,
+                 outputDirectory: URL?, corpusFingerprint: String, progress: Progress) {
+        self.options = options
+        self.vocabulary = vocabulary
+        self.batches = batches
+        self.model = model
+        self.corpusLength = corpusLength
+        self.outputDirectory = outputDirectory
+        self.corpusFingerprint = corpusFingerprint
+        self.progress = progress
     }
 
     /// Iterations the run will make in all: all epochs, or `maxIterations` if fewer.
