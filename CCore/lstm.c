@@ -372,3 +372,76 @@ charrnn_status charrnn_backward(const charrnn_config *config, const float *param
     }
     return CHARRNN_OK;
 }
+
+/* ========================================================================
+ * Measurement: the products of forward + backward, nothing else.
+ * Mirrors the entry points above call for call.
+ * ======================================================================== */
+
+static void recurrence_products_forward(size_t B, size_t T, size_t H, const float *W_hh, float *G,
+                                        const float *h) {
+    size_t BH = B * H;
+#pragma omp parallel
+    {
+        size_t u0, u1;
+        thread_range(H, omp_get_thread_num(), omp_get_num_threads(), 16, &u0, &u1);
+        for (size_t t = 0; t < T; t++) {
+            if (u1 > u0) recurrent_product(B, H, u0, u1, h + t * BH, W_hh, G + t * B * 4 * H);
+#pragma omp barrier
+        }
+    }
+}
+
+static void recurrence_products_backward(size_t B, size_t T, size_t H, const float *W_hh,
+                                         const float *dG, float *dh_rec) {
+#pragma omp parallel
+    {
+        size_t u0, u1;
+        thread_range(H, omp_get_thread_num(), omp_get_num_threads(), 16, &u0, &u1);
+        for (size_t t = T; t-- > 0;) {
+#pragma omp barrier
+            if (t > 0 && u1 > u0)
+                gemm_block(0, 0, B, u1 - u0, 4 * H, 1.0f, dG + t * B * 4 * H, 4 * H, W_hh + u0, H,
+                           0.0f, dh_rec + u0, H);
+        }
+    }
+}
+
+charrnn_status charrnn_training_products(const charrnn_config *config, const float *params,
+                                         int32_t batch_size, int32_t steps, float *activations,
+                                         float *grads) {
+    charrnn_status s = check_config(config);
+    if (s != CHARRNN_OK) return s;
+    if (!params || !activations || !grads) return CHARRNN_ERR_NULL_POINTER;
+    if ((s = check_batch_shape(batch_size, steps)) != CHARRNN_OK) return s;
+    size_t B = (size_t)batch_size, T = (size_t)steps, N = T * B;
+    size_t H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
+    size_t L = (size_t)config->num_layers;
+    param_tensors p, g;
+    activation_tensors a;
+    carve_params(config, (float *)params, &p);
+    carve_params(config, grads, &g);
+    carve_activations(config, B, T, activations, &a);
+    for (size_t l = 0; l < L; l++) {
+        if (l > 0) gemm_rows_parallel(0, 1, N, 4 * H, H, 1.0f, a.y[l - 1], H, p.weight_ih[l], H, 1.0f, a.gates[l], 4 * H);
+        recurrence_products_forward(B, T, H, p.weight_hh[l], a.gates[l], a.h[l]);
+    }
+    gemm_rows_parallel(0, 1, N, V, H, 1.0f, a.y[L - 1], H, p.fc_weight, H, 1.0f, a.probs, V);
+    gemm_rows_parallel(1, 0, V, H, N, 1.0f, a.dlogits, V, a.y[L - 1], H, 1.0f, g.fc_weight, H);
+    gemm_rows_parallel(0, 0, N, H, V, 1.0f, a.dlogits, V, p.fc_weight, H, 0.0f, a.dy, H);
+    for (size_t l = L; l-- > 0;) {
+        recurrence_products_backward(B, T, H, p.weight_hh[l], a.dgates, a.dh_rec);
+        gemm_rows_parallel(1, 0, 4 * H, H, N, 1.0f, a.dgates, 4 * H, a.h[l], H, 1.0f, g.weight_hh[l], H);
+        if (l > 0) {
+            gemm_rows_parallel(1, 0, 4 * H, H, N, 1.0f, a.dgates, 4 * H, a.y[l - 1], H, 1.0f, g.weight_ih[l], H);
+            gemm_rows_parallel(0, 0, N, H, 4 * H, 1.0f, a.dgates, 4 * H, p.weight_ih[l], H, 0.0f, a.dy, H);
+        }
+    }
+    return CHARRNN_OK;
+}
+
+charrnn_status charrnn_set_compute_threads(int32_t threads) {
+    if (threads < 1) return CHARRNN_ERR_INVALID_ARGUMENT;
+    omp_set_num_threads(threads);
+    return CHARRNN_OK;
+}

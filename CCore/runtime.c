@@ -127,3 +127,12 @@ void gemm_rows_parallel(int trans_a, int trans_b, size_t M, size_t N, size_t K, 
         }
     }
 }
+
+charrnn_status charrnn_gemm_nt(int32_t m, int32_t n, int32_t k, const float *a, const float *b,
+                               float *c) {
+    if (!a || !b || !c) return CHARRNN_ERR_NULL_POINTER;
+    if (m < 1 || n < 1 || k < 1) return CHARRNN_ERR_INVALID_SHAPE;
+    gemm_rows_parallel(0, 1, (size_t)m, (size_t)n, (size_t)k, 1.0f, a, (size_t)k, b, (size_t)k, 0.0f,
+                       c, (size_t)n);
+    return CHARRNN_OK;
+}

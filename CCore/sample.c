@@ -259,3 +259,36 @@ charrnn_status charrnn_sample(const float *logits, int32_t vocab_size,
     *token = chosen;
     return CHARRNN_OK;
 }
+
+charrnn_status charrnn_step_products(const charrnn_config *config, const float *params,
+                                     int32_t streams, float *state, float *scratch,
+                                     float *logits) {
+    charrnn_status s = check_config(config);
+    if (s != CHARRNN_OK) return s;
+    if (!params || !state || !scratch || !logits) return CHARRNN_ERR_NULL_POINTER;
+    if (streams < 1 || streams > MAX_STREAMS) return CHARRNN_ERR_INVALID_SHAPE;
+    size_t S = (size_t)streams, H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
+    size_t L = (size_t)config->num_layers, SH = S * H;
+    param_tensors p;
+    carve_params(config, (float *)params, &p);
+    float *G = scratch;
+    float *h_new = scratch + ((S * 4 * H + 15) & ~(size_t)15);
+#pragma omp parallel
+    {
+        int thread = omp_get_thread_num(), threads = omp_get_num_threads();
+        size_t u0, u1;
+        thread_range(H, thread, threads, 16, &u0, &u1);
+        for (size_t l = 0; l < L; l++) {
+            for (size_t q = 0; q < 4 && u1 > u0; q++) {
+                size_t row0 = q * H + u0;
+                if (l > 0) rows_times(S, u1 - u0, H, p.weight_ih[l] + row0 * H, h_new + (l - 1) * SH, G + row0, 4 * H);
+                rows_times(S, u1 - u0, H, p.weight_hh[l] + row0 * H, state + l * SH, G + row0, 4 * H);
+            }
+#pragma omp barrier
+        }
+        size_t v0, v1;
+        thread_range(V, thread, threads, 8, &v0, &v1);
+        rows_times(S, v1 - v0, H, p.fc_weight + v0 * H, h_new + (L - 1) * SH, logits + v0, V);
+    }
+    return CHARRNN_OK;
+}

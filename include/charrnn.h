@@ -322,6 +322,35 @@ charrnn_status charrnn_sample(const float *logits, int32_t vocab_size,
                               void *scratch, float *probs, int32_t *token);
 
 /* ---------------------------------------------------------------------------
+ * Measurement: the matrix products alone. Each runs exactly the BLAS calls
+ * of the named operation (same shapes, same split across threads, same
+ * order) and nothing else, so a benchmark can set a step's time beside the
+ * time of the products it cannot avoid. The buffers' contents afterwards
+ * are meaningless: pass scratch copies.
+ */
+
+/* The products of charrnn_forward followed by charrnn_backward on a B x T
+ * batch (activations: charrnn_activation_count floats; grads: param count). */
+charrnn_status charrnn_training_products(const charrnn_config *config, const float *params,
+                                         int32_t batch_size, int32_t steps, float *activations,
+                                         float *grads);
+
+/* The products of one charrnn_step for S streams. */
+charrnn_status charrnn_step_products(const charrnn_config *config, const float *params,
+                                     int32_t streams, float *state, float *scratch,
+                                     float *logits);
+
+/* C[M, N] = A[M, K] B[N, K]^T (row-major), split by rows across the OpenMP
+ * team exactly as the core's big products are: for measuring the machine's
+ * matrix-product rate at a given shape. */
+charrnn_status charrnn_gemm_nt(int32_t m, int32_t n, int32_t k, const float *a, const float *b,
+                               float *c);
+
+/* Sets the number of OpenMP threads later calls from the calling thread use
+ * (>= 1), e.g. to compare one thread with two. */
+charrnn_status charrnn_set_compute_threads(int32_t threads);
+
+/* ---------------------------------------------------------------------------
  * Runtime facts, for reporting alongside any speed figure.
  */
 typedef struct charrnn_runtime {

@@ -8,7 +8,7 @@ struct CharRNNCommand: ParsableCommand {
         commandName: "charrnn",
         abstract: "Train a character-level LSTM on any text, in the style of Karpathy's char-rnn.",
         version: "0.1.0",
-        subcommands: [TrainCommand.self, SampleCommand.self, EvalCommand.self, InspectCommand.self])
+        subcommands: [TrainCommand.self, SampleCommand.self, EvalCommand.self, InspectCommand.self, BenchCommand.self])
 }
 
 /// Prints one error line to standard error and exits non-zero.

@@ -134,6 +134,20 @@ public final class Model {
         return (loss, norm)
     }
 
+    // MARK: - For benchmarks: forward and backward timed separately
+
+    func forwardForBenchmark(_ batch: Batch, _ state: inout RecurrentState, keepProbability: Float, seed: UInt64) throws(ModelError) -> (FloatBuffer, Float) {
+        let (loss, activations) = try forward(batch, &state, keepProbability, seed)
+        return (activations, loss)
+    }
+
+    func backwardForBenchmark(_ batch: Batch, _ activations: FloatBuffer) throws(ModelError) {
+        gradients.zero()
+        try withBatch(batch) { (raw: inout charrnn_batch) in
+            charrnn_backward(&rawConfig, parameters.baseAddress, &raw, activations.baseAddress, gradients.baseAddress)
+        }
+    }
+
     // MARK: - Plumbing
 
     /// Runs the core's forward pass; returns the loss and the activations it

@@ -1,0 +1,253 @@
+import CCharRNN
+import Foundation
+
+/// Measurements of the core on this machine: training steps beside the
+/// matrix products they cannot avoid, sampling speed, the machine's sgemm
+/// rate at the model's shapes, and memory. Used by `charrnn bench`; every
+/// figure is a median (and minimum) over repeated runs, since shared
+/// machines are noisy. Operation and memory counts are documented in
+/// docs/PERFORMANCE.md.
+public enum Benchmark {
+    /// A model and batch shape to measure.
+    public struct Shape: Sendable, Codable, Equatable {
+        /// A short label, e.g. `reference`.
+        public var name: String
+        /// Vocabulary size V.
+        public var vocabularySize: Int
+        /// Hidden size H.
+        public var hiddenSize: Int
+        /// Layers L.
+        public var layerCount: Int
+        /// Batch size B.
+        public var batchSize: Int
+        /// Steps T.
+        public var steps: Int
+
+        /// Creates a shape.
+        public init(name: String, vocabularySize: Int, hiddenSize: Int, layerCount: Int, batchSize: Int, steps: Int) {
+            self.name = name
+            self.vocabularySize = vocabularySize
+            self.hiddenSize = hiddenSize
+            self.layerCount = layerCount
+            self.batchSize = batchSize
+            self.steps = steps
+        }
+
+        /// The notebook's configuration: 2 × 512, batch 100 × 100, V = 83.
+        public static let reference = Shape(name: "reference", vocabularySize: 83, hiddenSize: 512, layerCount: 2, batchSize: 100, steps: 100)
+        /// A small configuration: 2 × 128, batch 50 × 50, V = 83.
+        public static let small = Shape(name: "small", vocabularySize: 83, hiddenSize: 128, layerCount: 2, batchSize: 50, steps: 50)
+
+        /// The model part of the shape.
+        public var configuration: ModelConfiguration {
+            ModelConfiguration(vocabularySize: vocabularySize, hiddenSize: hiddenSize, layerCount: layerCount)
+        }
+
+        /// Floating-point operations of one training step's matrix products
+        /// (2 per multiply-add). With N = B·T: per layer the recurrent product
+        /// forward, back through W_hh, and dW_hh (3 × 2·N·4H·H); layers above
+        /// the first add the input projection, dW_ih and dX (3 more); the
+        /// output layer costs 3 × 2·N·V·H. Layer 0's input is a lookup.
+        public var trainingFlops: Double {
+            let n = Double(batchSize * steps), h = Double(hiddenSize), v = Double(vocabularySize)
+            let unit = 2 * n * 4 * h * h
+            return unit * (3 + 6 * Double(layerCount - 1)) + 3 * 2 * n * v * h
+        }
+
+        /// Bytes training must hold: parameters, gradients and Adam's two
+        /// moments (4 × P floats) plus the activations of one B × T batch.
+        public var trainingBytes: Int {
+            var config = configuration.raw
+            var activations = 0
+            _ = charrnn_activation_count(&config, Int32(batchSize), Int32(steps), &activations)
+            return 4 * (4 * configuration.parameterCount + activations)
+        }
+    }
+
+    /// Median and minimum of a set of timings, in seconds.
+    public struct Timing: Sendable, Codable, Equatable {
+        /// The median.
+        public let median: Double
+        /// The minimum.
+        public let minimum: Double
+
+        init(_ samples: [Double]) {
+            let sorted = samples.sorted()
+            median = sorted.isEmpty ? .nan : (sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2)
+            minimum = sorted.first ?? .nan
+        }
+    }
+
+    /// One training configuration's figures.
+    public struct TrainingResult: Sendable, Codable {
+        /// What was measured.
+        public let shape: Shape
+        /// A whole step: forward, backward, clipping, Adam.
+        public let step: Timing
+        /// The forward pass alone.
+        public let forward: Timing
+        /// The backward pass alone.
+        public let backward: Timing
+        /// Clipping and Adam.
+        public let optimizer: Timing
+        /// The step's matrix products alone (same calls, same shapes, same threads).
+        public let products: Timing
+        /// Floating-point operations per step.
+        public let flops: Double
+        /// Characters (B·T) per second at the median step.
+        public var charactersPerSecond: Double { Double(shape.batchSize * shape.steps) / step.median }
+        /// Achieved GFLOP/s at the median step.
+        public var gflops: Double { flops / step.median / 1e9 }
+        /// GFLOP/s of the products alone.
+        public var productsGflops: Double { flops / products.median / 1e9 }
+        /// Median step time over median products time (1 would be all products).
+        public var ratioToProducts: Double { step.median / products.median }
+    }
+
+    /// Measures training steps of `shape` on `tokens` (or random characters),
+    /// after `warmup` unmeasured steps, and the same step's products alone.
+    public static func training(_ shape: Shape, tokens: [Int32]? = nil, warmup: Int, iterations: Int) throws(ModelError) -> TrainingResult {
+        let model = try Model(configuration: shape.configuration, seed: 1)
+        var generator = SplitMix(seed: 7)
+        let count = shape.batchSize * shape.steps
+        let source = tokens ?? (0...count).map { _ in Int32(generator.next() % UInt64(shape.vocabularySize)) }
+        let offset = max(0, (source.count - count - 1) / 2)
+        let batch = Batch(unchecked: shape.batchSize, steps: shape.steps,
+                          inputs: Array(source[offset..<offset + count]), targets: Array(source[offset + 1...offset + count]))
+        var state = RecurrentState(configuration: shape.configuration, batchSize: shape.batchSize)
+        let adam = AdamOptions()
+        var steps: [Double] = [], forwards: [Double] = [], backwards: [Double] = [], optimizers: [Double] = []
+        for iteration in 0..<(warmup + iterations) {
+            let t0 = ContinuousClock.now
+            let (activations, _) = try model.forwardForBenchmark(batch, &state, keepProbability: 0.5, seed: UInt64(iteration))
+            let t1 = ContinuousClock.now
+            try model.backwardForBenchmark(batch, activations)
+            let t2 = ContinuousClock.now
+            _ = try model.applyGradients(clipNorm: 5, adam: adam)
+            let t3 = ContinuousClock.now
+            if iteration >= warmup {
+                forwards.append((t1 - t0).seconds)
+                backwards.append((t2 - t1).seconds)
+                optimizers.append((t3 - t2).seconds)
+                steps.append((t3 - t0).seconds)
+            }
+        }
+        // The products alone, on copies so the model is untouched.
+        var config = shape.configuration.raw
+        var activationCount = 0
+        _ = charrnn_activation_count(&config, Int32(shape.batchSize), Int32(shape.steps), &activationCount)
+        let activations = FloatBuffer(count: activationCount)
+        let grads = FloatBuffer(count: model.parameterCount)
+        var products: [Double] = []
+        for iteration in 0..<(warmup + iterations) {
+            let t0 = ContinuousClock.now
+            _ = charrnn_training_products(&config, model.parameters.baseAddress, Int32(shape.batchSize), Int32(shape.steps),
+                                          activations.baseAddress, grads.baseAddress)
+            if iteration >= warmup { products.append((ContinuousClock.now - t0).seconds) }
+        }
+        return TrainingResult(shape: shape, step: Timing(steps), forward: Timing(forwards), backward: Timing(backwards),
+                              optimizer: Timing(optimizers), products: Timing(products), flops: shape.trainingFlops)
+    }
+
+    /// One sampling measurement.
+    public struct SamplingResult: Sendable, Codable {
+        /// The model's shape (batch fields unused).
+        public let shape: Shape
+        /// Streams generated together.
+        public let streams: Int
+        /// Time per generated step (one character per stream): draw and feed.
+        public let perStep: Timing
+        /// The step's matrix(-vector) products alone.
+        public let productsPerStep: Timing
+        /// Characters per second over all streams, at the median.
+        public var charactersPerSecond: Double { Double(streams) / perStep.median }
+        /// Median step time over median products time.
+        public var ratioToProducts: Double { perStep.median / productsPerStep.median }
+    }
+
+    /// Measures generation of `characters` characters per stream, `repeats` times.
+    public static func sampling(_ shape: Shape, streams: Int, characters: Int, repeats: Int) throws(ModelError) -> SamplingResult {
+        let model = try Model(configuration: shape.configuration, seed: 1)
+        var options = SamplingOptions()
+        options.topK = min(5, shape.vocabularySize)
+        var perStep: [Double] = [], products: [Double] = []
+        var config = shape.configuration.raw
+        var scratchCount = 0
+        _ = charrnn_step_scratch_count(&config, Int32(streams), &scratchCount)
+        let scratch = FloatBuffer(count: scratchCount)
+        let state = FloatBuffer(count: 2 * shape.layerCount * streams * shape.hiddenSize)
+        let logits = FloatBuffer(count: streams * shape.vocabularySize)
+        for _ in 0...repeats {  // the first pass warms up
+            var session = InferenceSession(model: model, streams: streams, options: options)
+            try session.feed([Int32](repeating: 0, count: streams))
+            let t0 = ContinuousClock.now
+            for _ in 0..<characters { try session.feed(try session.draw()) }
+            perStep.append((ContinuousClock.now - t0).seconds / Double(characters))
+            let t1 = ContinuousClock.now
+            for _ in 0..<characters {
+                _ = charrnn_step_products(&config, model.parameters.baseAddress, Int32(streams), state.baseAddress,
+                                          scratch.baseAddress, logits.baseAddress)
+            }
+            products.append((ContinuousClock.now - t1).seconds / Double(characters))
+        }
+        return SamplingResult(shape: shape, streams: streams, perStep: Timing(Array(perStep.dropFirst())),
+                              productsPerStep: Timing(Array(products.dropFirst())))
+    }
+
+    /// The machine's rate for C[M, N] = A[M, K] B[N, K]^T, split across
+    /// threads as the core splits its big products.
+    public struct GemmRate: Sendable, Codable {
+        /// What the shape is in the model.
+        public let label: String
+        /// Rows of C.
+        public let m: Int
+        /// Columns of C.
+        public let n: Int
+        /// Inner dimension.
+        public let k: Int
+        /// Median time.
+        public let time: Timing
+        /// GFLOP/s at the median.
+        public var gflops: Double { 2 * Double(m) * Double(n) * Double(k) / time.median / 1e9 }
+    }
+
+    /// Measures sgemm at one shape.
+    public static func gemm(label: String, m: Int, n: Int, k: Int, repeats: Int) -> GemmRate {
+        let a = FloatBuffer(count: m * k), b = FloatBuffer(count: n * k), c = FloatBuffer(count: m * n)
+        var generator = SplitMix(seed: 3)
+        for i in 0..<a.count { a.baseAddress[i] = Float(generator.next() % 1000) / 1000 - 0.5 }
+        for i in 0..<b.count { b.baseAddress[i] = Float(generator.next() % 1000) / 1000 - 0.5 }
+        var times: [Double] = []
+        for iteration in 0...repeats {
+            let t0 = ContinuousClock.now
+            _ = charrnn_gemm_nt(Int32(m), Int32(n), Int32(k), a.baseAddress, b.baseAddress, c.baseAddress)
+            if iteration > 0 { times.append((ContinuousClock.now - t0).seconds) }
+        }
+        return GemmRate(label: label, m: m, n: n, k: k, time: Timing(times))
+    }
+
+    /// The process's peak resident memory so far, in bytes.
+    public static var peakResidentBytes: Int {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return usage.ru_maxrss * 1024
+    }
+
+    /// Sets the OpenMP threads the core uses from this thread on.
+    public static func setComputeThreads(_ threads: Int) {
+        _ = charrnn_set_compute_threads(Int32(threads))
+    }
+}
+
+/// A tiny deterministic generator for synthetic data.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,33 @@
+import Foundation
+import Testing
+
+/// Protects `charrnn bench`'s output (never its figures: no test asserts a time).
+@Suite("charrnn bench")
+struct BenchCommandTests {
+    @Test("bench --json reports every section for a custom shape, with positive figures")
+    func jsonReportHasEverySection() throws {
+        let result = try CLI.run(["bench", "--configs", "", "--shape", "16,2,4,8,11", "--iterations", "2", "--warmup", "1",
+                                  "--sampling-characters", "20", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        #expect(report["blasCore"] as? String != nil && (report["blasThreads"] as? Int ?? 0) >= 1)
+        let training = try #require(report["training"] as? [[String: Any]])
+        #expect(training.count == 1)
+        let step = try #require(training[0]["step"] as? [String: Double])
+        #expect((step["median"] ?? 0) > 0 && (step["minimum"] ?? 0) > 0)
+        // N = 32, H = 16, V = 11: 9 units of 2·N·4H·H for two layers, plus 3 × 2·N·V·H.
+        let expectedFlops: Double = 9 * 2 * 32 * 64 * 16 + 3 * 2 * 32 * 11 * 16
+        let flops = training[0]["flops"] as? Double ?? 0
+        #expect(flops == expectedFlops)
+        #expect((report["sampling"] as? [Any])?.count == 2)
+        #expect((report["gemm"] as? [Any])?.count == 3)
+        #expect((report["trainingPeakResidentBytes"] as? Int ?? 0) > 0)
+    }
+
+    @Test("bench refuses a malformed --shape with one error line")
+    func badShapeIsRefused() throws {
+        let result = try CLI.run(["bench", "--shape", "16,2"])
+        #expect(result.status != 0 && result.stdout.isEmpty)
+        #expect(result.stderr.split(separator: "\n").count == 1 && result.stderr.contains("--shape needs H,L,B,T"))
+    }
+}
