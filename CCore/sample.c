@@ -172,6 +172,21 @@ static void sift_down(const float *p, int32_t *h, size_t root, size_t n) {
     }
 }
 
+/* The k most likely into order[0..k), most likely first: insertion into a
+ * short sorted list, O(V k), for the usual small top-k without top-p. */
+static void select_most_likely(const float *p, int32_t *order, size_t n, size_t k) {
+    size_t filled = 0;
+    for (size_t v = 0; v < n; v++) {
+        if (filled == k && !comes_first(p, (int32_t)v, order[k - 1])) continue;
+        size_t i = filled < k ? filled++ : k - 1;
+        while (i > 0 && comes_first(p, (int32_t)v, order[i - 1])) {
+            order[i] = order[i - 1];
+            i--;
+        }
+        order[i] = (int32_t)v;
+    }
+}
+
 static void sort_by_probability(const float *p, int32_t *order, size_t n) {
     for (size_t i = 0; i < n; i++) order[i] = (int32_t)i;
     for (size_t start = n / 2; start-- > 0;) sift_down(p, order, start, n);
@@ -221,7 +236,10 @@ charrnn_status charrnn_sample(const float *logits, int32_t vocab_size,
 
     size_t kept = V;
     int truncated = (params->top_k > 0 && (size_t)params->top_k < V) || params->top_p < 1.0f;
-    if (truncated) {
+    if (truncated && params->top_p >= 1.0f && params->top_k <= 32) {
+        kept = (size_t)params->top_k;
+        select_most_likely(p, order, V, kept);
+    } else if (truncated) {
         sort_by_probability(p, order, V);
         if (params->top_k > 0 && (size_t)params->top_k < kept) kept = (size_t)params->top_k;
         if (params->top_p < 1.0f) {
