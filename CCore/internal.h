@@ -110,6 +110,21 @@ static inline float fast_exp(float x) {
 static inline float fast_sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
 static inline float fast_tanh(float x) { return 2.0f / (1.0f + fast_exp(-2.0f * x)) - 1.0f; }
 
+/* ---- denormals ----
+ * Gradients that underflow into the subnormal range make x86 floating point
+ * take microcode assists, slowing every product that touches them many
+ * times over. Each compute entry point flushes subnormals to zero (FTZ and
+ * DAZ) on every thread of its team for its duration and restores the
+ * threads' previous modes on the way out, so callers' own arithmetic is
+ * untouched. Values below 1.2e-38 become 0: far below anything the model's
+ * arithmetic can resolve in float32. */
+typedef struct {
+    unsigned int caller;
+} float_mode;
+
+float_mode flush_denormals_begin(void);
+void flush_denormals_end(float_mode saved);
+
 /* ---- threading helpers ---- */
 
 /* The [begin, end) share of `count` items for thread `thread` of `threads`,

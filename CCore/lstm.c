@@ -310,6 +310,7 @@ charrnn_status charrnn_forward(const charrnn_config *config, const float *params
     carve_params(config, (float *)params, &p);
     carve_activations(config, B, T, activations, &a);
 
+    float_mode mode = flush_denormals_begin();
     for (size_t l = 0; l < L; l++) {
         if (state_in) {
             memcpy(a.h[l], state_in + l * BH, BH * sizeof(float));
@@ -334,6 +335,7 @@ charrnn_status charrnn_forward(const charrnn_config *config, const float *params
             memcpy(state_out + (L + l) * BH, a.c[l] + T * BH, BH * sizeof(float));
         }
     }
+    flush_denormals_end(mode);
     return CHARRNN_OK;
 }
 
@@ -354,6 +356,7 @@ charrnn_status charrnn_backward(const charrnn_config *config, const float *param
     carve_params(config, grads, &g);
     carve_activations(config, B, T, activations, &a);
 
+    float_mode mode = flush_denormals_begin();
     output_backward(B, T, H, V, batch->targets, a.y[L - 1], p.fc_weight, a.probs, a.dlogits,
                     g.fc_weight, g.fc_bias, a.dy);
     for (size_t l = L; l-- > 0;) {
@@ -370,6 +373,7 @@ charrnn_status charrnn_backward(const charrnn_config *config, const float *param
             gemm_rows_parallel(0, 0, N, H, 4 * H, 1.0f, a.dgates, 4 * H, p.weight_ih[l], H, 0.0f,
                                a.dy, H);
     }
+    flush_denormals_end(mode);
     return CHARRNN_OK;
 }
 

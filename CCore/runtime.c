@@ -19,6 +19,10 @@
 
 #include <cblas.h>
 #include <omp.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#define CHARRNN_HAS_MXCSR 1
+#endif
 
 #include "internal.h"
 
@@ -135,4 +139,27 @@ charrnn_status charrnn_gemm_nt(int32_t m, int32_t n, int32_t k, const float *a, 
     gemm_rows_parallel(0, 1, (size_t)m, (size_t)n, (size_t)k, 1.0f, a, (size_t)k, b, (size_t)k, 0.0f,
                        c, (size_t)n);
     return CHARRNN_OK;
+}
+
+/* ---- denormals: FTZ (bit 15) and DAZ (bit 6) of MXCSR ---- */
+
+float_mode flush_denormals_begin(void) {
+    float_mode saved = {0};
+#ifdef CHARRNN_HAS_MXCSR
+    saved.caller = _mm_getcsr();
+#pragma omp parallel
+    _mm_setcsr(_mm_getcsr() | 0x8040u);
+#endif
+    return saved;
+}
+
+void flush_denormals_end(float_mode saved) {
+#ifdef CHARRNN_HAS_MXCSR
+    unsigned int caller_flags = saved.caller & 0x8040u;
+#pragma omp parallel
+    _mm_setcsr((_mm_getcsr() & ~0x8040u) | caller_flags);
+    _mm_setcsr(saved.caller);
+#else
+    (void)saved;
+#endif
 }

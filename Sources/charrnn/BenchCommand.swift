@@ -121,9 +121,10 @@ struct BenchCommand: ParsableCommand {
         for shape in shapes {
             let count = iterations ?? max(5, min(30, Int(1e12 / shape.trainingFlops)))
             log.say("training \(shape.name): \(warmup) warm-up + \(count) measured steps …")
-            report.training.append(try Benchmark.training(shape, tokens: tokens, warmup: warmup, iterations: count))
+            let result = try Benchmark.training(shape, tokens: tokens, warmup: warmup, iterations: count)
+            report.training.append(result)
             if shape == shapes.first {
-                report.trainingPeakResidentBytes = Benchmark.peakResidentBytes
+                report.trainingPeakResidentBytes = result.peakResidentBytesAfterSteps
                 report.trainingRequiredBytes = shape.trainingBytes + baseline
             }
         }

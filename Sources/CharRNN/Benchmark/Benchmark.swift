@@ -94,6 +94,9 @@ public enum Benchmark {
         public let products: Timing
         /// Floating-point operations per step.
         public let flops: Double
+        /// The process's peak resident memory after the training steps (before
+        /// the products-only measurement allocates its own buffers).
+        public let peakResidentBytesAfterSteps: Int
         /// Characters (B·T) per second at the median step.
         public var charactersPerSecond: Double { Double(shape.batchSize * shape.steps) / step.median }
         /// Achieved GFLOP/s at the median step.
@@ -117,7 +120,8 @@ public enum Benchmark {
         var state = RecurrentState(configuration: shape.configuration, batchSize: shape.batchSize)
         let adam = AdamOptions()
         var steps: [Double] = [], forwards: [Double] = [], backwards: [Double] = [], optimizers: [Double] = []
-        for iteration in 0..<(warmup + iterations) {
+        var products: [Double] = []
+        func trainingStep(record: Bool, iteration: Int) throws(ModelError) {
             let t0 = ContinuousClock.now
             let (activations, _) = try model.forwardForBenchmark(batch, &state, keepProbability: 0.5, seed: UInt64(iteration))
             let t1 = ContinuousClock.now
@@ -125,28 +129,36 @@ public enum Benchmark {
             let t2 = ContinuousClock.now
             _ = try model.applyGradients(clipNorm: 5, adam: adam)
             let t3 = ContinuousClock.now
-            if iteration >= warmup {
+            if record {
                 forwards.append((t1 - t0).seconds)
                 backwards.append((t2 - t1).seconds)
                 optimizers.append((t3 - t2).seconds)
                 steps.append((t3 - t0).seconds)
             }
         }
-        // The products alone, on copies so the model is untouched.
+        for iteration in 0..<warmup { try trainingStep(record: false, iteration: iteration) }
+        // Training's memory is all touched by now; the products-only buffers come after.
+        let peakAfterSteps = peakResidentBytes
         var config = shape.configuration.raw
         var activationCount = 0
         _ = charrnn_activation_count(&config, Int32(shape.batchSize), Int32(shape.steps), &activationCount)
         let activations = FloatBuffer(count: activationCount)
         let grads = FloatBuffer(count: model.parameterCount)
-        var products: [Double] = []
-        for iteration in 0..<(warmup + iterations) {
+        func productsOnly(record: Bool) {
             let t0 = ContinuousClock.now
             _ = charrnn_training_products(&config, model.parameters.baseAddress, Int32(shape.batchSize), Int32(shape.steps),
                                           activations.baseAddress, grads.baseAddress)
-            if iteration >= warmup { products.append((ContinuousClock.now - t0).seconds) }
+            if record { products.append((ContinuousClock.now - t0).seconds) }
+        }
+        productsOnly(record: false)
+        // Alternate the two, so a shared machine's slow moments fall on both alike.
+        for iteration in 0..<iterations {
+            try trainingStep(record: true, iteration: warmup + iteration)
+            productsOnly(record: true)
         }
         return TrainingResult(shape: shape, step: Timing(steps), forward: Timing(forwards), backward: Timing(backwards),
-                              optimizer: Timing(optimizers), products: Timing(products), flops: shape.trainingFlops)
+                              optimizer: Timing(optimizers), products: Timing(products), flops: shape.trainingFlops,
+                              peakResidentBytesAfterSteps: peakAfterSteps)
     }
 
     /// One sampling measurement.
