@@ -125,6 +125,15 @@ typedef struct {
 float_mode flush_denormals_begin(void);
 void flush_denormals_end(float_mode saved);
 
+/* Hot element-wise kernels are compiled for AVX-512, AVX2+FMA and plain
+ * x86-64, and the loader picks the one the CPU runs (target_clones), so the
+ * library stays portable without -march=native. */
+#if defined(__x86_64__) && defined(__clang__)
+#define CHARRNN_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CHARRNN_VECTOR_CLONES
+#endif
+
 /* ---- threading helpers ---- */
 
 /* The [begin, end) share of `count` items for thread `thread` of `threads`,

@@ -87,7 +87,7 @@ static void input_projection_backward(size_t B, size_t T, size_t H, size_t V, in
 
 /* Gate arithmetic of one step for units [u0, u1) of all B rows. G holds the
  * pre-activations on entry and the activated gates on exit. */
-static void gates_forward(size_t B, size_t H, size_t u0, size_t u1, float *restrict G,
+CHARRNN_VECTOR_CLONES static void gates_forward(size_t B, size_t H, size_t u0, size_t u1, float *restrict G,
                           const float *restrict c_prev, float *restrict c,
                           float *restrict tanh_c, float *restrict h) {
     for (size_t b = 0; b < B; b++) {
@@ -111,7 +111,7 @@ static void gates_forward(size_t B, size_t H, size_t u0, size_t u1, float *restr
  *   dh = dy_t + dh_rec (from step t+1 through W_hh)
  *   dc = dc_next + dh * o * (1 - tanh_c^2)
  * writes dG_t (pre-activation gradients) and the new dc_next. */
-static void gates_backward(size_t B, size_t H, size_t u0, size_t u1, const float *restrict G,
+CHARRNN_VECTOR_CLONES static void gates_backward(size_t B, size_t H, size_t u0, size_t u1, const float *restrict G,
                            const float *restrict c_prev, const float *restrict tanh_c,
                            const float *restrict dy, const float *restrict dh_rec,
                            float *restrict dc_next, float *restrict dG) {
