@@ -72,9 +72,8 @@ public enum Benchmark {
         public let minimum: Double
 
         init(_ samples: [Double]) {
-            let sorted = samples.sorted()
-            median = sorted.isEmpty ? .nan : (sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2)
-            minimum = sorted.first ?? .nan
+            median = Trainer.median(samples)
+            minimum = samples.min() ?? .nan
         }
     }
 
