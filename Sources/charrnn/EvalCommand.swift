@@ -38,8 +38,9 @@ struct EvalCommand: ParsableCommand {
             let corpus = try Corpus(contentsOf: URL(fileURLWithPath: data), lineEndings: endings)
             let tokens: [Int32]
             do { tokens = try loaded.vocabulary.encode(corpus.scalars) } catch {
+                guard case .unknownScalars(let unknown) = error else { throw error }
                 throw TrainingError.invalidOption("the text has characters the model's vocabulary lacks: "
-                    + (error.description.components(separatedBy: "lacks: ").last ?? error.description))
+                    + unknown.prefix(20).map(Vocabulary.describe).joined(separator: ", "))
             }
             let model = try loaded.makeModel()
             let result: Evaluation.Result

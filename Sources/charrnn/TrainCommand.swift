@@ -92,10 +92,6 @@ struct TrainCommand: ParsableCommand {
         if resume != nil && initFrom != nil {
             throw TrainingError.invalidOption("--resume and --init-from cannot be combined")
         }
-        if let keep, keep < 1 { throw TrainingError.invalidOption("--keep must be at least 1 (got \(keep))") }
-        if let maxIterations, maxIterations < 1 {
-            throw TrainingError.invalidOption("--max-iterations must be at least 1 (got \(maxIterations))")
-        }
 
         if let resume {
             let url = try CheckpointLocator.latest(resume)
