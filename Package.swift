@@ -18,8 +18,8 @@ let coreCFlags: [String] = [
     "-idirafter", llvmOpenMPInclude,
     // The core is always built optimised, even in debug builds: tests and
     // the CLI would otherwise run it 10x slower. -fno-trapping-math lets the
-    // clamped polynomial loops vectorise.
-    "-O3", "-fno-trapping-math",
+    // clamped polynomial loops vectorise; -fno-math-errno lets sqrtf in them.
+    "-O3", "-fno-trapping-math", "-fno-math-errno",
 ]
 
 let package = Package(

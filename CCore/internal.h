@@ -38,6 +38,8 @@ size_t param_count_unchecked(const charrnn_config *c);
  * then probs [N, V] (softmax of the logits).
  * Backward scratch: dlogits [N, V], dgates [N, 4H], dy [N, H],
  *   dh_rec [B, H], dc_next [B, H].
+ * embed [V, 4H]: layer 0's input projection as a lookup table (row v =
+ *   W_ih[:, v] + b_ih + b_hh) in forward; its gradient by token in backward.
  * Each region starts on a 16-float (64-byte) boundary of the block.
  */
 typedef struct {
@@ -53,6 +55,7 @@ typedef struct {
     float *dy;
     float *dh_rec;
     float *dc_next;
+    float *embed;
 } activation_tensors;
 
 /* Returns the float count; carves when block != NULL. */

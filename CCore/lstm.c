@@ -25,55 +25,94 @@
  * Input projection: G[r, :] = W_ih x_r + b_ih + b_hh
  * ======================================================================== */
 
-/* Layer 0: x_r is one-hot, so W_ih x_r is column tok of W_ih [4H, V]. */
+/* Layer 0: x_r is one-hot, so W_ih x_r is column tok of W_ih [4H, V]. A
+ * column is strided in memory (one cache line per gate row), so the V
+ * columns, with both biases added, are first transposed into the table
+ * embed [V, 4H]; each row of G is then one contiguous copy. */
 static void input_projection_forward(size_t B, size_t T, size_t H, size_t V, int layer,
                                      const int32_t *inputs, const float *W_ih,
                                      const float *b_ih, const float *b_hh, const float *X,
-                                     float *G) {
+                                     float *embed, float *G) {
     size_t N = T * B, G4 = 4 * H;
-#pragma omp parallel for schedule(static)
-    for (size_t r = 0; r < N; r++) {
-        float *g = G + r * G4;
-        for (size_t j = 0; j < G4; j++) g[j] = b_ih[j] + b_hh[j];
+#pragma omp parallel
+    {
         if (layer == 0) {
-            size_t tok = (size_t)inputs[(r % B) * T + r / B];
-            for (size_t j = 0; j < G4; j++) g[j] += W_ih[j * V + tok];
+#pragma omp for schedule(static)
+            for (size_t j = 0; j < G4; j++) {
+                float bias = b_ih[j] + b_hh[j];
+                for (size_t v = 0; v < V; v++) embed[v * G4 + j] = W_ih[j * V + v] + bias;
+            }
+#pragma omp for schedule(static)
+            for (size_t r = 0; r < N; r++) {
+                size_t tok = (size_t)inputs[(r % B) * T + r / B];
+                memcpy(G + r * G4, embed + tok * G4, G4 * sizeof(float));
+            }
+        } else {
+#pragma omp for schedule(static)
+            for (size_t r = 0; r < N; r++) {
+                float *g = G + r * G4;
+                for (size_t j = 0; j < G4; j++) g[j] = b_ih[j] + b_hh[j];
+            }
         }
     }
     if (layer > 0) gemm_rows_parallel(0, 1, N, G4, H, 1.0f, X, H, W_ih, H, 1.0f, G, G4);
 }
 
-/* dW_ih += dG^T X (a scatter into columns for the one-hot layer 0);
- * db_ih, db_hh += column sums of dG. */
+CHARRNN_VECTOR_CLONES static void add_into(float *restrict dst, const float *restrict src,
+                                           size_t n) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+/* dW_ih += dG^T X; db_ih, db_hh += column sums of dG. For the one-hot layer
+ * 0 the rows of dG are first summed by input token into embed [V, 4H]
+ * (contiguous adds), and only those V sums are scattered into the columns
+ * of dW_ih; as every row has exactly one token, the bias gradient is the sum
+ * of the V token sums. */
 static void input_projection_backward(size_t B, size_t T, size_t H, size_t V, int layer,
                                       const int32_t *inputs, const float *dG, const float *X,
-                                      float *dW_ih, float *db_ih, float *db_hh) {
+                                      float *embed, float *dW_ih, float *db_ih, float *db_hh) {
     size_t N = T * B, G4 = 4 * H;
     if (layer > 0) {
         gemm_rows_parallel(1, 0, G4, H, N, 1.0f, dG, G4, X, H, 1.0f, dW_ih, H);
     }
 #pragma omp parallel
     {
-        /* Each thread owns a range of the 4H gate rows, so the scatter and
-         * the sums never race. Sums are accumulated in double per chunk. */
+        /* Each thread owns a range of the 4H gate rows, so nothing races. */
         size_t begin, end;
         thread_range(G4, omp_get_thread_num(), omp_get_num_threads(), 16, &begin, &end);
-        enum { CHUNK = 256 };
-        double acc[CHUNK];
-        for (size_t j0 = begin; j0 < end; j0 += CHUNK) {
-            size_t j1 = j0 + CHUNK < end ? j0 + CHUNK : end;
-            for (size_t j = j0; j < j1; j++) acc[j - j0] = 0.0;
+        if (layer == 0 && end > begin) {
+            for (size_t v = 0; v < V; v++)
+                memset(embed + v * G4 + begin, 0, (end - begin) * sizeof(float));
             for (size_t r = 0; r < N; r++) {
-                const float *d = dG + r * G4;
-                if (layer == 0) {
-                    size_t tok = (size_t)inputs[(r % B) * T + r / B];
-                    for (size_t j = j0; j < j1; j++) dW_ih[j * V + tok] += d[j];
-                }
-                for (size_t j = j0; j < j1; j++) acc[j - j0] += d[j];
+                size_t tok = (size_t)inputs[(r % B) * T + r / B];
+                add_into(embed + tok * G4 + begin, dG + r * G4 + begin, end - begin);
             }
-            for (size_t j = j0; j < j1; j++) {
-                db_ih[j] += (float)acc[j - j0];
-                db_hh[j] += (float)acc[j - j0];
+            for (size_t j = begin; j < end; j++) {
+                double sum = 0.0;
+                for (size_t v = 0; v < V; v++) {
+                    float d = embed[v * G4 + j];
+                    dW_ih[j * V + v] += d;
+                    sum += d;
+                }
+                db_ih[j] += (float)sum;
+                db_hh[j] += (float)sum;
+            }
+        } else if (end > begin) {
+            /* Sums accumulated in double per chunk of columns. */
+            enum { CHUNK = 256 };
+            double acc[CHUNK];
+            for (size_t j0 = begin; j0 < end; j0 += CHUNK) {
+                size_t j1 = j0 + CHUNK < end ? j0 + CHUNK : end;
+                for (size_t j = j0; j < j1; j++) acc[j - j0] = 0.0;
+                for (size_t r = 0; r < N; r++) {
+                    const float *d = dG + r * G4;
+                    for (size_t j = j0; j < j1; j++) acc[j - j0] += d[j];
+                }
+                for (size_t j = j0; j < j1; j++) {
+                    db_ih[j] += (float)acc[j - j0];
+                    db_hh[j] += (float)acc[j - j0];
+                }
             }
         }
     }
@@ -204,17 +243,39 @@ static void lstm_backward(size_t B, size_t T, size_t H, const float *W_hh, const
  * Dropout on a layer's output: y = h * mask, mask in {0, 1/keep}.
  * ======================================================================== */
 
+/* Element i of the layer's [N, H] mask is draw layer*N*H + i of the seed's
+ * stream: uniform_at() < keep, compared in integers (the draw's 24 bits
+ * against keep * 2^24 rounded up, the same decision) so that the hash
+ * vectorises. */
+CHARRNN_VECTOR_CLONES static void dropout_range(uint64_t seed, uint64_t first, size_t n,
+                                                uint64_t threshold, float scale,
+                                                const float *restrict h, float *restrict mask,
+                                                float *restrict y) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        uint64_t z = splitmix64_mix(seed + 0x9E3779B97F4A7C15ULL * (first + i + 1));
+        float m = (z >> 40) < threshold ? scale : 0.0f;
+        mask[i] = m;
+        y[i] = h[i] * m;
+    }
+}
+
 static void dropout_forward(size_t N, size_t H, int layer, float keep_prob, uint64_t seed,
                             const float *h, float *mask, float *y) {
-    float scale = 1.0f / keep_prob;
-#pragma omp parallel for schedule(static)
-    for (size_t r = 0; r < N; r++) {
-        uint64_t base = ((uint64_t)layer * N + r) * H;
-        for (size_t j = 0; j < H; j++) {
-            float m = 1.0f;
-            if (keep_prob < 1.0f) m = uniform_at(seed, base + j) < keep_prob ? scale : 0.0f;
-            mask[r * H + j] = m;
-            y[r * H + j] = h[r * H + j] * m;
+    size_t count = N * H;
+    uint64_t first = (uint64_t)layer * count;
+    uint64_t threshold = (uint64_t)ceil((double)keep_prob * 16777216.0);
+#pragma omp parallel
+    {
+        size_t i0, i1;
+        thread_range(count, omp_get_thread_num(), omp_get_num_threads(), 16, &i0, &i1);
+        if (keep_prob < 1.0f) {
+            if (i1 > i0)
+                dropout_range(seed, first + i0, i1 - i0, threshold, 1.0f / keep_prob, h + i0,
+                              mask + i0, y + i0);
+        } else {
+            for (size_t i = i0; i < i1; i++) mask[i] = 1.0f;
+            if (i1 > i0) memcpy(y + i0, h + i0, (i1 - i0) * sizeof(float));
         }
     }
 }
@@ -228,6 +289,31 @@ static void dropout_backward(size_t N, size_t H, const float *mask, float *dy) {
  * Output layer: logits = Y W_fc^T + b, softmax, mean cross-entropy.
  * ======================================================================== */
 
+/* Softmax of rows [r0, r1) of the logits in place; returns their summed
+ * cross-entropy. */
+CHARRNN_VECTOR_CLONES static double softmax_rows(size_t r0, size_t r1, size_t B, size_t T,
+                                                 size_t V, const int32_t *targets,
+                                                 float *probs) {
+    double total = 0.0;
+    for (size_t r = r0; r < r1; r++) {
+        float *restrict p = probs + r * V;
+        size_t tgt = (size_t)targets[(r % B) * T + r / B];
+        float max = p[0];
+        for (size_t k = 1; k < V; k++) max = p[k] > max ? p[k] : max;
+        float target_logit = p[tgt], sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (size_t k = 0; k < V; k++) {
+            p[k] = fast_exp(p[k] - max);
+            sum += p[k];
+        }
+        float inv = 1.0f / sum;
+#pragma omp simd
+        for (size_t k = 0; k < V; k++) p[k] *= inv;
+        total += (double)logf(sum) + (double)max - (double)target_logit;
+    }
+    return total;
+}
+
 static float output_forward(size_t B, size_t T, size_t H, size_t V, const int32_t *targets,
                             const float *Y, const float *W_fc, const float *b_fc, float *probs) {
     size_t N = T * B;
@@ -235,20 +321,11 @@ static float output_forward(size_t B, size_t T, size_t H, size_t V, const int32_
     for (size_t r = 0; r < N; r++) memcpy(probs + r * V, b_fc, V * sizeof(float));
     gemm_rows_parallel(0, 1, N, V, H, 1.0f, Y, H, W_fc, H, 1.0f, probs, V);
     double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
-    for (size_t r = 0; r < N; r++) {
-        float *p = probs + r * V;
-        size_t tgt = (size_t)targets[(r % B) * T + r / B];
-        float max = p[0];
-        for (size_t k = 1; k < V; k++) max = p[k] > max ? p[k] : max;
-        float target_logit = p[tgt], sum = 0.0f;
-        for (size_t k = 0; k < V; k++) {
-            p[k] = fast_exp(p[k] - max);
-            sum += p[k];
-        }
-        float inv = 1.0f / sum;
-        for (size_t k = 0; k < V; k++) p[k] *= inv;
-        total += (double)logf(sum) + (double)max - (double)target_logit;
+#pragma omp parallel reduction(+ : total)
+    {
+        size_t r0, r1;
+        thread_range(N, omp_get_thread_num(), omp_get_num_threads(), 1, &r0, &r1);
+        total += softmax_rows(r0, r1, B, T, V, targets, probs);
     }
     return (float)(total / (double)N);
 }
@@ -322,7 +399,7 @@ charrnn_status charrnn_forward(const charrnn_config *config, const float *params
     }
     for (size_t l = 0; l < L; l++) {
         input_projection_forward(B, T, H, V, (int)l, batch->inputs, p.weight_ih[l], p.bias_ih[l],
-                                 p.bias_hh[l], l > 0 ? a.y[l - 1] : NULL, a.gates[l]);
+                                 p.bias_hh[l], l > 0 ? a.y[l - 1] : NULL, a.embed, a.gates[l]);
         lstm_forward(B, T, H, p.weight_hh[l], a.gates[l], a.h[l], a.c[l], a.tanh_c[l]);
         dropout_forward(N, H, (int)l, keep_prob, dropout_seed, a.h[l] + BH, a.mask[l], a.y[l]);
     }
@@ -367,8 +444,8 @@ charrnn_status charrnn_backward(const charrnn_config *config, const float *param
         gemm_rows_parallel(1, 0, 4 * H, H, N, 1.0f, a.dgates, 4 * H, a.h[l], H, 1.0f,
                            g.weight_hh[l], H);
         input_projection_backward(B, T, H, V, (int)l, batch->inputs, a.dgates,
-                                  l > 0 ? a.y[l - 1] : NULL, g.weight_ih[l], g.bias_ih[l],
-                                  g.bias_hh[l]);
+                                  l > 0 ? a.y[l - 1] : NULL, a.embed, g.weight_ih[l],
+                                  g.bias_ih[l], g.bias_hh[l]);
         if (l > 0) /* the gradient reaching the layer below's output */
             gemm_rows_parallel(0, 0, N, H, 4 * H, 1.0f, a.dgates, 4 * H, p.weight_ih[l], H, 0.0f,
                                a.dy, H);

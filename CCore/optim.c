@@ -2,13 +2,42 @@
  * Gradient clipping by global norm and the Adam update. Parameters,
  * gradients and moments share one layout, so each is a single flat loop.
  */
+#include <omp.h>
+
 #include "internal.h"
+
+CHARRNN_VECTOR_CLONES static double sum_of_squares_range(const float *restrict x, size_t n) {
+    double total = 0.0;
+#pragma omp simd reduction(+ : total)
+    for (size_t i = 0; i < n; i++) total += (double)x[i] * (double)x[i];
+    return total;
+}
 
 static double sum_of_squares(const float *x, size_t n) {
     double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
-    for (size_t i = 0; i < n; i++) total += (double)x[i] * (double)x[i];
+#pragma omp parallel reduction(+ : total)
+    {
+        size_t i0, i1;
+        thread_range(n, omp_get_thread_num(), omp_get_num_threads(), 16, &i0, &i1);
+        if (i1 > i0) total += sum_of_squares_range(x + i0, i1 - i0);
+    }
     return total;
+}
+
+/* One thread's share of the Adam update (no aliasing: the caller's four
+ * arrays are disjoint, as the API requires). */
+CHARRNN_VECTOR_CLONES static void adam_range(float *restrict params, const float *restrict grads,
+                                             float *restrict m, float *restrict v, size_t n,
+                                             float lr_t, float b1, float b2, float eps) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        float g = grads[i];
+        float mi = b1 * m[i] + (1.0f - b1) * g;
+        float vi = b2 * v[i] + (1.0f - b2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        params[i] -= lr_t * mi / (sqrtf(vi) + eps);
+    }
 }
 
 charrnn_status charrnn_grad_norm(const charrnn_config *config, const float *grads, float *norm) {
@@ -64,12 +93,12 @@ charrnn_status charrnn_adam_update(const charrnn_config *config, float *params, 
     float lr_t = (float)((double)adam->learning_rate * sqrt(1.0 - pow((double)adam->beta2, t)) /
                          (1.0 - pow((double)adam->beta1, t)));
     float b1 = adam->beta1, b2 = adam->beta2, eps = adam->epsilon;
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float g = grads[i];
-        m[i] = b1 * m[i] + (1.0f - b1) * g;
-        v[i] = b2 * v[i] + (1.0f - b2) * g * g;
-        params[i] -= lr_t * m[i] / (sqrtf(v[i]) + eps);
+#pragma omp parallel
+    {
+        size_t i0, i1;
+        thread_range(n, omp_get_thread_num(), omp_get_num_threads(), 16, &i0, &i1);
+        if (i1 > i0)
+            adam_range(params + i0, grads + i0, m + i0, v + i0, i1 - i0, lr_t, b1, b2, eps);
     }
     return CHARRNN_OK;
 }

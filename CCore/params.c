@@ -97,6 +97,7 @@ size_t carve_activations(const charrnn_config *c, size_t B, size_t T, float *blo
     TAKE(dy, N * H);
     TAKE(dh_rec, B * H);
     TAKE(dc_next, B * H);
+    TAKE(embed, V * 4 * H);
 #undef TAKE
     return off;
 }

@@ -255,7 +255,7 @@ charrnn_adam_params charrnn_adam_default_params(void);
  *   lr_t = lr * sqrt(1 - b2^step) / (1 - b1^step)
  *   p -= lr_t * m / (sqrt(v) + eps)
  * step counts from 1. optimizer_state: 2 * param count floats, zero before
- * the first step. */
+ * the first step. params, grads and optimizer_state must not overlap. */
 charrnn_status charrnn_adam_update(const charrnn_config *config, float *params, const float *grads,
                                    float *optimizer_state, int64_t step,
                                    const charrnn_adam_params *adam);
