@@ -25,37 +25,28 @@
  * Input projection: G[r, :] = W_ih x_r + b_ih + b_hh
  * ======================================================================== */
 
-/* Layer 0: x_r is one-hot, so W_ih x_r is column tok of W_ih [4H, V]. A
+/* The input term of every step's pre-activations, before the recurrence.
+ * Layer 0: x_r is one-hot, so W_ih x_r is column tok of W_ih [4H, V]. A
  * column is strided in memory (one cache line per gate row), so the V
- * columns, with both biases added, are first transposed into the table
- * embed [V, 4H]; each row of G is then one contiguous copy. */
+ * columns, with both biases added, are transposed into the table
+ * embed [V, 4H], and the recurrence adds row tok of it in its gate kernel:
+ * nothing of size N x 4H is written here.
+ * Layer l > 0: G = X W_ih^T in one GEMM over all N rows; the recurrence adds
+ * the biases, summed once into embed's first row. */
 static void input_projection_forward(size_t B, size_t T, size_t H, size_t V, int layer,
-                                     const int32_t *inputs, const float *W_ih,
-                                     const float *b_ih, const float *b_hh, const float *X,
-                                     float *embed, float *G) {
+                                     const float *W_ih, const float *b_ih, const float *b_hh,
+                                     const float *X, float *embed, float *G) {
     size_t N = T * B, G4 = 4 * H;
-#pragma omp parallel
-    {
-        if (layer == 0) {
-#pragma omp for schedule(static)
-            for (size_t j = 0; j < G4; j++) {
-                float bias = b_ih[j] + b_hh[j];
-                for (size_t v = 0; v < V; v++) embed[v * G4 + j] = W_ih[j * V + v] + bias;
-            }
-#pragma omp for schedule(static)
-            for (size_t r = 0; r < N; r++) {
-                size_t tok = (size_t)inputs[(r % B) * T + r / B];
-                memcpy(G + r * G4, embed + tok * G4, G4 * sizeof(float));
-            }
-        } else {
-#pragma omp for schedule(static)
-            for (size_t r = 0; r < N; r++) {
-                float *g = G + r * G4;
-                for (size_t j = 0; j < G4; j++) g[j] = b_ih[j] + b_hh[j];
-            }
+    if (layer == 0) {
+#pragma omp parallel for schedule(static)
+        for (size_t j = 0; j < G4; j++) {
+            float bias = b_ih[j] + b_hh[j];
+            for (size_t v = 0; v < V; v++) embed[v * G4 + j] = W_ih[j * V + v] + bias;
         }
+    } else {
+        for (size_t j = 0; j < G4; j++) embed[j] = b_ih[j] + b_hh[j];
+        gemm_rows_parallel(0, 1, N, G4, H, 1.0f, X, H, W_ih, H, 0.0f, G, G4);
     }
-    if (layer > 0) gemm_rows_parallel(0, 1, N, G4, H, 1.0f, X, H, W_ih, H, 1.0f, G, G4);
 }
 
 CHARRNN_VECTOR_CLONES static void add_into(float *restrict dst, const float *restrict src,
@@ -124,20 +115,30 @@ static void input_projection_backward(size_t B, size_t T, size_t H, size_t V, in
  *   c_t = f * c_{t-1} + i * g      h_t = o * tanh(c_t)
  * ======================================================================== */
 
-/* Gate arithmetic of one step for units [u0, u1) of all B rows. G holds the
- * pre-activations on entry and the activated gates on exit. */
-CHARRNN_VECTOR_CLONES static void gates_forward(size_t B, size_t H, size_t u0, size_t u1, float *restrict G,
-                          const float *restrict c_prev, float *restrict c,
-                          float *restrict tanh_c, float *restrict h) {
+/* Gate arithmetic of step t for units [u0, u1) of all B rows. G holds the
+ * recurrent part of the pre-activations on entry (above layer 0, the input
+ * part too); the rest is a row of embed: row tokens[b*T + t] of the layer-0
+ * table, or (tokens NULL) the biases in row 0. G holds the activated gates
+ * on exit. */
+CHARRNN_VECTOR_CLONES static void gates_forward(size_t B, size_t T, size_t t, size_t H,
+                                                size_t u0, size_t u1,
+                                                const int32_t *tokens, const float *embed,
+                                                float *restrict G,
+                                                const float *restrict c_prev,
+                                                float *restrict c, float *restrict tanh_c,
+                                                float *restrict h) {
     for (size_t b = 0; b < B; b++) {
         float *restrict gi = G + b * 4 * H, *restrict gf = gi + H, *restrict gg = gi + 2 * H,
                         *restrict go = gi + 3 * H;
+        const float *restrict xi = tokens ? embed + (size_t)tokens[b * T + t] * 4 * H : embed;
+        const float *restrict xf = xi + H,
+                              *restrict xg = xi + 2 * H, *restrict xo = xi + 3 * H;
         const float *restrict cp = c_prev + b * H;
         float *restrict cn = c + b * H, *restrict tc = tanh_c + b * H, *restrict hn = h + b * H;
 #pragma omp simd
         for (size_t j = u0; j < u1; j++) {
-            float i = fast_sigmoid(gi[j]), f = fast_sigmoid(gf[j]);
-            float g = fast_tanh(gg[j]), o = fast_sigmoid(go[j]);
+            float i = fast_sigmoid(gi[j] + xi[j]), f = fast_sigmoid(gf[j] + xf[j]);
+            float g = fast_tanh(gg[j] + xg[j]), o = fast_sigmoid(go[j] + xo[j]);
             float cell = f * cp[j] + i * g;
             float tcell = fast_tanh(cell);
             gi[j] = i; gf[j] = f; gg[j] = g; go[j] = o;
@@ -147,12 +148,14 @@ CHARRNN_VECTOR_CLONES static void gates_forward(size_t B, size_t H, size_t u0, s
 }
 
 /* One step back through the gates for units [u0, u1):
- *   dh = dy_t + dh_rec (from step t+1 through W_hh)
+ *   dh = dy_t * mask_t (the layer's dropout) + dh_rec (from step t+1
+ *        through W_hh)
  *   dc = dc_next + dh * o * (1 - tanh_c^2)
  * writes dG_t (pre-activation gradients) and the new dc_next. */
 CHARRNN_VECTOR_CLONES static void gates_backward(size_t B, size_t H, size_t u0, size_t u1, const float *restrict G,
                            const float *restrict c_prev, const float *restrict tanh_c,
-                           const float *restrict dy, const float *restrict dh_rec,
+                           const float *restrict dy, const float *restrict mask,
+                           const float *restrict dh_rec,
                            float *restrict dc_next, float *restrict dG) {
     for (size_t b = 0; b < B; b++) {
         const float *restrict gi = G + b * 4 * H, *restrict gf = gi + H, *restrict gg = gi + 2 * H,
@@ -160,12 +163,13 @@ CHARRNN_VECTOR_CLONES static void gates_backward(size_t B, size_t H, size_t u0, 
         float *restrict di = dG + b * 4 * H, *restrict df = di + H, *restrict dg = di + 2 * H,
                         *restrict dO = di + 3 * H;
         const float *restrict cp = c_prev + b * H, *restrict tc = tanh_c + b * H,
-                              *restrict dyb = dy + b * H, *restrict dhr = dh_rec + b * H;
+                              *restrict dyb = dy + b * H, *restrict mb = mask + b * H,
+                              *restrict dhr = dh_rec + b * H;
         float *restrict dcn = dc_next + b * H;
 #pragma omp simd
         for (size_t j = u0; j < u1; j++) {
             float i = gi[j], f = gf[j], g = gg[j], o = go[j], t = tc[j];
-            float dh = dyb[j] + dhr[j];
+            float dh = dyb[j] * mb[j] + dhr[j];
             float dc = dcn[j] + dh * o * (1.0f - t * t);
             di[j] = dc * g * i * (1.0f - i);
             df[j] = dc * cp[j] * f * (1.0f - f);
@@ -176,22 +180,27 @@ CHARRNN_VECTOR_CLONES static void gates_backward(size_t B, size_t H, size_t u0, 
     }
 }
 
-/* G_t += h_{t-1} W_hh^T for this thread's units: the rows u0..u1 of each
- * gate block of W_hh [4H, H]; one call when the thread owns every unit. */
+/* G_t = h_{t-1} W_hh^T + beta G_t for this thread's units: the rows u0..u1
+ * of each gate block of W_hh [4H, H]; one call when the thread owns every
+ * unit. beta is 0 for layer 0 (G holds nothing yet) and 1 above it. */
 static void recurrent_product(size_t B, size_t H, size_t u0, size_t u1, const float *h_prev,
-                              const float *W_hh, float *G_t) {
+                              const float *W_hh, float beta, float *G_t) {
     if (u0 == 0 && u1 == H) {
-        gemm_block(0, 1, B, 4 * H, H, 1.0f, h_prev, H, W_hh, H, 1.0f, G_t, 4 * H);
+        gemm_block(0, 1, B, 4 * H, H, 1.0f, h_prev, H, W_hh, H, beta, G_t, 4 * H);
         return;
     }
     for (size_t q = 0; q < 4; q++)
-        gemm_block(0, 1, B, u1 - u0, H, 1.0f, h_prev, H, W_hh + (q * H + u0) * H, H, 1.0f,
+        gemm_block(0, 1, B, u1 - u0, H, 1.0f, h_prev, H, W_hh + (q * H + u0) * H, H, beta,
                    G_t + q * H + u0, 4 * H);
 }
 
-static void lstm_forward(size_t B, size_t T, size_t H, const float *W_hh, float *G, float *h,
-                         float *c, float *tanh_c) {
+/* tokens: the batch's inputs for layer 0 (the input term is a row of the
+ * table in embed), NULL above it (the input term is in G already and
+ * embed's first row holds the biases). */
+static void lstm_forward(size_t B, size_t T, size_t H, const int32_t *tokens, const float *embed,
+                         const float *W_hh, float *G, float *h, float *c, float *tanh_c) {
     size_t BH = B * H;
+    float beta = tokens ? 0.0f : 1.0f;
 #pragma omp parallel
     {
         size_t u0, u1;
@@ -199,9 +208,9 @@ static void lstm_forward(size_t B, size_t T, size_t H, const float *W_hh, float 
         for (size_t t = 0; t < T; t++) {
             if (u1 > u0) {
                 float *G_t = G + t * B * 4 * H;
-                recurrent_product(B, H, u0, u1, h + t * BH, W_hh, G_t);
-                gates_forward(B, H, u0, u1, G_t, c + t * BH, c + (t + 1) * BH,
-                              tanh_c + t * BH, h + (t + 1) * BH);
+                recurrent_product(B, H, u0, u1, h + t * BH, W_hh, beta, G_t);
+                gates_forward(B, T, t, H, u0, u1, tokens, embed, G_t, c + t * BH,
+                              c + (t + 1) * BH, tanh_c + t * BH, h + (t + 1) * BH);
             }
             /* step t+1 multiplies by all of h_t */
 #pragma omp barrier
@@ -212,7 +221,8 @@ static void lstm_forward(size_t B, size_t T, size_t H, const float *W_hh, float 
 /* Back through the T steps. dy [N, H] is the gradient arriving at each h_t
  * from above; writes dG [N, 4H]. dh_rec and dc_next [B, H] are scratch. */
 static void lstm_backward(size_t B, size_t T, size_t H, const float *W_hh, const float *G,
-                          const float *c, const float *tanh_c, const float *dy, float *dG,
+                          const float *c, const float *tanh_c, const float *dy,
+                          const float *mask, float *dG,
                           float *dh_rec, float *dc_next) {
     size_t BH = B * H;
 #pragma omp parallel
@@ -226,7 +236,7 @@ static void lstm_backward(size_t B, size_t T, size_t H, const float *W_hh, const
             float *dG_t = dG + t * B * 4 * H;
             if (u1 > u0)
                 gates_backward(B, H, u0, u1, G_t, c + t * BH, tanh_c + t * BH, dy + t * BH,
-                               dh_rec, dc_next, dG_t);
+                               mask + t * BH, dh_rec, dc_next, dG_t);
             /* dh_rec for step t-1 needs every column of dG_t */
 #pragma omp barrier
             /* Each thread writes, and next reads, only its own columns of
@@ -241,6 +251,9 @@ static void lstm_backward(size_t B, size_t T, size_t H, const float *W_hh, const
 
 /* ========================================================================
  * Dropout on a layer's output: y = h * mask, mask in {0, 1/keep}.
+ * Its backward, dh = dy * mask, is one multiply inside gates_backward,
+ * which reads dy anyway: a separate pass would cost a read and a write of
+ * N x H floats.
  * ======================================================================== */
 
 /* Element i of the layer's [N, H] mask is draw layer*N*H + i of the seed's
@@ -278,11 +291,6 @@ static void dropout_forward(size_t N, size_t H, int layer, float keep_prob, uint
             if (i1 > i0) memcpy(y + i0, h + i0, (i1 - i0) * sizeof(float));
         }
     }
-}
-
-static void dropout_backward(size_t N, size_t H, const float *mask, float *dy) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < N * H; i++) dy[i] *= mask[i];
 }
 
 /* ========================================================================
@@ -398,9 +406,10 @@ charrnn_status charrnn_forward(const charrnn_config *config, const float *params
         }
     }
     for (size_t l = 0; l < L; l++) {
-        input_projection_forward(B, T, H, V, (int)l, batch->inputs, p.weight_ih[l], p.bias_ih[l],
-                                 p.bias_hh[l], l > 0 ? a.y[l - 1] : NULL, a.embed, a.gates[l]);
-        lstm_forward(B, T, H, p.weight_hh[l], a.gates[l], a.h[l], a.c[l], a.tanh_c[l]);
+        input_projection_forward(B, T, H, V, (int)l, p.weight_ih[l], p.bias_ih[l], p.bias_hh[l],
+                                 l > 0 ? a.y[l - 1] : NULL, a.embed, a.gates[l]);
+        lstm_forward(B, T, H, l == 0 ? batch->inputs : NULL, a.embed, p.weight_hh[l],
+                     a.gates[l], a.h[l], a.c[l], a.tanh_c[l]);
         dropout_forward(N, H, (int)l, keep_prob, dropout_seed, a.h[l] + BH, a.mask[l], a.y[l]);
     }
     *loss = output_forward(B, T, H, V, batch->targets, a.y[L - 1], p.fc_weight, p.fc_bias,
@@ -437,8 +446,10 @@ charrnn_status charrnn_backward(const charrnn_config *config, const float *param
     output_backward(B, T, H, V, batch->targets, a.y[L - 1], p.fc_weight, a.probs, a.dlogits,
                     g.fc_weight, g.fc_bias, a.dy);
     for (size_t l = L; l-- > 0;) {
-        dropout_backward(N, H, a.mask[l], a.dy);
-        lstm_backward(B, T, H, p.weight_hh[l], a.gates[l], a.c[l], a.tanh_c[l], a.dy, a.dgates,
+        /* dy: the gradient at the layer's output y; lstm_backward applies
+         * the dropout mask as it reads it */
+        lstm_backward(B, T, H, p.weight_hh[l], a.gates[l], a.c[l], a.tanh_c[l], a.dy, a.mask[l],
+                      a.dgates,
                       a.dh_rec, a.dc_next);
         /* dW_hh += sum_t dG_t^T h_{t-1}: h slots 0..T-1 are one [N, H] matrix */
         gemm_rows_parallel(1, 0, 4 * H, H, N, 1.0f, a.dgates, 4 * H, a.h[l], H, 1.0f,
@@ -459,15 +470,16 @@ charrnn_status charrnn_backward(const charrnn_config *config, const float *param
  * Mirrors the entry points above call for call.
  * ======================================================================== */
 
-static void recurrence_products_forward(size_t B, size_t T, size_t H, const float *W_hh, float *G,
-                                        const float *h) {
+static void recurrence_products_forward(size_t B, size_t T, size_t H, const float *W_hh,
+                                        float beta, float *G, const float *h) {
     size_t BH = B * H;
 #pragma omp parallel
     {
         size_t u0, u1;
         thread_range(H, omp_get_thread_num(), omp_get_num_threads(), 16, &u0, &u1);
         for (size_t t = 0; t < T; t++) {
-            if (u1 > u0) recurrent_product(B, H, u0, u1, h + t * BH, W_hh, G + t * B * 4 * H);
+            if (u1 > u0)
+                recurrent_product(B, H, u0, u1, h + t * BH, W_hh, beta, G + t * B * 4 * H);
 #pragma omp barrier
         }
     }
@@ -504,8 +516,8 @@ charrnn_status charrnn_training_products(const charrnn_config *config, const flo
     carve_params(config, grads, &g);
     carve_activations(config, B, T, activations, &a);
     for (size_t l = 0; l < L; l++) {
-        if (l > 0) gemm_rows_parallel(0, 1, N, 4 * H, H, 1.0f, a.y[l - 1], H, p.weight_ih[l], H, 1.0f, a.gates[l], 4 * H);
-        recurrence_products_forward(B, T, H, p.weight_hh[l], a.gates[l], a.h[l]);
+        if (l > 0) gemm_rows_parallel(0, 1, N, 4 * H, H, 1.0f, a.y[l - 1], H, p.weight_ih[l], H, 0.0f, a.gates[l], 4 * H);
+        recurrence_products_forward(B, T, H, p.weight_hh[l], l > 0 ? 1.0f : 0.0f, a.gates[l], a.h[l]);
     }
     gemm_rows_parallel(0, 1, N, V, H, 1.0f, a.y[L - 1], H, p.fc_weight, H, 1.0f, a.probs, V);
     gemm_rows_parallel(1, 0, V, H, N, 1.0f, a.dlogits, V, a.y[L - 1], H, 1.0f, g.fc_weight, H);
