@@ -2,17 +2,18 @@
  * The model's forward and backward passes over a B x T batch, stage by
  * stage, each forward beside its backward:
  *   input projection   (one-hot lookup for layer 0, one big GEMM above it)
+ *   dropout            (inverted, counter-based masks; applied in the recurrence)
  *   LSTM recurrence    (per step: recurrent GEMM + fused gate arithmetic)
- *   dropout            (inverted, counter-based masks)
  *   output layer       (logits GEMM, softmax, cross-entropy)
  *
  * Where the time goes: the products. The inputs of all T steps are
  * projected in one GEMM of N = T*B rows per layer, and every weight gradient
  * is one GEMM with K = N, so per step only the recurrent product [B, H] x
- * [H, 4H] and the gate arithmetic remain. In the recurrence each OpenMP
- * thread owns a slice of hidden units: it multiplies by its own rows of
- * W_hh (which then stay in its L2) and does the gates of its own units, so
- * a step needs one barrier. BLAS itself runs single-threaded per call.
+ * [H, 4H] and the gate arithmetic remain. The B rows of a batch are
+ * independent streams, so in the recurrence each OpenMP thread owns a share
+ * of them and carries them through all T steps alone: no barrier per step,
+ * no line of the activations shared between cores. BLAS itself runs
+ * single-threaded per call.
  *
  * Time-major rows: r = t*B + b. Batches arrive [B, T] (stream-major) as in
  * the notebook; token (b, t) is inputs[b*T + t].
@@ -110,33 +111,97 @@ static void input_projection_backward(size_t B, size_t T, size_t H, size_t V, in
 }
 
 /* ========================================================================
+ * Dropout on a layer's output: y = h * mask, mask in {0, 1/keep}.
+ * Applied by the recurrence to each step's h as soon as it is made, while h
+ * is in cache. Its backward, dh = dy * mask, is one multiply inside
+ * gates_backward, which reads dy anyway.
+ * ======================================================================== */
+
+typedef struct {
+    uint64_t seed;
+    uint64_t first;     /* draw index of the layer's element (0, 0): layer*N*H */
+    uint64_t threshold; /* keep iff the draw's top 24 bits < threshold */
+    float scale;        /* 1 / keep_prob */
+    int active;         /* keep_prob < 1 */
+} dropout_params;
+
+/* Element (r, j) of layer l's mask is draw (l*N + r)*H + j of the seed's
+ * stream: kept iff uniform_at() < keep_prob, decided in integers (the
+ * draw's 24 bits against keep_prob * 2^24 rounded up: the same decision)
+ * so that the hash vectorises. */
+static dropout_params dropout_setup(size_t N, size_t H, int layer, float keep_prob,
+                                    uint64_t seed) {
+    dropout_params d;
+    d.seed = seed;
+    d.first = (uint64_t)layer * N * H;
+    d.threshold = (uint64_t)ceil((double)keep_prob * 16777216.0);
+    d.scale = 1.0f / keep_prob;
+    d.active = keep_prob < 1.0f;
+    return d;
+}
+
+/* Rows [b0, b1) of step t: h, mask and y point at the step's row 0. */
+CHARRNN_VECTOR_CLONES static void dropout_forward(const dropout_params *d, size_t B, size_t t,
+                                                  size_t b0, size_t b1, size_t H,
+                                                  const float *restrict h,
+                                                  float *restrict mask, float *restrict y) {
+    uint64_t seed = d->seed, threshold = d->threshold;
+    float scale = d->scale;
+    for (size_t b = b0; b < b1; b++) {
+        const float *restrict hb = h + b * H;
+        float *restrict mb = mask + b * H, *restrict yb = y + b * H;
+        if (d->active) {
+            uint64_t first = d->first + (t * B + b) * H;
+#pragma omp simd
+            for (size_t j = 0; j < H; j++) {
+                uint64_t z = splitmix64_mix(seed + 0x9E3779B97F4A7C15ULL * (first + j + 1));
+                float m = (z >> 40) < threshold ? scale : 0.0f;
+                mb[j] = m;
+                yb[j] = hb[j] * m;
+            }
+        } else {
+            for (size_t j = 0; j < H; j++) mb[j] = 1.0f;
+            memcpy(yb, hb, H * sizeof(float));
+        }
+    }
+}
+
+/* ========================================================================
  * LSTM recurrence over T steps (PyTorch's equations, gates i, f, g, o):
  *   i = s(G_i)  f = s(G_f)  g = tanh(G_g)  o = s(G_o)
  *   c_t = f * c_{t-1} + i * g      h_t = o * tanh(c_t)
+ *
+ * Threads split the batch's B streams (rows), not the hidden units: a
+ * stream's step t needs only its own h_{t-1}, so a thread runs its rows
+ * through all T steps without waiting for the others, and every line of
+ * G, c, h, mask, y and their gradients is written and read by one core.
+ * (Splitting the units instead needs a barrier per step, and each step's
+ * h_t or dG_t crosses between cores; on this kind of server CPU the
+ * hardware prefetchers then also pull the neighbour's lines away, which
+ * made the gate arithmetic on two threads slower than on one.) The price
+ * is that every thread multiplies by all of W_hh each step.
  * ======================================================================== */
 
-/* Gate arithmetic of step t for units [u0, u1) of all B rows. G holds the
- * recurrent part of the pre-activations on entry (above layer 0, the input
- * part too); the rest is a row of embed: row tokens[b*T + t] of the layer-0
- * table, or (tokens NULL) the biases in row 0. G holds the activated gates
- * on exit. */
-CHARRNN_VECTOR_CLONES static void gates_forward(size_t B, size_t T, size_t t, size_t H,
-                                                size_t u0, size_t u1,
-                                                const int32_t *tokens, const float *embed,
-                                                float *restrict G,
+/* Gate arithmetic of step t for rows [b0, b1). G_t holds the recurrent part
+ * of the pre-activations on entry (above layer 0, the input part too); the
+ * rest is a row of embed: row tokens[b*T + t] of the layer-0 table, or
+ * (tokens NULL) the biases in row 0. G_t holds the activated gates on exit.
+ * All pointers are at the step's row 0. */
+CHARRNN_VECTOR_CLONES static void gates_forward(size_t T, size_t t, size_t b0, size_t b1,
+                                                size_t H, const int32_t *tokens,
+                                                const float *embed, float *restrict G,
                                                 const float *restrict c_prev,
                                                 float *restrict c, float *restrict tanh_c,
                                                 float *restrict h) {
-    for (size_t b = 0; b < B; b++) {
+    for (size_t b = b0; b < b1; b++) {
         float *restrict gi = G + b * 4 * H, *restrict gf = gi + H, *restrict gg = gi + 2 * H,
                         *restrict go = gi + 3 * H;
         const float *restrict xi = tokens ? embed + (size_t)tokens[b * T + t] * 4 * H : embed;
-        const float *restrict xf = xi + H,
-                              *restrict xg = xi + 2 * H, *restrict xo = xi + 3 * H;
+        const float *restrict xf = xi + H, *restrict xg = xi + 2 * H, *restrict xo = xi + 3 * H;
         const float *restrict cp = c_prev + b * H;
         float *restrict cn = c + b * H, *restrict tc = tanh_c + b * H, *restrict hn = h + b * H;
 #pragma omp simd
-        for (size_t j = u0; j < u1; j++) {
+        for (size_t j = 0; j < H; j++) {
             float i = fast_sigmoid(gi[j] + xi[j]), f = fast_sigmoid(gf[j] + xf[j]);
             float g = fast_tanh(gg[j] + xg[j]), o = fast_sigmoid(go[j] + xo[j]);
             float cell = f * cp[j] + i * g;
@@ -147,17 +212,20 @@ CHARRNN_VECTOR_CLONES static void gates_forward(size_t B, size_t T, size_t t, si
     }
 }
 
-/* One step back through the gates for units [u0, u1):
+/* One step back through the gates for rows [b0, b1):
  *   dh = dy_t * mask_t (the layer's dropout) + dh_rec (from step t+1
  *        through W_hh)
  *   dc = dc_next + dh * o * (1 - tanh_c^2)
  * writes dG_t (pre-activation gradients) and the new dc_next. */
-CHARRNN_VECTOR_CLONES static void gates_backward(size_t B, size_t H, size_t u0, size_t u1, const float *restrict G,
-                           const float *restrict c_prev, const float *restrict tanh_c,
-                           const float *restrict dy, const float *restrict mask,
-                           const float *restrict dh_rec,
-                           float *restrict dc_next, float *restrict dG) {
-    for (size_t b = 0; b < B; b++) {
+CHARRNN_VECTOR_CLONES static void gates_backward(size_t b0, size_t b1, size_t H,
+                                                 const float *restrict G,
+                                                 const float *restrict c_prev,
+                                                 const float *restrict tanh_c,
+                                                 const float *restrict dy,
+                                                 const float *restrict mask,
+                                                 const float *restrict dh_rec,
+                                                 float *restrict dc_next, float *restrict dG) {
+    for (size_t b = b0; b < b1; b++) {
         const float *restrict gi = G + b * 4 * H, *restrict gf = gi + H, *restrict gg = gi + 2 * H,
                               *restrict go = gi + 3 * H;
         float *restrict di = dG + b * 4 * H, *restrict df = di + H, *restrict dg = di + 2 * H,
@@ -167,7 +235,7 @@ CHARRNN_VECTOR_CLONES static void gates_backward(size_t B, size_t H, size_t u0, 
                               *restrict dhr = dh_rec + b * H;
         float *restrict dcn = dc_next + b * H;
 #pragma omp simd
-        for (size_t j = u0; j < u1; j++) {
+        for (size_t j = 0; j < H; j++) {
             float i = gi[j], f = gf[j], g = gg[j], o = go[j], t = tc[j];
             float dh = dyb[j] * mb[j] + dhr[j];
             float dc = dcn[j] + dh * o * (1.0f - t * t);
@@ -180,115 +248,63 @@ CHARRNN_VECTOR_CLONES static void gates_backward(size_t B, size_t H, size_t u0, 
     }
 }
 
-/* G_t = h_{t-1} W_hh^T + beta G_t for this thread's units: the rows u0..u1
- * of each gate block of W_hh [4H, H]; one call when the thread owns every
- * unit. beta is 0 for layer 0 (G holds nothing yet) and 1 above it. */
-static void recurrent_product(size_t B, size_t H, size_t u0, size_t u1, const float *h_prev,
+/* G_t[b0:b1] = h_{t-1}[b0:b1] W_hh^T + beta G_t[b0:b1]; beta is 0 for layer 0
+ * (G holds nothing yet) and 1 above it (G holds the input projection). */
+static void recurrent_product(size_t b0, size_t b1, size_t H, const float *h_prev,
                               const float *W_hh, float beta, float *G_t) {
-    if (u0 == 0 && u1 == H) {
-        gemm_block(0, 1, B, 4 * H, H, 1.0f, h_prev, H, W_hh, H, beta, G_t, 4 * H);
-        return;
-    }
-    for (size_t q = 0; q < 4; q++)
-        gemm_block(0, 1, B, u1 - u0, H, 1.0f, h_prev, H, W_hh + (q * H + u0) * H, H, beta,
-                   G_t + q * H + u0, 4 * H);
+    gemm_block(0, 1, b1 - b0, 4 * H, H, 1.0f, h_prev + b0 * H, H, W_hh, H, beta,
+               G_t + b0 * 4 * H, 4 * H);
+}
+
+/* dh_rec[b0:b1] = dG_t[b0:b1] W_hh: the gradient reaching h_{t-1}. */
+static void recurrent_product_backward(size_t b0, size_t b1, size_t H, const float *dG_t,
+                                       const float *W_hh, float *dh_rec) {
+    gemm_block(0, 0, b1 - b0, H, 4 * H, 1.0f, dG_t + b0 * 4 * H, 4 * H, W_hh, H, 0.0f,
+               dh_rec + b0 * H, H);
 }
 
 /* tokens: the batch's inputs for layer 0 (the input term is a row of the
  * table in embed), NULL above it (the input term is in G already and
- * embed's first row holds the biases). */
+ * embed's first row holds the biases). Each step's h goes through dropout
+ * into y. */
 static void lstm_forward(size_t B, size_t T, size_t H, const int32_t *tokens, const float *embed,
-                         const float *W_hh, float *G, float *h, float *c, float *tanh_c) {
+                         const float *W_hh, const dropout_params *drop, float *G, float *h,
+                         float *c, float *tanh_c, float *mask, float *y) {
     size_t BH = B * H;
     float beta = tokens ? 0.0f : 1.0f;
 #pragma omp parallel
     {
-        size_t u0, u1;
-        thread_range(H, omp_get_thread_num(), omp_get_num_threads(), 16, &u0, &u1);
-        for (size_t t = 0; t < T; t++) {
-            if (u1 > u0) {
-                float *G_t = G + t * B * 4 * H;
-                recurrent_product(B, H, u0, u1, h + t * BH, W_hh, beta, G_t);
-                gates_forward(B, T, t, H, u0, u1, tokens, embed, G_t, c + t * BH,
-                              c + (t + 1) * BH, tanh_c + t * BH, h + (t + 1) * BH);
-            }
-            /* step t+1 multiplies by all of h_t */
-#pragma omp barrier
+        size_t b0, b1;
+        thread_range(B, omp_get_thread_num(), omp_get_num_threads(), 1, &b0, &b1);
+        for (size_t t = 0; t < T && b1 > b0; t++) {
+            float *G_t = G + t * B * 4 * H;
+            recurrent_product(b0, b1, H, h + t * BH, W_hh, beta, G_t);
+            gates_forward(T, t, b0, b1, H, tokens, embed, G_t, c + t * BH, c + (t + 1) * BH,
+                          tanh_c + t * BH, h + (t + 1) * BH);
+            dropout_forward(drop, B, t, b0, b1, H, h + (t + 1) * BH, mask + t * BH, y + t * BH);
         }
     }
 }
 
-/* Back through the T steps. dy [N, H] is the gradient arriving at each h_t
+/* Back through the T steps. dy [N, H] is the gradient arriving at each y_t
  * from above; writes dG [N, 4H]. dh_rec and dc_next [B, H] are scratch. */
 static void lstm_backward(size_t B, size_t T, size_t H, const float *W_hh, const float *G,
                           const float *c, const float *tanh_c, const float *dy,
-                          const float *mask, float *dG,
-                          float *dh_rec, float *dc_next) {
+                          const float *mask, float *dG, float *dh_rec, float *dc_next) {
     size_t BH = B * H;
 #pragma omp parallel
     {
-        size_t u0, u1;
-        thread_range(H, omp_get_thread_num(), omp_get_num_threads(), 16, &u0, &u1);
-        for (size_t b = 0; b < B; b++)
-            for (size_t j = u0; j < u1; j++) dh_rec[b * H + j] = dc_next[b * H + j] = 0.0f;
-        for (size_t t = T; t-- > 0;) {
-            const float *G_t = G + t * B * 4 * H;
-            float *dG_t = dG + t * B * 4 * H;
-            if (u1 > u0)
-                gates_backward(B, H, u0, u1, G_t, c + t * BH, tanh_c + t * BH, dy + t * BH,
-                               mask + t * BH, dh_rec, dc_next, dG_t);
-            /* dh_rec for step t-1 needs every column of dG_t */
-#pragma omp barrier
-            /* Each thread writes, and next reads, only its own columns of
-             * dh_rec, and step t-1 writes dG_{t-1}, not dG_t: no second
-             * barrier is needed. */
-            if (t > 0 && u1 > u0)
-                gemm_block(0, 0, B, u1 - u0, 4 * H, 1.0f, dG_t, 4 * H, W_hh + u0, H, 0.0f,
-                           dh_rec + u0, H);
+        size_t b0, b1;
+        thread_range(B, omp_get_thread_num(), omp_get_num_threads(), 1, &b0, &b1);
+        if (b1 > b0) {
+            memset(dh_rec + b0 * H, 0, (b1 - b0) * H * sizeof(float));
+            memset(dc_next + b0 * H, 0, (b1 - b0) * H * sizeof(float));
         }
-    }
-}
-
-/* ========================================================================
- * Dropout on a layer's output: y = h * mask, mask in {0, 1/keep}.
- * Its backward, dh = dy * mask, is one multiply inside gates_backward,
- * which reads dy anyway: a separate pass would cost a read and a write of
- * N x H floats.
- * ======================================================================== */
-
-/* Element i of the layer's [N, H] mask is draw layer*N*H + i of the seed's
- * stream: uniform_at() < keep, compared in integers (the draw's 24 bits
- * against keep * 2^24 rounded up, the same decision) so that the hash
- * vectorises. */
-CHARRNN_VECTOR_CLONES static void dropout_range(uint64_t seed, uint64_t first, size_t n,
-                                                uint64_t threshold, float scale,
-                                                const float *restrict h, float *restrict mask,
-                                                float *restrict y) {
-#pragma omp simd
-    for (size_t i = 0; i < n; i++) {
-        uint64_t z = splitmix64_mix(seed + 0x9E3779B97F4A7C15ULL * (first + i + 1));
-        float m = (z >> 40) < threshold ? scale : 0.0f;
-        mask[i] = m;
-        y[i] = h[i] * m;
-    }
-}
-
-static void dropout_forward(size_t N, size_t H, int layer, float keep_prob, uint64_t seed,
-                            const float *h, float *mask, float *y) {
-    size_t count = N * H;
-    uint64_t first = (uint64_t)layer * count;
-    uint64_t threshold = (uint64_t)ceil((double)keep_prob * 16777216.0);
-#pragma omp parallel
-    {
-        size_t i0, i1;
-        thread_range(count, omp_get_thread_num(), omp_get_num_threads(), 16, &i0, &i1);
-        if (keep_prob < 1.0f) {
-            if (i1 > i0)
-                dropout_range(seed, first + i0, i1 - i0, threshold, 1.0f / keep_prob, h + i0,
-                              mask + i0, y + i0);
-        } else {
-            for (size_t i = i0; i < i1; i++) mask[i] = 1.0f;
-            if (i1 > i0) memcpy(y + i0, h + i0, (i1 - i0) * sizeof(float));
+        for (size_t t = T; t-- > 0 && b1 > b0;) {
+            float *dG_t = dG + t * B * 4 * H;
+            gates_backward(b0, b1, H, G + t * B * 4 * H, c + t * BH, tanh_c + t * BH,
+                           dy + t * BH, mask + t * BH, dh_rec, dc_next, dG_t);
+            if (t > 0) recurrent_product_backward(b0, b1, H, dG_t, W_hh, dh_rec);
         }
     }
 }
@@ -408,9 +424,9 @@ charrnn_status charrnn_forward(const charrnn_config *config, const float *params
     for (size_t l = 0; l < L; l++) {
         input_projection_forward(B, T, H, V, (int)l, p.weight_ih[l], p.bias_ih[l], p.bias_hh[l],
                                  l > 0 ? a.y[l - 1] : NULL, a.embed, a.gates[l]);
-        lstm_forward(B, T, H, l == 0 ? batch->inputs : NULL, a.embed, p.weight_hh[l],
-                     a.gates[l], a.h[l], a.c[l], a.tanh_c[l]);
-        dropout_forward(N, H, (int)l, keep_prob, dropout_seed, a.h[l] + BH, a.mask[l], a.y[l]);
+        dropout_params drop = dropout_setup(N, H, (int)l, keep_prob, dropout_seed);
+        lstm_forward(B, T, H, l == 0 ? batch->inputs : NULL, a.embed, p.weight_hh[l], &drop,
+                     a.gates[l], a.h[l], a.c[l], a.tanh_c[l], a.mask[l], a.y[l]);
     }
     *loss = output_forward(B, T, H, V, batch->targets, a.y[L - 1], p.fc_weight, p.fc_bias,
                            a.probs);
@@ -475,13 +491,10 @@ static void recurrence_products_forward(size_t B, size_t T, size_t H, const floa
     size_t BH = B * H;
 #pragma omp parallel
     {
-        size_t u0, u1;
-        thread_range(H, omp_get_thread_num(), omp_get_num_threads(), 16, &u0, &u1);
-        for (size_t t = 0; t < T; t++) {
-            if (u1 > u0)
-                recurrent_product(B, H, u0, u1, h + t * BH, W_hh, beta, G + t * B * 4 * H);
-#pragma omp barrier
-        }
+        size_t b0, b1;
+        thread_range(B, omp_get_thread_num(), omp_get_num_threads(), 1, &b0, &b1);
+        for (size_t t = 0; t < T && b1 > b0; t++)
+            recurrent_product(b0, b1, H, h + t * BH, W_hh, beta, G + t * B * 4 * H);
     }
 }
 
@@ -489,14 +502,10 @@ static void recurrence_products_backward(size_t B, size_t T, size_t H, const flo
                                          const float *dG, float *dh_rec) {
 #pragma omp parallel
     {
-        size_t u0, u1;
-        thread_range(H, omp_get_thread_num(), omp_get_num_threads(), 16, &u0, &u1);
-        for (size_t t = T; t-- > 0;) {
-#pragma omp barrier
-            if (t > 0 && u1 > u0)
-                gemm_block(0, 0, B, u1 - u0, 4 * H, 1.0f, dG + t * B * 4 * H, 4 * H, W_hh + u0, H,
-                           0.0f, dh_rec + u0, H);
-        }
+        size_t b0, b1;
+        thread_range(B, omp_get_thread_num(), omp_get_num_threads(), 1, &b0, &b1);
+        for (size_t t = T; t-- > 1 && b1 > b0;)
+            recurrent_product_backward(b0, b1, H, dG + t * B * 4 * H, W_hh, dh_rec);
     }
 }
 
