@@ -139,6 +139,13 @@ void flush_denormals_end(float_mode saved);
 
 /* ---- threading helpers ---- */
 
+/* Idle threads of the calling thread's teams sleep at once (training
+ * entry points) or spin as libomp does by default (charrnn_step); both do
+ * nothing when the user set KMP_BLOCKTIME or OMP_WAIT_POLICY. runtime.c
+ * says why. */
+void threads_wait_passively(void);
+void threads_wait_actively(void);
+
 /* The [begin, end) share of `count` items for thread `thread` of `threads`,
  * in multiples of `align` items where possible. */
 static inline void thread_range(size_t count, int thread, int threads, size_t align,

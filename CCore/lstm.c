@@ -403,6 +403,7 @@ charrnn_status charrnn_forward(const charrnn_config *config, const float *params
     if ((s = check_batch(config, batch)) != CHARRNN_OK) return s;
     if (!(keep_prob > 0.0f && keep_prob <= 1.0f)) return CHARRNN_ERR_INVALID_ARGUMENT;
 
+    threads_wait_passively();
     size_t B = (size_t)batch->batch_size, T = (size_t)batch->steps, N = T * B;
     size_t H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
     size_t L = (size_t)config->num_layers, BH = B * H;
@@ -449,6 +450,7 @@ charrnn_status charrnn_backward(const charrnn_config *config, const float *param
     if (!params || !activations || !grads) return CHARRNN_ERR_NULL_POINTER;
     if ((s = check_batch(config, batch)) != CHARRNN_OK) return s;
 
+    threads_wait_passively();
     size_t B = (size_t)batch->batch_size, T = (size_t)batch->steps, N = T * B;
     size_t H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
     size_t L = (size_t)config->num_layers;
@@ -516,6 +518,7 @@ charrnn_status charrnn_training_products(const charrnn_config *config, const flo
     if (s != CHARRNN_OK) return s;
     if (!params || !activations || !grads) return CHARRNN_ERR_NULL_POINTER;
     if ((s = check_batch_shape(batch_size, steps)) != CHARRNN_OK) return s;
+    threads_wait_passively();
     size_t B = (size_t)batch_size, T = (size_t)steps, N = T * B;
     size_t H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
     size_t L = (size_t)config->num_layers;

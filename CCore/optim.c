@@ -44,6 +44,7 @@ charrnn_status charrnn_grad_norm(const charrnn_config *config, const float *grad
     charrnn_status s = check_config(config);
     if (s != CHARRNN_OK) return s;
     if (!grads || !norm) return CHARRNN_ERR_NULL_POINTER;
+    threads_wait_passively();
     *norm = (float)sqrt(sum_of_squares(grads, param_count_unchecked(config)));
     return CHARRNN_OK;
 }
@@ -54,6 +55,7 @@ charrnn_status charrnn_clip_grad_norm(const charrnn_config *config, float *grads
     if (s != CHARRNN_OK) return s;
     if (!grads) return CHARRNN_ERR_NULL_POINTER;
     if (!(max_norm > 0.0f) || isinf(max_norm)) return CHARRNN_ERR_INVALID_ARGUMENT;
+    threads_wait_passively();
     size_t n = param_count_unchecked(config);
     double norm = sqrt(sum_of_squares(grads, n));
     if (norm_before) *norm_before = (float)norm;
@@ -84,6 +86,7 @@ charrnn_status charrnn_adam_update(const charrnn_config *config, float *params, 
         isinf(adam->epsilon))
         return CHARRNN_ERR_INVALID_ARGUMENT;
 
+    threads_wait_passively();
     size_t n = param_count_unchecked(config);
     float *m = optimizer_state, *v = optimizer_state + n;
     /* TF folds both bias corrections into the step size and adds epsilon to

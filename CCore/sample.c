@@ -50,6 +50,7 @@ charrnn_status charrnn_step(const charrnn_config *config, const float *params, i
     for (int32_t i = 0; i < streams; i++)
         if (tokens[i] < 0 || tokens[i] >= config->vocab_size) return CHARRNN_ERR_TOKEN_OUT_OF_RANGE;
 
+    threads_wait_actively();
     size_t S = (size_t)streams, H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
     size_t L = (size_t)config->num_layers, SH = S * H;
     param_tensors p;
@@ -285,6 +286,7 @@ charrnn_status charrnn_step_products(const charrnn_config *config, const float *
     if (s != CHARRNN_OK) return s;
     if (!params || !state || !scratch || !logits) return CHARRNN_ERR_NULL_POINTER;
     if (streams < 1 || streams > MAX_STREAMS) return CHARRNN_ERR_INVALID_SHAPE;
+    threads_wait_actively();
     size_t S = (size_t)streams, H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
     size_t L = (size_t)config->num_layers, SH = S * H;
     param_tensors p;

@@ -20,8 +20,12 @@
  * Debian's OpenBLAS 0.3.21 mis-detects a modern CPU and falls back to its
  * oldest kernels, re-selects the kernels matching the CPU's features
  * (SKYLAKEX for AVX-512, HASWELL for AVX2+FMA). A user's own
- * OPENBLAS_CORETYPE is never overridden. charrnn_runtime_get() reports what
- * was chosen.
+ * OPENBLAS_CORETYPE is never overridden. Idle OpenMP threads sleep at once
+ * in the training calls (forward, backward, clipping, Adam), so that a busy
+ * machine does not make two threads slower than one, and spin as libomp
+ * does by default in charrnn_step, whose calls are too short to sleep
+ * between; a user's KMP_BLOCKTIME or OMP_WAIT_POLICY overrides both.
+ * charrnn_runtime_get() reports what was chosen.
  *
  * Shape letters used throughout:
  *   V  vocabulary size (number of distinct characters)
@@ -359,6 +363,7 @@ typedef struct charrnn_runtime {
     char blas_core_selected_by[32]; /* "library", "charrnn", or "user (OPENBLAS_CORETYPE)" */
     int32_t blas_threads;      /* OpenBLAS's own thread count (1 under charrnn) */
     int32_t compute_threads;   /* OpenMP threads charrnn uses per call */
+    char thread_waiting[48];   /* how idle threads wait: charrnn's choice or the user's */
 } charrnn_runtime;
 
 void charrnn_runtime_get(charrnn_runtime *runtime);

@@ -15,7 +15,7 @@ struct BenchCommand: ParsableCommand {
             time of their matrix-vector products; peak resident memory; and the BLAS kernels and \
             threads. Configurations: reference (2 × 512, batch 100 × 100, V 83) and small \
             (2 × 128, batch 50 × 50); --shape adds others. --contended repeats training with \
-            another process keeping one core busy, at 1 and at 2 threads.
+            another process keeping one core busy, at 1 and at 2 threads taken in turn step by step.
             """)
 
     @Option(name: .long, help: "Built-in configurations to run, comma-separated: reference, small.")
@@ -36,7 +36,7 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "Characters generated per stream in each sampling measurement.")
     var samplingCharacters = 1000
 
-    @Flag(name: .long, help: "Also measure training at 1 and 2 threads while another process keeps one core busy.")
+    @Flag(name: .long, help: "Also measure training at 1 and 2 threads, in turn, while another process keeps one core busy.")
     var contended = false
 
     @Flag(name: .long, help: "Print one JSON object instead of the table.")
@@ -47,6 +47,7 @@ struct BenchCommand: ParsableCommand {
         var blasCore: String
         var blasThreads: Int
         var computeThreads: Int
+        var threadWaiting: String
         var gemm: [Benchmark.GemmRate] = []
         var training: [Benchmark.TrainingResult] = []
         var sampling: [Benchmark.SamplingResult] = []
@@ -112,7 +113,7 @@ struct BenchCommand: ParsableCommand {
         }
         let runtime = ComputeRuntime.current
         var report = Report(runtime: runtime.description, blasCore: runtime.blasCore, blasThreads: runtime.blasThreads,
-                            computeThreads: runtime.computeThreads)
+                            computeThreads: runtime.computeThreads, threadWaiting: runtime.threadWaiting)
         let log = ProgressLog(enabled: !json)
         log.say("Compute: \(runtime); \(ProcessInfo.processInfo.activeProcessorCount) CPUs")
 
@@ -146,13 +147,11 @@ struct BenchCommand: ParsableCommand {
             let spinner = try Spinner()
             defer { spinner.stop() }
             for shape in shapes {
-                let count = max(3, min(10, Int(3e11 / shape.trainingFlops)))
-                log.say("contended \(shape.name): 1 and 2 threads, another process busy …")
-                Benchmark.setComputeThreads(1)
-                let one = try Benchmark.training(shape, tokens: tokens, warmup: 1, iterations: count).step
-                Benchmark.setComputeThreads(2)
-                let two = try Benchmark.training(shape, tokens: tokens, warmup: 1, iterations: count).step
-                report.contended.append(ContendedResult(name: shape.name, oneThread: one, twoThreads: two))
+                let count = iterations ?? max(5, min(40, Int(6e11 / shape.trainingFlops)))
+                log.say("contended \(shape.name): 1 and 2 threads in turn, another process busy …")
+                let timings = try Benchmark.trainingByThreads(shape, tokens: tokens, threadCounts: [1, 2], warmup: 1,
+                                                              iterations: count)
+                report.contended.append(ContendedResult(name: shape.name, oneThread: timings[0], twoThreads: timings[1]))
             }
             Benchmark.setComputeThreads(runtime.computeThreads)
         }

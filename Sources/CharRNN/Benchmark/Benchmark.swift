@@ -110,12 +110,7 @@ public enum Benchmark {
     /// after `warmup` unmeasured steps, and the same step's products alone.
     public static func training(_ shape: Shape, tokens: [Int32]? = nil, warmup: Int, iterations: Int) throws(ModelError) -> TrainingResult {
         let model = try Model(configuration: shape.configuration, seed: 1)
-        var generator = SplitMix(seed: 7)
-        let count = shape.batchSize * shape.steps
-        let source = tokens ?? (0...count).map { _ in Int32(generator.next() % UInt64(shape.vocabularySize)) }
-        let offset = max(0, (source.count - count - 1) / 2)
-        let batch = Batch(unchecked: shape.batchSize, steps: shape.steps,
-                          inputs: Array(source[offset..<offset + count]), targets: Array(source[offset + 1...offset + count]))
+        let batch = benchmarkBatch(shape, tokens: tokens)
         var state = RecurrentState(configuration: shape.configuration, batchSize: shape.batchSize)
         let adam = AdamOptions()
         var steps: [Double] = [], forwards: [Double] = [], backwards: [Double] = [], optimizers: [Double] = []
@@ -158,6 +153,42 @@ public enum Benchmark {
         return TrainingResult(shape: shape, step: Timing(steps), forward: Timing(forwards), backward: Timing(backwards),
                               optimizer: Timing(optimizers), products: Timing(products), flops: shape.trainingFlops,
                               peakResidentBytesAfterSteps: peakAfterSteps)
+    }
+
+    /// The batch a benchmark trains on: from the middle of `tokens`, or
+    /// synthetic characters.
+    static func benchmarkBatch(_ shape: Shape, tokens: [Int32]?) -> Batch {
+        var generator = SplitMix(seed: 7)
+        let count = shape.batchSize * shape.steps
+        let source = tokens ?? (0...count).map { _ in Int32(generator.next() % UInt64(shape.vocabularySize)) }
+        let offset = max(0, (source.count - count - 1) / 2)
+        return Batch(unchecked: shape.batchSize, steps: shape.steps,
+                     inputs: Array(source[offset..<offset + count]), targets: Array(source[offset + 1...offset + count]))
+    }
+
+    /// Training step time (forward, backward, clipping, Adam) at each of
+    /// `threadCounts`, measured on one model with the counts taken in turn,
+    /// step by step, so a shared machine's slow moments fall on all of them
+    /// alike. Leaves the compute threads at the last count.
+    public static func trainingByThreads(_ shape: Shape, tokens: [Int32]? = nil, threadCounts: [Int], warmup: Int,
+                                         iterations: Int) throws(ModelError) -> [Timing] {
+        let model = try Model(configuration: shape.configuration, seed: 1)
+        let batch = benchmarkBatch(shape, tokens: tokens)
+        var state = RecurrentState(configuration: shape.configuration, batchSize: shape.batchSize)
+        let adam = AdamOptions()
+        var samples = Array(repeating: [Double](), count: threadCounts.count)
+        for iteration in 0..<(warmup + iterations) {
+            for (index, threads) in threadCounts.enumerated() {
+                setComputeThreads(threads)
+                let start = ContinuousClock.now
+                let (activations, _) = try model.forwardForBenchmark(batch, &state, keepProbability: 0.5,
+                                                                     seed: UInt64(iteration))
+                try model.backwardForBenchmark(batch, activations)
+                _ = try model.applyGradients(clipNorm: 5, adam: adam)
+                if iteration >= warmup { samples[index].append((ContinuousClock.now - start).seconds) }
+            }
+        }
+        return samples.map(Timing.init)
     }
 
     /// One sampling measurement.

@@ -13,6 +13,9 @@ public struct ComputeRuntime: Sendable, Equatable, CustomStringConvertible {
     public let blasThreads: Int
     /// OpenMP threads the core uses per call.
     public let computeThreads: Int
+    /// How idle compute threads wait: charrnn's choice (sleep in training,
+    /// spin in stepping) or the user's `KMP_BLOCKTIME` / `OMP_WAIT_POLICY`.
+    public let threadWaiting: String
 
     /// Reads the facts from the core.
     public static var current: ComputeRuntime {
@@ -28,10 +31,11 @@ public struct ComputeRuntime: Sendable, Equatable, CustomStringConvertible {
             blasConfiguration: string(raw.blas_config),
             blasCoreSelectedBy: string(raw.blas_core_selected_by),
             blasThreads: Int(raw.blas_threads),
-            computeThreads: Int(raw.compute_threads))
+            computeThreads: Int(raw.compute_threads),
+            threadWaiting: string(raw.thread_waiting))
     }
 
     public var description: String {
-        "OpenBLAS core \(blasCore) (chosen by \(blasCoreSelectedBy)), BLAS threads \(blasThreads), compute threads \(computeThreads)"
+        "OpenBLAS core \(blasCore) (chosen by \(blasCoreSelectedBy)), BLAS threads \(blasThreads), compute threads \(computeThreads), idle threads: \(threadWaiting)"
     }
 }
