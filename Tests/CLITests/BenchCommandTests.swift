@@ -24,6 +24,22 @@ struct BenchCommandTests {
         #expect((report["trainingPeakResidentBytes"] as? Int ?? 0) > 0)
     }
 
+    @Test("bench reports how idle threads wait: charrnn's choice by default, the user's when KMP_BLOCKTIME is set")
+    func benchReportsTheWaitPolicy() throws {
+        let arguments = ["bench", "--configs", "", "--shape", "16,1,4,8,11", "--iterations", "1", "--warmup", "0",
+                         "--sampling-characters", "5", "--json"]
+        func waiting(_ environment: [String: String]) throws -> String {
+            let result = try CLI.run(arguments, extraEnvironment: environment)
+            #expect(result.status == 0, "\(result.stderr)")
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+            return try #require(report["threadWaiting"] as? String)
+        }
+        let ours = try waiting(["KMP_BLOCKTIME": "", "OMP_WAIT_POLICY": ""])
+        #expect(ours.hasPrefix("sleep in training"), "\(ours)")
+        let users = try waiting(["KMP_BLOCKTIME": "5"])
+        #expect(users.hasPrefix("user"), "\(users)")
+    }
+
     @Test("bench refuses a malformed --shape with one error line")
     func badShapeIsRefused() throws {
         let result = try CLI.run(["bench", "--shape", "16,2"])

@@ -33,10 +33,14 @@ struct CExampleTests {
 
 /// Runs a program and captures what it prints.
 enum Shell {
-    static func run(_ executable: String, _ arguments: [String]) throws -> CLI.Result {
+    /// Runs `executable`; `extraEnvironment` is added to this process's environment.
+    static func run(_ executable: String, _ arguments: [String], extraEnvironment: [String: String] = [:]) throws -> CLI.Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if !extraEnvironment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(extraEnvironment) { _, new in new }
+        }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err

@@ -22,9 +22,9 @@ enum CLI {
             .first { FileManager.default.isExecutableFile(atPath: $0.path) }
     }
 
-    static func run(_ arguments: [String]) throws -> Result {
+    static func run(_ arguments: [String], extraEnvironment: [String: String] = [:]) throws -> Result {
         guard let executable else { throw CLIError.binaryNotFound }
-        return try Shell.run(executable.path, arguments)
+        return try Shell.run(executable.path, arguments, extraEnvironment: extraEnvironment)
     }
 
     enum CLIError: Error { case binaryNotFound }
