@@ -527,6 +527,7 @@ charrnn_status charrnn_training_products(const charrnn_config *config, const flo
     carve_params(config, (float *)params, &p);
     carve_params(config, grads, &g);
     carve_activations(config, B, T, activations, &a);
+    float_mode mode = flush_denormals_begin(); /* as the step runs */
     for (size_t l = 0; l < L; l++) {
         if (l > 0) gemm_rows_parallel(0, 1, N, 4 * H, H, 1.0f, a.y[l - 1], H, p.weight_ih[l], H, 0.0f, a.gates[l], 4 * H);
         recurrence_products_forward(B, T, H, p.weight_hh[l], l > 0 ? 1.0f : 0.0f, a.gates[l], a.h[l]);
@@ -542,6 +543,7 @@ charrnn_status charrnn_training_products(const charrnn_config *config, const flo
             gemm_rows_parallel(0, 0, N, H, 4 * H, 1.0f, a.dgates, 4 * H, p.weight_ih[l], H, 0.0f, a.dy, H);
         }
     }
+    flush_denormals_end(mode);
     return CHARRNN_OK;
 }
 
