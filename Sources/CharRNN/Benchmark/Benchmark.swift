@@ -109,25 +109,17 @@ public enum Benchmark {
     /// Measures training steps of `shape` on `tokens` (or random characters),
     /// after `warmup` unmeasured steps, and the same step's products alone.
     public static func training(_ shape: Shape, tokens: [Int32]? = nil, warmup: Int, iterations: Int) throws(ModelError) -> TrainingResult {
-        let model = try Model(configuration: shape.configuration, seed: 1)
-        let batch = benchmarkBatch(shape, tokens: tokens)
-        var state = RecurrentState(configuration: shape.configuration, batchSize: shape.batchSize)
-        let adam = AdamOptions()
+        let step = try TimedStep(shape, tokens: tokens)
+        let model = step.model
         var steps: [Double] = [], forwards: [Double] = [], backwards: [Double] = [], optimizers: [Double] = []
         var products: [Double] = []
         func trainingStep(record: Bool, iteration: Int) throws(ModelError) {
-            let t0 = ContinuousClock.now
-            let (activations, _) = try model.forwardForBenchmark(batch, &state, keepProbability: 0.5, seed: UInt64(iteration))
-            let t1 = ContinuousClock.now
-            try model.backwardForBenchmark(batch, activations)
-            let t2 = ContinuousClock.now
-            _ = try model.applyGradients(clipNorm: 5, adam: adam)
-            let t3 = ContinuousClock.now
+            let times = try step.run(iteration: iteration)
             if record {
-                forwards.append((t1 - t0).seconds)
-                backwards.append((t2 - t1).seconds)
-                optimizers.append((t3 - t2).seconds)
-                steps.append((t3 - t0).seconds)
+                forwards.append(times.forward)
+                backwards.append(times.backward)
+                optimizers.append(times.optimizer)
+                steps.append(times.forward + times.backward + times.optimizer)
             }
         }
         for iteration in 0..<warmup { try trainingStep(record: false, iteration: iteration) }
@@ -166,26 +158,48 @@ public enum Benchmark {
                      inputs: Array(source[offset..<offset + count]), targets: Array(source[offset + 1...offset + count]))
     }
 
+    /// One model training on one batch, a step at a time, as the
+    /// notebook's settings train (keep 0.5, clip 5, Adam's defaults), with
+    /// each part of the step timed.
+    final class TimedStep {
+        let model: Model
+        private let batch: Batch
+        private var state: RecurrentState
+        private let adam = AdamOptions()
+
+        init(_ shape: Shape, tokens: [Int32]?) throws(ModelError) {
+            model = try Model(configuration: shape.configuration, seed: 1)
+            batch = benchmarkBatch(shape, tokens: tokens)
+            state = RecurrentState(configuration: shape.configuration, batchSize: shape.batchSize)
+        }
+
+        /// Runs one step (`iteration` seeds the dropout masks); returns the
+        /// seconds of the forward pass, the backward pass, and clipping plus Adam.
+        func run(iteration: Int) throws(ModelError) -> (forward: Double, backward: Double, optimizer: Double) {
+            let t0 = ContinuousClock.now
+            let (activations, _) = try model.forwardForBenchmark(batch, &state, keepProbability: 0.5, seed: UInt64(iteration))
+            let t1 = ContinuousClock.now
+            try model.backwardForBenchmark(batch, activations)
+            let t2 = ContinuousClock.now
+            _ = try model.applyGradients(clipNorm: 5, adam: adam)
+            let t3 = ContinuousClock.now
+            return ((t1 - t0).seconds, (t2 - t1).seconds, (t3 - t2).seconds)
+        }
+    }
+
     /// Training step time (forward, backward, clipping, Adam) at each of
     /// `threadCounts`, measured on one model with the counts taken in turn,
     /// step by step, so a shared machine's slow moments fall on all of them
     /// alike. Leaves the compute threads at the last count.
     public static func trainingByThreads(_ shape: Shape, tokens: [Int32]? = nil, threadCounts: [Int], warmup: Int,
                                          iterations: Int) throws(ModelError) -> [Timing] {
-        let model = try Model(configuration: shape.configuration, seed: 1)
-        let batch = benchmarkBatch(shape, tokens: tokens)
-        var state = RecurrentState(configuration: shape.configuration, batchSize: shape.batchSize)
-        let adam = AdamOptions()
+        let step = try TimedStep(shape, tokens: tokens)
         var samples = Array(repeating: [Double](), count: threadCounts.count)
         for iteration in 0..<(warmup + iterations) {
             for (index, threads) in threadCounts.enumerated() {
                 setComputeThreads(threads)
-                let start = ContinuousClock.now
-                let (activations, _) = try model.forwardForBenchmark(batch, &state, keepProbability: 0.5,
-                                                                     seed: UInt64(iteration))
-                try model.backwardForBenchmark(batch, activations)
-                _ = try model.applyGradients(clipNorm: 5, adam: adam)
-                if iteration >= warmup { samples[index].append((ContinuousClock.now - start).seconds) }
+                let times = try step.run(iteration: iteration)
+                if iteration >= warmup { samples[index].append(times.forward + times.backward + times.optimizer) }
             }
         }
         return samples.map(Timing.init)
