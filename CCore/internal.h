@@ -90,8 +90,14 @@ static inline float uniform_at(uint64_t seed, uint64_t idx) {
  * tanh built on it have absolute error below 3e-7 (tested).
  * The rounding uses the 1.5*2^23 trick instead of rintf so the loop
  * vectorises on plain SSE2.
+ * NaN in gives NaN out, without undefined behaviour: the range reduction
+ * runs on 0 in its place (converting NaN to an integer is undefined in C, and
+ * UBSan reports it), and the NaN is returned at the end. Both selects are
+ * blends, so the loops still vectorise. NaN reaches here only when weights
+ * have gone non-finite; the callers then report CHARRNN_ERR_NON_FINITE.
  */
-static inline float fast_exp(float x) {
+static inline float fast_exp(float in) {
+    float x = in == in ? in : 0.0f;
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
     const float shifter = 12582912.0f; /* 1.5 * 2^23 */
@@ -107,7 +113,7 @@ static inline float fast_exp(float x) {
     p = p * r * r + r + 1.0f;
     union { uint32_t i; float f; } scale;
     scale.i = (uint32_t)((int32_t)n + 127) << 23;
-    return p * scale.f;
+    return in == in ? p * scale.f : in;
 }
 
 static inline float fast_sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
@@ -130,8 +136,11 @@ void flush_denormals_end(float_mode saved);
 
 /* Hot element-wise kernels are compiled for AVX-512, AVX2+FMA and plain
  * x86-64, and the loader picks the one the CPU runs (target_clones), so the
- * library stays portable without -march=native. */
-#if defined(__x86_64__) && defined(__clang__)
+ * library stays portable without -march=native.
+ * CHARRNN_NO_TARGET_CLONES builds one baseline version instead: for
+ * ThreadSanitizer, whose runtime is not yet started when the loader runs the
+ * clones' (instrumented) resolvers, so every binary would crash at load. */
+#if defined(__x86_64__) && defined(__clang__) && !defined(CHARRNN_NO_TARGET_CLONES)
 #define CHARRNN_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define CHARRNN_VECTOR_CLONES

@@ -25,19 +25,26 @@ static double sum_of_squares(const float *x, size_t n) {
 }
 
 /* One thread's share of the Adam update (no aliasing: the caller's four
- * arrays are disjoint, as the API requires). */
-CHARRNN_VECTOR_CLONES static void adam_range(float *restrict params, const float *restrict grads,
-                                             float *restrict m, float *restrict v, size_t n,
-                                             float lr_t, float b1, float b2, float eps) {
-#pragma omp simd
+ * arrays are disjoint, as the API requires). Returns 0 when every updated
+ * parameter is finite and NaN otherwise: p * 0 is 0 for a finite p and NaN
+ * for NaN or infinity, so the check is one vectorised multiply-add in the
+ * same pass, not a second pass over the block. */
+CHARRNN_VECTOR_CLONES static float adam_range(float *restrict params, const float *restrict grads,
+                                              float *restrict m, float *restrict v, size_t n,
+                                              float lr_t, float b1, float b2, float eps) {
+    float finite = 0.0f;
+#pragma omp simd reduction(+ : finite)
     for (size_t i = 0; i < n; i++) {
         float g = grads[i];
         float mi = b1 * m[i] + (1.0f - b1) * g;
         float vi = b2 * v[i] + (1.0f - b2) * g * g;
         m[i] = mi;
         v[i] = vi;
-        params[i] -= lr_t * mi / (sqrtf(vi) + eps);
+        float p = params[i] - lr_t * mi / (sqrtf(vi) + eps);
+        params[i] = p;
+        finite += p * 0.0f;
     }
+    return finite;
 }
 
 charrnn_status charrnn_grad_norm(const charrnn_config *config, const float *grads, float *norm) {
@@ -96,12 +103,16 @@ charrnn_status charrnn_adam_update(const charrnn_config *config, float *params, 
     float lr_t = (float)((double)adam->learning_rate * sqrt(1.0 - pow((double)adam->beta2, t)) /
                          (1.0 - pow((double)adam->beta1, t)));
     float b1 = adam->beta1, b2 = adam->beta2, eps = adam->epsilon;
-#pragma omp parallel
+    float finite = 0.0f;
+#pragma omp parallel reduction(+ : finite)
     {
         size_t i0, i1;
         thread_range(n, omp_get_thread_num(), omp_get_num_threads(), 16, &i0, &i1);
         if (i1 > i0)
-            adam_range(params + i0, grads + i0, m + i0, v + i0, i1 - i0, lr_t, b1, b2, eps);
+            finite += adam_range(params + i0, grads + i0, m + i0, v + i0, i1 - i0, lr_t, b1, b2, eps);
     }
-    return CHARRNN_OK;
+    /* A finite gradient can still take a weight past float's range (a huge
+     * learning rate): say so at the step that did it, before anything
+     * computes with the weights. */
+    return finite == 0.0f ? CHARRNN_OK : CHARRNN_ERR_NON_FINITE;
 }

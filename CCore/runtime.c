@@ -38,7 +38,7 @@ const char *charrnn_status_message(charrnn_status status) {
     case CHARRNN_ERR_TOKEN_OUT_OF_RANGE: return "an input or target token is outside [0, vocab_size)";
     case CHARRNN_ERR_INVALID_ARGUMENT: return "a scalar argument is outside its valid range";
     case CHARRNN_ERR_INDEX_OUT_OF_RANGE: return "tensor index outside [0, tensor count)";
-    case CHARRNN_ERR_NON_FINITE: return "a loss or gradient norm is NaN or infinite";
+    case CHARRNN_ERR_NON_FINITE: return "a loss, gradient norm, weight or logit is NaN or infinite";
     }
     return "unknown status code";
 }

@@ -122,7 +122,7 @@ typedef enum charrnn_status {
     CHARRNN_ERR_TOKEN_OUT_OF_RANGE = 4,/* an input or target is outside [0, V) */
     CHARRNN_ERR_INVALID_ARGUMENT = 5,  /* a scalar argument is out of its range (keep_prob, learning rate, ...) */
     CHARRNN_ERR_INDEX_OUT_OF_RANGE = 6,/* a tensor index outside [0, tensor count) */
-    CHARRNN_ERR_NON_FINITE = 7         /* a loss, gradient norm or logit came out NaN or infinite */
+    CHARRNN_ERR_NON_FINITE = 7         /* a loss, gradient norm, weight or logit came out NaN or infinite */
 } charrnn_status;
 
 /* A static, human-readable message for a status code (never NULL). */
@@ -259,7 +259,11 @@ charrnn_adam_params charrnn_adam_default_params(void);
  *   lr_t = lr * sqrt(1 - b2^step) / (1 - b1^step)
  *   p -= lr_t * m / (sqrt(v) + eps)
  * step counts from 1. optimizer_state: 2 * param count floats, zero before
- * the first step. params, grads and optimizer_state must not overlap. */
+ * the first step. params, grads and optimizer_state must not overlap.
+ * Returns CHARRNN_ERR_NON_FINITE when the step has made a parameter NaN or
+ * infinite (a learning rate far too large): the update has then been
+ * applied, so the weights are no longer usable; restore them from a
+ * checkpoint. Argument errors are reported before anything is touched. */
 charrnn_status charrnn_adam_update(const charrnn_config *config, float *params, const float *grads,
                                    float *optimizer_state, int64_t step,
                                    const charrnn_adam_params *adam);

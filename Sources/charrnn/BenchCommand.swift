@@ -66,8 +66,8 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         do {
             try runBenchmarks()
-        } catch let error as CustomStringConvertible & Error {
-            throw fail(error.description)
+        } catch {
+            throw fail(error)
         }
     }
 
@@ -77,27 +77,27 @@ struct BenchCommand: ParsableCommand {
             switch name {
             case "reference": result.append(.reference)
             case "small": result.append(.small)
-            default: throw TrainingError.invalidOption("--configs: unknown configuration '\(name)' (reference, small)")
+            default: throw UsageError("--configs: unknown configuration '\(name)' (reference, small)")
             }
         }
         for text in shape {
             let numbers = text.split(separator: ",").compactMap { Int($0) }
             guard numbers.count == 4 || numbers.count == 5, numbers.allSatisfy({ $0 >= 1 }) else {
-                throw TrainingError.invalidOption("--shape needs H,L,B,T or H,L,B,T,V, all positive (got '\(text)')")
+                throw UsageError("--shape needs H,L,B,T or H,L,B,T,V, all positive (got '\(text)')")
             }
             result.append(Benchmark.Shape(name: "H\(numbers[0])xL\(numbers[1]) B\(numbers[2])xT\(numbers[3])",
                                           vocabularySize: numbers.count == 5 ? numbers[4] : 83, hiddenSize: numbers[0],
                                           layerCount: numbers[1], batchSize: numbers[2], steps: numbers[3]))
         }
-        guard !result.isEmpty else { throw TrainingError.invalidOption("nothing to measure: --configs is empty and no --shape") }
+        guard !result.isEmpty else { throw UsageError("nothing to measure: --configs is empty and no --shape") }
         for shape in result { try shape.configuration.validate() }
         return result
     }
 
     private func runBenchmarks() throws {
-        if let iterations, iterations < 1 { throw TrainingError.invalidOption("--iterations must be at least 1") }
-        guard warmup >= 0 else { throw TrainingError.invalidOption("--warmup must be 0 or more") }
-        guard samplingCharacters >= 1 else { throw TrainingError.invalidOption("--sampling-characters must be at least 1") }
+        if let iterations, iterations < 1 { throw UsageError("--iterations must be at least 1") }
+        guard warmup >= 0 else { throw UsageError("--warmup must be 0 or more") }
+        guard samplingCharacters >= 1 else { throw UsageError("--sampling-characters must be at least 1") }
         var shapes = try shapes()
         var tokens: [Int32]? = nil
         if let data {
@@ -107,7 +107,7 @@ struct BenchCommand: ParsableCommand {
             for index in shapes.indices {
                 shapes[index].vocabularySize = vocabulary.count
                 guard tokens!.count > shapes[index].batchSize * shapes[index].steps + 1 else {
-                    throw TrainingError.invalidOption("--data has \(tokens!.count) characters; \(shapes[index].name) needs more than \(shapes[index].batchSize * shapes[index].steps + 1)")
+                    throw UsageError("--data has \(tokens!.count) characters; \(shapes[index].name) needs more than \(shapes[index].batchSize * shapes[index].steps + 1)")
                 }
             }
         }
@@ -132,9 +132,9 @@ struct BenchCommand: ParsableCommand {
         for shape in shapes {
             let n = shape.batchSize * shape.steps, h = shape.hiddenSize
             log.say("sgemm at \(shape.name)'s shapes …")
-            report.gemm.append(Benchmark.gemm(label: "\(shape.name): input projection, all steps", m: n, n: 4 * h, k: h, repeats: 5))
-            report.gemm.append(Benchmark.gemm(label: "\(shape.name): recurrent, one step", m: shape.batchSize, n: 4 * h, k: h, repeats: 50))
-            report.gemm.append(Benchmark.gemm(label: "\(shape.name): logits, all steps", m: n, n: shape.vocabularySize, k: h, repeats: 5))
+            report.gemm.append(try Benchmark.gemm(label: "\(shape.name): input projection, all steps", m: n, n: 4 * h, k: h, repeats: 5))
+            report.gemm.append(try Benchmark.gemm(label: "\(shape.name): recurrent, one step", m: shape.batchSize, n: 4 * h, k: h, repeats: 50))
+            report.gemm.append(try Benchmark.gemm(label: "\(shape.name): logits, all steps", m: n, n: shape.vocabularySize, k: h, repeats: 5))
         }
         for shape in shapes {
             for streams in [1, 32] {
@@ -153,7 +153,7 @@ struct BenchCommand: ParsableCommand {
                                                               iterations: count)
                 report.contended.append(ContendedResult(name: shape.name, oneThread: timings[0], twoThreads: timings[1]))
             }
-            Benchmark.setComputeThreads(runtime.computeThreads)
+            try Benchmark.setComputeThreads(runtime.computeThreads)
         }
         report.peakResidentBytes = Benchmark.peakResidentBytes
 

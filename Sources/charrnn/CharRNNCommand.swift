@@ -9,10 +9,22 @@ struct CharRNNCommand: ParsableCommand {
         abstract: "Train a character-level LSTM on any text, in the style of Karpathy's char-rnn.",
         version: "0.1.0",
         subcommands: [TrainCommand.self, SampleCommand.self, EvalCommand.self, InspectCommand.self, BenchCommand.self])
+
+    static func main() {
+        // A write past the file-size limit (ulimit -f) then fails with EFBIG
+        // and is reported like a full disk, instead of killing the process.
+        signal(SIGXFSZ, SIG_IGN)
+        main(nil)
+    }
 }
 
 /// Prints one error line to standard error and exits non-zero.
 func fail(_ message: String) -> ExitCode {
     FileHandle.standardError.write(Data("charrnn: error: \(message)\n".utf8))
     return ExitCode.failure
+}
+
+/// Prints the line for a library or usage error (see `ErrorMessage`) and exits non-zero.
+func fail(_ error: Error) -> ExitCode {
+    fail(ErrorMessage.line(error))
 }

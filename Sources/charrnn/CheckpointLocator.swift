@@ -1,33 +1,19 @@
 import CharRNN
 import Foundation
 
-/// Turns a `--checkpoint`/`--resume` argument into a file: a file as it is,
-/// a training output directory as its best or its latest checkpoint.
+/// Turns a `--checkpoint`/`--resume`/`--init-from` argument into a file: a
+/// file as it is, a run directory as the file its `RunDirectory` names.
 enum CheckpointLocator {
-    /// A file, or a directory's `best.safetensors`.
+    /// A file, or a run directory's best checkpoint.
     static func best(_ path: String) throws -> URL {
         let url = URL(fileURLWithPath: path)
-        guard isDirectory(url) else { return url }
-        let best = url.appendingPathComponent("best.safetensors")
-        guard FileManager.default.fileExists(atPath: best.path) else {
-            throw SamplingError.invalidOption("'\(path)' is a directory without a best.safetensors checkpoint")
-        }
-        return best
+        return isDirectory(url) ? try RunDirectory.best(in: url) : url
     }
 
-    /// A file, or a directory's checkpoint with the highest iteration.
+    /// A file, or the checkpoint a run directory's run continues from.
     static func latest(_ path: String) throws -> URL {
         let url = URL(fileURLWithPath: path)
-        guard isDirectory(url) else { return url }
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []
-        let latest = names.compactMap { name -> (String, Int)? in
-            guard let match = name.wholeMatch(of: #/^i(\d+)_l\d+_v.*\.safetensors$/#), let iteration = Int(match.output.1) else { return nil }
-            return (name, iteration)
-        }.max { $0.1 < $1.1 }
-        guard let latest else {
-            throw TrainingError.invalidOption("'\(path)' is a directory with no i{iteration}_l{hidden}_v{loss}.safetensors checkpoint to resume")
-        }
-        return url.appendingPathComponent(latest.0)
+        return isDirectory(url) ? try RunDirectory.latest(in: url).url : url
     }
 
     private static func isDirectory(_ url: URL) -> Bool {

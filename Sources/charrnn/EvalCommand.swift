@@ -29,28 +29,30 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         do {
             guard split == "all" || split == "val" else {
-                throw TrainingError.invalidOption("--split must be 'all' or 'val' (got '\(split)')")
+                throw UsageError("--split must be 'all' or 'val' (got '\(split)')")
             }
             guard let endings = Corpus.LineEndings(rawValue: lineEndings) else {
-                throw TrainingError.invalidOption("--line-endings must be 'universal' or 'preserve' (got '\(lineEndings)')")
+                throw UsageError("--line-endings must be 'universal' or 'preserve' (got '\(lineEndings)')")
             }
             let loaded = try Checkpoint(contentsOf: CheckpointLocator.best(checkpoint))
             let corpus = try Corpus(contentsOf: URL(fileURLWithPath: data), lineEndings: endings)
             let tokens: [Int32]
             do { tokens = try loaded.vocabulary.encode(corpus.scalars) } catch {
                 guard case .unknownScalars(let unknown) = error else { throw error }
-                throw TrainingError.invalidOption("the text has characters the model's vocabulary lacks: "
+                throw UsageError("the text has characters the model's vocabulary lacks: "
                     + unknown.prefix(20).map(Vocabulary.describe).joined(separator: ", "))
             }
-            let model = try loaded.makeModel()
+            let model = try loaded.makeModel(purpose: .inference)
             let result: Evaluation.Result
             let description: String
             if split == "all" {
-                guard tokens.count >= 2 else { throw TrainingError.invalidOption("the text needs at least 2 characters") }
+                guard tokens.count >= 2 else { throw UsageError("the text needs at least 2 characters") }
                 result = try Evaluation.wholeText(of: model, tokens: tokens)
                 description = "the whole text as one stream"
             } else {
-                let options = try TrainingOptions(checkpointMetadata: loaded.metadata)
+                guard let options = loaded.trainingOptions else {
+                    throw UsageError("--split val needs the run's batch size, steps and validation fraction; this checkpoint holds weights only")
+                }
                 let batches = try BatchedCorpus(tokens: tokens, batchSize: options.batchSize, steps: options.steps,
                                                 validationFraction: options.validationFraction)
                 result = try Evaluation.validationSplit(of: model, batches: batches)
@@ -58,8 +60,8 @@ struct EvalCommand: ParsableCommand {
             }
             print(String(format: "cross-entropy %.6f nats/char, %.6f bits/char over %@ predictions: %@",
                          result.meanLoss, result.bitsPerCharacter, "\(result.predictions)", description))
-        } catch let error as CustomStringConvertible & Error {
-            throw fail(error.description)
+        } catch {
+            throw fail(error)
         }
     }
 }

@@ -26,21 +26,23 @@ struct InspectCommand: ParsableCommand {
                 let shape = "[" + tensor.shape.map(String.init).joined(separator: ", ") + "]"
                 print("  \(tensor.name.padding(toLength: 20, withPad: " ", startingAt: 0)) \(shape.padding(toLength: 12, withPad: " ", startingAt: 0)) F32  offset \(tensor.offset)")
             }
-            if let iteration = meta["iteration"] {
-                print("Training: iteration \(iteration), epoch \(meta["epoch"] ?? "?") of \(meta["epochs"] ?? "?"), "
-                      + "validation loss \(meta["val_loss"] ?? "?"), best so far \(meta["best_val_loss"] ?? "?"), "
-                      + "training loss \(meta["train_loss"] ?? "?")")
+            if let progress = checkpoint.progress, let options = checkpoint.trainingOptions {
+                print("Run: \(progress.runIdentity(options: options))" + (progress.runID == nil ? " (written before runs had identities)" : ""))
+                print("Training: iteration \(progress.iteration), epoch \(progress.epoch) of \(options.epochs), "
+                      + "validation loss \(progress.validationLoss), best so far \(progress.bestValidationLoss), "
+                      + "training loss \(progress.trainingLoss)")
             }
-            let settings = ["batch_size", "steps", "learning_rate", "keep_prob", "grad_clip", "val_frac", "save_every", "seed"]
+            let settings = ["batch_size", "steps", "learning_rate", "keep_prob", "grad_clip", "val_frac", "save_every", "seed",
+                            "max_iterations", "keep"]
                 .compactMap { key in meta[key].map { "\(key) \($0)" } }
             if !settings.isEmpty { print("Hyperparameters: " + settings.joined(separator: ", ")) }
-            if let resume = checkpoint.resumeState, meta["iteration"] != nil {
+            if let resume = checkpoint.resumeState, checkpoint.progress != nil {
                 print("Can resume: yes (Adam step \(resume.optimizerStep), carried state for \(resume.carriedState.batchSize) streams)")
             } else {
                 print("Can resume: no (weights only; use it with sample, eval or train --init-from)")
             }
-        } catch let error as CustomStringConvertible & Error {
-            throw fail(error.description)
+        } catch {
+            throw fail(error)
         }
     }
 

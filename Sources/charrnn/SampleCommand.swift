@@ -50,8 +50,8 @@ struct SampleCommand: ParsableCommand {
     func run() throws {
         let output = StreamingOutput()
         do {
-            guard length >= 0 else { throw SamplingError.invalidOption("--length must be 0 or more (got \(length))") }
-            guard count >= 1 else { throw SamplingError.invalidOption("--count must be at least 1 (got \(count))") }
+            guard length >= 0 else { throw UsageError("--length must be 0 or more (got \(length))") }
+            guard count >= 1 else { throw UsageError("--count must be at least 1 (got \(count))") }
             let generator = try TextGenerator(checkpoint: try loadCheckpoint())
             var options = SamplingOptions()
             options.temperature = temperature
@@ -82,9 +82,9 @@ struct SampleCommand: ParsableCommand {
                 output.write("\n")
                 output.finish()
             }
-        } catch let error as CustomStringConvertible & Error {
+        } catch {
             output.finish()
-            throw fail(error.description)
+            throw fail(error)
         }
     }
 

@@ -12,7 +12,10 @@ struct TrainCommand: ParsableCommand {
             batch 100 × 100 steps, 20 epochs, Adam 0.001, dropout keep probability 0.5, gradient \
             clip 5. Every --save-every iterations and at the end it evaluates the validation split \
             and writes DIR/i{iteration}_l{hidden}_v{loss}.safetensors; DIR/best.safetensors is \
-            always the lowest validation loss so far. Files are written atomically.
+            always the lowest validation loss so far. Files are written atomically. A directory \
+            holds one run: a new run into a directory with another run's checkpoints is refused, \
+            and one trainer at a time may write there. Ctrl-C (or SIGTERM) finishes the current \
+            iteration, writes a checkpoint there and exits 130 (143); a second Ctrl-C stops at once.
             """)
 
     @Option(name: .long, help: "The UTF-8 text file to train on.")
@@ -57,10 +60,10 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Stop after N iterations in all, counted from the start of the run (default: all epochs).")
     var maxIterations: Int?
 
-    @Option(name: .long, help: "Keep only the N periodic checkpoints with the lowest validation loss (default: keep all).")
+    @Option(name: .long, help: "Keep only the N periodic checkpoints with the lowest validation loss, and the latest (default: keep all; a resumed run keeps its own).")
     var keep: Int?
 
-    @Option(name: .long, help: "Continue the run that wrote this checkpoint (a file, or a run directory: its latest checkpoint), exactly where it stopped, with its settings.")
+    @Option(name: .long, help: "Continue the run that wrote this checkpoint (a file, or a run directory: its latest checkpoint), exactly where it stopped, with its settings (--max-iterations and --keep included, unless given).")
     var resume: String?
 
     @Option(name: .long, help: "Start a new run from this checkpoint's weights (only); the corpus must have its vocabulary.")
@@ -71,40 +74,73 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         let trainer: Trainer
+        let resumedFrom: URL?
         do {
-            trainer = try makeTrainer()
-        } catch let error as CustomStringConvertible & Error {
-            throw fail(error.description)
-        }
-        let log = TrainingLog(dataPath: data)
-        do {
-            try trainer.run(onEvent: log.handle)
+            (trainer, resumedFrom) = try makeTrainer()
         } catch {
-            throw fail(error.description)
+            throw fail(error)
+        }
+        let interrupts = InterruptHandler()
+        let log = TrainingLog(dataPath: data, resumedFrom: resumedFrom)
+        let summary: TrainingSummary
+        do {
+            summary = try trainer.run(stop: interrupts.stop, onEvent: log.handle)
+        } catch {
+            throw fail(ErrorMessage.line(error) + whatIsLeft(trainer))
+        }
+        if summary.interrupted {
+            var line = "Interrupted at iteration \(summary.iterations)"
+            if let directory = trainer.outputDirectory {
+                line += "; continue with: \(resumeCommand(directory))"
+            }
+            FileHandle.standardError.write(Data("\(line)\n".utf8))
+            throw ExitCode(interrupts.exitStatus)
         }
     }
 
-    /// Checks every input and builds the trainer; writes nothing.
-    private func makeTrainer() throws -> Trainer {
+    /// For a run that failed part-way: whether its checkpoints are there to
+    /// continue from, and how.
+    private func whatIsLeft(_ trainer: Trainer) -> String {
+        guard let directory = trainer.outputDirectory else { return "" }
+        guard (try? RunDirectory.latest(in: directory)) != nil else { return "; no checkpoint of this run was written" }
+        return "; the checkpoints already written are intact; continue with: \(resumeCommand(directory))"
+    }
+
+    /// The command that continues a run in `directory`.
+    private func resumeCommand(_ directory: URL) -> String {
+        func quoted(_ text: String) -> String {
+            text.allSatisfy { $0.isLetter || $0.isNumber || "/._-+=:,".contains($0) } ? text : "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'"
+        }
+        var command = "charrnn train --resume \(quoted(directory.path)) --data \(quoted(data))"
+        if lineEndings != Corpus.LineEndings.universal.rawValue { command += " --line-endings \(lineEndings)" }
+        return command
+    }
+
+    /// Checks every input and builds the trainer, which opens (and locks)
+    /// the run directory before the corpus is batched; returns it with the
+    /// checkpoint a resumed run continues from.
+    private func makeTrainer() throws -> (Trainer, URL?) {
         guard let endings = Corpus.LineEndings(rawValue: lineEndings) else {
-            throw TrainingError.invalidOption("--line-endings must be 'universal' or 'preserve' (got '\(lineEndings)')")
+            throw UsageError("--line-endings must be 'universal' or 'preserve' (got '\(lineEndings)')")
         }
         if resume != nil && initFrom != nil {
-            throw TrainingError.invalidOption("--resume and --init-from cannot be combined")
+            throw UsageError("--resume and --init-from cannot be combined")
         }
 
         if let resume {
             let url = try CheckpointLocator.latest(resume)
             let checkpoint = try Checkpoint(contentsOf: url)
-            let saved = try TrainingOptions(checkpointMetadata: checkpoint.metadata)
+            guard let saved = checkpoint.trainingOptions else {
+                throw TrainingError.incompatible(.weightsOnly, resuming: true)
+            }
             try refuseChangedSettings(saved)
             let corpus = try Corpus(contentsOf: URL(fileURLWithPath: data), lineEndings: endings)
             let output = out.map { URL(fileURLWithPath: $0) } ?? url.deletingLastPathComponent()
-            return try Trainer(resuming: checkpoint, corpus: corpus, outputDirectory: output,
-                               maxIterations: maxIterations, keepBest: keep)
+            return (try Trainer(resuming: checkpoint, corpus: corpus, outputDirectory: output,
+                                maxIterations: maxIterations, keepBest: keep), url)
         }
 
-        guard let out else { throw TrainingError.invalidOption("--out is required: the directory for checkpoints") }
+        guard let out else { throw UsageError("--out is required: the directory for checkpoints") }
         var options = TrainingOptions()
         let initial = try initFrom.map { try Checkpoint(contentsOf: CheckpointLocator.best($0)) }
         if let initial {
@@ -126,14 +162,14 @@ struct TrainCommand: ParsableCommand {
         options.keepBest = keep
         try options.validate()
         let corpus = try Corpus(contentsOf: URL(fileURLWithPath: data), lineEndings: endings)
-        return try Trainer(corpus: corpus, options: options, outputDirectory: URL(fileURLWithPath: out), initialWeights: initial)
+        return (try Trainer(corpus: corpus, options: options, outputDirectory: URL(fileURLWithPath: out), initialWeights: initial), nil)
     }
 
     /// A resumed run keeps its settings; naming a different one is an error.
     private func refuseChangedSettings(_ saved: TrainingOptions) throws {
         func same<T: Equatable>(_ given: T?, _ kept: T, _ flag: String) throws {
             if let given, given != kept {
-                throw TrainingError.invalidOption("\(flag) \(given) differs from the resumed run's \(kept); a resumed run keeps its settings (use --init-from to start a new run)")
+                throw UsageError("\(flag) \(given) differs from the resumed run's \(kept); a resumed run keeps its settings (use --init-from to start a new run)")
             }
         }
         try same(hidden, saved.hiddenSize, "--hidden")

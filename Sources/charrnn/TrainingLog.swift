@@ -5,6 +5,8 @@ import Foundation
 /// flushed line each, so the log can be followed live or piped to a file.
 struct TrainingLog {
     let dataPath: String
+    /// The checkpoint a resumed run continues from.
+    let resumedFrom: URL?
 
     func handle(_ event: TrainingEvent) {
         switch event {
@@ -19,7 +21,7 @@ struct TrainingLog {
                  + "gradient clip \(o.gradientClip), validation every \(o.saveEvery), seed \(o.seed)")
             line("Compute: \(plan.runtime)")
             if let resumed = plan.resumedFromIteration {
-                line("Resuming from iteration \(resumed) of \(plan.totalIterations)")
+                line("Resuming from iteration \(resumed) of \(plan.totalIterations)" + (resumedFrom.map { " (\($0.path))" } ?? ""))
             }
         case .iteration(let r):
             line("Epoch \(r.epoch)/\(r.epochs)  Iteration \(r.iteration)/\(r.totalIterations)  "
@@ -29,6 +31,9 @@ struct TrainingLog {
             line("Validation loss: \(String(format: "%.4f", loss))  Saving checkpoint!")
         case .checkpointSaved(let url, let isBest):
             line("Saved \(url.path)\(isBest ? " (best so far: best.safetensors)" : "")")
+        case .stopped(let summary):
+            line("Stopped at iteration \(summary.iterations), best validation loss "
+                 + "\(String(format: "%.4f", summary.bestValidationLoss))")
         case .finished(let summary):
             line("Done: \(summary.iterations) iterations, final validation loss "
                  + "\(String(format: "%.4f", summary.finalValidationLoss)), best "

@@ -86,7 +86,7 @@ struct SampleCommandTests {
             (["--count", "0"], "--count must be at least 1"),
             (["--checkpoint", "/nonexistent/x.safetensors"], "no such file"),
             (["--checkpoint", "@corpus"], "header length"),
-            (["--checkpoint", "@dir"], "without a best.safetensors"),
+            (["--checkpoint", "@dir"], "holds no checkpoint of a training run"),
           ])
     func badInput(_ extra: [String], _ message: String) throws {
         let scratch = Self.run.scratch

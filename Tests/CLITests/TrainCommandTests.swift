@@ -21,7 +21,7 @@ struct TrainCommandTests {
         let pattern = #/^Epoch 1/20  Iteration 3/6  Training loss: \d+\.\d{4}  \d+\.\d{4} sec/batch$/#
         #expect(iterationLines[2].wholeMatch(of: pattern) != nil, "\(iterationLines[2])")
         #expect(lines.filter { $0.hasPrefix("Validation loss: ") }.count == 2)
-        let files = try FileManager.default.contentsOfDirectory(atPath: scratch.path("run")).sorted()
+        let files = try FileManager.default.contentsOfDirectory(atPath: scratch.path("run")).filter { !$0.hasPrefix(".") }.sorted()
         #expect(files.count == 3)
         #expect(files.contains("best.safetensors"))
         #expect(files.contains { $0.hasPrefix("i3_l16_v") && $0.hasSuffix(".safetensors") })

@@ -92,21 +92,22 @@ struct SamplingTests {
         #expect(throws: SamplingError.emptyPrime) { try generator.encodePrime("ZZ", dropUnknown: true) }
     }
 
-    @Test("Out-of-range options are refused with a message naming the option")
+    @Test("Out-of-range options are refused with an error that names the option and carries the value")
     func badOptions() {
         let generator = Self.trained
-        let cases: [(SamplingOptions, String)] = [
-            (Self.options(seed: 0) { $0.temperature = -1 }, "--temperature"),
-            (Self.options(seed: 0) { $0.topK = 0 }, "--top-k"),
-            (Self.options(seed: 0) { $0.topK = 1000 }, "--top-k"),
-            (Self.options(seed: 0) { $0.topP = 0 }, "--top-p"),
-            (Self.options(seed: 0) { $0.topP = 1.01 }, "--top-p"),
+        let cases: [(SamplingOptions, SamplingOptions.Option, String)] = [
+            (Self.options(seed: 0) { $0.temperature = -1 }, .temperature, "-1.0"),
+            (Self.options(seed: 0) { $0.topK = 0 }, .topK, "0"),
+            (Self.options(seed: 0) { $0.topK = 1000 }, .topK, "1000"),
+            (Self.options(seed: 0) { $0.topP = 0 }, .topP, "0.0"),
+            (Self.options(seed: 0) { $0.topP = 1.01 }, .topP, "1.01"),
         ]
-        for (options, name) in cases {
+        for (options, option, value) in cases {
             #expect {
                 _ = try generator.characters(prime: "и", length: 5, options: options)
             } throws: { error in
-                "\(error)".contains(name)
+                guard case .invalidOption(let named, let given, _) = error as? SamplingError else { return false }
+                return named == option && given == value && !"\(error)".contains("--")
             }
         }
         #expect(throws: SamplingError.self) { try generator.characters(prime: "и", length: -1, options: SamplingOptions()) }

@@ -55,12 +55,10 @@ public enum Benchmark {
         }
 
         /// Bytes training must hold: parameters, gradients and Adam's two
-        /// moments (4 × P floats) plus the activations of one B × T batch.
+        /// moments (4 × P floats), the activations of one B × T batch and the
+        /// carried state (0 for a shape the core refuses).
         public var trainingBytes: Int {
-            var config = configuration.raw
-            var activations = 0
-            _ = charrnn_activation_count(&config, Int32(batchSize), Int32(steps), &activations)
-            return 4 * (4 * configuration.parameterCount + activations)
+            (try? configuration.trainingBytes(batchSize: batchSize, steps: steps)) ?? 0
         }
     }
 
@@ -126,21 +124,20 @@ public enum Benchmark {
         // Training's memory is all touched by now; the products-only buffers come after.
         let peakAfterSteps = peakResidentBytes
         var config = shape.configuration.raw
-        var activationCount = 0
-        _ = charrnn_activation_count(&config, Int32(shape.batchSize), Int32(shape.steps), &activationCount)
-        let activations = FloatBuffer(count: activationCount)
-        let grads = FloatBuffer(count: model.parameterCount)
-        func productsOnly(record: Bool) {
+        let activations = try buffer(shape.configuration.activationCount(batchSize: shape.batchSize, steps: shape.steps))
+        let grads = try buffer(model.parameterCount)
+        func productsOnly(record: Bool) throws(ModelError) {
             let t0 = ContinuousClock.now
-            _ = charrnn_training_products(&config, model.parameters.baseAddress, Int32(shape.batchSize), Int32(shape.steps),
-                                          activations.baseAddress, grads.baseAddress)
+            try ModelError.check(charrnn_training_products(&config, model.parameters.baseAddress, Int32(shape.batchSize),
+                                                           Int32(shape.steps), activations.baseAddress, grads.baseAddress),
+                                 "charrnn_training_products")
             if record { products.append((ContinuousClock.now - t0).seconds) }
         }
-        productsOnly(record: false)
+        try productsOnly(record: false)
         // Alternate the two, so a shared machine's slow moments fall on both alike.
         for iteration in 0..<iterations {
             try trainingStep(record: true, iteration: warmup + iteration)
-            productsOnly(record: true)
+            try productsOnly(record: true)
         }
         return TrainingResult(shape: shape, step: Timing(steps), forward: Timing(forwards), backward: Timing(backwards),
                               optimizer: Timing(optimizers), products: Timing(products), flops: shape.trainingFlops,
@@ -197,7 +194,7 @@ public enum Benchmark {
         var samples = Array(repeating: [Double](), count: threadCounts.count)
         for iteration in 0..<(warmup + iterations) {
             for (index, threads) in threadCounts.enumerated() {
-                setComputeThreads(threads)
+                try setComputeThreads(threads)
                 let times = try step.run(iteration: iteration)
                 if iteration >= warmup { samples[index].append(times.forward + times.backward + times.optimizer) }
             }
@@ -228,21 +225,19 @@ public enum Benchmark {
         options.topK = min(5, shape.vocabularySize)
         var perStep: [Double] = [], products: [Double] = []
         var config = shape.configuration.raw
-        var scratchCount = 0
-        _ = charrnn_step_scratch_count(&config, Int32(streams), &scratchCount)
-        let scratch = FloatBuffer(count: scratchCount)
-        let state = FloatBuffer(count: 2 * shape.layerCount * streams * shape.hiddenSize)
-        let logits = FloatBuffer(count: streams * shape.vocabularySize)
+        let scratch = try buffer(shape.configuration.stepScratchCount(streams: streams))
+        let state = try buffer(shape.configuration.stateCount(batchSize: streams))
+        let logits = try buffer(streams * shape.vocabularySize)
         for _ in 0...repeats {  // the first pass warms up
-            var session = InferenceSession(model: model, streams: streams, options: options)
+            var session = try InferenceSession(model: model, streams: streams, options: options)
             try session.feed([Int32](repeating: 0, count: streams))
             let t0 = ContinuousClock.now
             for _ in 0..<characters { try session.feed(try session.draw()) }
             perStep.append((ContinuousClock.now - t0).seconds / Double(characters))
             let t1 = ContinuousClock.now
             for _ in 0..<characters {
-                _ = charrnn_step_products(&config, model.parameters.baseAddress, Int32(streams), state.baseAddress,
-                                          scratch.baseAddress, logits.baseAddress)
+                try ModelError.check(charrnn_step_products(&config, model.parameters.baseAddress, Int32(streams), state.baseAddress,
+                                                           scratch.baseAddress, logits.baseAddress), "charrnn_step_products")
             }
             products.append((ContinuousClock.now - t1).seconds / Double(characters))
         }
@@ -267,16 +262,22 @@ public enum Benchmark {
         public var gflops: Double { 2 * Double(m) * Double(n) * Double(k) / time.median / 1e9 }
     }
 
+    /// A block for a measurement.
+    private static func buffer(_ count: Int) throws(ModelError) -> FloatBuffer {
+        do { return try FloatBuffer(count: count) } catch { throw .insufficientMemory(error) }
+    }
+
     /// Measures sgemm at one shape.
-    public static func gemm(label: String, m: Int, n: Int, k: Int, repeats: Int) -> GemmRate {
-        let a = FloatBuffer(count: m * k), b = FloatBuffer(count: n * k), c = FloatBuffer(count: m * n)
+    public static func gemm(label: String, m: Int, n: Int, k: Int, repeats: Int) throws(ModelError) -> GemmRate {
+        let a = try buffer(m * k), b = try buffer(n * k), c = try buffer(m * n)
         var generator = SplitMix(seed: 3)
         for i in 0..<a.count { a.baseAddress[i] = Float(generator.next() % 1000) / 1000 - 0.5 }
         for i in 0..<b.count { b.baseAddress[i] = Float(generator.next() % 1000) / 1000 - 0.5 }
         var times: [Double] = []
         for iteration in 0...repeats {
             let t0 = ContinuousClock.now
-            _ = charrnn_gemm_nt(Int32(m), Int32(n), Int32(k), a.baseAddress, b.baseAddress, c.baseAddress)
+            try ModelError.check(charrnn_gemm_nt(Int32(m), Int32(n), Int32(k), a.baseAddress, b.baseAddress, c.baseAddress),
+                                 "charrnn_gemm_nt")
             if iteration > 0 { times.append((ContinuousClock.now - t0).seconds) }
         }
         return GemmRate(label: label, m: m, n: n, k: k, time: Timing(times))
@@ -290,8 +291,8 @@ public enum Benchmark {
     }
 
     /// Sets the OpenMP threads the core uses from this thread on.
-    public static func setComputeThreads(_ threads: Int) {
-        _ = charrnn_set_compute_threads(Int32(threads))
+    public static func setComputeThreads(_ threads: Int) throws(ModelError) {
+        try ModelError.check(charrnn_set_compute_threads(Int32(clamping: threads)), "charrnn_set_compute_threads")
     }
 }
 

@@ -6,9 +6,9 @@ import Foundation
 /// prefixes `lstm.` and `fc.`, so the file loads in PyTorch unchanged.
 /// `__metadata__` holds `vocab` (a JSON array of one-scalar strings in index
 /// order), the model configuration, and whatever the writer adds (the
-/// trainer adds its hyperparameters, iteration and losses). A file with only
-/// the tensors and `vocab` is a complete model: the configuration follows
-/// from the shapes. See docs/CHECKPOINT.md.
+/// trainer adds its options and its `RunProgress`). A file with only the
+/// tensors and `vocab` is a complete model: the configuration follows from
+/// the shapes. See docs/CHECKPOINT.md.
 public struct Checkpoint {
     /// The current format version, stored as `format_version`.
     public static let formatVersion = "1"
@@ -23,6 +23,12 @@ public struct Checkpoint {
     public let metadata: [String: String]
     /// What a training run needs beyond the weights to continue exactly, if stored.
     public let resumeState: ResumeState?
+    /// The run's options, read and checked from the metadata; present in
+    /// every checkpoint that can resume.
+    public let trainingOptions: TrainingOptions?
+    /// Where the run stood, read and checked from the metadata; present in
+    /// every checkpoint that can resume.
+    public let progress: RunProgress?
 
     /// Tensor-name prefixes of the optional training state.
     static let firstMomentPrefix = "optimizer.exp_avg."
@@ -38,90 +44,147 @@ public struct Checkpoint {
         self.vocabulary = vocabulary
         self.parameters = model.parameters.toArray()
         self.resumeState = resumeState
+        self.metadata = Self.fullMetadata(metadata, configuration: model.configuration, vocabulary: vocabulary,
+                                          optimizerStep: resumeState?.optimizerStep)
+        self.trainingOptions = nil
+        self.progress = nil
+    }
+
+    /// `metadata` with the entries the format defines.
+    static func fullMetadata(_ metadata: [String: String], configuration: ModelConfiguration, vocabulary: Vocabulary,
+                             optimizerStep: Int64?) -> [String: String] {
         var all = metadata
-        if let resumeState { all["optimizer_step"] = String(resumeState.optimizerStep) }
+        if let optimizerStep { all["optimizer_step"] = String(optimizerStep) }
         all["format"] = "charrnn"
         all["format_version"] = Checkpoint.formatVersion
         all["vocab"] = Checkpoint.encodeVocabulary(vocabulary)
-        all["vocab_size"] = String(model.configuration.vocabularySize)
-        all["hidden_size"] = String(model.configuration.hiddenSize)
-        all["num_layers"] = String(model.configuration.layerCount)
-        self.metadata = all
+        all["vocab_size"] = String(configuration.vocabularySize)
+        all["hidden_size"] = String(configuration.hiddenSize)
+        all["num_layers"] = String(configuration.layerCount)
+        return all
     }
 
-    /// The file's bytes: the model's tensors in block order, then (with a
-    /// resume state) every tensor's first moments, every tensor's second
-    /// moments, and the carried h and c.
-    public func serialized() -> [UInt8] {
+    /// The file's tensors, pointing at the values where they are: the
+    /// model's tensors in block order, then (with a training state) every
+    /// tensor's first moments, every tensor's second moments, and the carried
+    /// h and c (`carried` is `[2, L, B, H]`).
+    static func tensors(configuration: ModelConfiguration, parameters: UnsafeBufferPointer<Float>,
+                        moments: UnsafeBufferPointer<Float>?, carried: (values: UnsafeBufferPointer<Float>, batchSize: Int)?)
+        -> [SafeTensors.Tensor]
+    {
+        func slice(_ buffer: UnsafeBufferPointer<Float>, _ start: Int, _ count: Int) -> UnsafeBufferPointer<Float> {
+            UnsafeBufferPointer(rebasing: buffer[start..<start + count])
+        }
         let descriptors = configuration.tensors
+        var tensors = descriptors.map {
+            SafeTensors.Tensor(name: $0.name, shape: $0.shape, values: slice(parameters, $0.offset, $0.count))
+        }
+        if let moments {
+            let count = parameters.count
+            tensors += descriptors.map {
+                SafeTensors.Tensor(name: firstMomentPrefix + $0.name, shape: $0.shape, values: slice(moments, $0.offset, $0.count))
+            }
+            tensors += descriptors.map {
+                SafeTensors.Tensor(name: secondMomentPrefix + $0.name, shape: $0.shape,
+                                   values: slice(moments, count + $0.offset, $0.count))
+            }
+        }
+        if let carried {
+            let shape = [configuration.layerCount, carried.batchSize, configuration.hiddenSize]
+            let half = carried.values.count / 2
+            tensors.append(SafeTensors.Tensor(name: carriedHiddenName, shape: shape, values: slice(carried.values, 0, half)))
+            tensors.append(SafeTensors.Tensor(name: carriedCellName, shape: shape, values: slice(carried.values, half, half)))
+        }
+        return tensors
+    }
+
+    /// Calls `body` with this checkpoint's tensors.
+    private func withTensors<R>(_ body: ([SafeTensors.Tensor]) -> R) -> R {
         let moments = resumeState?.optimizerState ?? []
         let carried = resumeState?.carriedState.values ?? []
         return parameters.withUnsafeBufferPointer { block in
             moments.withUnsafeBufferPointer { moments in
                 carried.withUnsafeBufferPointer { carried in
-                    func slice(_ buffer: UnsafeBufferPointer<Float>, _ start: Int, _ count: Int) -> UnsafeBufferPointer<Float> {
-                        UnsafeBufferPointer(rebasing: buffer[start..<start + count])
-                    }
-                    var tensors = descriptors.map {
-                        SafeTensors.Tensor(name: $0.name, shape: $0.shape, values: slice(block, $0.offset, $0.count))
-                    }
-                    if let resumeState {
-                        let count = parameters.count
-                        tensors += descriptors.map {
-                            SafeTensors.Tensor(name: Self.firstMomentPrefix + $0.name, shape: $0.shape,
-                                               values: slice(moments, $0.offset, $0.count))
-                        }
-                        tensors += descriptors.map {
-                            SafeTensors.Tensor(name: Self.secondMomentPrefix + $0.name, shape: $0.shape,
-                                               values: slice(moments, count + $0.offset, $0.count))
-                        }
-                        let shape = [configuration.layerCount, resumeState.carriedState.batchSize, configuration.hiddenSize]
-                        let half = carried.count / 2
-                        tensors.append(SafeTensors.Tensor(name: Self.carriedHiddenName, shape: shape, values: slice(carried, 0, half)))
-                        tensors.append(SafeTensors.Tensor(name: Self.carriedCellName, shape: shape, values: slice(carried, half, half)))
-                    }
-                    return SafeTensors.encode(tensors: tensors, metadata: metadata)
+                    body(Self.tensors(
+                        configuration: configuration, parameters: block, moments: resumeState == nil ? nil : moments,
+                        carried: resumeState.map { (carried, $0.carriedState.batchSize) }))
                 }
             }
         }
     }
 
-    /// Writes the checkpoint atomically: it appears under `url` only when complete.
-    public func write(to url: URL) throws(CheckpointError) {
-        try AtomicFile.write(serialized(), to: url)
+    /// The file's bytes.
+    public func serialized() -> [UInt8] {
+        withTensors { SafeTensors.encode(tensors: $0, metadata: metadata) }
     }
 
-    /// Reads and checks a checkpoint file.
+    /// Writes the checkpoint atomically: it appears under `url` only when complete.
+    public func write(to url: URL) throws(CheckpointError) {
+        let failure: CheckpointError? = withTensors { tensors -> CheckpointError? in
+            do throws(CheckpointError) {
+                try AtomicFile.write(to: url) { (sink) throws(FileSink.Failure) in
+                    try SafeTensors.write(tensors: tensors, metadata: metadata, to: sink)
+                }
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    // MARK: - Reading
+
+    /// Reads and checks a checkpoint file. The header is read and checked
+    /// against the file first, then every tensor's name and shape, then the
+    /// memory the tensors need; only then are the tensors read, one by one,
+    /// so memory is bounded by the model's size, whatever the file's.
     public init(contentsOf url: URL) throws(CheckpointError) {
-        let path = url.path
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw CheckpointError(path: path, problem: .notFound)
-        }
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw CheckpointError(path: path, problem: .io("cannot read: \((error as NSError).localizedDescription)"))
-        }
         do {
-            try self.init(bytes: [UInt8](data))
+            try self.init(source: try FileSource(path: url.path))
         } catch {
-            throw CheckpointError(path: path, problem: error)
+            throw CheckpointError(path: url.path, problem: error)
         }
     }
 
     /// Parses and checks a checkpoint held in memory.
     public init(bytes: [UInt8]) throws(CheckpointProblem) {
-        let (metadata, tensors) = try SafeTensors.decode(bytes)
-        guard let fcWeight = tensors["fc.weight"] else { throw .missingTensor(name: "fc.weight") }
+        try self.init(source: MemorySource(bytes: bytes))
+    }
+
+    /// The metadata of a checkpoint file, reading only its header (checked
+    /// against the file's size).
+    public static func metadata(of url: URL) throws(CheckpointError) -> [String: String] {
+        do {
+            return try SafeTensors.readLayout(from: try FileSource(path: url.path)).metadata
+        } catch {
+            throw CheckpointError(path: url.path, problem: error)
+        }
+    }
+
+    private init(source: ByteSource) throws(CheckpointProblem) {
+        let layout = try SafeTensors.readLayout(from: source)
+        let entries = layout.entries, metadata = layout.metadata
+
+        // The shape, from the tensors.
+        guard let fcWeight = entries["fc.weight"] else { throw .missingTensor(name: "fc.weight") }
         guard fcWeight.shape.count == 2 else {
             throw .shapeMismatch(name: "fc.weight", expected: [-1, -1], actual: fcWeight.shape)
         }
         var layers = 0
-        while tensors["lstm.weight_ih_l\(layers)"] != nil { layers += 1 }
+        while entries["lstm.weight_ih_l\(layers)"] != nil { layers += 1 }
         guard layers > 0 else { throw .missingTensor(name: "lstm.weight_ih_l0") }
         let configuration = ModelConfiguration(
             vocabularySize: fcWeight.shape[0], hiddenSize: fcWeight.shape[1], layerCount: layers)
         do { try configuration.validate() } catch {
-            throw .invalidEntry(name: "fc.weight")
+            throw .unsupportedModel(vocabularySize: configuration.vocabularySize, hiddenSize: configuration.hiddenSize,
+                                    layerCount: layers)
+        }
+        for (key, value) in [("vocab_size", configuration.vocabularySize), ("hidden_size", configuration.hiddenSize),
+                             ("num_layers", layers)] {
+            if let stated = metadata[key], stated != String(value) {
+                throw .metadataDisagrees(key: key, metadata: stated, tensors: String(value))
+            }
         }
 
         guard let vocabJSON = metadata["vocab"] else { throw .missingVocabulary }
@@ -131,80 +194,147 @@ public struct Checkpoint {
                 "\(vocabulary.count) characters, but fc.weight has \(configuration.vocabularySize) rows")
         }
 
+        // Every name and shape, before any data is read.
         let descriptors = configuration.tensors
-        var parameters = [Float](repeating: 0, count: configuration.parameterCount)
         for descriptor in descriptors {
-            guard let stored = tensors[descriptor.name] else { throw .missingTensor(name: descriptor.name) }
+            guard let stored = entries[descriptor.name] else { throw .missingTensor(name: descriptor.name) }
             guard stored.shape == descriptor.shape else {
                 throw .shapeMismatch(name: descriptor.name, expected: descriptor.shape, actual: stored.shape)
             }
-            guard stored.values.allSatisfy({ $0.isFinite }) else { throw .nonFiniteWeights(name: descriptor.name) }
-            parameters.replaceSubrange(descriptor.offset..<descriptor.offset + descriptor.count, with: stored.values)
         }
+        let hasTrainingState = entries.keys.contains { $0.hasPrefix("optimizer.") || $0.hasPrefix("train_state.") }
         var known = Set(descriptors.map(\.name))
-        let hasTrainingState = tensors.keys.contains {
-            $0.hasPrefix("optimizer.") || $0.hasPrefix("train_state.")
-        }
+        var carriedShape: [Int] = []
         if hasTrainingState {
-            resumeState = try Checkpoint.decodeResumeState(tensors, metadata: metadata, configuration: configuration)
+            carriedShape = try Self.checkTrainingStateLayout(entries, configuration: configuration)
             for descriptor in descriptors {
                 known.insert(Self.firstMomentPrefix + descriptor.name)
                 known.insert(Self.secondMomentPrefix + descriptor.name)
             }
             known.formUnion([Self.carriedHiddenName, Self.carriedCellName])
+        }
+        if let extra = entries.keys.sorted().first(where: { !known.contains($0) }) {
+            throw .unexpectedTensor(name: extra)
+        }
+
+        // The typed metadata of a run's checkpoint, checked against itself and the tensors.
+        var trainingOptions: TrainingOptions? = nil
+        var progress: RunProgress? = nil
+        var optimizerStep: Int64 = 0
+        if hasTrainingState {
+            let options = try Self.decodeOptions(metadata)
+            guard options.hiddenSize == configuration.hiddenSize, options.layerCount == configuration.layerCount else {
+                throw .metadataDisagrees(key: "hidden_size", metadata: "\(options.layerCount) × \(options.hiddenSize)",
+                                         tensors: "\(layers) × \(configuration.hiddenSize)")
+            }
+            guard carriedShape[1] == options.batchSize else {
+                throw .metadataDisagrees(key: "batch_size", metadata: String(options.batchSize), tensors: String(carriedShape[1]))
+            }
+            let run = try RunProgress(metadata: metadata)
+            guard let stepText = metadata["optimizer_step"], let step = Int64(stepText), step == Int64(run.iteration) else {
+                throw .invalidMetadataValue(key: "optimizer_step", value: metadata["optimizer_step"])
+            }
+            (trainingOptions, progress, optimizerStep) = (options, run, step)
+        }
+
+        // Memory: the model, and the training state when present.
+        let parameterCount = configuration.parameterCount
+        let carriedCount = carriedShape.reduce(2, *)
+        do {
+            try MemoryBudget.check(requiredBytes: MemoryBudget.sum(
+                MemoryBudget.floatBytes(parameterCount),
+                hasTrainingState ? MemoryBudget.floatBytes(2 * parameterCount) : 0,
+                hasTrainingState ? MemoryBudget.floatBytes(carriedCount) : 0))
+        } catch {
+            throw .insufficientMemory(error)
+        }
+
+        // Now the data, each tensor read straight into its place and checked.
+        func read(_ name: String, into block: inout [Float], at offset: Int) throws(CheckpointProblem) {
+            let entry = entries[name]!  // checked above
+            var failure: CheckpointProblem? = nil
+            block.withUnsafeMutableBufferPointer { all in
+                let destination = UnsafeMutableBufferPointer(rebasing: all[offset..<offset + entry.count])
+                do throws(CheckpointProblem) {
+                    try SafeTensors.readFloats(entry, of: layout, from: source, into: destination)
+                    if !destination.allSatisfy({ $0.isFinite }) { failure = .nonFiniteWeights(name: name) }
+                } catch {
+                    failure = error
+                }
+            }
+            if let failure { throw failure }
+        }
+        var parameters = [Float](repeating: 0, count: parameterCount)
+        for descriptor in descriptors { try read(descriptor.name, into: &parameters, at: descriptor.offset) }
+        if hasTrainingState {
+            var moments = [Float](repeating: 0, count: 2 * parameterCount)
+            for descriptor in descriptors {
+                try read(Self.firstMomentPrefix + descriptor.name, into: &moments, at: descriptor.offset)
+                try read(Self.secondMomentPrefix + descriptor.name, into: &moments, at: parameterCount + descriptor.offset)
+            }
+            var carried = RecurrentState(configuration: configuration, batchSize: carriedShape[1])
+            try read(Self.carriedHiddenName, into: &carried.values, at: 0)
+            try read(Self.carriedCellName, into: &carried.values, at: carried.values.count / 2)
+            resumeState = ResumeState(optimizerState: moments, optimizerStep: optimizerStep, carriedState: carried)
         } else {
             resumeState = nil
-        }
-        if let extra = tensors.keys.sorted().first(where: { !known.contains($0) }) {
-            throw .unexpectedTensor(name: extra)
         }
         self.configuration = configuration
         self.vocabulary = vocabulary
         self.parameters = parameters
         self.metadata = metadata
+        self.trainingOptions = trainingOptions
+        self.progress = progress
     }
 
-    /// The optional training state: all of it, consistent, finite, or an error.
-    private static func decodeResumeState(
-        _ tensors: [String: SafeTensors.StoredTensor], metadata: [String: String], configuration: ModelConfiguration
-    ) throws(CheckpointProblem) -> ResumeState {
-        let descriptors = configuration.tensors
-        let count = configuration.parameterCount
-        var moments = [Float](repeating: 0, count: 2 * count)
-        for (prefix, base) in [(firstMomentPrefix, 0), (secondMomentPrefix, count)] {
-            for descriptor in descriptors {
+    /// Checks that the optional training state is all there with the right
+    /// shapes; returns the carried state's shape `[L, B, H]`.
+    private static func checkTrainingStateLayout(
+        _ entries: [String: SafeTensors.Entry], configuration: ModelConfiguration
+    ) throws(CheckpointProblem) -> [Int] {
+        for prefix in [firstMomentPrefix, secondMomentPrefix] {
+            for descriptor in configuration.tensors {
                 let name = prefix + descriptor.name
-                guard let stored = tensors[name] else { throw .missingTensor(name: name) }
+                guard let stored = entries[name] else { throw .missingTensor(name: name) }
                 guard stored.shape == descriptor.shape else {
                     throw .shapeMismatch(name: name, expected: descriptor.shape, actual: stored.shape)
                 }
-                guard stored.values.allSatisfy({ $0.isFinite }) else { throw .nonFiniteWeights(name: name) }
-                moments.replaceSubrange(base + descriptor.offset..<base + descriptor.offset + descriptor.count, with: stored.values)
             }
         }
-        guard let hidden = tensors[carriedHiddenName] else { throw .missingTensor(name: carriedHiddenName) }
-        guard let cell = tensors[carriedCellName] else { throw .missingTensor(name: carriedCellName) }
+        guard let hidden = entries[carriedHiddenName] else { throw .missingTensor(name: carriedHiddenName) }
+        guard let cell = entries[carriedCellName] else { throw .missingTensor(name: carriedCellName) }
         let layers = configuration.layerCount, units = configuration.hiddenSize
-        guard hidden.shape.count == 3, hidden.shape[0] == layers, hidden.shape[2] == units, hidden.shape[1] >= 1 else {
+        guard hidden.shape.count == 3, hidden.shape[0] == layers, hidden.shape[2] == units, hidden.shape[1] >= 1,
+            hidden.shape[1] <= TrainingOptions.maximumBatchCharacters
+        else {
             throw .shapeMismatch(name: carriedHiddenName, expected: [layers, -1, units], actual: hidden.shape)
         }
         guard cell.shape == hidden.shape else {
             throw .shapeMismatch(name: carriedCellName, expected: hidden.shape, actual: cell.shape)
         }
-        for stored in [(carriedHiddenName, hidden), (carriedCellName, cell)] where !stored.1.values.allSatisfy({ $0.isFinite }) {
-            throw .nonFiniteWeights(name: stored.0)
-        }
-        guard let stepText = metadata["optimizer_step"], let step = Int64(stepText), step >= 0 else {
-            throw .invalidMetadataValue(key: "optimizer_step", value: metadata["optimizer_step"])
-        }
-        var carried = RecurrentState(configuration: configuration, batchSize: hidden.shape[1])
-        carried.values = hidden.values + cell.values
-        return ResumeState(optimizerState: moments, optimizerStep: step, carriedState: carried)
+        return hidden.shape
     }
 
-    /// A model holding this checkpoint's weights.
-    public func makeModel() throws(ModelError) -> Model {
-        try Model(configuration: configuration, parameters: parameters)
+    /// The run's options from the metadata, each in its range.
+    private static func decodeOptions(_ metadata: [String: String]) throws(CheckpointProblem) -> TrainingOptions {
+        let options = try MetadataCoding.decode(TrainingOptions.self, from: metadata)
+        do {
+            try options.validate()
+        } catch {
+            let key: String
+            switch error {
+            case .invalidOption(let option, _, _): key = TrainingOptions.metadataKey(option)
+            default: key = TrainingOptions.CodingKeys.batchSize.rawValue
+            }
+            throw .invalidMetadataValue(key: key, value: metadata[key])
+        }
+        return options
+    }
+
+    /// A model holding this checkpoint's weights, for training (with room for
+    /// gradients and Adam's moments) or for inference only.
+    public func makeModel(purpose: Model.Purpose = .training) throws(ModelError) -> Model {
+        try Model(configuration: configuration, parameters: parameters, purpose: purpose)
     }
 
     static func encodeVocabulary(_ vocabulary: Vocabulary) -> String {
@@ -240,7 +370,7 @@ public struct Checkpoint {
 /// What a training run needs, beyond the weights, to continue exactly where
 /// it stopped: Adam's moments and step count, and the LSTM state carried into
 /// the next batch. (The rest, such as the iteration and the running loss, is
-/// in the checkpoint's metadata.)
+/// the checkpoint's `RunProgress`.)
 public struct ResumeState: Sendable, Equatable {
     /// Adam's first moments then second moments, each in the parameter layout.
     public var optimizerState: [Float]

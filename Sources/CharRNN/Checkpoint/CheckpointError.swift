@@ -8,7 +8,7 @@ public struct CheckpointError: Error, Equatable, CustomStringConvertible {
     public var description: String { "checkpoint '\(path)': \(problem)" }
 }
 
-/// What is wrong with a checkpoint file.
+/// What is wrong with a checkpoint file (or what failed while writing one).
 public enum CheckpointProblem: Error, Equatable, CustomStringConvertible {
     case io(String)
     case notFound
@@ -30,6 +30,14 @@ public enum CheckpointProblem: Error, Equatable, CustomStringConvertible {
     case invalidVocabulary(String)
     case nonFiniteWeights(name: String)
     case invalidMetadataValue(key: String, value: String?)
+    /// The path is not a regular file: `kind` says what it is ("a FIFO (named pipe)", …).
+    case notRegularFile(kind: String)
+    /// The tensors describe a model past the core's limits.
+    case unsupportedModel(vocabularySize: Int, hiddenSize: Int, layerCount: Int)
+    /// A metadata entry states a size the tensors do not have.
+    case metadataDisagrees(key: String, metadata: String, tensors: String)
+    /// Holding the checkpoint would take more memory than the process may use.
+    case insufficientMemory(MemoryShortfall)
 
     public var description: String {
         switch self {
@@ -56,6 +64,14 @@ public enum CheckpointProblem: Error, Equatable, CustomStringConvertible {
         case .nonFiniteWeights(let name): return "tensor '\(name)' contains NaN or infinity"
         case .invalidMetadataValue(let key, let value):
             return value.map { "metadata '\(key)' has an invalid value '\($0)'" } ?? "metadata '\(key)' is missing"
+        case .notRegularFile(let kind): return "is \(kind), not a checkpoint file"
+        case .unsupportedModel(let v, let h, let l):
+            return "its tensors describe \(l) layers of \(h) units over \(v) characters; the most charrnn supports is "
+                + "\(ModelConfiguration.maximumLayerCount) layers of \(ModelConfiguration.maximumHiddenSize) units over "
+                + "\(ModelConfiguration.maximumVocabularySize) characters"
+        case .metadataDisagrees(let key, let metadata, let tensors):
+            return "metadata '\(key)' says \(metadata) but the tensors have \(tensors)"
+        case .insufficientMemory(let shortfall): return "loading it \(shortfall)"
         }
     }
 }

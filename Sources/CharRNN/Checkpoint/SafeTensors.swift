@@ -1,31 +1,55 @@
 import Foundation
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Reading and writing the safetensors format, F32 only: an 8-byte
 /// little-endian header length, a JSON header (tensor name → dtype, shape,
 /// data_offsets; optional `__metadata__` of string → string), then the raw
-/// little-endian data. The reader checks every number it reads against the
-/// file before using it.
+/// little-endian data.
+///
+/// Reading is in two stages so that memory is bounded by what the caller
+/// keeps, not by the file: `readLayout` reads only the header and checks every
+/// number in it against the file's size; the caller then checks names and
+/// shapes and reads the tensors it wants one by one with `readFloats`.
 enum SafeTensors {
-    /// A tensor to write.
+    /// A tensor to write: its values stay where they are until written.
     struct Tensor {
         let name: String
         let shape: [Int]
         let values: UnsafeBufferPointer<Float>
     }
 
-    /// A tensor read back.
-    struct StoredTensor {
+    /// Where one stored tensor lies: its shape and its bytes, counted from
+    /// the start of the data section.
+    struct Entry: Equatable {
+        let name: String
         let shape: [Int]
-        let values: [Float]
+        let begin: Int
+        let end: Int
+        /// Number of floats.
+        var count: Int { (end - begin) / 4 }
+    }
+
+    /// A file's header, checked against the file: metadata, and the tensors
+    /// by name, tiling the data section exactly.
+    struct Layout {
+        let metadata: [String: String]
+        let entries: [String: Entry]
+        /// Byte offset of the data section in the file.
+        let dataStart: Int
     }
 
     /// The largest header the reader accepts (safetensors' own limit).
     static let maximumHeaderLength = 100_000_000
 
-    /// The file's bytes. The header lists tensors in the given order, and the
-    /// data follows in the same order; the header is padded with spaces to a
-    /// multiple of 8 bytes so the data is aligned.
-    static func encode(tensors: [Tensor], metadata: [String: String]) -> [UInt8] {
+    // MARK: - Writing
+
+    /// The header's bytes (padded with spaces so the data that follows is
+    /// 8-byte aligned), preceded by their length; the data follows in the
+    /// order of `tensors`.
+    static func header(tensors: [Tensor], metadata: [String: String]) -> [UInt8] {
         var header = "{\"__metadata__\":{"
         header += metadata.sorted { $0.key < $1.key }.map { "\(jsonString($0.key)):\(jsonString($0.value))" }
             .joined(separator: ",")
@@ -41,11 +65,17 @@ enum SafeTensors {
         header += "}"
         var headerBytes = Array(header.utf8)
         while (8 + headerBytes.count) % 8 != 0 { headerBytes.append(0x20) }
-
         var out: [UInt8] = []
-        out.reserveCapacity(8 + headerBytes.count + offset)
+        out.reserveCapacity(8 + headerBytes.count)
         withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { out.append(contentsOf: $0) }
         out.append(contentsOf: headerBytes)
+        return out
+    }
+
+    /// The whole file in memory.
+    static func encode(tensors: [Tensor], metadata: [String: String]) -> [UInt8] {
+        var out = header(tensors: tensors, metadata: metadata)
+        out.reserveCapacity(out.count + tensors.reduce(0) { $0 + 4 * $1.values.count })
         for tensor in tensors {
             for value in tensor.values {
                 withUnsafeBytes(of: value.bitPattern.littleEndian) { out.append(contentsOf: $0) }
@@ -54,27 +84,44 @@ enum SafeTensors {
         return out
     }
 
-    /// Parses and checks a whole file. Throws `CheckpointProblem` naming what is wrong.
-    static func decode(_ bytes: [UInt8]) throws(CheckpointProblem) -> (metadata: [String: String], tensors: [String: StoredTensor]) {
-        guard bytes.count >= 8 else { throw .truncated(size: bytes.count) }
-        var headerLength: UInt64 = 0
-        for index in 0..<8 { headerLength |= UInt64(bytes[index]) << (8 * UInt64(index)) }
-        guard headerLength <= UInt64(maximumHeaderLength) else { throw .headerTooLarge(length: headerLength) }
-        guard headerLength <= UInt64(bytes.count - 8) else {
-            throw .headerPastEnd(length: headerLength, fileSize: bytes.count)
+    /// Writes the file to an open descriptor, the tensors straight from
+    /// where they live (no copy of the model is made).
+    static func write(tensors: [Tensor], metadata: [String: String], to sink: FileSink) throws(FileSink.Failure) {
+        try sink.write(header(tensors: tensors, metadata: metadata))
+        for tensor in tensors {
+            #if _endian(big)
+                try sink.write(tensor.values.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) })
+            #else
+                try sink.write(UnsafeRawBufferPointer(tensor.values))
+            #endif
         }
+    }
+
+    // MARK: - Reading
+
+    /// Reads the header and checks it against the source's size. Reads no
+    /// tensor data.
+    static func readLayout(from source: ByteSource) throws(CheckpointProblem) -> Layout {
+        let size = source.size
+        guard size >= 8 else { throw .truncated(size: size) }
+        let lengthBytes = try source.bytes(8, at: 0)
+        var headerLength: UInt64 = 0
+        for index in 0..<8 { headerLength |= UInt64(lengthBytes[index]) << (8 * UInt64(index)) }
+        guard headerLength <= UInt64(maximumHeaderLength) else { throw .headerTooLarge(length: headerLength) }
+        guard headerLength <= UInt64(size - 8) else { throw .headerPastEnd(length: headerLength, fileSize: size) }
         let headerEnd = 8 + Int(headerLength)
+        let headerBytes = try source.bytes(Int(headerLength), at: 8)
         let header: Header
         do {
-            header = try JSONDecoder().decode(Header.self, from: Data(bytes[8..<headerEnd]))
+            header = try JSONDecoder().decode(Header.self, from: Data(headerBytes))
         } catch let problem as HeaderProblem {
             throw problem.problem
         } catch {
             throw .invalidJSON
         }
 
-        let dataSize = bytes.count - headerEnd
-        var entries: [(name: String, shape: [Int], begin: Int, end: Int)] = []
+        let dataSize = size - headerEnd
+        var entries: [Entry] = []
         for (name, entry) in header.tensors {
             guard entry.dtype == "F32" else { throw .unsupportedDType(name: name, dtype: entry.dtype) }
             guard entry.shape.allSatisfy({ $0 >= 0 }), entry.data_offsets.count == 2 else {
@@ -91,31 +138,31 @@ enum SafeTensors {
             let (begin, end) = (entry.data_offsets[0], entry.data_offsets[1])
             guard begin >= 0, end >= begin, end <= dataSize else { throw .offsetsOutsideFile(name: name) }
             guard end - begin == elements * 4 else { throw .sizeMismatch(name: name) }
-            entries.append((name, entry.shape, begin, end))
+            entries.append(Entry(name: name, shape: entry.shape, begin: begin, end: end))
         }
         // The data must be covered exactly: no overlaps, no holes, nothing after.
-        entries.sort { $0.begin < $1.begin }
+        entries.sort { $0.begin != $1.begin ? $0.begin < $1.begin : $0.end < $1.end }
         var expected = 0
         for entry in entries {
             guard entry.begin == expected else { throw .overlappingOrGap(name: entry.name) }
             expected = entry.end
         }
         guard expected == dataSize else { throw .trailingData(bytes: dataSize - expected) }
+        return Layout(metadata: header.metadata,
+                      entries: Dictionary(entries.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first }),
+                      dataStart: headerEnd)
+    }
 
-        var tensors: [String: StoredTensor] = [:]
-        for entry in entries {
-            let count = (entry.end - entry.begin) / 4
-            var values = [Float](repeating: 0, count: count)
-            let start = headerEnd + entry.begin
-            for index in 0..<count {
-                let p = start + 4 * index
-                let bits = UInt32(bytes[p]) | UInt32(bytes[p + 1]) << 8 | UInt32(bytes[p + 2]) << 16
-                    | UInt32(bytes[p + 3]) << 24
-                values[index] = Float(bitPattern: bits)
+    /// Reads one tensor's floats into `destination` (exactly `entry.count` floats).
+    static func readFloats(_ entry: Entry, of layout: Layout, from source: ByteSource,
+                           into destination: UnsafeMutableBufferPointer<Float>) throws(CheckpointProblem) {
+        precondition(destination.count == entry.count, "destination must hold the tensor exactly")
+        try source.read(into: UnsafeMutableRawBufferPointer(destination), at: layout.dataStart + entry.begin)
+        #if _endian(big)
+            for index in destination.indices {
+                destination[index] = Float(bitPattern: UInt32(littleEndian: destination[index].bitPattern))
             }
-            tensors[entry.name] = StoredTensor(shape: entry.shape, values: values)
-        }
-        return (header.metadata, tensors)
+        #endif
     }
 
     /// A JSON string literal for `text`.
@@ -175,4 +222,96 @@ enum SafeTensors {
     }
 
     struct HeaderProblem: Error { let problem: CheckpointProblem }
+}
+
+/// Bytes a checkpoint is read from: a file read piece by piece, or bytes
+/// already in memory.
+protocol ByteSource {
+    /// Bytes in all.
+    var size: Int { get }
+    /// Fills `buffer` from `offset`; the range is inside `0..<size`.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(CheckpointProblem)
+}
+
+extension ByteSource {
+    /// `count` bytes from `offset`, as an array.
+    func bytes(_ count: Int, at offset: Int) throws(CheckpointProblem) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var failure: CheckpointProblem? = nil
+        bytes.withUnsafeMutableBytes { raw in
+            do throws(CheckpointProblem) { try read(into: raw, at: offset) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return bytes
+    }
+}
+
+/// Bytes in memory.
+struct MemorySource: ByteSource {
+    let bytes: [UInt8]
+    var size: Int { bytes.count }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(CheckpointProblem) {
+        bytes.withUnsafeBytes { all in
+            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: all[offset..<offset + buffer.count]))
+        }
+    }
+}
+
+/// A regular file opened for reading, read with `pread`. Opening refuses
+/// anything that is not a regular file (a directory, a FIFO, a device)
+/// without blocking on it, and takes the size once, so a file that shrinks
+/// while it is read is reported as truncated instead of read past its end.
+final class FileSource: ByteSource {
+    let size: Int
+    private let descriptor: Int32
+
+    init(path: String) throws(CheckpointProblem) {
+        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else {
+            let code = errno
+            throw code == ENOENT ? .notFound : .io("cannot open: \(String(cString: strerror(code)))")
+        }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw .io("cannot read its size: \(reason)")
+        }
+        let kind = info.st_mode & S_IFMT
+        guard kind == S_IFREG else {
+            close(fd)
+            throw .notRegularFile(kind: FileSource.describe(kind))
+        }
+        descriptor = fd
+        size = Int(info.st_size)
+    }
+
+    deinit { close(descriptor) }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(CheckpointProblem) {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .io("cannot read: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { throw .truncated(size: offset + done) }
+            done += n
+        }
+    }
+
+    /// What a file type is, in words.
+    static func describe(_ kind: mode_t) -> String {
+        switch kind {
+        case S_IFDIR: return "a directory"
+        case S_IFIFO: return "a FIFO (named pipe)"
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        case S_IFSOCK: return "a socket"
+        case S_IFLNK: return "a symbolic link"
+        default: return "not a regular file"
+        }
+    }
 }

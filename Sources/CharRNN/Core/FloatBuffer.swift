@@ -1,3 +1,5 @@
+import Foundation
+
 /// A fixed-size, 64-byte-aligned, zero-initialised block of `Float`s that the
 /// Swift side owns and lends to the C core.
 ///
@@ -9,17 +11,25 @@ public final class FloatBuffer {
     /// The block's base address; valid for the buffer's lifetime.
     public let baseAddress: UnsafeMutablePointer<Float>
 
-    /// Allocates `count` floats, all zero.
-    public init(count: Int) {
+    /// Allocates `count` floats, all zero. Throws `MemoryShortfall` when the
+    /// block is more than the process may take (checked first, so a block
+    /// too large for the machine is refused instead of being half-touched
+    /// before the kernel kills the process) or the allocation fails.
+    public init(count: Int) throws(MemoryShortfall) {
         precondition(count >= 0, "FloatBuffer count must not be negative")
+        let bytes = MemoryBudget.floatBytes(max(count, 1))
+        try MemoryBudget.check(requiredBytes: bytes)
+        var raw: UnsafeMutableRawPointer? = nil
+        guard bytes < Int.max, posix_memalign(&raw, 64, bytes) == 0, let raw else {
+            let (available, limit) = MemoryBudget.available()
+            throw MemoryShortfall(requiredBytes: bytes, availableBytes: available, limit: limit)
+        }
         self.count = count
-        let raw = UnsafeMutableRawPointer.allocate(
-            byteCount: max(count, 1) * MemoryLayout<Float>.stride, alignment: 64)
         baseAddress = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         baseAddress.initialize(repeating: 0, count: max(count, 1))
     }
 
-    deinit { baseAddress.deallocate() }
+    deinit { free(baseAddress) }
 
     /// A view of the whole block.
     public var buffer: UnsafeMutableBufferPointer<Float> {

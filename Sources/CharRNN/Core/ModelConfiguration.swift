@@ -33,12 +33,55 @@ public struct ModelConfiguration: Hashable, Sendable, Codable {
         }
     }
 
-    /// Floats in the parameter block (and in the gradient block).
+    /// The largest sizes the core accepts (`charrnn.h`).
+    public static let maximumVocabularySize = 1 << 21
+    /// The most units per layer.
+    public static let maximumHiddenSize = 1 << 14
+    /// The most layers.
+    public static let maximumLayerCount = 64
+
+    /// Floats in the parameter block (and in the gradient block), as the core
+    /// counts them; 0 for a configuration the core refuses (see `validate()`).
     public var parameterCount: Int {
         var config = raw
         var count = 0
-        _ = charrnn_param_count(&config, &count)
+        return charrnn_param_count(&config, &count) == CHARRNN_OK ? count : 0
+    }
+
+    /// Floats of the recurrent state for `batchSize` streams, as the core counts them.
+    public func stateCount(batchSize: Int) throws(ModelError) -> Int {
+        var config = raw
+        var count = 0
+        try ModelError.check(charrnn_state_count(&config, Int32(clamping: batchSize), &count), "charrnn_state_count")
         return count
+    }
+
+    /// Floats of activations a `batchSize` × `steps` batch needs, as the core counts them.
+    public func activationCount(batchSize: Int, steps: Int) throws(ModelError) -> Int {
+        var config = raw
+        var count = 0
+        try ModelError.check(charrnn_activation_count(&config, Int32(clamping: batchSize), Int32(clamping: steps), &count),
+                             "charrnn_activation_count")
+        return count
+    }
+
+    /// Floats of scratch `charrnn_step` needs for `streams` streams.
+    public func stepScratchCount(streams: Int) throws(ModelError) -> Int {
+        var config = raw
+        var count = 0
+        try ModelError.check(charrnn_step_scratch_count(&config, Int32(clamping: streams), &count), "charrnn_step_scratch_count")
+        return count
+    }
+
+    /// Bytes a training run of this model holds at once for `batchSize` ×
+    /// `steps` batches: parameters, gradients and Adam's two moments, the
+    /// activations, and the carried state (saturating, never overflowing).
+    public func trainingBytes(batchSize: Int, steps: Int) throws(ModelError) -> Int {
+        try MemoryBudget.sum(
+            MemoryBudget.floatBytes(parameterCount), MemoryBudget.floatBytes(parameterCount),
+            MemoryBudget.floatBytes(parameterCount), MemoryBudget.floatBytes(parameterCount),
+            MemoryBudget.floatBytes(activationCount(batchSize: batchSize, steps: steps)),
+            MemoryBudget.floatBytes(stateCount(batchSize: batchSize)))
     }
 
     /// The parameter block's tensors in block order, with PyTorch's names and shapes.

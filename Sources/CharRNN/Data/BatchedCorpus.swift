@@ -146,7 +146,7 @@ public enum BatchingError: Error, Equatable, CustomStringConvertible {
             return "validation fraction must be between 0 and 1, exclusive (got \(value))"
         case .corpusTooShort(let length, let required, let batchSize, let steps):
             return "corpus has \(length) characters; batch \(batchSize) × steps \(steps) needs at least "
-                + "\(required) for one training and one validation batch (try a smaller --batch or --steps)"
+                + "\(required) for one training and one validation batch"
         case .batchShapeMismatch(let expected, let inputs, let targets):
             return "a batch needs \(expected) inputs and targets; got \(inputs) and \(targets)"
         }

@@ -5,7 +5,10 @@ import CCharRNN
 /// The model owns four 64-byte-aligned blocks and lends them to the C core:
 /// parameters and gradients (same layout, see `ModelConfiguration.tensors`),
 /// Adam's moments (twice the parameter count) and the activations of the
-/// last batch shape used (allocated on first use, reused after).
+/// last batch shape used (allocated on first use, reused after). A model made
+/// for inference (`Purpose.inference`) holds only the parameters and the
+/// activations. Every block is checked against `MemoryBudget` before it is
+/// taken.
 ///
 /// Not thread-safe: use one model from one thread at a time. Separate models
 /// share nothing and may run concurrently.
@@ -14,9 +17,11 @@ public final class Model {
     public let configuration: ModelConfiguration
     /// The parameter block, in the tensor table's layout.
     public let parameters: FloatBuffer
-    /// Gradients of the last `computeGradients` call, same layout.
+    /// Gradients of the last `computeGradients` call, same layout (empty for
+    /// a model made for inference).
     public let gradients: FloatBuffer
-    /// Adam's first moments followed by its second moments.
+    /// Adam's first moments followed by its second moments (empty for a
+    /// model made for inference).
     public let optimizerState: FloatBuffer
     /// Adam steps taken so far.
     public private(set) var optimizerStep: Int64 = 0
@@ -24,20 +29,28 @@ public final class Model {
     private var workspace: (batchSize: Int, steps: Int, activations: FloatBuffer)?
     private var rawConfig: charrnn_config
 
+    /// What a model is made for: training holds gradients and Adam's moments
+    /// (four blocks of the parameter count); inference only the parameters.
+    public enum Purpose: Sendable {
+        /// Parameters, gradients and optimizer state.
+        case training
+        /// Parameters only: for sampling and evaluation.
+        case inference
+    }
+
     /// A new model with freshly initialised weights (see `charrnn_init_params`).
-    public init(configuration: ModelConfiguration, seed: UInt64) throws(ModelError) {
+    /// - Throws: `ModelError.invalidConfiguration`, or `.insufficientMemory`
+    ///   when its blocks do not fit in what the process may take.
+    public init(configuration: ModelConfiguration, seed: UInt64, purpose: Purpose = .training) throws(ModelError) {
         try configuration.validate()
         self.configuration = configuration
         self.rawConfig = configuration.raw
-        let count = configuration.parameterCount
-        parameters = FloatBuffer(count: count)
-        gradients = FloatBuffer(count: count)
-        optimizerState = FloatBuffer(count: 2 * count)
-        try call { charrnn_init_params(&rawConfig, parameters.baseAddress, seed) }
+        (parameters, gradients, optimizerState) = try Self.allocate(configuration.parameterCount, purpose)
+        try ModelError.check(charrnn_init_params(&rawConfig, parameters.baseAddress, seed), "charrnn_init_params")
     }
 
     /// A model with the given weights, in the tensor table's layout.
-    public init(configuration: ModelConfiguration, parameters values: [Float]) throws(ModelError) {
+    public init(configuration: ModelConfiguration, parameters values: [Float], purpose: Purpose = .training) throws(ModelError) {
         try configuration.validate()
         let count = configuration.parameterCount
         guard values.count == count else {
@@ -45,11 +58,24 @@ public final class Model {
         }
         self.configuration = configuration
         self.rawConfig = configuration.raw
-        parameters = FloatBuffer(count: count)
+        (parameters, gradients, optimizerState) = try Self.allocate(count, purpose)
         parameters.copy(from: values)
-        gradients = FloatBuffer(count: count)
-        optimizerState = FloatBuffer(count: 2 * count)
     }
+
+    /// The blocks, all checked against the memory budget before any is taken.
+    private static func allocate(_ count: Int, _ purpose: Purpose) throws(ModelError) -> (FloatBuffer, FloatBuffer, FloatBuffer) {
+        let trainingCount = purpose == .training ? count : 0
+        do {
+            try MemoryBudget.check(requiredBytes: MemoryBudget.sum(
+                MemoryBudget.floatBytes(count), MemoryBudget.floatBytes(trainingCount), MemoryBudget.floatBytes(2 * trainingCount)))
+            return (try FloatBuffer(count: count), try FloatBuffer(count: trainingCount), try FloatBuffer(count: 2 * trainingCount))
+        } catch {
+            throw .insufficientMemory(error)
+        }
+    }
+
+    /// Whether the model holds gradients and optimizer state.
+    public var isTrainable: Bool { gradients.count == parameters.count }
 
     /// Number of trainable parameters.
     public var parameterCount: Int { parameters.count }
@@ -57,6 +83,7 @@ public final class Model {
     /// Restores Adam's moments (first then second, `2 * parameterCount`
     /// floats) and step count, to continue an interrupted run exactly.
     public func restoreOptimizer(state values: [Float], step: Int64) throws(ModelError) {
+        guard isTrainable else { throw .notTrainable }
         guard values.count == optimizerState.count else {
             throw .parameterCountMismatch(expected: optimizerState.count, actual: values.count)
         }
@@ -82,10 +109,14 @@ public final class Model {
     ///   - state: the carried state; replaced by the state after the batch.
     ///   - keepProbability: dropout keep probability; 1 (the default) for none.
     ///   - dropoutSeed: selects the dropout masks; the same seed gives the same masks.
+    /// - Throws: `ModelError.nonFinite(.loss)` when the loss is NaN or
+    ///   infinite (weights so large that the arithmetic overflows).
     public func loss(
         on batch: Batch, state: inout RecurrentState, keepProbability: Float = 1, dropoutSeed: UInt64 = 0
     ) throws(ModelError) -> Float {
-        try forward(batch, &state, keepProbability, dropoutSeed).loss
+        let loss = try forward(batch, &state, keepProbability, dropoutSeed).loss
+        guard loss.isFinite else { throw .nonFinite(.loss(loss)) }
+        return loss
     }
 
     /// Zeroes the gradients, runs forward and backward over `batch`, and
@@ -93,6 +124,7 @@ public final class Model {
     public func computeGradients(
         on batch: Batch, state: inout RecurrentState, keepProbability: Float, dropoutSeed: UInt64
     ) throws(ModelError) -> Float {
+        guard isTrainable else { throw .notTrainable }
         let (loss, activations) = try forward(batch, &state, keepProbability, dropoutSeed)
         gradients.zero()
         try withBatch(batch) { (raw: inout charrnn_batch) in
@@ -103,21 +135,25 @@ public final class Model {
     }
 
     /// Clips the gradients to a global norm of `clipNorm` and takes one Adam
-    /// step. Returns the norm before clipping. Throws `ModelError.nonFinite`
-    /// (weights untouched) if the gradient is NaN or infinite.
+    /// step. Returns the norm before clipping.
+    /// - Throws: `ModelError.nonFinite(.gradientNorm)` (weights untouched) if
+    ///   the gradient is NaN or infinite; `.nonFinite(.weights)` if the step
+    ///   made a weight NaN or infinite (the weights are then unusable).
     @discardableResult
     public func applyGradients(clipNorm: Float, adam: AdamOptions) throws(ModelError) -> Float {
+        guard isTrainable else { throw .notTrainable }
         var norm: Float = 0
         let status = charrnn_clip_grad_norm(&rawConfig, gradients.baseAddress, clipNorm, &norm)
-        if status == CHARRNN_ERR_NON_FINITE { throw .nonFinite(loss: .nan, gradientNorm: norm) }
+        if status == CHARRNN_ERR_NON_FINITE { throw .nonFinite(.gradientNorm(norm, loss: .nan)) }
         try call { status }
+        guard optimizerStep < Int64.max else { throw .core(CoreError(CHARRNN_ERR_INVALID_ARGUMENT, function: "charrnn_adam_update")) }
         optimizerStep += 1
         var params = adam.raw
         let step = optimizerStep
-        try call {
-            charrnn_adam_update(&rawConfig, parameters.baseAddress, gradients.baseAddress,
-                                optimizerState.baseAddress, step, &params)
-        }
+        let update = charrnn_adam_update(&rawConfig, parameters.baseAddress, gradients.baseAddress,
+                                         optimizerState.baseAddress, step, &params)
+        if update == CHARRNN_ERR_NON_FINITE { throw .nonFinite(.weights) }
+        try call { update }
         return norm
     }
 
@@ -129,9 +165,12 @@ public final class Model {
     ) throws(ModelError) -> (loss: Float, gradientNorm: Float) {
         let loss = try computeGradients(
             on: batch, state: &state, keepProbability: keepProbability, dropoutSeed: dropoutSeed)
-        guard loss.isFinite else { throw .nonFinite(loss: loss, gradientNorm: .nan) }
-        let norm = try applyGradients(clipNorm: clipNorm, adam: adam)
-        return (loss, norm)
+        guard loss.isFinite else { throw .nonFinite(.loss(loss)) }
+        do {
+            return (loss, try applyGradients(clipNorm: clipNorm, adam: adam))
+        } catch .nonFinite(.gradientNorm(let norm, _)) {
+            throw .nonFinite(.gradientNorm(norm, loss: loss))
+        }
     }
 
     // MARK: - For benchmarks: forward and backward timed separately
@@ -142,6 +181,7 @@ public final class Model {
     }
 
     func backwardForBenchmark(_ batch: Batch, _ activations: FloatBuffer) throws(ModelError) {
+        guard isTrainable else { throw .notTrainable }
         gradients.zero()
         try withBatch(batch) { (raw: inout charrnn_batch) in
             charrnn_backward(&rawConfig, parameters.baseAddress, &raw, activations.baseAddress, gradients.baseAddress)
@@ -156,7 +196,7 @@ public final class Model {
         _ batch: Batch, _ state: inout RecurrentState, _ keepProbability: Float, _ seed: UInt64
     ) throws(ModelError) -> (loss: Float, activations: FloatBuffer) {
         guard state.batchSize == batch.batchSize,
-            state.values.count == 2 * configuration.layerCount * batch.batchSize * configuration.hiddenSize
+            state.values.count == (try? configuration.stateCount(batchSize: batch.batchSize))
         else {
             throw .stateMismatch(expectedBatchSize: batch.batchSize, actualBatchSize: state.batchSize)
         }
@@ -177,9 +217,9 @@ public final class Model {
             return workspace.activations
         }
         workspace = nil  // release the old block before allocating the new one
-        var count = 0
-        try call { charrnn_activation_count(&rawConfig, Int32(clamping: batchSize), Int32(clamping: steps), &count) }
-        let buffer = FloatBuffer(count: count)
+        let count = try configuration.activationCount(batchSize: batchSize, steps: steps)
+        let buffer: FloatBuffer
+        do { buffer = try FloatBuffer(count: count) } catch { throw .insufficientMemory(error) }
         workspace = (batchSize, steps, buffer)
         return buffer
     }

@@ -6,11 +6,11 @@ public struct RecurrentState: Sendable, Equatable {
     /// The flat `[2, L, B, H]` values.
     public var values: [Float]
 
-    /// The zero state for `batchSize` streams of a model.
+    /// The zero state for `batchSize` streams of a model, sized as the core
+    /// counts it (empty when the core refuses the configuration or batch size).
     public init(configuration: ModelConfiguration, batchSize: Int) {
         self.batchSize = batchSize
-        self.values = [Float](
-            repeating: 0, count: 2 * configuration.layerCount * batchSize * configuration.hiddenSize)
+        self.values = [Float](repeating: 0, count: (try? configuration.stateCount(batchSize: batchSize)) ?? 0)
     }
 
     /// Resets every value to zero.

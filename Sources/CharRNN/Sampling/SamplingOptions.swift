@@ -20,24 +20,32 @@ public struct SamplingOptions: Sendable, Equatable {
     /// Full-distribution sampling at temperature 1 with seed 0.
     public init() {}
 
+    /// What a generation call is given, named as the properties and
+    /// parameters (`topK`, `length`, …), for errors that say which is out of range.
+    public enum Option: String, Sendable, CaseIterable {
+        case temperature, topK, topP, length, count
+    }
+
     /// Throws `SamplingError.invalidOption` naming the first value out of range.
     public func validate(vocabularySize: Int) throws(SamplingError) {
         guard temperature >= 0, temperature.isFinite else {
-            throw .invalidOption("--temperature must be 0 or more (got \(temperature))")
+            throw .invalidOption(.temperature, value: "\(temperature)", requirement: "0 or more, and finite")
         }
-        if let topK, !(1...vocabularySize).contains(topK) {
-            throw .invalidOption("--top-k must be between 1 and the vocabulary size \(vocabularySize) (got \(topK))")
+        if let topK, !(1...max(1, vocabularySize)).contains(topK) {
+            throw .invalidOption(.topK, value: "\(topK)", requirement: "between 1 and the vocabulary size \(vocabularySize)")
         }
         if let topP, !(topP > 0 && topP <= 1) {
-            throw .invalidOption("--top-p must be in (0, 1] (got \(topP))")
+            throw .invalidOption(.topP, value: "\(topP)", requirement: "in (0, 1]")
         }
     }
 }
 
 /// Why text could not be generated.
 public enum SamplingError: Error, Equatable, CustomStringConvertible {
-    /// An option is out of range; the message names it.
-    case invalidOption(String)
+    /// An option is out of range: which one, the value given, and what it must be.
+    case invalidOption(SamplingOptions.Option, value: String, requirement: String)
+    /// The model's outputs and the vocabulary differ in size.
+    case vocabularyMismatch(modelOutputs: Int, vocabularySize: Int)
     /// Generation needs at least one character of prime text.
     case emptyPrime
     /// The prime has characters the model's vocabulary lacks.
@@ -47,13 +55,15 @@ public enum SamplingError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .invalidOption(let message): return message
+        case .invalidOption(let option, let value, let requirement):
+            return "\(option.rawValue) must be \(requirement) (got \(value))"
+        case .vocabularyMismatch(let outputs, let size):
+            return "the model has \(outputs) outputs but the vocabulary has \(size) characters"
         case .emptyPrime: return "the prime text must have at least one character the model knows"
         case .unknownCharacters(let scalars):
             let names = scalars.prefix(20).map(Vocabulary.describe).joined(separator: ", ")
             return "the prime has characters the model's vocabulary lacks: \(names)"
                 + (scalars.count > 20 ? " and \(scalars.count - 20) more" : "")
-                + " (use --drop-unknown to leave them out)"
         case .model(let error): return error.description
         }
     }

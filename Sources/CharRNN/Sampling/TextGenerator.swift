@@ -25,23 +25,18 @@ public struct TextGenerator {
     /// Throws `SamplingError.invalidOption` if their sizes differ.
     public init(model: Model, vocabulary: Vocabulary) throws(SamplingError) {
         guard model.configuration.vocabularySize == vocabulary.count else {
-            throw .invalidOption("the model has \(model.configuration.vocabularySize) outputs but the vocabulary has \(vocabulary.count) characters")
+            throw .vocabularyMismatch(modelOutputs: model.configuration.vocabularySize, vocabularySize: vocabulary.count)
         }
         self.model = model
         self.vocabulary = vocabulary
     }
 
-    /// A generator for a checkpoint's model and vocabulary.
+    /// A generator for a checkpoint's model (made for inference: the
+    /// parameters only) and vocabulary.
     public init(checkpoint: Checkpoint) throws(SamplingError) {
-        do {
-            try self.init(model: try checkpoint.makeModel(), vocabulary: checkpoint.vocabulary)
-        } catch let error as SamplingError {
-            throw error
-        } catch let error as ModelError {
-            throw .model(error)
-        } catch {
-            throw .invalidOption("\(error)")
-        }
+        let model: Model
+        do { model = try checkpoint.makeModel(purpose: .inference) } catch { throw .model(error) }
+        try self.init(model: model, vocabulary: checkpoint.vocabulary)
     }
 
     /// The prime's characters as indices. With `dropUnknown`, characters the
@@ -53,8 +48,8 @@ public struct TextGenerator {
             tokens = scalars.compactMap { vocabulary.index(of: $0) }
         } else {
             do { tokens = try vocabulary.encode(scalars) } catch {
-                if case .unknownScalars(let unknown) = error { throw .unknownCharacters(unknown) }
-                throw .invalidOption(error.description)
+                guard case .unknownScalars(let unknown) = error else { preconditionFailure("encoding fails only on unknown characters") }
+                throw .unknownCharacters(unknown)
             }
         }
         guard !tokens.isEmpty else { throw .emptyPrime }
@@ -67,16 +62,20 @@ public struct TextGenerator {
     public func characters(
         prime: String, length: Int, options: SamplingOptions, dropUnknown: Bool = false
     ) throws(SamplingError) -> GeneratedCharacters {
-        guard length >= 0 else { throw .invalidOption("--length must be 0 or more (got \(length))") }
+        guard length >= 0 else { throw .invalidOption(.length, value: "\(length)", requirement: "0 or more") }
         try options.validate(vocabularySize: vocabulary.count)
         let session = try primedSession(try encodePrime(prime, dropUnknown: dropUnknown), streams: 1, options: options)
         return GeneratedCharacters(session: session, vocabulary: vocabulary, length: length)
     }
 
     /// The prime followed by `length` generated characters.
+    /// - Throws: `SamplingError` for a bad option or prime, and for a core
+    ///   failure part-way (never a shortened text).
     public func generate(prime: String, length: Int, options: SamplingOptions) throws(SamplingError) -> String {
         var text = String.UnicodeScalarView(prime.unicodeScalars)
-        for scalar in try characters(prime: prime, length: length, options: options) { text.append(scalar) }
+        var iterator = try characters(prime: prime, length: length, options: options).makeIterator()
+        while let scalar = iterator.next() { text.append(scalar) }
+        if let error = iterator.error { throw .model(error) }
         return String(text)
     }
 
@@ -87,8 +86,8 @@ public struct TextGenerator {
     public func samples(
         count: Int, prime: String, length: Int, options: SamplingOptions, dropUnknown: Bool = false
     ) throws(SamplingError) -> [String] {
-        guard count >= 1 else { throw .invalidOption("--count must be at least 1 (got \(count))") }
-        guard length >= 0 else { throw .invalidOption("--length must be 0 or more (got \(length))") }
+        guard count >= 1 else { throw .invalidOption(.count, value: "\(count)", requirement: "at least 1") }
+        guard length >= 0 else { throw .invalidOption(.length, value: "\(length)", requirement: "0 or more") }
         try options.validate(vocabularySize: vocabulary.count)
         let primeTokens = try encodePrime(prime, dropUnknown: dropUnknown)
         var session = try primedSession(primeTokens, streams: count, options: options)
@@ -107,13 +106,13 @@ public struct TextGenerator {
     }
 
     private func primedSession(_ prime: [Int32], streams: Int, options: SamplingOptions) throws(SamplingError) -> InferenceSession {
-        var session = InferenceSession(model: model, streams: streams, options: options)
-        do {
+        do throws(ModelError) {
+            var session = try InferenceSession(model: model, streams: streams, options: options)
             for token in prime { try session.feed([Int32](repeating: token, count: streams)) }
+            return session
         } catch {
             throw .model(error)
         }
-        return session
     }
 }
 

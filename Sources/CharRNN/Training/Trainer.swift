@@ -5,10 +5,10 @@ import Foundation
 /// Per epoch the carried LSTM state starts at zero and passes from batch to
 /// batch; every `saveEvery` iterations (and at the last one) the validation
 /// split is evaluated from a zero state carried through its batches, without
-/// dropout, and a checkpoint `i{iteration}_l{hidden}_v{loss}.safetensors` is
-/// written, with `best.safetensors` kept as the lowest validation loss so
-/// far. Each checkpoint also holds what is needed to continue the run
-/// exactly (see `init(resuming:corpus:outputDirectory:maxIterations:keepBest:)`).
+/// dropout, and a checkpoint is written to the run's `RunDirectory`, which
+/// keeps `best.safetensors` as the lowest validation loss so far. Each
+/// checkpoint also holds what is needed to continue the run exactly (see
+/// `init(resuming:corpus:outputDirectory:maxIterations:keepBest:)`).
 /// Progress goes to the event callback; the trainer prints nothing.
 public final class Trainer {
     /// The run's options.
@@ -21,8 +21,12 @@ public final class Trainer {
     public let model: Model
     /// Characters in the corpus.
     public let corpusLength: Int
-    /// Where checkpoints go; `nil` writes none.
-    public let outputDirectory: URL?
+    /// Where checkpoints go (locked for this trainer's lifetime); `nil` writes none.
+    public let runDirectory: RunDirectory?
+    /// The run's directory; `nil` writes no checkpoints.
+    public var outputDirectory: URL? { runDirectory?.url }
+    /// The run's identity, written into every checkpoint.
+    public let runID: String
 
     /// Where the run stands; restored from a checkpoint when resuming.
     private var progress: Progress
@@ -42,124 +46,140 @@ public final class Trainer {
         var resumedFrom: Int? = nil
     }
 
-    /// Checks everything and builds the model; writes nothing.
+    /// Checks everything and builds the model for a new run. With an output
+    /// directory, it is created, locked and test-written first (see
+    /// `RunDirectory.openForNewRun`), and removed again if it was created
+    /// here and a later check fails.
     /// - Parameters:
     ///   - initialWeights: start from this checkpoint's weights (only) instead
     ///     of a fresh initialisation; its vocabulary must be the corpus's and
     ///     its shape the options'.
     /// - Throws: `TrainingError` naming the first problem (an option out of
-    ///   range, an output path that is a file, a corpus too short).
+    ///   range, an unusable output directory, a corpus too short, a model
+    ///   too large for the memory the process may take).
     public convenience init(corpus: Corpus, options: TrainingOptions, outputDirectory: URL?, initialWeights: Checkpoint? = nil) throws(TrainingError) {
         try options.validate()
-        try Self.checkOutput(outputDirectory)
-        let vocabulary = Vocabulary(corpus: corpus.scalars)
-        let tokens = Self.encode(corpus, vocabulary)
-        let batches = try Self.batch(tokens, options)
-        let configuration = ModelConfiguration(
-            vocabularySize: vocabulary.count, hiddenSize: options.hiddenSize, layerCount: options.layerCount)
-        if let initialWeights {
-            try Self.checkCompatible(initialWeights, vocabulary: vocabulary, configuration: configuration)
-        }
-        let model: Model
-        do {
+        let run = try Self.open(outputDirectory) { url throws(RunDirectoryError) in try RunDirectory.openForNewRun(at: url) }
+        do throws(TrainingError) {
+            let vocabulary = Vocabulary(corpus: corpus.scalars)
+            let configuration = ModelConfiguration(
+                vocabularySize: vocabulary.count, hiddenSize: options.hiddenSize, layerCount: options.layerCount)
             if let initialWeights {
-                model = try initialWeights.makeModel()
-            } else {
-                model = try Model(configuration: configuration, seed: options.seed)
+                guard initialWeights.vocabulary == vocabulary else {
+                    throw TrainingError.incompatible(.vocabulary(corpus: vocabulary, checkpoint: initialWeights.vocabulary), resuming: false)
+                }
+                guard initialWeights.configuration == configuration else {
+                    throw TrainingError.incompatible(.shape(checkpoint: initialWeights.configuration, requested: configuration), resuming: false)
+                }
             }
+            try Self.checkMemory(configuration, options, corpusLength: corpus.count)
+            let tokens = Self.encode(corpus, vocabulary)
+            let batches = try Self.batch(tokens, options)
+            let model: Model
+            do throws(ModelError) {
+                if let initialWeights {
+                    model = try initialWeights.makeModel()
+                } else {
+                    model = try Model(configuration: configuration, seed: options.seed)
+                }
+            } catch {
+                throw TrainingError.model(error)
+            }
+            self.init(options: options, vocabulary: vocabulary, batches: batches, model: model, corpusLength: corpus.count,
+                      runDirectory: run, runID: run?.runID ?? RunProgress.newRunID(), corpusFingerprint: Self.fingerprint(tokens),
+                      progress: Progress(carried: RecurrentState(configuration: configuration, batchSize: options.batchSize)))
         } catch {
-            throw .model(error)
+            run?.abandon()
+            throw error
         }
-        self.init(options: options, vocabulary: vocabulary, batches: batches, model: model, corpusLength: corpus.count,
-                  outputDirectory: outputDirectory, corpusFingerprint: Self.fingerprint(tokens),
-                  progress: Progress(carried: RecurrentState(configuration: configuration, batchSize: options.batchSize)))
     }
 
     /// Continues the run a checkpoint was written by, exactly where it
     /// stopped: weights, Adam's moments and step, the carried LSTM state, the
     /// iteration (and so the epoch, the position in the batch stream and the
     /// dropout seeds), the best validation loss and the log's running mean.
-    /// Hyperparameters come from the checkpoint. Iterations count from the
-    /// start of the run, so `maxIterations` is a total, not a number more.
-    /// - Throws: `TrainingError.cannotResume` if the checkpoint has no
+    /// Hyperparameters come from the checkpoint; `maxIterations` and
+    /// `keepBest` too, unless given. Iterations count from the start of the
+    /// run, so `maxIterations` is a total, not a number more. The output
+    /// directory is opened for the checkpoint's run (see
+    /// `RunDirectory.openForResume`).
+    /// - Throws: `TrainingError.incompatible` if the checkpoint has no
     ///   training state, or the corpus is not the one the run used (its
-    ///   vocabulary, length or content differ).
+    ///   vocabulary, length or content differ); `.alreadyFinished` if the run
+    ///   has made all the iterations asked for.
     public convenience init(resuming checkpoint: Checkpoint, corpus: Corpus, outputDirectory: URL?, maxIterations: Int? = nil, keepBest: Int? = nil) throws(TrainingError) {
-        guard let resume = checkpoint.resumeState else {
-            throw .cannotResume("it holds weights only, no training state (use --init-from to start a new run from its weights)")
+        guard let resume = checkpoint.resumeState, var options = checkpoint.trainingOptions, let saved = checkpoint.progress else {
+            throw .incompatible(.weightsOnly, resuming: true)
         }
-        var options = try TrainingOptions(checkpointMetadata: checkpoint.metadata)
-        options.maxIterations = maxIterations
-        options.keepBest = keepBest
+        options.maxIterations = maxIterations ?? options.maxIterations
+        options.keepBest = keepBest ?? options.keepBest
         try options.validate()
-        try Self.checkOutput(outputDirectory)
-        let vocabulary = Vocabulary(corpus: corpus.scalars)
-        guard vocabulary == checkpoint.vocabulary else {
-            throw .cannotResume(Self.describeDifference(corpus: vocabulary, checkpoint: checkpoint.vocabulary))
+        let identity = saved.runIdentity(options: checkpoint.trainingOptions ?? options)
+        let run = try Self.open(outputDirectory) { url throws(RunDirectoryError) in
+            try RunDirectory.openForResume(at: url, runIdentity: identity)
         }
-        let tokens = Self.encode(corpus, vocabulary)
-        let batches = try Self.batch(tokens, options)
-        let meta = checkpoint.metadata
-        guard let iteration = meta["iteration"].flatMap(Int.init), iteration >= 1,
-            let lossSum = meta["epoch_loss_sum"].flatMap(Double.init),
-            let best = meta["best_val_loss"].flatMap(Float.init),
-            let savedBatches = meta["training_batches"].flatMap(Int.init)
-        else {
-            throw .cannotResume("its metadata lacks the run's position (iteration, epoch_loss_sum, best_val_loss, training_batches)")
-        }
-        guard savedBatches == batches.trainingBatchCount, meta["corpus_fingerprint"] == Self.fingerprint(tokens) else {
-            throw .cannotResume("the run trained on another text (\(meta["corpus_characters"] ?? "?") characters, "
-                + "\(savedBatches) training batches per epoch; this one has \(corpus.count) characters, "
-                + "\(batches.trainingBatchCount) batches, or the same length with other content)")
-        }
-        guard resume.carriedState.batchSize == options.batchSize else {
-            throw .cannotResume("its carried state is for \(resume.carriedState.batchSize) streams, its batch size is \(options.batchSize)")
-        }
-        let model: Model
-        do {
-            model = try checkpoint.makeModel()
-            try model.restoreOptimizer(state: resume.optimizerState, step: resume.optimizerStep)
+        do throws(TrainingError) {
+            let vocabulary = Vocabulary(corpus: corpus.scalars)
+            guard vocabulary == checkpoint.vocabulary else {
+                throw TrainingError.incompatible(.vocabulary(corpus: vocabulary, checkpoint: checkpoint.vocabulary), resuming: true)
+            }
+            try Self.checkMemory(checkpoint.configuration, options, corpusLength: corpus.count)
+            let tokens = Self.encode(corpus, vocabulary)
+            let batches = try Self.batch(tokens, options)
+            guard saved.trainingBatches == batches.trainingBatchCount, saved.corpusCharacters == corpus.count,
+                saved.corpusFingerprint == Self.fingerprint(tokens)
+            else {
+                throw TrainingError.incompatible(.otherText(
+                    runCharacters: saved.corpusCharacters, runBatches: saved.trainingBatches,
+                    corpusCharacters: corpus.count, corpusBatches: batches.trainingBatchCount), resuming: true)
+            }
+            let total = options.totalIterations(trainingBatches: batches.trainingBatchCount)
+            guard total > saved.iteration else {
+                throw TrainingError.alreadyFinished(iteration: saved.iteration, totalIterations: total)
+            }
+            let model: Model
+            do throws(ModelError) {
+                model = try checkpoint.makeModel()
+                try model.restoreOptimizer(state: resume.optimizerState, step: resume.optimizerStep)
+            } catch {
+                throw TrainingError.model(error)
+            }
+            self.init(options: options, vocabulary: vocabulary, batches: batches, model: model, corpusLength: corpus.count,
+                      runDirectory: run, runID: saved.runID ?? identity, corpusFingerprint: Self.fingerprint(tokens),
+                      progress: Progress(iteration: saved.iteration, epochLossSum: saved.epochLossSum,
+                                         bestValidation: saved.bestValidationLoss, carried: resume.carriedState,
+                                         resumedFrom: saved.iteration))
         } catch {
-            throw .model(error)
-        }
-        self.init(options: options, vocabulary: vocabulary, batches: batches, model: model, corpusLength: corpus.count,
-                  outputDirectory: outputDirectory, corpusFingerprint: Self.fingerprint(tokens),
-                  progress: Progress(iteration: iteration, epochLossSum: lossSum, bestValidation: best,
-                                     carried: resume.carriedState, resumedFrom: iteration))
-        guard totalIterations > iteration else {
-            throw .invalidOption("the run is already at iteration \(iteration) of \(totalIterations); "
-                + "give --max-iterations above \(iteration) (iterations count from the start of the run)")
+            run?.abandon()
+            throw error
         }
     }
 
     private init(options: TrainingOptions, vocabulary: Vocabulary, batches: BatchedCorpus, model: Model, corpusLength: Int,
-                 outputDirectory: URL?, corpusFingerprint: String, progress: Progress) {
+                 runDirectory: RunDirectory?, runID: String, corpusFingerprint: String, progress: Progress) {
         self.options = options
         self.vocabulary = vocabulary
         self.batches = batches
         self.model = model
         self.corpusLength = corpusLength
-        self.outputDirectory = outputDirectory
+        self.runDirectory = runDirectory
+        self.runID = runID
         self.corpusFingerprint = corpusFingerprint
         self.progress = progress
     }
 
     /// Iterations the run will make in all: all epochs, or `maxIterations` if fewer.
-    public var totalIterations: Int {
-        min(options.epochs * batches.trainingBatchCount, options.maxIterations ?? Int.max)
-    }
+    public var totalIterations: Int { options.totalIterations(trainingBatches: batches.trainingBatchCount) }
 
-    /// Trains to the end, reporting through `onEvent`.
+    /// Trains to the end, or until `stop` is raised: then it finishes the
+    /// iteration it is in, validates, writes a checkpoint at that iteration
+    /// (an exact resume point) and returns a summary whose `interrupted` is
+    /// true. Reports through `onEvent`. The run directory's lock is held while
+    /// this runs (taken again if released) and released when it returns or throws.
     @discardableResult
-    public func run(onEvent: (TrainingEvent) -> Void = { _ in }) throws(TrainingError) -> TrainingSummary {
-        if let outputDirectory {
-            do {
-                try FileManager.default.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
-            } catch {
-                throw .cannotCreateOutput(path: outputDirectory.path, reason: (error as NSError).localizedDescription)
-            }
-            AtomicFile.removeStaleTemporaries(in: outputDirectory)
-        }
+    public func run(stop: StopSignal? = nil, onEvent: (TrainingEvent) -> Void = { _ in }) throws(TrainingError) -> TrainingSummary {
+        do { try runDirectory?.lock() } catch { throw .runDirectory(error) }
+        defer { runDirectory?.close() }
         let total = totalIterations
         let perEpoch = batches.trainingBatchCount
         onEvent(.started(TrainingPlan(
@@ -169,7 +189,14 @@ public final class Trainer {
 
         let adam = AdamOptions(learningRate: options.learningRate)
         var lastValidation = Float.nan
+        var lastCheckpoint: URL? = nil
         var stepSeconds: [Double] = []
+        func summary(interrupted: Bool) -> TrainingSummary {
+            TrainingSummary(
+                iterations: progress.iteration, finalValidationLoss: lastValidation,
+                bestValidationLoss: progress.bestValidation, medianSecondsPerBatch: Self.median(stepSeconds),
+                interrupted: interrupted, lastCheckpoint: lastCheckpoint)
+        }
         while progress.iteration < total {
             let index = progress.iteration % perEpoch
             let epoch = progress.iteration / perEpoch + 1
@@ -186,6 +213,8 @@ public final class Trainer {
                     on: batches.trainingBatch(index), state: &progress.carried,
                     keepProbability: options.keepProbability, dropoutSeed: dropoutSeed(iteration: iteration),
                     clipNorm: options.gradientClip, adam: adam)
+            } catch .nonFinite(let value) {
+                throw .diverged(iteration: iteration, value)
             } catch {
                 throw .model(error)
             }
@@ -198,25 +227,33 @@ public final class Trainer {
                 batchLoss: step.loss, runningLoss: runningLoss, gradientNorm: step.gradientNorm,
                 secondsPerBatch: seconds)))
 
-            if iteration % options.saveEvery == 0 || iteration == total {
-                lastValidation = try validationLoss()
+            let stopping = stop?.isRequested == true && iteration < total
+            if iteration % options.saveEvery == 0 || iteration == total || stopping {
+                do {
+                    lastValidation = try validationLoss()
+                } catch .model(.nonFinite(let value)) {
+                    throw .diverged(iteration: iteration, value)
+                }
                 onEvent(.validated(iteration: iteration, loss: lastValidation))
-                let isBest = lastValidation < progress.bestValidation
                 progress.bestValidation = min(progress.bestValidation, lastValidation)
-                if let outputDirectory {
-                    let url = try saveCheckpoint(
-                        in: outputDirectory, epoch: epoch, validationLoss: lastValidation,
-                        trainingLoss: runningLoss, isBest: isBest)
-                    onEvent(.checkpointSaved(url: url, isBest: isBest))
-                    if let keep = options.keepBest { try pruneCheckpoints(in: outputDirectory, keeping: keep) }
+                if let runDirectory {
+                    let saved = try saveCheckpoint(in: runDirectory, epoch: epoch, validationLoss: lastValidation, trainingLoss: runningLoss)
+                    lastCheckpoint = saved.url
+                    onEvent(.checkpointSaved(url: saved.url, isBest: saved.isBest))
+                    if let keep = options.keepBest {
+                        do { try runDirectory.prune(keeping: keep) } catch { throw .runDirectory(error) }
+                    }
                 }
             }
+            if stopping {
+                let result = summary(interrupted: true)
+                onEvent(.stopped(result))
+                return result
+            }
         }
-        let summary = TrainingSummary(
-            iterations: progress.iteration, finalValidationLoss: lastValidation,
-            bestValidationLoss: progress.bestValidation, medianSecondsPerBatch: Self.median(stepSeconds))
-        onEvent(.finished(summary))
-        return summary
+        let result = summary(interrupted: false)
+        onEvent(.finished(result))
+        return result
     }
 
     /// Mean loss over the validation split: zero initial state carried
@@ -250,67 +287,62 @@ public final class Trainer {
 
     // MARK: - Checkpoints
 
+    /// Writes a checkpoint at the current iteration, straight from the
+    /// model's blocks (no copy of the model is made).
     private func saveCheckpoint(
-        in directory: URL, epoch: Int, validationLoss: Float, trainingLoss: Float, isBest: Bool
-    ) throws(TrainingError) -> URL {
+        in runDirectory: RunDirectory, epoch: Int, validationLoss: Float, trainingLoss: Float
+    ) throws(TrainingError) -> RunDirectory.Saved {
         // Never write weights that are not numbers (the step that would make
         // them so stops training first; this is the last line of defence).
-        guard model.parametersAreFinite else {
-            throw .model(.nonFinite(loss: trainingLoss, gradientNorm: .nan))
-        }
-        var metadata = options.metadata
-        metadata["iteration"] = String(progress.iteration)
-        metadata["epoch"] = String(epoch)
-        metadata["val_loss"] = String(validationLoss)
-        metadata["train_loss"] = String(trainingLoss)
-        metadata["best_val_loss"] = String(progress.bestValidation)
-        metadata["epoch_loss_sum"] = String(progress.epochLossSum)  // shortest exact round trip
-        metadata["training_batches"] = String(batches.trainingBatchCount)
-        metadata["corpus_characters"] = String(corpusLength)
-        metadata["corpus_fingerprint"] = corpusFingerprint
-        let resume = ResumeState(
-            optimizerState: model.optimizerState.toArray(), optimizerStep: model.optimizerStep,
-            carriedState: progress.carried)
-        let checkpoint = Checkpoint(model: model, vocabulary: vocabulary, metadata: metadata, resumeState: resume)
-        let url = directory.appendingPathComponent(
-            String(format: "i%d_l%d_v%.3f.safetensors", progress.iteration, options.hiddenSize, validationLoss))
-        do {
-            let bytes = checkpoint.serialized()
-            try AtomicFile.write(bytes, to: url)
-            if isBest { try AtomicFile.write(bytes, to: directory.appendingPathComponent("best.safetensors")) }
-        } catch {
-            throw .checkpoint(error)
-        }
-        return url
-    }
-
-    /// Removes periodic checkpoints beyond the `keep` with the lowest
-    /// validation loss (ties: the later iteration stays).
-    private func pruneCheckpoints(in directory: URL, keeping keep: Int) throws(TrainingError) {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
-        let pattern = #/^i(\d+)_l\d+_v([0-9.]+|nan|inf)\.safetensors$/#
-        let found = names.compactMap { name -> (name: String, iteration: Int, loss: Double)? in
-            guard let match = name.wholeMatch(of: pattern), let iteration = Int(match.output.1) else { return nil }
-            return (name, iteration, Double(match.output.2) ?? .infinity)
-        }
-        let ranked = found.sorted { $0.loss != $1.loss ? $0.loss < $1.loss : $0.iteration > $1.iteration }
-        for stale in ranked.dropFirst(keep) {
-            do {
-                try FileManager.default.removeItem(at: directory.appendingPathComponent(stale.name))
-            } catch {
-                throw .checkpoint(CheckpointError(path: directory.appendingPathComponent(stale.name).path,
-                                                  problem: .io("cannot remove: \((error as NSError).localizedDescription)")))
+        guard model.parametersAreFinite else { throw .diverged(iteration: progress.iteration, .weights) }
+        let run = RunProgress(
+            runID: runID, iteration: progress.iteration, epoch: epoch, validationLoss: validationLoss,
+            trainingLoss: trainingLoss, bestValidationLoss: progress.bestValidation, epochLossSum: progress.epochLossSum,
+            trainingBatches: batches.trainingBatchCount, corpusCharacters: corpusLength, corpusFingerprint: corpusFingerprint)
+        let metadata = Checkpoint.fullMetadata(
+            options.metadata.merging(run.metadata) { _, new in new }, configuration: model.configuration,
+            vocabulary: vocabulary, optimizerStep: model.optimizerStep)
+        let carried = progress.carried
+        let saved: Result<RunDirectory.Saved, RunDirectoryError> = carried.values.withUnsafeBufferPointer { values in
+            let tensors = Checkpoint.tensors(
+                configuration: model.configuration, parameters: UnsafeBufferPointer(model.parameters.buffer),
+                moments: UnsafeBufferPointer(model.optimizerState.buffer), carried: (values, carried.batchSize))
+            return Result { () throws(RunDirectoryError) in
+                try runDirectory.save(progress: run, hiddenSize: options.hiddenSize) { (sink) throws(FileSink.Failure) in
+                    try SafeTensors.write(tensors: tensors, metadata: metadata, to: sink)
+                }
             }
+        }
+        do {
+            return try saved.get()
+        } catch {
+            throw .runDirectory(error)
         }
     }
 
     // MARK: - Set-up helpers
 
-    private static func checkOutput(_ outputDirectory: URL?) throws(TrainingError) {
-        guard let outputDirectory else { return }
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: outputDirectory.path, isDirectory: &isDirectory), !isDirectory.boolValue {
-            throw .outputIsFile(path: outputDirectory.path)
+    /// Opens the output directory with `opening`, if there is one.
+    private static func open(_ url: URL?, _ opening: (URL) throws(RunDirectoryError) -> RunDirectory) throws(TrainingError) -> RunDirectory? {
+        guard let url else { return nil }
+        do { return try opening(url) } catch { throw .runDirectory(error) }
+    }
+
+    /// Refuses a run whose model, activations and corpus need more memory
+    /// than the process may take, before any of it is allocated.
+    private static func checkMemory(_ configuration: ModelConfiguration, _ options: TrainingOptions, corpusLength: Int) throws(TrainingError) {
+        do {
+            try configuration.validate()
+            let needed = MemoryBudget.sum(
+                try configuration.trainingBytes(batchSize: options.batchSize, steps: options.steps),
+                MemoryBudget.floatBytes(corpusLength))  // the encoded corpus the batches hold
+            try MemoryBudget.check(requiredBytes: needed)
+        } catch let error as MemoryShortfall {
+            throw .insufficientMemory(error)
+        } catch let error as ModelError {
+            throw .model(error)
+        } catch {
+            preconditionFailure("unexpected \(error)")
         }
     }
 
@@ -329,33 +361,6 @@ public final class Trainer {
         } catch {
             throw .batching(error)
         }
-    }
-
-    private static func checkCompatible(_ checkpoint: Checkpoint, vocabulary: Vocabulary, configuration: ModelConfiguration) throws(TrainingError) {
-        guard checkpoint.vocabulary == vocabulary else {
-            throw .cannotResume(describeDifference(corpus: vocabulary, checkpoint: checkpoint.vocabulary))
-        }
-        guard checkpoint.configuration == configuration else {
-            let c = checkpoint.configuration
-            throw .cannotResume("it is \(c.layerCount) layers of \(c.hiddenSize); the options ask for "
-                + "\(configuration.layerCount) of \(configuration.hiddenSize) (pass --hidden \(c.hiddenSize) --layers \(c.layerCount))")
-        }
-    }
-
-    /// Says which characters only one side has, or that the order differs.
-    static func describeDifference(corpus: Vocabulary, checkpoint: Vocabulary) -> String {
-        let mine = Set(corpus.scalars), theirs = Set(checkpoint.scalars)
-        func list(_ scalars: [Unicode.Scalar]) -> String {
-            scalars.prefix(10).map(Vocabulary.describe).joined(separator: ", ") + (scalars.count > 10 ? ", …" : "")
-        }
-        let onlyCorpus = corpus.scalars.filter { !theirs.contains($0) }
-        let onlyCheckpoint = checkpoint.scalars.filter { !mine.contains($0) }
-        var parts: [String] = []
-        if !onlyCorpus.isEmpty { parts.append("\(onlyCorpus.count) only in the corpus (\(list(onlyCorpus)))") }
-        if !onlyCheckpoint.isEmpty { parts.append("\(onlyCheckpoint.count) only in the checkpoint (\(list(onlyCheckpoint)))") }
-        if parts.isEmpty { parts.append("the same characters in another order") }
-        return "the corpus's vocabulary (\(corpus.count) characters) differs from the checkpoint's (\(checkpoint.count)): "
-            + parts.joined(separator: "; ")
     }
 
     /// A 64-bit FNV-1a hash of the encoded corpus, to recognise the same text on resume.

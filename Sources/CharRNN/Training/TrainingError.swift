@@ -1,29 +1,92 @@
-/// Why training could not start or go on.
+/// Why training could not start or go on. Each case carries the values a
+/// caller needs to explain it or act on it; the descriptions name options by
+/// their `TrainingOptions` property names.
 public enum TrainingError: Error, Equatable, CustomStringConvertible {
-    /// An option is out of range; the message names it.
-    case invalidOption(String)
-    /// The output path exists and is not a directory.
-    case outputIsFile(path: String)
-    /// The output directory could not be created.
-    case cannotCreateOutput(path: String, reason: String)
+    /// An option is out of range: which one, the value given, and what it must be.
+    case invalidOption(TrainingOptions.Option, value: String, requirement: String)
+    /// A batch has more characters (batch size × steps) than the core accepts.
+    case batchTooLarge(batchSize: Int, steps: Int, limit: Int)
+    /// The run directory cannot be used.
+    case runDirectory(RunDirectoryError)
     /// The corpus cannot be split into batches.
     case batching(BatchingError)
-    /// A model operation failed (including divergence).
+    /// A model operation failed.
     case model(ModelError)
-    /// A checkpoint could not be written.
+    /// A value went NaN or infinite at this iteration; nothing non-finite was saved.
+    case diverged(iteration: Int, ModelError.NonFiniteValue)
+    /// A checkpoint could not be read.
     case checkpoint(CheckpointError)
-    /// A checkpoint cannot continue or seed this run; the message says why.
-    case cannotResume(String)
+    /// A checkpoint cannot continue this run (`resuming`) or seed it.
+    case incompatible(CheckpointMismatch, resuming: Bool)
+    /// A checkpoint's run metadata is missing or out of range.
+    case unreadableRunMetadata(CheckpointProblem)
+    /// The run has already made all the iterations asked for.
+    case alreadyFinished(iteration: Int, totalIterations: Int)
+    /// The run needs more memory than the process may take.
+    case insufficientMemory(MemoryShortfall)
 
     public var description: String {
         switch self {
-        case .invalidOption(let message): return message
-        case .outputIsFile(let path): return "--out '\(path)' is a file; give a directory"
-        case .cannotCreateOutput(let path, let reason): return "cannot create output directory '\(path)': \(reason)"
+        case .invalidOption(let option, let value, let requirement):
+            return "\(option.rawValue) must be \(requirement) (got \(value))"
+        case .batchTooLarge(let batchSize, let steps, let limit):
+            return "a batch of \(batchSize) streams × \(steps) steps has more than \(limit) characters"
+        case .runDirectory(let error): return error.description
         case .batching(let error): return error.description
         case .model(let error): return error.description
+        case .diverged(let iteration, let value):
+            return "training diverged at iteration \(iteration): \(ModelError.nonFinite(value))"
         case .checkpoint(let error): return error.description
-        case .cannotResume(let reason): return "cannot resume from the checkpoint: \(reason)"
+        case .incompatible(let mismatch, let resuming):
+            return (resuming ? "cannot resume from the checkpoint: " : "cannot start from the checkpoint's weights: ")
+                + mismatch.description
+        case .unreadableRunMetadata(let problem): return "the checkpoint's run metadata is unusable: \(problem)"
+        case .alreadyFinished(let iteration, let total):
+            return "the run is already at iteration \(iteration) of \(total); iterations count from the start of the run"
+        case .insufficientMemory(let shortfall): return "training \(shortfall)"
         }
+    }
+}
+
+/// Why a checkpoint does not fit a corpus or a run.
+public enum CheckpointMismatch: Error, Equatable, Sendable, CustomStringConvertible {
+    /// It holds weights only, no training state.
+    case weightsOnly
+    /// The corpus's vocabulary is not the checkpoint's.
+    case vocabulary(corpus: Vocabulary, checkpoint: Vocabulary)
+    /// The run trained on another text.
+    case otherText(runCharacters: Int, runBatches: Int, corpusCharacters: Int, corpusBatches: Int)
+    /// The checkpoint's model has another shape than the one asked for.
+    case shape(checkpoint: ModelConfiguration, requested: ModelConfiguration)
+
+    public var description: String {
+        switch self {
+        case .weightsOnly:
+            return "it holds weights only, no training state"
+        case .vocabulary(let corpus, let checkpoint):
+            return Self.describeDifference(corpus: corpus, checkpoint: checkpoint)
+        case .otherText(let runCharacters, let runBatches, let corpusCharacters, let corpusBatches):
+            return "the run trained on another text (\(runCharacters) characters, \(runBatches) training batches per epoch; "
+                + "this one has \(corpusCharacters) characters, \(corpusBatches) batches, or the same length with other content)"
+        case .shape(let checkpoint, let requested):
+            return "it is \(checkpoint.layerCount) layers of \(checkpoint.hiddenSize); "
+                + "the options ask for \(requested.layerCount) of \(requested.hiddenSize)"
+        }
+    }
+
+    /// Says which characters only one side has, or that the order differs.
+    static func describeDifference(corpus: Vocabulary, checkpoint: Vocabulary) -> String {
+        let mine = Set(corpus.scalars), theirs = Set(checkpoint.scalars)
+        func list(_ scalars: [Unicode.Scalar]) -> String {
+            scalars.prefix(10).map(Vocabulary.describe).joined(separator: ", ") + (scalars.count > 10 ? ", …" : "")
+        }
+        let onlyCorpus = corpus.scalars.filter { !theirs.contains($0) }
+        let onlyCheckpoint = checkpoint.scalars.filter { !mine.contains($0) }
+        var parts: [String] = []
+        if !onlyCorpus.isEmpty { parts.append("\(onlyCorpus.count) only in the corpus (\(list(onlyCorpus)))") }
+        if !onlyCheckpoint.isEmpty { parts.append("\(onlyCheckpoint.count) only in the checkpoint (\(list(onlyCheckpoint)))") }
+        if parts.isEmpty { parts.append("the same characters in another order") }
+        return "the corpus's vocabulary (\(corpus.count) characters) differs from the checkpoint's (\(checkpoint.count)): "
+            + parts.joined(separator: "; ")
     }
 }

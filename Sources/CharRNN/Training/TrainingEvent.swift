@@ -2,7 +2,8 @@ import Foundation
 
 /// What a `Trainer` reports as it runs, in order: `started`, then per
 /// iteration `iteration`, and at every validation `validated` followed by
-/// `checkpointSaved` (when writing to a directory), and finally `finished`.
+/// `checkpointSaved` (when writing to a directory), and finally `finished`,
+/// or `stopped` when a `StopSignal` ended the run early.
 public enum TrainingEvent: Sendable {
     /// The run is set up.
     case started(TrainingPlan)
@@ -12,8 +13,11 @@ public enum TrainingEvent: Sendable {
     case validated(iteration: Int, loss: Float)
     /// A checkpoint was written (and `best.safetensors` replaced if `isBest`).
     case checkpointSaved(url: URL, isBest: Bool)
-    /// The run ended.
+    /// The run made all its iterations.
     case finished(TrainingSummary)
+    /// The run stopped early at a `StopSignal`, after writing a checkpoint at
+    /// its last iteration.
+    case stopped(TrainingSummary)
 }
 
 /// The shape of a run, known before the first iteration.
@@ -68,4 +72,8 @@ public struct TrainingSummary: Sendable {
     public let bestValidationLoss: Float
     /// Median seconds per training batch.
     public let medianSecondsPerBatch: Double
+    /// Whether a `StopSignal` ended the run before its last iteration.
+    public let interrupted: Bool
+    /// The last checkpoint written, if any.
+    public let lastCheckpoint: URL?
 }

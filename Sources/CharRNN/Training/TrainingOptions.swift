@@ -1,6 +1,9 @@
 /// Everything that defines a training run. The defaults are the original
 /// notebook's: 2 layers of 512, batch 100 × 100 steps, 20 epochs, Adam
 /// 0.001, keep probability 0.5, clip 5, validation every 200 iterations.
+///
+/// Stored in every checkpoint's metadata under the coding keys below
+/// (`hidden_size`, `num_layers`, …; see docs/CHECKPOINT.md).
 public struct TrainingOptions: Sendable, Equatable, Codable {
     /// Units per LSTM layer.
     public var hiddenSize = 512
@@ -27,63 +30,96 @@ public struct TrainingOptions: Sendable, Equatable, Codable {
     /// Stop after this many iterations in all (counted from the start of the run), if set.
     public var maxIterations: Int? = nil
     /// Keep only this many periodic checkpoints, those with the lowest
-    /// validation loss (`best.safetensors` is always kept); all when `nil`.
+    /// validation loss, besides the latest (`best.safetensors` is always
+    /// kept); all when `nil`.
     public var keepBest: Int? = nil
 
     /// The notebook's defaults.
     public init() {}
 
+    /// The options, each named as its property (`hiddenSize`, …), for errors
+    /// that say which one is out of range.
+    public enum Option: String, Sendable, CaseIterable {
+        case hiddenSize, layerCount, batchSize, steps, epochs, learningRate, keepProbability, gradientClip
+        case validationFraction, saveEvery, seed, maxIterations, keepBest
+    }
+
+    /// The largest number of characters in one batch (B × T): keeps every
+    /// dimension the core hands to BLAS far inside 32 bits.
+    public static let maximumBatchCharacters = 1 << 26
+
     /// Throws `TrainingError.invalidOption` naming the first value out of range.
     public func validate() throws(TrainingError) {
-        func require(_ condition: Bool, _ message: String) throws(TrainingError) {
-            if !condition { throw .invalidOption(message) }
+        func require(_ condition: Bool, _ option: Option, _ value: CustomStringConvertible, _ requirement: String) throws(TrainingError) {
+            if !condition { throw .invalidOption(option, value: value.description, requirement: requirement) }
         }
-        try require(hiddenSize >= 1 && hiddenSize <= 16384, "--hidden must be between 1 and 16384 (got \(hiddenSize))")
-        try require(layerCount >= 1 && layerCount <= 64, "--layers must be between 1 and 64 (got \(layerCount))")
-        try require(batchSize >= 1, "--batch must be at least 1 (got \(batchSize))")
-        try require(steps >= 1, "--steps must be at least 1 (got \(steps))")
-        try require(batchSize <= (1 << 26) / steps, "--batch × --steps must be at most 67108864")
-        try require(epochs >= 1, "--epochs must be at least 1 (got \(epochs))")
-        try require(learningRate > 0 && learningRate.isFinite, "--learning-rate must be positive (got \(learningRate))")
-        try require(keepProbability > 0 && keepProbability <= 1, "--keep-prob must be in (0, 1] (got \(keepProbability))")
-        try require(gradientClip > 0 && gradientClip.isFinite, "--grad-clip must be positive (got \(gradientClip))")
-        try require(validationFraction > 0 && validationFraction < 1,
-                    "--val-frac must be between 0 and 1, exclusive (got \(validationFraction))")
-        try require(saveEvery >= 1, "--save-every must be at least 1 (got \(saveEvery))")
-        if let maxIterations { try require(maxIterations >= 1, "--max-iterations must be at least 1 (got \(maxIterations))") }
-        if let keepBest { try require(keepBest >= 1, "--keep must be at least 1 (got \(keepBest))") }
+        try require((1...16384).contains(hiddenSize), .hiddenSize, hiddenSize, "between 1 and 16384")
+        try require((1...64).contains(layerCount), .layerCount, layerCount, "between 1 and 64")
+        try require(batchSize >= 1, .batchSize, batchSize, "at least 1")
+        try require(steps >= 1, .steps, steps, "at least 1")
+        if batchSize > Self.maximumBatchCharacters / steps {
+            throw .batchTooLarge(batchSize: batchSize, steps: steps, limit: Self.maximumBatchCharacters)
+        }
+        try require(epochs >= 1, .epochs, epochs, "at least 1")
+        try require(learningRate > 0 && learningRate.isFinite, .learningRate, learningRate, "positive and finite")
+        try require(keepProbability > 0 && keepProbability <= 1, .keepProbability, keepProbability, "in (0, 1]")
+        try require(gradientClip > 0 && gradientClip.isFinite, .gradientClip, gradientClip, "positive and finite")
+        try require(validationFraction > 0 && validationFraction < 1, .validationFraction, validationFraction,
+                    "between 0 and 1, exclusive")
+        try require(saveEvery >= 1, .saveEvery, saveEvery, "at least 1")
+        if let maxIterations { try require(maxIterations >= 1, .maxIterations, maxIterations, "at least 1") }
+        if let keepBest { try require(keepBest >= 1, .keepBest, keepBest, "at least 1") }
     }
 
-    /// The hyperparameters as checkpoint metadata entries.
-    var metadata: [String: String] {
-        [
-            "hidden_size": String(hiddenSize), "num_layers": String(layerCount),
-            "batch_size": String(batchSize), "steps": String(steps), "epochs": String(epochs),
-            "learning_rate": String(learningRate), "keep_prob": String(keepProbability),
-            "grad_clip": String(gradientClip), "val_frac": String(validationFraction),
-            "save_every": String(saveEvery), "seed": String(seed),
-        ]
+    /// Iterations the run makes in all for `trainingBatches` batches per
+    /// epoch: all epochs, or `maxIterations` if fewer. Saturates instead of
+    /// overflowing, so any epoch count is safe.
+    public func totalIterations(trainingBatches: Int) -> Int {
+        let all = epochs.multipliedReportingOverflow(by: trainingBatches)
+        return min(all.overflow ? Int.max : all.partialValue, maxIterations ?? Int.max)
     }
 
-    /// The hyperparameters a checkpoint was trained with, read from its metadata.
-    /// Throws naming the first entry that is missing or unreadable.
+    /// The names under which the options are stored in checkpoint metadata.
+    enum CodingKeys: String, CodingKey {
+        case hiddenSize = "hidden_size", layerCount = "num_layers", batchSize = "batch_size", steps, epochs
+        case learningRate = "learning_rate", keepProbability = "keep_prob", gradientClip = "grad_clip"
+        case validationFraction = "val_frac", saveEvery = "save_every", seed
+        case maxIterations = "max_iterations", keepBest = "keep"
+    }
+
+    /// The metadata key an option is stored under.
+    static func metadataKey(_ option: Option) -> String {
+        let key: CodingKeys
+        switch option {
+        case .hiddenSize: key = .hiddenSize
+        case .layerCount: key = .layerCount
+        case .batchSize: key = .batchSize
+        case .steps: key = .steps
+        case .epochs: key = .epochs
+        case .learningRate: key = .learningRate
+        case .keepProbability: key = .keepProbability
+        case .gradientClip: key = .gradientClip
+        case .validationFraction: key = .validationFraction
+        case .saveEvery: key = .saveEvery
+        case .seed: key = .seed
+        case .maxIterations: key = .maxIterations
+        case .keepBest: key = .keepBest
+        }
+        return key.rawValue
+    }
+
+    /// The options as checkpoint metadata entries.
+    var metadata: [String: String] { MetadataCoding.encode(self) }
+
+    /// The options a checkpoint was trained with, read from its metadata and
+    /// checked. Throws `TrainingError.checkpoint` naming the first entry that
+    /// is missing or unreadable, or `invalidOption` for one out of range.
     public init(checkpointMetadata metadata: [String: String]) throws(TrainingError) {
-        func value<T: LosslessStringConvertible>(_ key: String, as: T.Type) throws(TrainingError) -> T {
-            guard let text = metadata[key], let value = T(text) else {
-                throw .cannotResume("its metadata has no valid '\(key)'")
-            }
-            return value
+        do {
+            self = try MetadataCoding.decode(TrainingOptions.self, from: metadata)
+        } catch {
+            throw .unreadableRunMetadata(error)
         }
-        hiddenSize = try value("hidden_size", as: Int.self)
-        layerCount = try value("num_layers", as: Int.self)
-        batchSize = try value("batch_size", as: Int.self)
-        steps = try value("steps", as: Int.self)
-        epochs = try value("epochs", as: Int.self)
-        learningRate = try value("learning_rate", as: Float.self)
-        keepProbability = try value("keep_prob", as: Float.self)
-        gradientClip = try value("grad_clip", as: Float.self)
-        validationFraction = try value("val_frac", as: Double.self)
-        saveEvery = try value("save_every", as: Int.self)
-        seed = try value("seed", as: UInt64.self)
+        try validate()
     }
 }

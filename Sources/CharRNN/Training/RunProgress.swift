@@ -1,0 +1,105 @@
+import Foundation
+
+/// Where a training run stood when it wrote a checkpoint: which run it is,
+/// its position and its losses. Stored in the checkpoint's metadata under
+/// the coding keys below (see docs/CHECKPOINT.md) and read back checked, so
+/// no caller parses metadata strings.
+public struct RunProgress: Sendable, Equatable, Codable {
+    /// The run's identity, written into every checkpoint it makes; `nil` in
+    /// checkpoints written before runs had one (see `runIdentity`).
+    public var runID: String?
+    /// Iterations done, counted from the start of the run.
+    public var iteration: Int
+    /// The epoch (from 1) the last iteration belonged to.
+    public var epoch: Int
+    /// The validation loss at this checkpoint.
+    public var validationLoss: Float
+    /// The epoch's running mean training loss.
+    public var trainingLoss: Float
+    /// The lowest validation loss of the run so far (this one included).
+    public var bestValidationLoss: Float
+    /// The sum of this epoch's batch losses, so the running mean continues exactly.
+    public var epochLossSum: Double
+    /// Training batches per epoch.
+    public var trainingBatches: Int
+    /// Characters in the corpus the run trains on.
+    public var corpusCharacters: Int
+    /// A hash of the encoded corpus, to recognise the same text on resume.
+    public var corpusFingerprint: String
+
+    enum CodingKeys: String, CodingKey {
+        case runID = "run_id", iteration, epoch, validationLoss = "val_loss", trainingLoss = "train_loss"
+        case bestValidationLoss = "best_val_loss", epochLossSum = "epoch_loss_sum"
+        case trainingBatches = "training_batches", corpusCharacters = "corpus_characters"
+        case corpusFingerprint = "corpus_fingerprint"
+    }
+
+    /// Bundles the values.
+    public init(runID: String?, iteration: Int, epoch: Int, validationLoss: Float, trainingLoss: Float,
+                bestValidationLoss: Float, epochLossSum: Double, trainingBatches: Int, corpusCharacters: Int,
+                corpusFingerprint: String) {
+        self.runID = runID
+        self.iteration = iteration
+        self.epoch = epoch
+        self.validationLoss = validationLoss
+        self.trainingLoss = trainingLoss
+        self.bestValidationLoss = bestValidationLoss
+        self.epochLossSum = epochLossSum
+        self.trainingBatches = trainingBatches
+        self.corpusCharacters = corpusCharacters
+        self.corpusFingerprint = corpusFingerprint
+    }
+
+    /// A fresh run identity: 128 random bits in hex.
+    public static func newRunID() -> String {
+        (0..<2).map { _ in String(UInt64.random(in: 0...UInt64.max), radix: 16).leftPadded(16) }.joined()
+    }
+
+    /// Whom the checkpoint belongs to: its `runID`, or for a checkpoint
+    /// written before runs had identities, one derived from what fixes a run
+    /// (the settings, the seed and the corpus): two such checkpoints belong
+    /// to one run exactly when that run, being deterministic, would have
+    /// written both.
+    public func runIdentity(options: TrainingOptions) -> String {
+        if let runID { return runID }
+        var settings = options
+        settings.maxIterations = nil
+        settings.keepBest = nil
+        let text = MetadataCoding.encode(settings).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+            .joined(separator: ";") + ";corpus=\(corpusFingerprint);batches=\(trainingBatches)"
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in text.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        return "legacy-" + String(hash, radix: 16).leftPadded(16)
+    }
+
+    /// The values as metadata entries.
+    var metadata: [String: String] { MetadataCoding.encode(self) }
+
+    /// Reads and checks the progress stored in `metadata`: every entry
+    /// present and parsable, every value in range, and the entries consistent
+    /// with each other (the epoch is the iteration's; the best loss is at most
+    /// this one).
+    init(metadata: [String: String]) throws(CheckpointProblem) {
+        self = try MetadataCoding.decode(RunProgress.self, from: metadata)
+        func require(_ condition: Bool, _ key: CodingKeys) throws(CheckpointProblem) {
+            if !condition { throw .invalidMetadataValue(key: key.rawValue, value: metadata[key.rawValue]) }
+        }
+        try require(runID.map { !$0.isEmpty && $0.count <= 64 } ?? true, .runID)
+        try require(iteration >= 1, .iteration)
+        try require(trainingBatches >= 1, .trainingBatches)
+        try require(epoch == (iteration - 1) / trainingBatches + 1, .epoch)
+        for (value, key) in [(validationLoss, CodingKeys.validationLoss), (trainingLoss, .trainingLoss),
+                             (bestValidationLoss, .bestValidationLoss)] {
+            try require(value.isFinite && value >= 0, key)
+        }
+        try require(bestValidationLoss <= validationLoss, .bestValidationLoss)
+        try require(epochLossSum.isFinite && epochLossSum >= 0, .epochLossSum)
+        try require(corpusCharacters >= 1, .corpusCharacters)
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}
