@@ -86,6 +86,7 @@ struct TrainCommand: ParsableCommand {
         do {
             summary = try trainer.run(stop: interrupts.stop, onEvent: log.handle)
         } catch {
+            log.flush()
             throw fail(ErrorMessage.line(error) + whatIsLeft(trainer))
         }
         if summary.interrupted {

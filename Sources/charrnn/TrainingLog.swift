@@ -3,10 +3,25 @@ import Foundation
 
 /// Prints a training run's events in the original notebook's format, one
 /// flushed line each, so the log can be followed live or piped to a file.
-struct TrainingLog {
+/// The notebook's "Validation loss: X  Saving checkpoint!" is printed once
+/// the checkpoint is saved, so it never announces a save that then fails.
+final class TrainingLog {
     let dataPath: String
     /// The checkpoint a resumed run continues from.
     let resumedFrom: URL?
+    /// A validation loss whose checkpoint is being written.
+    private var pendingValidation: Float?
+
+    init(dataPath: String, resumedFrom: URL?) {
+        self.dataPath = dataPath
+        self.resumedFrom = resumedFrom
+    }
+
+    /// Prints a validation whose checkpoint was not written (the run failed while saving).
+    func flush() {
+        if let loss = pendingValidation { line("Validation loss: \(String(format: "%.4f", loss))") }
+        pendingValidation = nil
+    }
 
     func handle(_ event: TrainingEvent) {
         switch event {
@@ -28,8 +43,10 @@ struct TrainingLog {
                  + "Training loss: \(String(format: "%.4f", r.runningLoss))  "
                  + "\(String(format: "%.4f", r.secondsPerBatch)) sec/batch")
         case .validated(_, let loss):
-            line("Validation loss: \(String(format: "%.4f", loss))  Saving checkpoint!")
+            pendingValidation = loss
         case .checkpointSaved(let url, let isBest):
+            line("Validation loss: \(String(format: "%.4f", pendingValidation ?? .nan))  Saving checkpoint!")
+            pendingValidation = nil
             line("Saved \(url.path)\(isBest ? " (best so far: best.safetensors)" : "")")
         case .stopped(let summary):
             line("Stopped at iteration \(summary.iterations), best validation loss "

@@ -1,4 +1,4 @@
-import CharRNN
+@testable import CharRNN
 import Foundation
 import Testing
 
@@ -122,6 +122,21 @@ struct CheckpointCommandTests {
         let whole = try CLI.run(["eval", "--checkpoint", scratch.path("run"), "--data", data])
         let match = try #require(whole.stdout.firstMatch(of: #/cross-entropy ([0-9.]+) nats/char, ([0-9.]+) bits/char over 3999 predictions/#))
         #expect(abs(Double(match.output.1)! / log(2) - Double(match.output.2)!) < 1e-3)
+        // The whole-text loss, computed here another way: the core's one-step
+        // inference path, one character at a time, summing -log p(next).
+        let checkpoint = try Checkpoint(contentsOf: URL(fileURLWithPath: scratch.path("run/best.safetensors")))
+        let tokens = try checkpoint.vocabulary.encode(String(decoding: try Data(contentsOf: URL(fileURLWithPath: data)), as: UTF8.self).unicodeScalars)
+        var session = try InferenceSession(model: checkpoint.makeModel(purpose: .inference), streams: 1, options: SamplingOptions())
+        var total = 0.0
+        for index in 0..<(tokens.count - 1) {
+            try session.feed([tokens[index]])
+            let logits = session.logits.map(Double.init)
+            let top = logits.max()!
+            let logSum = top + log(logits.reduce(0) { $0 + exp($1 - top) })
+            total += logSum - logits[Int(tokens[index + 1])]
+        }
+        let independent = total / Double(tokens.count - 1)
+        #expect(abs(Double(match.output.1)! - independent) < 1e-4, "eval \(match.output.1) vs stepping \(independent)")
         try scratch.write("greek.txt", Array("αβγ".utf8))
         let unknown = try CLI.run(["eval", "--checkpoint", scratch.path("run"), "--data", scratch.path("greek.txt")])
         #expect(unknown.status != 0 && unknown.stderr.contains("'α' (U+03B1)"))

@@ -68,16 +68,23 @@ struct TrainerTests {
         #expect(validated == [5, 7])
     }
 
-    @Test("The same seed trains to the same weights")
+    @Test("The same seed trains to the same weights; training changes them; another seed trains to others")
     func runsAreReproducible() throws {
         var options = Self.smallOptions()
         options.maxIterations = 6
         let corpus = Corpus(text: sampleText(length: 600))
         let first = try Trainer(corpus: corpus, options: options, outputDirectory: nil)
+        let initial = first.model.parameters.toArray()
         try first.run()
         let second = try Trainer(corpus: corpus, options: options, outputDirectory: nil)
         try second.run()
         #expect(first.model.parameters.toArray() == second.model.parameters.toArray())
+        #expect(first.model.parameters.toArray() != initial, "six steps of training moved the weights")
+        #expect(first.model.optimizerStep == 6)
+        options.seed += 1
+        let other = try Trainer(corpus: corpus, options: options, outputDirectory: nil)
+        try other.run()
+        #expect(other.model.parameters.toArray() != first.model.parameters.toArray(), "the seed matters")
     }
 
     @Test("Bad options, a short corpus and an output path that is a file are refused before anything is written")

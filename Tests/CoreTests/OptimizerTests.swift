@@ -13,6 +13,20 @@ struct OptimizerTests {
         return n
     }
 
+    @Test("An Adam step that makes a weight infinite reports it at that step")
+    mutating func adamReportsNonFiniteWeights() {
+        let n = count
+        var params = [Float](repeating: 0.5, count: n)
+        var state = [Float](repeating: 0, count: 2 * n)
+        let grads = [Float](repeating: 1, count: n)
+        var sane = charrnn_adam_params(learning_rate: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-8)
+        #expect(charrnn_adam_update(&config, &params, grads, &state, 1, &sane) == CHARRNN_OK)
+        var huge = charrnn_adam_params(learning_rate: 3e38, beta1: 0.9, beta2: 0.999, epsilon: 1e-8)
+        params[3] = -3e38  // one step of 3e38 takes this weight past float's range
+        #expect(charrnn_adam_update(&config, &params, grads, &state, 2, &huge) == CHARRNN_ERR_NON_FINITE)
+        #expect(!params[3].isFinite)
+    }
+
     @Test("Adam follows TensorFlow's update with bias correction over several steps")
     mutating func adamMatchesTensorFlowFormula() {
         let n = count

@@ -1,5 +1,9 @@
 import Foundation
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A training text, decoded from UTF-8 into Unicode scalars.
 public struct Corpus: Sendable {
     /// How line endings are read.
@@ -32,6 +36,13 @@ public struct Corpus: Sendable {
             throw .notFound(path: path)
         }
         if isDirectory.boolValue { throw .isDirectory(path: path) }
+        // A device or socket would be read forever or not at all; a FIFO (a
+        // pipe from another program) is read to its end like a file.
+        var info = stat()
+        if stat(path, &info) == 0 {
+            let kind = info.st_mode & S_IFMT
+            if kind != S_IFREG && kind != S_IFIFO { throw .notRegularFile(path: path, kind: FileSource.describe(kind)) }
+        }
         let data: Data
         do {
             data = try Data(contentsOf: url)
@@ -114,6 +125,8 @@ public enum CorpusError: Error, Equatable, CustomStringConvertible {
     case unreadable(path: String, reason: String)
     case empty(path: String)
     case invalidUTF8(path: String, byteOffset: Int)
+    /// The path is a device or a socket (`kind` says which), not a text file.
+    case notRegularFile(path: String, kind: String)
 
     public var description: String {
         switch self {
@@ -123,6 +136,7 @@ public enum CorpusError: Error, Equatable, CustomStringConvertible {
         case .empty(let path): return "corpus file '\(path)' is empty"
         case .invalidUTF8(let path, let offset):
             return "corpus '\(path)' is not valid UTF-8: bad byte at offset \(offset)"
+        case .notRegularFile(let path, let kind): return "corpus '\(path)' is \(kind), not a text file"
         }
     }
 }

@@ -217,13 +217,7 @@ public final class RunDirectory {
         var isDirectory: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory)
         if exists && !isDirectory.boolValue { throw .notADirectory(path: url.path) }
-        if !exists {
-            do {
-                try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-            } catch {
-                throw .cannotCreate(path: url.path, reason: (error as NSError).localizedDescription)
-            }
-        }
+        if !exists { try Self.makeDirectories(url.path) }
         created = !exists
         lockDescriptor = -1
         do {
@@ -233,6 +227,21 @@ public final class RunDirectory {
             throw error
         }
         AtomicFile.removeStaleTemporaries(in: url)
+    }
+
+    /// Creates `path` and any missing parents, reporting the system's reason
+    /// for a failure (mode 0755, as `mkdir -p`).
+    private static func makeDirectories(_ path: String) throws(RunDirectoryError) {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+            if isDirectory.boolValue { return }
+            throw .cannotCreate(path: path, reason: "'\(path)' is a file")
+        }
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty && parent != path { try makeDirectories(parent) }
+        if mkdir(path, 0o755) != 0 && errno != EEXIST {
+            throw .cannotCreate(path: path, reason: String(cString: strerror(errno)))
+        }
     }
 
     /// Takes the directory's advisory lock (if this object does not hold it
