@@ -34,7 +34,7 @@ struct EvalCommand: ParsableCommand {
             guard let endings = Corpus.LineEndings(rawValue: lineEndings) else {
                 throw UsageError("--line-endings must be 'universal' or 'preserve' (got '\(lineEndings)')")
             }
-            let loaded = try Checkpoint(contentsOf: CheckpointLocator.best(checkpoint))
+            let loaded = try Checkpoint(contentsOf: CheckpointLocator.best(checkpoint), trainingState: false)
             let corpus = try Corpus(contentsOf: URL(fileURLWithPath: data), lineEndings: endings)
             let tokens: [Int32]
             do { tokens = try loaded.vocabulary.encode(corpus.scalars) } catch {

@@ -14,7 +14,7 @@ struct InspectCommand: ParsableCommand {
     func run() throws {
         do {
             let url = try CheckpointLocator.best(path)
-            let checkpoint = try Checkpoint(contentsOf: url)
+            let checkpoint = try Checkpoint(contentsOf: url, trainingState: false)
             let meta = checkpoint.metadata
             let c = checkpoint.configuration
             let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
@@ -36,8 +36,8 @@ struct InspectCommand: ParsableCommand {
                             "max_iterations", "keep"]
                 .compactMap { key in meta[key].map { "\(key) \($0)" } }
             if !settings.isEmpty { print("Hyperparameters: " + settings.joined(separator: ", ")) }
-            if let resume = checkpoint.resumeState, checkpoint.progress != nil {
-                print("Can resume: yes (Adam step \(resume.optimizerStep), carried state for \(resume.carriedState.batchSize) streams)")
+            if checkpoint.hasTrainingState, let progress = checkpoint.progress, let options = checkpoint.trainingOptions {
+                print("Can resume: yes (Adam step \(progress.iteration), carried state for \(options.batchSize) streams)")
             } else {
                 print("Can resume: no (weights only; use it with sample, eval or train --init-from)")
             }

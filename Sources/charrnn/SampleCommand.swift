@@ -89,7 +89,7 @@ struct SampleCommand: ParsableCommand {
     }
 
     private func loadCheckpoint() throws -> Checkpoint {
-        try Checkpoint(contentsOf: CheckpointLocator.best(checkpoint))
+        try Checkpoint(contentsOf: CheckpointLocator.best(checkpoint), trainingState: false)
     }
 }
 

@@ -143,7 +143,7 @@ struct TrainCommand: ParsableCommand {
 
         guard let out else { throw UsageError("--out is required: the directory for checkpoints") }
         var options = TrainingOptions()
-        let initial = try initFrom.map { try Checkpoint(contentsOf: CheckpointLocator.best($0)) }
+        let initial = try initFrom.map { try Checkpoint(contentsOf: CheckpointLocator.best($0), trainingState: false) }
         if let initial {
             options.hiddenSize = initial.configuration.hiddenSize
             options.layerCount = initial.configuration.layerCount

@@ -21,8 +21,11 @@ public struct Checkpoint {
     public let parameters: [Float]
     /// Every `__metadata__` entry (string → string).
     public let metadata: [String: String]
-    /// What a training run needs beyond the weights to continue exactly, if stored.
+    /// What a training run needs beyond the weights to continue exactly, if
+    /// stored and read (see `init(contentsOf:trainingState:)`).
     public let resumeState: ResumeState?
+    /// Whether the file holds a training state (read or not).
+    public let hasTrainingState: Bool
     /// The run's options, read and checked from the metadata; present in
     /// every checkpoint that can resume.
     public let trainingOptions: TrainingOptions?
@@ -48,6 +51,7 @@ public struct Checkpoint {
                                           optimizerStep: resumeState?.optimizerStep)
         self.trainingOptions = nil
         self.progress = nil
+        self.hasTrainingState = resumeState != nil
     }
 
     /// `metadata` with the entries the format defines.
@@ -139,9 +143,13 @@ public struct Checkpoint {
     /// against the file first, then every tensor's name and shape, then the
     /// memory the tensors need; only then are the tensors read, one by one,
     /// so memory is bounded by the model's size, whatever the file's.
-    public init(contentsOf url: URL) throws(CheckpointError) {
+    /// - Parameter trainingState: read Adam's moments and the carried state
+    ///   too (needed to resume); without it they are checked in the header
+    ///   but not read, and `resumeState` is `nil`: a third of the memory, for
+    ///   sampling and evaluation.
+    public init(contentsOf url: URL, trainingState: Bool = true) throws(CheckpointError) {
         do {
-            try self.init(source: try FileSource(path: url.path))
+            try self.init(source: try FileSource(path: url.path), trainingState: trainingState)
         } catch {
             throw CheckpointError(path: url.path, problem: error)
         }
@@ -149,7 +157,7 @@ public struct Checkpoint {
 
     /// Parses and checks a checkpoint held in memory.
     public init(bytes: [UInt8]) throws(CheckpointProblem) {
-        try self.init(source: MemorySource(bytes: bytes))
+        try self.init(source: MemorySource(bytes: bytes), trainingState: true)
     }
 
     /// The metadata of a checkpoint file, reading only its header (checked
@@ -162,7 +170,7 @@ public struct Checkpoint {
         }
     }
 
-    private init(source: ByteSource) throws(CheckpointProblem) {
+    private init(source: ByteSource, trainingState: Bool) throws(CheckpointProblem) {
         let layout = try SafeTensors.readLayout(from: source)
         let entries = layout.entries, metadata = layout.metadata
 
@@ -237,14 +245,15 @@ public struct Checkpoint {
             (trainingOptions, progress, optimizerStep) = (options, run, step)
         }
 
-        // Memory: the model, and the training state when present.
+        // Memory: the model, and the training state when it is to be read.
         let parameterCount = configuration.parameterCount
         let carriedCount = carriedShape.reduce(2, *)
+        let readsTrainingState = hasTrainingState && trainingState
         do {
             try MemoryBudget.check(requiredBytes: MemoryBudget.sum(
                 MemoryBudget.floatBytes(parameterCount),
-                hasTrainingState ? MemoryBudget.floatBytes(2 * parameterCount) : 0,
-                hasTrainingState ? MemoryBudget.floatBytes(carriedCount) : 0))
+                readsTrainingState ? MemoryBudget.floatBytes(2 * parameterCount) : 0,
+                readsTrainingState ? MemoryBudget.floatBytes(carriedCount) : 0))
         } catch {
             throw .insufficientMemory(error)
         }
@@ -266,7 +275,7 @@ public struct Checkpoint {
         }
         var parameters = [Float](repeating: 0, count: parameterCount)
         for descriptor in descriptors { try read(descriptor.name, into: &parameters, at: descriptor.offset) }
-        if hasTrainingState {
+        if readsTrainingState {
             var moments = [Float](repeating: 0, count: 2 * parameterCount)
             for descriptor in descriptors {
                 try read(Self.firstMomentPrefix + descriptor.name, into: &moments, at: descriptor.offset)
@@ -285,6 +294,7 @@ public struct Checkpoint {
         self.metadata = metadata
         self.trainingOptions = trainingOptions
         self.progress = progress
+        self.hasTrainingState = hasTrainingState
     }
 
     /// Checks that the optional training state is all there with the right

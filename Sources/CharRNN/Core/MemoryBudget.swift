@@ -17,7 +17,7 @@ public enum MemoryLimit: String, Sendable, Equatable, Codable {
     public var description: String {
         switch self {
         case .availableMemory: return "the memory available on this machine"
-        case .addressSpace: return "the process's address-space limit (ulimit -v)"
+        case .addressSpace: return "the process's address-space limit (ulimit -v), after what its libraries and threads map"
         case .controlGroup: return "its control group's memory limit"
         }
     }
@@ -49,12 +49,23 @@ public enum MemoryBudget {
         var best = (bytes: meminfo("MemAvailable") ?? Int.max, limit: MemoryLimit.availableMemory)
         var limit = rlimit()
         if getrlimit(Int32(RLIMIT_AS.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max {  // RLIM_INFINITY
+            // Address space is taken by more than what the process fills (see
+            // `addressSpaceReserve`); keep that much in hand.
             let used = status("VmSize") ?? 0
-            let left = max(0, Int(clamping: limit.rlim_cur) - used)
+            let left = max(0, Int(clamping: limit.rlim_cur) - used - addressSpaceReserve)
             if left < best.bytes { best = (left, .addressSpace) }
         }
         if let left = controlGroupBytesLeft(), left < best.bytes { best = (left, .controlGroup) }
         return best
+    }
+
+    /// Address space kept back under an address-space limit for what the
+    /// process maps without filling: per compute thread, OpenBLAS's 128 MB
+    /// buffer (mapped at the thread's first product; when the map fails,
+    /// OpenBLAS 0.3.21 retries forever instead of failing) and a 64 MB malloc
+    /// arena; and 64 MB for stacks and the rest.
+    public static var addressSpaceReserve: Int {
+        max(1, ComputeRuntime.current.computeThreads) * (192 << 20) + (64 << 20)
     }
 
     /// Throws when `requiredBytes` is more than the process may take.
@@ -95,7 +106,7 @@ public enum MemoryBudget {
     private static func kilobyteField(_ key: String, in path: String) -> Int? {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
         for line in text.split(separator: "\n") where line.hasPrefix(key + ":") {
-            let digits = line.dropFirst(key.count + 1).split(separator: " ").first
+            let digits = line.dropFirst(key.count + 1).split(whereSeparator: { $0 == " " || $0 == "\t" }).first
             return digits.flatMap { Int($0) }.map { $0 * 1024 }
         }
         return nil
