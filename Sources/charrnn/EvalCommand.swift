@@ -53,8 +53,14 @@ struct EvalCommand: ParsableCommand {
                 guard let options = loaded.trainingOptions else {
                     throw UsageError("--split val needs the run's batch size, steps and validation fraction; this checkpoint holds weights only")
                 }
-                let batches = try BatchedCorpus(tokens: tokens, batchSize: options.batchSize, steps: options.steps,
+                let batches: BatchedCorpus
+                do {
+                    batches = try BatchedCorpus(tokens: tokens, batchSize: options.batchSize, steps: options.steps,
                                                 validationFraction: options.validationFraction)
+                } catch {
+                    // eval has no --batch or --steps: the split is the run's.
+                    throw UsageError(error.description + " (--split val makes the run's split; use --split all for a shorter text)")
+                }
                 result = try Evaluation.validationSplit(of: model, batches: batches)
                 description = "the validation split (\(batches.validationBatchCount) batches of \(options.batchSize) × \(options.steps))"
             }

@@ -15,8 +15,12 @@ struct CExampleTests {
                 "libCCharRNN.so is built by `swift build` and `swift test`")
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
+        // Under Tools/sanitize the library is instrumented: the example is then
+        // built by the toolchain's clang with the same sanitizer, so it links
+        // the sanitizer's runtime.
+        let sanitizer = Sanitizer.current.map { ["-fsanitize=\($0)"] } ?? []
         let compile = try Shell.run("/usr/bin/env", [
-            "cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-O2",
+            sanitizer.isEmpty ? "cc" : "clang", "-std=c11", "-Wall", "-Wextra", "-Werror", "-O2"] + sanitizer + [
             Self.repository.appendingPathComponent("Tools/c-example/example.c").path,
             "-I", Self.repository.appendingPathComponent("include").path,
             "-L", library.path, "-lCCharRNN", "-Wl,-rpath,\(library.path)",

@@ -51,3 +51,13 @@ func text(length: Int) -> [UInt8] {
     }
     return Array(out.utf8.prefix(length))
 }
+
+/// The sanitizer the tests were built with, as `Tools/sanitize` says in
+/// `CHARRNN_SANITIZER` (address, undefined, thread), or `nil`.
+enum Sanitizer {
+    static let current = ProcessInfo.processInfo.environment["CHARRNN_SANITIZER"].flatMap { $0.isEmpty ? nil : $0 }
+
+    /// ASan and TSan map terabytes of shadow address space and hundreds of MB
+    /// of shadow memory, so a process's memory cannot be measured or limited.
+    static let distortsMemory = current == "address" || current == "thread"
+}

@@ -120,8 +120,8 @@ struct RunSafetyTests {
         // While it writes a checkpoint every iteration, every read is a whole file of this run.
         var runs = Set<String>()
         var reads = 0
-        let deadline = Date().addingTimeInterval(1.5)
-        while Date() < deadline {
+        let deadline = Date().addingTimeInterval(10)
+        while reads < 40 && Date() < deadline {
             let best = try Checkpoint(contentsOf: RunDirectory.best(in: URL(fileURLWithPath: scratch.path("run"))))
             let latest = try Checkpoint(contentsOf: RunDirectory.latest(in: URL(fileURLWithPath: scratch.path("run"))).url)
             runs.formUnion([best.progress?.runID ?? "", latest.progress?.runID ?? ""])
@@ -133,7 +133,8 @@ struct RunSafetyTests {
         #expect(process.terminationStatus == 143)
     }
 
-    @Test("A model too large for a lowered address-space limit is refused in one line with both figures, and nothing is written")
+    @Test("A model too large for a lowered address-space limit is refused in one line with both figures, and nothing is written",
+          .disabled(if: Sanitizer.distortsMemory, "the sanitizer's shadow memory fills any address-space limit"))
     func tooLargeForTheAddressSpace() throws {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
@@ -251,7 +252,8 @@ struct RunSafetyTests {
         return ((status >> 8) & 0xFF, usage.ru_maxrss, stderr)
     }
 
-    @Test("A 2 GB file with a small valid header, or with a 2 GB tensor of an unknown name, is refused without reading it")
+    @Test("A 2 GB file with a small valid header, or with a 2 GB tensor of an unknown name, is refused without reading it",
+          .disabled(if: Sanitizer.distortsMemory, "the sanitizer's shadow memory hides the process's own"))
     func hugeFilesAreRefusedFromTheirHeader() throws {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }

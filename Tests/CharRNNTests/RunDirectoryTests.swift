@@ -214,3 +214,22 @@ struct RunDirectoryTests {
         #expect(throws: ModelError.self) { try huge.loss(on: batch, state: &state) }
     }
 }
+
+/// Protects the loader's limits: a model past the core's sizes is named as such.
+@Suite("Checkpoint limits")
+struct CheckpointLimitTests {
+    @Test("A file whose tensors describe 65 layers is refused as past the limits, not as a malformed entry")
+    func tooManyLayers() throws {
+        let one: [Float] = [0, 0, 0, 0]
+        try one.withUnsafeBufferPointer { values in
+            var tensors = (0..<65).map { SafeTensors.Tensor(name: "lstm.weight_ih_l\($0)", shape: [4, 1], values: values) }
+            tensors.append(SafeTensors.Tensor(name: "fc.weight", shape: [1, 1], values: UnsafeBufferPointer(rebasing: values[0..<1])))
+            let bytes = SafeTensors.encode(tensors: tensors, metadata: ["vocab": "[\"a\"]"])
+            #expect(throws: CheckpointProblem.unsupportedModel(vocabularySize: 1, hiddenSize: 1, layerCount: 65)) {
+                try Checkpoint(bytes: bytes)
+            }
+            let message = CheckpointProblem.unsupportedModel(vocabularySize: 1, hiddenSize: 1, layerCount: 65).description
+            #expect(message.contains("65 layers") && message.contains("the most charrnn supports is 64 layers"))
+        }
+    }
+}
