@@ -18,7 +18,7 @@ struct CExampleTests {
         // Under Tools/sanitize the library is instrumented: the example is then
         // built by the toolchain's clang with the same sanitizer, so it links
         // the sanitizer's runtime.
-        let sanitizer = Sanitizer.current.map { ["-fsanitize=\($0)"] } ?? []
+        let sanitizer = Sanitizer.compilerFlags
         let compile = try Shell.run("/usr/bin/env", [
             sanitizer.isEmpty ? "cc" : "clang", "-std=c11", "-Wall", "-Wextra", "-Werror", "-O2"] + sanitizer + [
             Self.repository.appendingPathComponent("Tools/c-example/example.c").path,

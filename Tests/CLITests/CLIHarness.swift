@@ -57,6 +57,15 @@ func text(length: Int) -> [UInt8] {
 enum Sanitizer {
     static let current = ProcessInfo.processInfo.environment["CHARRNN_SANITIZER"].flatMap { $0.isEmpty ? nil : $0 }
 
+    /// What a C program linking the instrumented library is compiled with:
+    /// `CHARRNN_SANITIZER_CFLAGS` when the script gives them, else `-fsanitize=KIND`.
+    static var compilerFlags: [String] {
+        if let flags = ProcessInfo.processInfo.environment["CHARRNN_SANITIZER_CFLAGS"], !flags.isEmpty {
+            return flags.split(separator: " ").map(String.init)
+        }
+        return current.map { ["-fsanitize=\($0)"] } ?? []
+    }
+
     /// ASan and TSan map terabytes of shadow address space and hundreds of MB
     /// of shadow memory, so a process's memory cannot be measured or limited.
     static let distortsMemory = current == "address" || current == "thread"

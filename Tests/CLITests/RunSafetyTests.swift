@@ -167,7 +167,8 @@ struct RunSafetyTests {
         }
     }
 
-    @Test("A save that fails (file-size limit) stops with one message and how to resume; the checkpoints already written stay byte for byte, and no partial file is left")
+    @Test("A save that fails (file-size limit) stops with one message and how to resume; the checkpoints already written stay byte for byte, and no partial file is left",
+          .disabled(if: Sanitizer.current == "thread", "TSan's runtime itself faults (SIGBUS) under a file-size limit, even for --version"))
     func failedSaveKeepsWhatWasWritten() throws {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
