@@ -202,15 +202,12 @@ struct RunSafetyTests {
 
         let best = try Data(contentsOf: URL(fileURLWithPath: scratch.path("run/best.safetensors")))
         func rewrite(_ change: (inout [String: String]) -> Void) throws -> String {
-            let length = Int(best.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
-            var header = try JSONSerialization.jsonObject(with: best[8..<(8 + length)]) as! [String: Any]
-            var metadata = header["__metadata__"] as! [String: String]
-            change(&metadata)
-            header["__metadata__"] = metadata
-            var bytes = Array(try JSONSerialization.data(withJSONObject: header))
-            while (8 + bytes.count) % 8 != 0 { bytes.append(0x20) }
             let name = "m\(UUID().uuidString.prefix(8)).safetensors"
-            try scratch.write(name, withUnsafeBytes(of: UInt64(bytes.count).littleEndian, Array.init) + bytes + Array(best[(8 + length)...]))
+            try scratch.write(name, Self.rewritingHeader(of: best) { header, _ in
+                var metadata = header["__metadata__"] as! [String: String]
+                change(&metadata)
+                header["__metadata__"] = metadata
+            }.bytes)
             return scratch.path(name)
         }
         let cases: [(String, (inout [String: String]) -> Void, String)] = [
@@ -231,6 +228,18 @@ struct RunSafetyTests {
         let largest = try rewrite { $0["epochs"] = "9223372036854775807" }
         let resumed = try CLI.run(["train", "--data", data, "--resume", largest, "--out", scratch.path("largest"), "--max-iterations", "3"])
         #expect(resumed.status == 0, "\(resumed.stderr)")
+    }
+
+    /// A safetensors file with its JSON header changed by `change`, padded
+    /// again; returns the bytes and the size of its data section.
+    static func rewritingHeader(of file: Data, _ change: (inout [String: Any], _ dataSize: Int) -> Void) throws -> (bytes: [UInt8], dataSize: Int) {
+        let length = Int(file.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+        var header = try JSONSerialization.jsonObject(with: file[8..<(8 + length)]) as! [String: Any]
+        change(&header, file.count - 8 - length)
+        var bytes = Array(try JSONSerialization.data(withJSONObject: header))
+        while (8 + bytes.count) % 8 != 0 { bytes.append(0x20) }
+        let data = Array(file[(8 + length)...])
+        return (withUnsafeBytes(of: UInt64(bytes.count).littleEndian, Array.init) + bytes + data, data.count)
     }
 
     /// Runs a program and reports its exit status and peak resident memory (from wait4).
@@ -273,15 +282,12 @@ struct RunSafetyTests {
 
         // A header that declares a 2 GB tensor with a name no model has.
         let best = try Data(contentsOf: URL(fileURLWithPath: scratch.path("run/best.safetensors")))
-        let length = Int(best.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
-        var header = try JSONSerialization.jsonObject(with: best[8..<(8 + length)]) as! [String: Any]
-        let dataSize = best.count - 8 - length
-        header["junk"] = ["dtype": "F32", "shape": [twoGB / 4], "data_offsets": [dataSize, dataSize + twoGB]]
-        var bytes = Array(try JSONSerialization.data(withJSONObject: header))
-        while (8 + bytes.count) % 8 != 0 { bytes.append(0x20) }
+        let (bytes, _) = try Self.rewritingHeader(of: best) { header, dataSize in
+            header["junk"] = ["dtype": "F32", "shape": [twoGB / 4], "data_offsets": [dataSize, dataSize + twoGB]]
+        }
         let junk = scratch.path("junk.safetensors")
-        try scratch.write("junk.safetensors", withUnsafeBytes(of: UInt64(bytes.count).littleEndian, Array.init) + bytes + Array(best[(8 + length)...]))
-        #expect(truncate(junk, off_t(8 + bytes.count + dataSize + twoGB)) == 0)
+        try scratch.write("junk.safetensors", bytes)
+        #expect(truncate(junk, off_t(bytes.count + twoGB)) == 0)
         let unknown = try Self.peakMemory(executable, ["sample", "--checkpoint", junk, "--length", "5"])
         #expect(unknown.status == 1 && unknown.stderr.contains("unexpected tensor 'junk'"), "\(unknown.stderr)")
         #expect(unknown.peakKilobytes < 200_000, "peak \(unknown.peakKilobytes) KB for a 2 GB tensor")

@@ -50,26 +50,25 @@ public struct ModelConfiguration: Hashable, Sendable, Codable {
 
     /// Floats of the recurrent state for `batchSize` streams, as the core counts them.
     public func stateCount(batchSize: Int) throws(ModelError) -> Int {
-        var config = raw
-        var count = 0
-        try ModelError.check(charrnn_state_count(&config, Int32(clamping: batchSize), &count), "charrnn_state_count")
-        return count
+        try ask("charrnn_state_count") { charrnn_state_count($0, Int32(clamping: batchSize), $1) }
     }
 
     /// Floats of activations a `batchSize` × `steps` batch needs, as the core counts them.
     public func activationCount(batchSize: Int, steps: Int) throws(ModelError) -> Int {
-        var config = raw
-        var count = 0
-        try ModelError.check(charrnn_activation_count(&config, Int32(clamping: batchSize), Int32(clamping: steps), &count),
-                             "charrnn_activation_count")
-        return count
+        try ask("charrnn_activation_count") { charrnn_activation_count($0, Int32(clamping: batchSize), Int32(clamping: steps), $1) }
     }
 
     /// Floats of scratch `charrnn_step` needs for `streams` streams.
     public func stepScratchCount(streams: Int) throws(ModelError) -> Int {
+        try ask("charrnn_step_scratch_count") { charrnn_step_scratch_count($0, Int32(clamping: streams), $1) }
+    }
+
+    /// A size from one of the core's count functions, its status checked.
+    private func ask(_ function: String,
+                     _ query: (UnsafePointer<charrnn_config>, UnsafeMutablePointer<Int>) -> charrnn_status) throws(ModelError) -> Int {
         var config = raw
         var count = 0
-        try ModelError.check(charrnn_step_scratch_count(&config, Int32(clamping: streams), &count), "charrnn_step_scratch_count")
+        try ModelError.check(query(&config, &count), function)
         return count
     }
 
