@@ -190,6 +190,34 @@ struct RunSafetyTests {
         #expect(hidden.isEmpty, "no temporary file left: \(hidden)")
     }
 
+    @Test("A full disk (a file system with room for two checkpoints) stops the run with one message and how to resume; what was written stays",
+          .enabled(if: getuid() == 0, "mounting a small file system needs root"))
+    func fullDisk() throws {
+        let scratch = try Scratch()
+        defer { scratch.cleanUp() }
+        let data = try Self.corpus(scratch)
+        // Room for two checkpoints (best is a hard link), not three: the size of one, from a run elsewhere.
+        let probe = try CLI.run(["train", "--data", data, "--out", scratch.path("probe"), "--max-iterations", "2"] + Self.small)
+        #expect(probe.status == 0)
+        let checkpointBytes = try #require(try FileManager.default.attributesOfItem(atPath: scratch.path("probe/best.safetensors"))[.size] as? Int)
+        let mountPoint = scratch.path("small")
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        let mount = try Shell.run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(checkpointBytes * 5 / 2 / 1024)k", "tmpfs", mountPoint])
+        try #require(mount.status == 0, "mount failed: \(mount.stderr)")
+        defer { _ = try? Shell.run("/bin/umount", [mountPoint]) }
+        let run = mountPoint + "/run"
+        let first = try CLI.run(["train", "--data", data, "--out", run, "--save-every", "2", "--max-iterations", "4"] + Self.small)
+        #expect(first.status == 0, "\(first.stderr)")
+        let before = try Self.contents(run)
+        let full = try CLI.run(["train", "--data", data, "--resume", run, "--max-iterations", "6"])
+        #expect(full.status == 1)
+        #expect(full.stderr.split(separator: "\n").count == 1 && full.stderr.contains("No space left on device")
+                && full.stderr.contains("continue with: charrnn train --resume \(run)"), "\(full.stderr)")
+        #expect(try Self.contents(run) == before, "the checkpoints already written are intact")
+        let hidden = try FileManager.default.contentsOfDirectory(atPath: run).filter { $0.hasPrefix(".") && $0 != ".charrnn-lock" }
+        #expect(hidden.isEmpty, "no temporary file left: \(hidden)")
+    }
+
     @Test("Integers past every limit are refused or saturate, never trap: a huge --epochs, and checkpoint metadata that overflows or lies")
     func hostileNumbers() throws {
         let scratch = try Scratch()
