@@ -62,9 +62,8 @@ public final class RunDirectory {
         /// Checkpoints of runs, best included, in no particular order.
         public var checkpoints: [Entry] = []
         /// `.safetensors` files that are not a run's checkpoint and could be
-        /// overwritten by one (unreadable files, or a weights-only `best.safetensors`),
-        /// with what is wrong with each.
-        public var foreign: [(name: String, problem: String)] = []
+        /// overwritten by one (unreadable files, or a weights-only `best.safetensors`).
+        public var foreign: [ForeignFile] = []
 
         /// The distinct runs, in order of their latest iteration (newest last).
         public var runIdentities: [String] {
@@ -84,10 +83,14 @@ public final class RunDirectory {
                               bestValidationLoss: mine.map(\.progress.validationLoss).min() ?? .nan)
         }
 
-        public static func == (a: Listing, b: Listing) -> Bool {
-            a.checkpoints == b.checkpoints && a.foreign.map(\.name) == b.foreign.map(\.name)
-                && a.foreign.map(\.problem) == b.foreign.map(\.problem)
-        }
+    }
+
+    /// A `.safetensors` file in a run directory that is not a run's checkpoint.
+    public struct ForeignFile: Sendable, Equatable {
+        /// Its name in the directory.
+        public let name: String
+        /// Why it is not a run's checkpoint.
+        public let problem: String
     }
 
     /// Reads the headers of every `.safetensors` file in `url` (never their
@@ -107,13 +110,13 @@ public final class RunDirectory {
                 metadata = try Checkpoint.metadata(of: file)
             } catch {
                 if case .notFound = error.problem { continue }  // removed while listing
-                listing.foreign.append((name, error.problem.description))
+                listing.foreign.append(ForeignFile(name: name, problem: error.problem.description))
                 continue
             }
             guard metadata["iteration"] != nil else {
                 // Weights only (a PyTorch export, a copied model): not a run's
                 // checkpoint, and left alone unless a run would overwrite it.
-                if name == bestName { listing.foreign.append((name, "it holds weights only, not a run's checkpoint")) }
+                if name == bestName { listing.foreign.append(ForeignFile(name: name, problem: "it holds weights only, not a run's checkpoint")) }
                 continue
             }
             do {
@@ -122,7 +125,7 @@ public final class RunDirectory {
                 listing.checkpoints.append(Entry(url: file, isBest: name == bestName,
                                                  runIdentity: progress.runIdentity(options: options), progress: progress))
             } catch {
-                listing.foreign.append((name, error.description))
+                listing.foreign.append(ForeignFile(name: name, problem: error.description))
             }
         }
         return listing
