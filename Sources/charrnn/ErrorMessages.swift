@@ -74,7 +74,7 @@ enum ErrorMessage {
             return error.description + "; give --max-iterations above \(iteration) to train further"
         case .insufficientMemory:
             return error.description + "; a smaller --hidden, --layers, --batch or --steps needs less"
-        case .checkpoint, .incompatible, .unreadableRunMetadata:
+        case .checkpoint, .incompatible:
             return error.description
         }
     }

@@ -70,3 +70,9 @@ enum Sanitizer {
     /// of shadow memory, so a process's memory cannot be measured or limited.
     static let distortsMemory = current == "address" || current == "thread"
 }
+
+/// Hidden files in a run directory other than its lock: temporaries a
+/// writer left behind (there should be none).
+func leftoverTemporaries(in directory: String) throws -> [String] {
+    try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix(".") && $0 != ".charrnn-lock" }
+}

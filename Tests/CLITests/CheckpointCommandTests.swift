@@ -88,7 +88,7 @@ struct CheckpointCommandTests {
         let finish = try CLI.run(["train", "--data", data, "--resume", out, "--max-iterations", String(latest + 3)])
         #expect(finish.status == 0, "\(finish.stderr)")
         #expect(finish.stdout.contains("Resuming from iteration \(latest) of \(latest + 3)"))
-        let leftovers = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.hasPrefix(".") && $0 != ".charrnn-lock" }
+        let leftovers = try leftoverTemporaries(in: out)
         #expect(leftovers.isEmpty, "stale temporary files are cleaned: \(leftovers)")
     }
 

@@ -186,7 +186,7 @@ struct RunSafetyTests {
                 && result.stderr.contains("continue with: charrnn train --resume \(scratch.path("run"))"), "\(result.stderr)")
         #expect(!result.stdout.contains("Saving checkpoint!"), "no save is announced that did not happen")
         #expect(try Self.contents(scratch.path("run")) == before)
-        let hidden = try FileManager.default.contentsOfDirectory(atPath: scratch.path("run")).filter { $0.hasPrefix(".") && $0 != ".charrnn-lock" }
+        let hidden = try leftoverTemporaries(in: scratch.path("run"))
         #expect(hidden.isEmpty, "no temporary file left: \(hidden)")
     }
 
@@ -214,7 +214,7 @@ struct RunSafetyTests {
         #expect(full.stderr.split(separator: "\n").count == 1 && full.stderr.contains("No space left on device")
                 && full.stderr.contains("continue with: charrnn train --resume \(run)"), "\(full.stderr)")
         #expect(try Self.contents(run) == before, "the checkpoints already written are intact")
-        let hidden = try FileManager.default.contentsOfDirectory(atPath: run).filter { $0.hasPrefix(".") && $0 != ".charrnn-lock" }
+        let hidden = try leftoverTemporaries(in: run)
         #expect(hidden.isEmpty, "no temporary file left: \(hidden)")
     }
 

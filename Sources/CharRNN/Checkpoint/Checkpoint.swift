@@ -230,7 +230,7 @@ public struct Checkpoint {
         var progress: RunProgress? = nil
         var optimizerStep: Int64 = 0
         if hasTrainingState {
-            let options = try Self.decodeOptions(metadata)
+            let options = try TrainingOptions(checkpointMetadata: metadata)
             guard options.hiddenSize == configuration.hiddenSize, options.layerCount == configuration.layerCount else {
                 throw .metadataDisagrees(key: "hidden_size", metadata: "\(options.layerCount) × \(options.hiddenSize)",
                                          tensors: "\(layers) × \(configuration.hiddenSize)")
@@ -323,22 +323,6 @@ public struct Checkpoint {
             throw .shapeMismatch(name: carriedCellName, expected: hidden.shape, actual: cell.shape)
         }
         return hidden.shape
-    }
-
-    /// The run's options from the metadata, each in its range.
-    private static func decodeOptions(_ metadata: [String: String]) throws(CheckpointProblem) -> TrainingOptions {
-        let options = try MetadataCoding.decode(TrainingOptions.self, from: metadata)
-        do {
-            try options.validate()
-        } catch {
-            let key: String
-            switch error {
-            case .invalidOption(let option, _, _): key = TrainingOptions.metadataKey(option)
-            default: key = TrainingOptions.CodingKeys.batchSize.rawValue
-            }
-            throw .invalidMetadataValue(key: key, value: metadata[key])
-        }
-        return options
     }
 
     /// A model holding this checkpoint's weights, for training (with room for

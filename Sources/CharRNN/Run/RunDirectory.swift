@@ -175,34 +175,27 @@ public final class RunDirectory {
     /// `.safetensors` file a run could overwrite), and writes a test file, so
     /// an unwritable place is found before any training.
     public static func openForNewRun(at url: URL, runID: String = RunProgress.newRunID()) throws(RunDirectoryError) -> RunDirectory {
-        let directory = try RunDirectory(url: url, runID: runID)
-        do throws(RunDirectoryError) {
-            let listing = try list(url)
-            if let run = listing.runIdentities.last {
-                throw RunDirectoryError.holdsAnotherRun(path: url.path, listing.summary(of: run))
-            }
-            if let file = listing.foreign.first { throw RunDirectoryError.holdsForeignFile(path: url.path, name: file.name, problem: file.problem) }
-            try directory.testWrite()
-        } catch {
-            directory.abandon()
-            throw error
-        }
-        return directory
+        try opening(url, runID: runID)
     }
 
     /// Opens `url` to continue the run `runIdentity`: creates it if missing,
     /// takes the lock, refuses checkpoints of any other run, and restores a
     /// missing `best.safetensors` from the run's lowest-loss checkpoint.
     public static func openForResume(at url: URL, runIdentity: String) throws(RunDirectoryError) -> RunDirectory {
-        let directory = try RunDirectory(url: url, runID: runIdentity)
+        try opening(url, runID: runIdentity)
+    }
+
+    /// Both openings: a new run is one whose identity no checkpoint has yet.
+    private static func opening(_ url: URL, runID: String) throws(RunDirectoryError) -> RunDirectory {
+        let directory = try RunDirectory(url: url, runID: runID)
         do throws(RunDirectoryError) {
             let listing = try list(url)
-            if let other = listing.runIdentities.last(where: { $0 != runIdentity }) {
+            if let other = listing.runIdentities.last(where: { $0 != runID }) {
                 throw RunDirectoryError.holdsAnotherRun(path: url.path, listing.summary(of: other))
             }
             if let file = listing.foreign.first { throw RunDirectoryError.holdsForeignFile(path: url.path, name: file.name, problem: file.problem) }
             try directory.testWrite()
-            let mine = listing.checkpoints(of: runIdentity)
+            let mine = listing.checkpoints(of: runID)
             if !mine.contains(where: \.isBest), let lowest = mine.min(by: betterOrder) {
                 try directory.publish(lowest.url, as: bestName)
             }

@@ -18,8 +18,6 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
     case checkpoint(CheckpointError)
     /// A checkpoint cannot continue this run (`resuming`) or seed it.
     case incompatible(CheckpointMismatch, resuming: Bool)
-    /// A checkpoint's run metadata is missing or out of range.
-    case unreadableRunMetadata(CheckpointProblem)
     /// The run has already made all the iterations asked for.
     case alreadyFinished(iteration: Int, totalIterations: Int)
     /// The run needs more memory than the process may take.
@@ -40,7 +38,6 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
         case .incompatible(let mismatch, let resuming):
             return (resuming ? "cannot resume from the checkpoint: " : "cannot start from the checkpoint's weights: ")
                 + mismatch.description
-        case .unreadableRunMetadata(let problem): return "the checkpoint's run metadata is unusable: \(problem)"
         case .alreadyFinished(let iteration, let total):
             return "the run is already at iteration \(iteration) of \(total); iterations count from the start of the run"
         case .insufficientMemory(let shortfall): return "training \(shortfall)"

@@ -112,14 +112,21 @@ public struct TrainingOptions: Sendable, Equatable, Codable {
     var metadata: [String: String] { MetadataCoding.encode(self) }
 
     /// The options a checkpoint was trained with, read from its metadata and
-    /// checked. Throws `TrainingError.checkpoint` naming the first entry that
-    /// is missing or unreadable, or `invalidOption` for one out of range.
-    public init(checkpointMetadata metadata: [String: String]) throws(TrainingError) {
+    /// checked: every entry present and parsable, every value in range.
+    /// Throws `CheckpointProblem.invalidMetadataValue` naming the first entry
+    /// that is not (`Checkpoint.trainingOptions` holds the result for a
+    /// checkpoint that can resume).
+    public init(checkpointMetadata metadata: [String: String]) throws(CheckpointProblem) {
+        self = try MetadataCoding.decode(TrainingOptions.self, from: metadata)
         do {
-            self = try MetadataCoding.decode(TrainingOptions.self, from: metadata)
+            try validate()
         } catch {
-            throw .unreadableRunMetadata(error)
+            let key: String
+            switch error {
+            case .invalidOption(let option, _, _): key = Self.metadataKey(option)
+            default: key = CodingKeys.batchSize.rawValue  // batch × steps too large
+            }
+            throw .invalidMetadataValue(key: key, value: metadata[key])
         }
-        try validate()
     }
 }
