@@ -83,7 +83,8 @@ let package = Package(
         .testTarget(
             name: "CLITests",
             dependencies: ["charrnn", "CharRNN"],
-            path: "Tests/CLITests"
+            path: "Tests/CLITests",
+            exclude: ["Fixtures"]
         ),
     ]
 )

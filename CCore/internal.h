@@ -14,12 +14,94 @@
 
 #define CHARRNN_MAX_LAYERS 64
 
+/* ---- cells ----
+ * What a recurrent cell is, stated once (cells.c holds the table). Every
+ * cell has `gates` blocks of H rows in W_ih [gates*H, I], W_hh [gates*H, H]
+ * and the two biases, and computes, per step, from the input term
+ * W_ih x + b_ih and the recurrent term W_hh h + b_hh of each block:
+ *   LSTM (i, f, g, o): c' = f c + i g, h' = o tanh(c')
+ *   GRU (r, z, n):     n = tanh(x_n + r (W_hn h + b_hn)), h' = (1-z) n + z h
+ *   RNN:               h' = tanh(x + W_hh h + b_hh)
+ * For most blocks the two terms are simply added, so b_hh folds into the
+ * input term and the recurrent product accumulates into the same row of G.
+ * The last `split` blocks (the GRU's n) keep their recurrent term apart,
+ * because a gate multiplies it: its product goes to R and its b_hh is added
+ * by the kernel. */
+
+/* Arguments of a cell's forward kernel for one step: rows [b0, b1) of the
+ * streams, units [u0, u1) of every gate block. Training calls it with all
+ * units; charrnn_step with each thread's slice of them. Row strides: G
+ * gates*H, R split*H, everything else H. */
+typedef struct {
+    size_t H, u0, u1, b0, b1;
+    float *G;              /* in: the non-split blocks' recurrent terms plus, above layer 0,
+                              every block's input product; out: the activated gates */
+    const float *R;        /* the split blocks' recurrent products W_hh h (no bias) */
+    const float *x_rows;   /* the rest of the input term, added to G: row
+                              tokens[b * token_stride] of this table (layer 0's
+                              lookup), or its row 0 for every b when tokens is NULL */
+    const int32_t *tokens;
+    size_t token_stride;
+    const float *b_split;  /* b_hh of the split blocks */
+    const float *h_prev;   /* h_{t-1} */
+    const float *c_prev;   /* c_{t-1} (cells with two state tensors) */
+    float *h, *c;          /* h_t, c_t */
+    float *aux;            /* what backward needs besides the gates (LSTM: tanh c_t;
+                              GRU: W_hn h + b_hn); NULL for the RNN */
+} cell_forward_args;
+
+/* Arguments of a cell's backward kernel for one step, rows [b0, b1), all
+ * units. */
+typedef struct {
+    size_t H, b0, b1;
+    const float *G, *aux, *h_prev, *c_prev, *h; /* the step's forward values */
+    const float *dy, *mask; /* gradient at the layer's output y_t, its dropout mask */
+    float *dh_rec;  /* in: gradient reaching h_t through W_hh from step t+1;
+                       out: the gradient reaching h_{t-1} by any other path
+                       (GRU: z dh; others: 0); the caller then adds the
+                       W_hh products */
+    float *dc_next; /* LSTM: in, gradient reaching c_t; out, reaching c_{t-1} */
+    float *dG;      /* gradient of the input terms (= of the recurrent terms of
+                       the non-split blocks) */
+    float *dR;      /* gradient of the split blocks' recurrent terms */
+} cell_backward_args;
+
+typedef struct {
+    const char *name;  /* --cell value and tensor-name prefix */
+    int gates;         /* gate blocks of H rows */
+    int split;         /* trailing blocks whose recurrent term stays apart (see above) */
+    int states;        /* state tensors per layer: 2 (h, c) or 1 (h) */
+    int has_aux;       /* keeps an [N, H] aux tensor per layer for backward */
+    /* Initialisation: weights uniform in +-sqrt(6 / (I + H + gates*H)) (the
+     * Glorot limit of the fused [I + H, gates*H] kernel), bias_hh zero and
+     * bias_ih of gate block q equal to bias_ih_init[q]. */
+    float bias_ih_init[4];
+    void (*forward)(const cell_forward_args *a);
+    void (*backward)(const cell_backward_args *a);
+} cell_kind;
+
+/* The cell of a checked configuration (never NULL after check_config). */
+const cell_kind *cell_of(const charrnn_config *c);
+
+/* The widths of a layer's gate blocks: GH = gates*H in all; the first
+ * FH = (gates - split)*H fold their recurrent term into G, the last
+ * SH = split*H keep it apart. */
+typedef struct {
+    size_t H, GH, FH, SH;
+} gate_widths;
+
+static inline gate_widths widths_of(const cell_kind *cell, size_t H) {
+    gate_widths w = {H, (size_t)cell->gates * H, (size_t)(cell->gates - cell->split) * H,
+                     (size_t)cell->split * H};
+    return w;
+}
+
 /* ---- parameter block, carved into named tensors (same for gradients) ---- */
 typedef struct {
-    float *weight_ih[CHARRNN_MAX_LAYERS]; /* [4H, I_k] */
-    float *weight_hh[CHARRNN_MAX_LAYERS]; /* [4H, H] */
-    float *bias_ih[CHARRNN_MAX_LAYERS];   /* [4H] */
-    float *bias_hh[CHARRNN_MAX_LAYERS];   /* [4H] */
+    float *weight_ih[CHARRNN_MAX_LAYERS]; /* [gates*H, I_k] */
+    float *weight_hh[CHARRNN_MAX_LAYERS]; /* [gates*H, H] */
+    float *bias_ih[CHARRNN_MAX_LAYERS];   /* [gates*H] */
+    float *bias_hh[CHARRNN_MAX_LAYERS];   /* [gates*H] */
     float *fc_weight;                      /* [V, H] */
     float *fc_bias;                        /* [V] */
 } param_tensors;
@@ -28,34 +110,39 @@ void carve_params(const charrnn_config *c, float *block, param_tensors *out);
 size_t param_count_unchecked(const charrnn_config *c);
 
 /* ---- activation block for a B x T batch ----
- * Forward part (read by backward, never written by it), per layer l:
- *   gates[l]  [N, 4H]       activated gates i, f, g, o
+ * With GH = gates*H and SH = split*H. Forward part (read by backward, never
+ * written by it), per layer l:
+ *   gates[l]  [N, GH]       activated gates
  *   h[l]      [(T+1), B, H] slot 0 = initial h, slot t+1 = h after step t
- *   c[l]      [(T+1), B, H] same for c
- *   tanh_c[l] [N, H]        tanh(c_t)
+ *   c[l]      [(T+1), B, H] same for c (cells with two state tensors)
+ *   aux[l]    [N, H]        the cell's aux values (cells that keep them)
  *   mask[l]   [N, H]        dropout mask, 0 or 1/keep_prob
  *   y[l]      [N, H]        layer output after dropout (input of layer l+1)
  * then probs [N, V] (softmax of the logits).
- * Backward scratch: dlogits [N, V], dgates [N, 4H], dy [N, H],
- *   dh_rec [B, H], dc_next [B, H].
- * embed [V, 4H]: layer 0's input projection as a lookup table (row v =
- *   W_ih[:, v] + b_ih + b_hh) in forward; its gradient by token in backward.
- * Each region starts on a 16-float (64-byte) boundary of the block.
+ * Backward scratch: dlogits [N, V], dgates [N, GH], dsplit [N, SH],
+ *   dy [N, H], dh_rec [B, H], dc_next [B, H] (two-state cells).
+ * embed [V, GH]: layer 0's input term as a lookup table (row v =
+ *   W_ih[:, v] + b_ih + the folded b_hh) in forward; its gradient by token in
+ *   backward. rec [B, SH]: one step's split recurrent products.
+ * Each region starts on a 16-float (64-byte) boundary of the block; a
+ * region a cell does not use takes no space.
  */
 typedef struct {
     float *gates[CHARRNN_MAX_LAYERS];
     float *h[CHARRNN_MAX_LAYERS];
     float *c[CHARRNN_MAX_LAYERS];
-    float *tanh_c[CHARRNN_MAX_LAYERS];
+    float *aux[CHARRNN_MAX_LAYERS];
     float *mask[CHARRNN_MAX_LAYERS];
     float *y[CHARRNN_MAX_LAYERS];
     float *probs;
     float *dlogits;
     float *dgates;
+    float *dsplit;
     float *dy;
     float *dh_rec;
     float *dc_next;
     float *embed;
+    float *rec;
 } activation_tensors;
 
 /* Returns the float count; carves when block != NULL. */

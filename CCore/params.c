@@ -15,6 +15,7 @@ charrnn_status check_config(const charrnn_config *c) {
     if (c->vocab_size < 1 || c->vocab_size > MAX_VOCAB) return CHARRNN_ERR_INVALID_CONFIG;
     if (c->hidden_size < 1 || c->hidden_size > MAX_HIDDEN) return CHARRNN_ERR_INVALID_CONFIG;
     if (c->num_layers < 1 || c->num_layers > CHARRNN_MAX_LAYERS) return CHARRNN_ERR_INVALID_CONFIG;
+    if (c->cell < 0 || c->cell >= CHARRNN_CELL_COUNT) return CHARRNN_ERR_INVALID_CONFIG;
     return CHARRNN_OK;
 }
 
@@ -26,28 +27,67 @@ charrnn_status check_batch_shape(int32_t batch_size, int32_t steps) {
 
 charrnn_status charrnn_config_validate(const charrnn_config *config) { return check_config(config); }
 
-/* One layer's four tensors, in block order. */
 static size_t layer_input_size(const charrnn_config *c, int k) {
     return k == 0 ? (size_t)c->vocab_size : (size_t)c->hidden_size;
 }
 
+/* ---- the layout, written once ----
+ * Tensor i of the parameter block: each layer's W_ih, W_hh, b_ih, b_hh, then
+ * fc.weight and fc.bias. Counting, carving and the tensor table all walk
+ * this. */
+enum { LAYER_TENSORS = 4 };
+typedef enum { WEIGHT_IH, WEIGHT_HH, BIAS_IH, BIAS_HH, FC_WEIGHT, FC_BIAS } tensor_role;
+
+typedef struct {
+    tensor_role role;
+    int layer;
+    size_t rows, cols; /* cols 0 for a vector */
+} layout_entry;
+
+static int32_t layout_size(const charrnn_config *c) { return LAYER_TENSORS * c->num_layers + 2; }
+
+static layout_entry layout_at(const charrnn_config *c, int32_t i) {
+    size_t H = (size_t)c->hidden_size, V = (size_t)c->vocab_size;
+    size_t GH = (size_t)cell_of(c)->gates * H;
+    layout_entry e = {FC_WEIGHT, 0, V, H};
+    if (i == layout_size(c) - 1) {
+        e.role = FC_BIAS; e.cols = 0;
+    } else if (i < layout_size(c) - 2) {
+        e.layer = i / LAYER_TENSORS;
+        e.role = (tensor_role)(i % LAYER_TENSORS);
+        e.rows = GH;
+        e.cols = e.role == WEIGHT_IH ? layer_input_size(c, e.layer) : e.role == WEIGHT_HH ? H : 0;
+    }
+    return e;
+}
+
+static size_t entry_count(layout_entry e) { return e.rows * (e.cols ? e.cols : 1); }
+
+/* Where carve_params puts tensor e's pointer. */
+static float **entry_slot(param_tensors *p, layout_entry e) {
+    switch (e.role) {
+    case WEIGHT_IH: return &p->weight_ih[e.layer];
+    case WEIGHT_HH: return &p->weight_hh[e.layer];
+    case BIAS_IH: return &p->bias_ih[e.layer];
+    case BIAS_HH: return &p->bias_hh[e.layer];
+    case FC_WEIGHT: return &p->fc_weight;
+    default: return &p->fc_bias;
+    }
+}
+
 size_t param_count_unchecked(const charrnn_config *c) {
-    size_t H = (size_t)c->hidden_size, V = (size_t)c->vocab_size, n = 0;
-    for (int k = 0; k < c->num_layers; k++) n += 4 * H * layer_input_size(c, k) + 4 * H * H + 8 * H;
-    return n + V * H + V;
+    size_t n = 0;
+    for (int32_t i = 0; i < layout_size(c); i++) n += entry_count(layout_at(c, i));
+    return n;
 }
 
 void carve_params(const charrnn_config *c, float *block, param_tensors *out) {
-    size_t H = (size_t)c->hidden_size, V = (size_t)c->vocab_size;
-    float *p = block;
-    for (int k = 0; k < c->num_layers; k++) {
-        out->weight_ih[k] = p; p += 4 * H * layer_input_size(c, k);
-        out->weight_hh[k] = p; p += 4 * H * H;
-        out->bias_ih[k] = p;   p += 4 * H;
-        out->bias_hh[k] = p;   p += 4 * H;
+    size_t offset = 0;
+    for (int32_t i = 0; i < layout_size(c); i++) {
+        layout_entry e = layout_at(c, i);
+        *entry_slot(out, e) = block + offset;
+        offset += entry_count(e);
     }
-    out->fc_weight = p; p += V * H;
-    out->fc_bias = p;
 }
 
 charrnn_status charrnn_param_count(const charrnn_config *config, size_t *count) {
@@ -69,7 +109,8 @@ charrnn_status charrnn_state_count(const charrnn_config *config, int32_t batch_s
     if (s != CHARRNN_OK) return s;
     if ((s = check_batch_shape(batch_size, 1)) != CHARRNN_OK) return s;
     if (!count) return CHARRNN_ERR_NULL_POINTER;
-    *count = 2 * (size_t)config->num_layers * (size_t)batch_size * (size_t)config->hidden_size;
+    *count = (size_t)cell_of(config)->states * (size_t)config->num_layers * (size_t)batch_size *
+             (size_t)config->hidden_size;
     return CHARRNN_OK;
 }
 
@@ -77,27 +118,32 @@ static size_t round_up16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 size_t carve_activations(const charrnn_config *c, size_t B, size_t T, float *block,
                          activation_tensors *out) {
+    const cell_kind *cell = cell_of(c);
     size_t H = (size_t)c->hidden_size, V = (size_t)c->vocab_size, N = T * B, off = 0;
-#define TAKE(field, n)                          \
-    do {                                        \
-        if (block) out->field = block + off;    \
-        off += round_up16(n);                   \
+    size_t GH = (size_t)cell->gates * H, SH = (size_t)cell->split * H;
+    size_t has_c = cell->states > 1, has_aux = (size_t)cell->has_aux;
+#define TAKE(field, n)                                  \
+    do {                                                \
+        if (block) out->field = (n) ? block + off : NULL; \
+        off += round_up16(n);                           \
     } while (0)
     for (int l = 0; l < c->num_layers; l++) {
-        TAKE(gates[l], N * 4 * H);
+        TAKE(gates[l], N * GH);
         TAKE(h[l], (T + 1) * B * H);
-        TAKE(c[l], (T + 1) * B * H);
-        TAKE(tanh_c[l], N * H);
+        TAKE(c[l], has_c * (T + 1) * B * H);
+        TAKE(aux[l], has_aux * N * H);
         TAKE(mask[l], N * H);
         TAKE(y[l], N * H);
     }
     TAKE(probs, N * V);
     TAKE(dlogits, N * V);
-    TAKE(dgates, N * 4 * H);
+    TAKE(dgates, N * GH);
+    TAKE(dsplit, N * SH);
     TAKE(dy, N * H);
     TAKE(dh_rec, B * H);
-    TAKE(dc_next, B * H);
-    TAKE(embed, V * 4 * H);
+    TAKE(dc_next, has_c * B * H);
+    TAKE(embed, V * GH);
+    TAKE(rec, B * SH);
 #undef TAKE
     return off;
 }
@@ -118,7 +164,7 @@ charrnn_status charrnn_tensor_count(const charrnn_config *config, int32_t *count
     charrnn_status s = check_config(config);
     if (s != CHARRNN_OK) return s;
     if (!count) return CHARRNN_ERR_NULL_POINTER;
-    *count = 4 * config->num_layers + 2;
+    *count = layout_size(config);
     return CHARRNN_OK;
 }
 
@@ -127,48 +173,23 @@ charrnn_status charrnn_tensor_info_at(const charrnn_config *config, int32_t inde
     charrnn_status s = check_config(config);
     if (s != CHARRNN_OK) return s;
     if (!info) return CHARRNN_ERR_NULL_POINTER;
-    int32_t count = 4 * config->num_layers + 2;
-    if (index < 0 || index >= count) return CHARRNN_ERR_INDEX_OUT_OF_RANGE;
+    if (index < 0 || index >= layout_size(config)) return CHARRNN_ERR_INDEX_OUT_OF_RANGE;
 
-    int64_t H = config->hidden_size, V = config->vocab_size;
     size_t offset = 0;
-    /* Walk the block in order; the table is small, so this stays simple. */
-    for (int32_t i = 0; i <= index; i++) {
-        charrnn_tensor_info t;
-        memset(&t, 0, sizeof t);
-        int layer = i / 4;
-        if (i < 4 * config->num_layers) {
-            int64_t input = layer == 0 ? V : H;
-            switch (i % 4) {
-            case 0:
-                snprintf(t.name, sizeof t.name, "lstm.weight_ih_l%d", layer);
-                t.ndim = 2; t.shape[0] = 4 * H; t.shape[1] = input;
-                break;
-            case 1:
-                snprintf(t.name, sizeof t.name, "lstm.weight_hh_l%d", layer);
-                t.ndim = 2; t.shape[0] = 4 * H; t.shape[1] = H;
-                break;
-            case 2:
-                snprintf(t.name, sizeof t.name, "lstm.bias_ih_l%d", layer);
-                t.ndim = 1; t.shape[0] = 4 * H;
-                break;
-            default:
-                snprintf(t.name, sizeof t.name, "lstm.bias_hh_l%d", layer);
-                t.ndim = 1; t.shape[0] = 4 * H;
-                break;
-            }
-        } else if (i == 4 * config->num_layers) {
-            snprintf(t.name, sizeof t.name, "fc.weight");
-            t.ndim = 2; t.shape[0] = V; t.shape[1] = H;
-        } else {
-            snprintf(t.name, sizeof t.name, "fc.bias");
-            t.ndim = 1; t.shape[0] = V;
-        }
-        t.count = (size_t)t.shape[0] * (size_t)(t.ndim == 2 ? t.shape[1] : 1);
-        t.offset = offset;
-        offset += t.count;
-        if (i == index) *info = t;
-    }
+    for (int32_t i = 0; i < index; i++) offset += entry_count(layout_at(config, i));
+    layout_entry e = layout_at(config, index);
+    static const char *const layer_names[] = {"weight_ih", "weight_hh", "bias_ih", "bias_hh"};
+    memset(info, 0, sizeof *info);
+    if (e.role == FC_WEIGHT || e.role == FC_BIAS)
+        snprintf(info->name, sizeof info->name, "fc.%s", e.role == FC_WEIGHT ? "weight" : "bias");
+    else
+        snprintf(info->name, sizeof info->name, "%s.%s_l%d", cell_of(config)->name,
+                 layer_names[e.role], e.layer);
+    info->ndim = e.cols ? 2 : 1;
+    info->shape[0] = (int64_t)e.rows;
+    info->shape[1] = (int64_t)e.cols;
+    info->offset = offset;
+    info->count = entry_count(e);
     return CHARRNN_OK;
 }
 
@@ -187,7 +208,9 @@ charrnn_status charrnn_init_params(const charrnn_config *config, float *params, 
     if (s != CHARRNN_OK) return s;
     if (!params) return CHARRNN_ERR_NULL_POINTER;
 
+    const cell_kind *cell = cell_of(config);
     size_t H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
+    size_t GH = (size_t)cell->gates * H;
     param_tensors p;
     carve_params(config, params, &p);
     /* Each tensor draws from its own stream, derived from the seed and its
@@ -195,15 +218,15 @@ charrnn_status charrnn_init_params(const charrnn_config *config, float *params, 
     uint64_t stream = splitmix64_mix(seed ^ 0x43686172524E4EULL);
     for (int k = 0; k < config->num_layers; k++) {
         size_t input = layer_input_size(config, k);
-        float limit = sqrtf(6.0f / (float)(input + H + 4 * H));
+        float limit = sqrtf(6.0f / (float)(input + H + GH));
         uint64_t s_ih = stream + 4 * (uint64_t)k + 1, s_hh = stream + 4 * (uint64_t)k + 2;
-        for (size_t i = 0; i < 4 * H * input; i++)
+        for (size_t i = 0; i < GH * input; i++)
             p.weight_ih[k][i] = limit * (2.0f * uniform_at(s_ih, i) - 1.0f);
-        for (size_t i = 0; i < 4 * H * H; i++)
+        for (size_t i = 0; i < GH * H; i++)
             p.weight_hh[k][i] = limit * (2.0f * uniform_at(s_hh, i) - 1.0f);
-        memset(p.bias_ih[k], 0, 4 * H * sizeof(float));
-        memset(p.bias_hh[k], 0, 4 * H * sizeof(float));
-        for (size_t j = 0; j < H; j++) p.bias_ih[k][H + j] = 1.0f; /* forget gate block */
+        memset(p.bias_hh[k], 0, GH * sizeof(float));
+        for (int q = 0; q < cell->gates; q++)
+            for (size_t j = 0; j < H; j++) p.bias_ih[k][(size_t)q * H + j] = cell->bias_ih_init[q];
     }
     uint64_t s_fc = stream + 4 * (uint64_t)config->num_layers + 1;
     for (size_t i = 0; i < V * H; i++) {

@@ -6,9 +6,9 @@
  * At S = 1 everything is a matrix-vector product, bound by reading the
  * weights (about 13 MB for the 512 x 2 model) once per character. Each
  * OpenMP thread multiplies by its own rows of every weight matrix (its slice
- * of hidden units, in each of the four gate blocks), so the weights a thread
+ * of hidden units, in each gate block), so the weights a thread
  * reads stay in its own cache from one character to the next, then does its
- * units' gates; one barrier per layer.
+ * units' gates with the cell's kernel (cells.c); one barrier per layer.
  */
 #include <omp.h>
 
@@ -18,14 +18,39 @@
 
 #define MAX_STREAMS (1 << 20)
 
+/* The step's scratch, carved from one block (each region 16-float aligned):
+ *   G [S, GH]: pre-activations, then activated gates; R [S, SH]: the split
+ *   blocks' recurrent products; zeros [GH]: the input row the cell's kernel
+ *   adds (the step puts the whole input term into G itself); h [L, S, H] and
+ *   c [L, S, H] (two-state cells): the new state, copied into the caller's
+ *   once every product has read the old one; aux [S, H]: the cell's aux
+ *   values, unused here. */
+typedef struct {
+    float *G, *R, *zeros, *h, *c, *aux;
+} step_scratch;
+
+static size_t carve_step_scratch(const charrnn_config *config, size_t S, float *block,
+                                 step_scratch *out) {
+    const cell_kind *cell = cell_of(config);
+    gate_widths w = widths_of(cell, (size_t)config->hidden_size);
+    size_t L = (size_t)config->num_layers, off = 0;
+    size_t sizes[6] = {S * w.GH, S * w.SH, w.GH, L * S * w.H,
+                       cell->states > 1 ? L * S * w.H : 0, cell->has_aux ? S * w.H : 0};
+    float **slots[6] = {&out->G, &out->R, &out->zeros, &out->h, &out->c, &out->aux};
+    for (int i = 0; i < 6; i++) {
+        if (block) *slots[i] = sizes[i] ? block + off : NULL;
+        off += (sizes[i] + 15) & ~(size_t)15;
+    }
+    return off;
+}
+
 charrnn_status charrnn_step_scratch_count(const charrnn_config *config, int32_t streams,
                                           size_t *count) {
     charrnn_status s = check_config(config);
     if (s != CHARRNN_OK) return s;
     if (!count) return CHARRNN_ERR_NULL_POINTER;
     if (streams < 1 || streams > MAX_STREAMS) return CHARRNN_ERR_INVALID_SHAPE;
-    size_t S = (size_t)streams, H = (size_t)config->hidden_size, L = (size_t)config->num_layers;
-    *count = ((S * 4 * H + 15) & ~(size_t)15) + L * S * H;
+    *count = carve_step_scratch(config, (size_t)streams, NULL, NULL);
     return CHARRNN_OK;
 }
 
@@ -51,58 +76,70 @@ charrnn_status charrnn_step(const charrnn_config *config, const float *params, i
         if (tokens[i] < 0 || tokens[i] >= config->vocab_size) return CHARRNN_ERR_TOKEN_OUT_OF_RANGE;
 
     threads_wait_actively();
+    const cell_kind *cell = cell_of(config);
     size_t S = (size_t)streams, H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
-    size_t L = (size_t)config->num_layers, SH = S * H;
+    size_t L = (size_t)config->num_layers, plane = S * H;
+    gate_widths w = widths_of(cell, H);
     param_tensors p;
+    step_scratch x;
     carve_params(config, (float *)params, &p);
-    float *G = scratch;                                        /* [S, 4H] */
-    float *h_new = scratch + ((S * 4 * H + 15) & ~(size_t)15); /* [L, S, H] */
+    carve_step_scratch(config, S, scratch, &x);
 
 #pragma omp parallel
     {
         int thread = omp_get_thread_num(), threads = omp_get_num_threads();
         size_t u0, u1;
         thread_range(H, thread, threads, 16, &u0, &u1);
+        for (size_t q = 0; q < (size_t)cell->gates; q++)
+            for (size_t j = u0; j < u1; j++) x.zeros[q * H + j] = 0.0f;
         for (size_t l = 0; l < L; l++) {
-            const float *x = l > 0 ? h_new + (l - 1) * SH : NULL;
-            float *h_old = state + l * SH, *c = state + (L + l) * SH;
+            const float *in = l > 0 ? x.h + (l - 1) * plane : NULL;
+            const float *h_old = state + l * plane;
+            /* The whole input term goes into G first (biases, and layer 0's
+             * one-hot column of W_ih), then the products accumulate. */
             for (size_t st = 0; st < S; st++)
-                for (size_t q = 0; q < 4; q++)
+                for (size_t q = 0; q < (size_t)cell->gates; q++)
                     for (size_t j = u0; j < u1; j++) {
                         size_t row = q * H + j;
-                        float g = p.bias_ih[l][row] + p.bias_hh[l][row];
+                        float g = row < w.FH ? p.bias_ih[l][row] + p.bias_hh[l][row] : p.bias_ih[l][row];
                         if (l == 0) g += p.weight_ih[0][row * V + (size_t)tokens[st]];
-                        G[st * 4 * H + row] = g;
+                        x.G[st * w.GH + row] = g;
+                        if (row >= w.FH) x.R[st * w.SH + row - w.FH] = 0.0f;
                     }
-            for (size_t q = 0; q < 4 && u1 > u0; q++) {
+            for (size_t q = 0; q < (size_t)cell->gates && u1 > u0; q++) {
                 size_t row0 = q * H + u0;
-                if (l > 0) rows_times(S, u1 - u0, H, p.weight_ih[l] + row0 * H, x, G + row0, 4 * H);
-                rows_times(S, u1 - u0, H, p.weight_hh[l] + row0 * H, h_old, G + row0, 4 * H);
+                if (l > 0) rows_times(S, u1 - u0, H, p.weight_ih[l] + row0 * H, in, x.G + row0, w.GH);
+                if (row0 < w.FH)
+                    rows_times(S, u1 - u0, H, p.weight_hh[l] + row0 * H, h_old, x.G + row0, w.GH);
+                else
+                    rows_times(S, u1 - u0, H, p.weight_hh[l] + row0 * H, h_old,
+                               x.R + row0 - w.FH, w.SH);
             }
-            for (size_t st = 0; st < S; st++) {
-                const float *g = G + st * 4 * H;
-                for (size_t j = u0; j < u1; j++) {
-                    float i = fast_sigmoid(g[j]), f = fast_sigmoid(g[H + j]);
-                    float gg = fast_tanh(g[2 * H + j]), o = fast_sigmoid(g[3 * H + j]);
-                    float cell = f * c[st * H + j] + i * gg;
-                    c[st * H + j] = cell; /* only this thread reads or writes these units of c */
-                    h_new[l * SH + st * H + j] = o * fast_tanh(cell);
-                }
-            }
-            /* the next layer, and the logits, read every unit of h_new */
+            cell_forward_args args = {
+                .H = H, .u0 = u0, .u1 = u1, .b0 = 0, .b1 = S,
+                .G = x.G, .R = x.R, .x_rows = x.zeros, .tokens = NULL, .token_stride = 0,
+                .b_split = p.bias_hh[l] + w.FH,
+                .h_prev = h_old, .c_prev = x.c ? state + (L + l) * plane : NULL,
+                .h = x.h + l * plane, .c = x.c ? x.c + l * plane : NULL, .aux = x.aux,
+            };
+            cell->forward(&args);
+            /* the next layer, and the logits, read every unit of the new h */
 #pragma omp barrier
         }
-        /* Every product that read the old h is done (barrier above). */
-        for (size_t l = 0; l < L; l++)
+        /* Every product that read the old h is done (barrier above); each
+         * thread copies its own units of the new state. */
+        size_t planes = (size_t)cell->states * L;
+        for (size_t k = 0; k < planes; k++) {
+            const float *src = k < L ? x.h + k * plane : x.c + (k - L) * plane;
             for (size_t st = 0; st < S; st++)
-                for (size_t j = u0; j < u1; j++)
-                    state[l * SH + st * H + j] = h_new[l * SH + st * H + j];
+                for (size_t j = u0; j < u1; j++) state[k * plane + st * H + j] = src[st * H + j];
+        }
 
         size_t v0, v1;
         thread_range(V, thread, threads, 8, &v0, &v1);
         for (size_t st = 0; st < S; st++)
             for (size_t v = v0; v < v1; v++) logits[st * V + v] = p.fc_bias[v];
-        rows_times(S, v1 - v0, H, p.fc_weight + v0 * H, h_new + (L - 1) * SH, logits + v0, V);
+        rows_times(S, v1 - v0, H, p.fc_weight + v0 * H, x.h + (L - 1) * plane, logits + v0, V);
     }
     return CHARRNN_OK;
 }
@@ -287,28 +324,33 @@ charrnn_status charrnn_step_products(const charrnn_config *config, const float *
     if (!params || !state || !scratch || !logits) return CHARRNN_ERR_NULL_POINTER;
     if (streams < 1 || streams > MAX_STREAMS) return CHARRNN_ERR_INVALID_SHAPE;
     threads_wait_actively();
+    const cell_kind *cell = cell_of(config);
     size_t S = (size_t)streams, H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
-    size_t L = (size_t)config->num_layers, SH = S * H;
+    size_t L = (size_t)config->num_layers, plane = S * H;
+    gate_widths w = widths_of(cell, H);
     param_tensors p;
+    step_scratch x;
     carve_params(config, (float *)params, &p);
-    float *G = scratch;
-    float *h_new = scratch + ((S * 4 * H + 15) & ~(size_t)15);
+    carve_step_scratch(config, S, scratch, &x);
 #pragma omp parallel
     {
         int thread = omp_get_thread_num(), threads = omp_get_num_threads();
         size_t u0, u1;
         thread_range(H, thread, threads, 16, &u0, &u1);
         for (size_t l = 0; l < L; l++) {
-            for (size_t q = 0; q < 4 && u1 > u0; q++) {
+            for (size_t q = 0; q < (size_t)cell->gates && u1 > u0; q++) {
                 size_t row0 = q * H + u0;
-                if (l > 0) rows_times(S, u1 - u0, H, p.weight_ih[l] + row0 * H, h_new + (l - 1) * SH, G + row0, 4 * H);
-                rows_times(S, u1 - u0, H, p.weight_hh[l] + row0 * H, state + l * SH, G + row0, 4 * H);
+                if (l > 0) rows_times(S, u1 - u0, H, p.weight_ih[l] + row0 * H, x.h + (l - 1) * plane, x.G + row0, w.GH);
+                if (row0 < w.FH)
+                    rows_times(S, u1 - u0, H, p.weight_hh[l] + row0 * H, state + l * plane, x.G + row0, w.GH);
+                else
+                    rows_times(S, u1 - u0, H, p.weight_hh[l] + row0 * H, state + l * plane, x.R + row0 - w.FH, w.SH);
             }
 #pragma omp barrier
         }
         size_t v0, v1;
         thread_range(V, thread, threads, 8, &v0, &v1);
-        rows_times(S, v1 - v0, H, p.fc_weight + v0 * H, h_new + (L - 1) * SH, logits + v0, V);
+        rows_times(S, v1 - v0, H, p.fc_weight + v0 * H, x.h + (L - 1) * plane, logits + v0, V);
     }
     return CHARRNN_OK;
 }

@@ -1,5 +1,6 @@
 /*
- * charrnn.h — the compute core of CharRNN: a stacked character-level LSTM.
+ * charrnn.h — the compute core of CharRNN: a stacked character-level
+ * recurrent network (LSTM, GRU or plain tanh RNN layers).
  *
  * What it is: forward and backward passes over a batch, softmax
  * cross-entropy, global-norm gradient clipping and an Adam step, all on
@@ -29,28 +30,43 @@
  *
  * Shape letters used throughout:
  *   V  vocabulary size (number of distinct characters)
- *   H  hidden size of every LSTM layer
- *   L  number of stacked LSTM layers
+ *   H  hidden size of every recurrent layer
+ *   L  number of stacked recurrent layers
  *   B  batch size (independent streams)
  *   T  time steps per batch (truncated back-propagation length)
  *   N  = T * B, rows of the time-major activation matrices (row r = t*B + b)
  *
- * Parameters: one contiguous float block, described by a tensor table that
- * uses PyTorch's names and layouts (row-major), in this order:
- *   for k in 0..L-1:
- *     lstm.weight_ih_l{k}  [4H, I_k]   I_0 = V (one-hot input), I_k = H after
- *     lstm.weight_hh_l{k}  [4H, H]
- *     lstm.bias_ih_l{k}    [4H]
- *     lstm.bias_hh_l{k}    [4H]
- *   fc.weight              [V, H]
- *   fc.bias                [V]
- * Gate blocks within 4H are ordered i, f, g, o as in torch.nn.LSTM. Layer 0's
- * input product with a one-hot vector is done as a column lookup.
- * Gradients use exactly the same layout. Optimizer state is two such blocks,
- * Adam's first moments then second moments.
+ * Cells (charrnn_config.cell), each exactly PyTorch's module of that name,
+ * with G gate blocks of H rows each (CHARRNN_CELL_*, charrnn_cell_info):
+ *   lstm  G = 4, blocks i, f, g, o (torch.nn.LSTM):
+ *           i = s(x_i + h_i), f = s(x_f + h_f), g = tanh(x_g + h_g),
+ *           o = s(x_o + h_o); c' = f c + i g; h' = o tanh(c')
+ *   gru   G = 3, blocks r, z, n (torch.nn.GRU):
+ *           r = s(x_r + h_r), z = s(x_z + h_z), n = tanh(x_n + r h_n);
+ *           h' = (1 - z) n + z h
+ *   rnn   G = 1 (torch.nn.RNN, nonlinearity 'tanh'): h' = tanh(x + h)
+ * where x_q = W_ih[q] x + b_ih[q] and h_q = W_hh[q] h + b_hh[q] are block q
+ * of the input and recurrent terms, and s is the logistic sigmoid.
  *
- * Recurrent state: one block of 2*L*B*H floats, all layers' h ([L, B, H])
- * followed by all layers' c ([L, B, H]).
+ * Parameters: one contiguous float block, described by a tensor table that
+ * uses PyTorch's names and layouts (row-major), in this order, with P the
+ * cell's name ("lstm", "gru" or "rnn"):
+ *   for k in 0..L-1:
+ *     P.weight_ih_l{k}  [G*H, I_k]   I_0 = V (one-hot input), I_k = H after
+ *     P.weight_hh_l{k}  [G*H, H]
+ *     P.bias_ih_l{k}    [G*H]
+ *     P.bias_hh_l{k}    [G*H]
+ *   fc.weight           [V, H]
+ *   fc.bias             [V]
+ * Layer 0's input product with a one-hot vector is done as a column lookup.
+ * Gradients use exactly the same layout. Optimizer state is two such blocks,
+ * Adam's first moments then second moments. A file whose data is this block
+ * (a checkpoint written by CharRNN: see docs/CHECKPOINT.md) can be mapped
+ * and used in place.
+ *
+ * Recurrent state: one block of S*L*B*H floats, with S the cell's state
+ * tensors per layer (charrnn_cell_info().state_tensors): all layers' h
+ * ([L, B, H]), then, for the LSTM (S = 2), all layers' c ([L, B, H]).
  *
  * Batches: inputs and targets are int32 [B, T] row-major (row b is stream b,
  * as in the original notebook's get_batch), each value in [0, V).
@@ -129,14 +145,38 @@ typedef enum charrnn_status {
 const char *charrnn_status_message(charrnn_status status);
 
 /* ---------------------------------------------------------------------------
+ * Cells.
+ */
+typedef enum charrnn_cell {
+    CHARRNN_CELL_LSTM = 0, /* the default: a zeroed config is an LSTM */
+    CHARRNN_CELL_GRU = 1,
+    CHARRNN_CELL_RNN = 2
+} charrnn_cell;
+
+#define CHARRNN_CELL_COUNT 3
+
+typedef struct charrnn_cell_info {
+    const char *name;      /* "lstm", "gru" or "rnn": the tensor-name prefix */
+    int32_t gates;         /* G: gate blocks of H rows (4, 3, 1) */
+    int32_t state_tensors; /* S: recurrent state tensors per layer (2: h, c; 1: h) */
+} charrnn_cell_info;
+
+/* Facts of a cell; CHARRNN_ERR_INVALID_CONFIG for an unknown cell. */
+charrnn_status charrnn_cell_info_get(int32_t cell, charrnn_cell_info *info);
+/* The cell whose name is `name` ("lstm", "gru", "rnn");
+ * CHARRNN_ERR_INVALID_CONFIG for any other name. */
+charrnn_status charrnn_cell_from_name(const char *name, int32_t *cell);
+
+/* ---------------------------------------------------------------------------
  * Configuration and sizes. All counts are in floats (multiply by 4 for bytes).
- * Limits: 1 <= V <= 2^21, 1 <= H <= 2^14, 1 <= L <= 64; 1 <= B, T and
- * T * B <= 2^26.
+ * Limits: 1 <= V <= 2^21, 1 <= H <= 2^14, 1 <= L <= 64, cell one of
+ * charrnn_cell; 1 <= B, T and T * B <= 2^26.
  */
 typedef struct charrnn_config {
     int32_t vocab_size;   /* V */
     int32_t hidden_size;  /* H */
     int32_t num_layers;   /* L */
+    int32_t cell;         /* a charrnn_cell; 0 (zero-initialised) is the LSTM */
 } charrnn_config;
 
 charrnn_status charrnn_config_validate(const charrnn_config *config);
@@ -145,7 +185,8 @@ charrnn_status charrnn_config_validate(const charrnn_config *config);
 charrnn_status charrnn_param_count(const charrnn_config *config, size_t *count);
 /* Floats of Adam state: 2 * param count (first moments, then second). */
 charrnn_status charrnn_optimizer_state_count(const charrnn_config *config, size_t *count);
-/* Floats of recurrent state for B streams: 2 * L * B * H. */
+/* Floats of recurrent state for B streams: S * L * B * H (S state tensors
+ * per layer: 2 for the LSTM, 1 for the GRU and the RNN). */
 charrnn_status charrnn_state_count(const charrnn_config *config, int32_t batch_size, size_t *count);
 /* Floats of activation memory that charrnn_forward fills and
  * charrnn_backward reads (and uses as scratch) for a B x T batch. */
@@ -158,7 +199,7 @@ charrnn_status charrnn_activation_count(const charrnn_config *config, int32_t ba
  */
 #define CHARRNN_TENSOR_NAME_MAX 32
 typedef struct charrnn_tensor_info {
-    char name[CHARRNN_TENSOR_NAME_MAX]; /* NUL-terminated, e.g. "lstm.weight_ih_l0" */
+    char name[CHARRNN_TENSOR_NAME_MAX]; /* NUL-terminated, e.g. "gru.weight_ih_l0" */
     int32_t ndim;                       /* 1 or 2 */
     int64_t shape[2];                   /* shape[1] is 0 when ndim == 1 */
     size_t offset;                      /* in floats from the start of the block */
@@ -172,11 +213,14 @@ charrnn_status charrnn_tensor_info_at(const charrnn_config *config, int32_t inde
 
 /* ---------------------------------------------------------------------------
  * Initialisation, in the spirit of the original TensorFlow notebook:
- *   LSTM weights: Glorot-uniform, limit sqrt(6 / (I_k + H + 4H)) — TF 1.x's
- *     default for BasicLSTMCell's fused [I_k + H, 4H] kernel, applied to
- *     both W_ih and W_hh with that fused kernel's fan-in and fan-out;
- *   LSTM biases: zero, except bias_ih's forget block = 1.0 (BasicLSTMCell's
- *     forget_bias, which TF adds at run time and we store in the bias);
+ *   recurrent weights, every cell: Glorot-uniform, limit
+ *     sqrt(6 / (I_k + H + G*H)) — TF 1.x's default for its cells' fused
+ *     [I_k + H, G*H] kernel, applied to both W_ih and W_hh with that fused
+ *     kernel's fan-in and fan-out;
+ *   recurrent biases: zero, except
+ *     LSTM: bias_ih's forget block = 1.0 (BasicLSTMCell's forget_bias,
+ *       which TF adds at run time and we store in the bias);
+ *     GRU: CELL_GRU_INIT_NOTE
  *   fc.weight: normal, std 0.1, truncated at 2 std (tf.truncated_normal);
  *   fc.bias: zero.
  * Deterministic for a given seed, independent of thread count.
@@ -207,8 +251,9 @@ typedef struct charrnn_batch {
  *   1 / keep_prob. (splitmix64_mix: z ^= z >> 30; z *= 0xBF58476D1CE4E5B9;
  *   z ^= z >> 27; z *= 0x94D049BB133111EB; z ^= z >> 31.) Same seed, same
  *   masks, whatever the thread count.
- * state_in: [2, L, B, H] initial (h, c), or NULL for zeros.
- * state_out: receives the final (h, c); may be NULL; may equal state_in.
+ * state_in: [S, L, B, H] initial state (h, then the LSTM's c), or NULL for
+ *   zeros.
+ * state_out: receives the final state; may be NULL; may equal state_in.
  * activations: charrnn_activation_count() floats, filled for backward.
  * Never fails on finite input except for argument errors; *loss may be
  * non-finite if the parameters are.
@@ -273,16 +318,17 @@ charrnn_status charrnn_adam_update(const charrnn_config *config, float *params, 
  * No dropout and no activation cache; the state goes in and comes out.
  */
 
-/* Floats of scratch memory charrnn_step needs for S streams:
- * S*4H (gates) + L*S*H (new hidden states). */
+/* Floats of scratch memory charrnn_step needs for S streams (gates, the
+ * new state and the cell's intermediate values; a few times L*S*G*H). */
 charrnn_status charrnn_step_scratch_count(const charrnn_config *config, int32_t streams,
                                           size_t *count);
 
 /*
  * Feeds one token per stream and advances the state one step.
  * tokens: [S], values in [0, V).
- * state:  [2, L, S, H] (all h, then all c; charrnn_state_count(config, S)),
- *         updated in place. Zero it to start a stream from scratch.
+ * state:  [C, L, S, H] (all h, then for the LSTM all c;
+ *         charrnn_state_count(config, S)), updated in place. Zero it to
+ *         start a stream from scratch.
  * scratch: charrnn_step_scratch_count() floats.
  * logits: [S, V] receives the unnormalised next-character scores.
  * At S = 1 the products are matrix-vector products split across the

@@ -24,6 +24,9 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "Another configuration as H,L,B,T[,V] (repeatable).")
     var shape: [String] = []
 
+    @Option(name: .long, help: "Cells to measure each configuration with, comma-separated: lstm, gru, rnn. Configurations of other cells than the LSTM are named with the cell (reference-gru).")
+    var cell = "lstm"
+
     @Option(name: .long, help: "Train on this text's characters instead of random ones (its vocabulary sets V).")
     var data: String?
 
@@ -90,6 +93,22 @@ struct BenchCommand: ParsableCommand {
                                           layerCount: numbers[1], batchSize: numbers[2], steps: numbers[3]))
         }
         guard !result.isEmpty else { throw UsageError("nothing to measure: --configs is empty and no --shape") }
+        var cells: [Cell] = []
+        for name in cell.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !name.isEmpty {
+            guard let cell = Cell(name) else {
+                throw UsageError("--cell: unknown cell '\(name)' (" + Cell.allCases.map(\.rawValue).joined(separator: ", ") + ")")
+            }
+            if !cells.contains(cell) { cells.append(cell) }
+        }
+        guard !cells.isEmpty else { throw UsageError("--cell needs at least one cell (lstm, gru, rnn)") }
+        result = result.flatMap { shape in
+            cells.map { cell in
+                var shaped = shape
+                shaped.cell = cell
+                if cell != .lstm { shaped.name += "-\(cell)" }
+                return shaped
+            }
+        }
         for shape in result { try shape.configuration.validate() }
         return result
     }
@@ -130,10 +149,10 @@ struct BenchCommand: ParsableCommand {
             }
         }
         for shape in shapes {
-            let n = shape.batchSize * shape.steps, h = shape.hiddenSize
+            let n = shape.batchSize * shape.steps, h = shape.hiddenSize, gh = shape.cell.gateCount * h
             log.say("sgemm at \(shape.name)'s shapes …")
-            report.gemm.append(try Benchmark.gemm(label: "\(shape.name): input projection, all steps", m: n, n: 4 * h, k: h, repeats: 5))
-            report.gemm.append(try Benchmark.gemm(label: "\(shape.name): recurrent, one step", m: shape.batchSize, n: 4 * h, k: h, repeats: 50))
+            report.gemm.append(try Benchmark.gemm(label: "\(shape.name): input projection, all steps", m: n, n: gh, k: h, repeats: 5))
+            report.gemm.append(try Benchmark.gemm(label: "\(shape.name): recurrent, one step", m: shape.batchSize, n: gh, k: h, repeats: 50))
             report.gemm.append(try Benchmark.gemm(label: "\(shape.name): logits, all steps", m: n, n: shape.vocabularySize, k: h, repeats: 5))
         }
         for shape in shapes {
@@ -170,9 +189,9 @@ struct BenchCommand: ParsableCommand {
     static func table(_ r: Report) -> String {
         func f(_ value: Double, _ digits: Int = 3) -> String { String(format: "%.\(digits)f", value) }
         var lines = ["", "Compute: \(r.runtime)", "", "Training step (median of the measured steps; min in brackets):"]
-        lines.append("  config        step s            fwd s   bwd s   opt s    chars/s   GFLOP/s   products s  prod GFLOP/s  step/products")
+        lines.append("  config          step s            fwd s   bwd s   opt s    chars/s   GFLOP/s   products s  prod GFLOP/s  step/products")
         for t in r.training {
-            lines.append("  " + t.shape.name.padding(toLength: 12, withPad: " ", startingAt: 0)
+            lines.append("  " + t.shape.name.padding(toLength: 14, withPad: " ", startingAt: 0)
                 + "  \(f(t.step.median)) (\(f(t.step.minimum)))".padding(toLength: 18, withPad: " ", startingAt: 0)
                 + "  \(f(t.forward.median))   \(f(t.backward.median))   \(f(t.optimizer.median, 4))"
                 + "  \(String(format: "%9.0f", t.charactersPerSecond))   \(String(format: "%6.1f", t.gflops))"
@@ -188,9 +207,9 @@ struct BenchCommand: ParsableCommand {
         }
         lines.append("")
         lines.append("Sampling (top-k 5; one step = one character per stream):")
-        lines.append("  config        streams   chars/s    ms/step   products ms/step   step/products")
+        lines.append("  config          streams   chars/s    ms/step   products ms/step   step/products")
         for s in r.sampling {
-            lines.append("  " + s.shape.name.padding(toLength: 12, withPad: " ", startingAt: 0)
+            lines.append("  " + s.shape.name.padding(toLength: 14, withPad: " ", startingAt: 0)
                 + String(format: "  %7d  %8.0f   %8.3f   %16.3f   %13.2f", s.streams, s.charactersPerSecond,
                          s.perStep.median * 1000, s.productsPerStep.median * 1000, s.ratioToProducts))
         }
@@ -205,7 +224,7 @@ struct BenchCommand: ParsableCommand {
             lines.append("")
             lines.append("With another process keeping one core busy (training step, median):")
             for c in r.contended {
-                lines.append("  " + c.name.padding(toLength: 12, withPad: " ", startingAt: 0)
+                lines.append("  " + c.name.padding(toLength: 14, withPad: " ", startingAt: 0)
                     + "  1 thread \(f(c.oneThread.median)) s   2 threads \(f(c.twoThreads.median)) s   2/1 = \(f(c.twoThreads.median / c.oneThread.median, 2))")
             }
         }

@@ -1,12 +1,12 @@
 import ArgumentParser
 import Foundation
 
-/// The `charrnn` command: train character-level LSTMs and write text with them.
+/// The `charrnn` command: train character-level recurrent networks and write text with them.
 @main
 struct CharRNNCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "charrnn",
-        abstract: "Train a character-level LSTM on any text, in the style of Karpathy's char-rnn.",
+        abstract: "Train a character-level LSTM, GRU or RNN on any text, in the style of Karpathy's char-rnn.",
         version: "0.1.0",
         subcommands: [TrainCommand.self, SampleCommand.self, EvalCommand.self, InspectCommand.self, BenchCommand.self])
 

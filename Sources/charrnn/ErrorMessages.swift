@@ -14,6 +14,7 @@ enum ErrorMessage {
     /// The flag of a training option.
     static func flag(_ option: TrainingOptions.Option) -> String {
         switch option {
+        case .cell: return "--cell"
         case .hiddenSize: return "--hidden"
         case .layerCount: return "--layers"
         case .batchSize: return "--batch"
@@ -69,7 +70,8 @@ enum ErrorMessage {
         case .incompatible(.weightsOnly, true):
             return error.description + " (use --init-from to start a new run from its weights)"
         case .incompatible(.shape(let checkpoint, _), false):
-            return error.description + " (pass --hidden \(checkpoint.hiddenSize) --layers \(checkpoint.layerCount))"
+            return error.description
+                + " (pass --cell \(checkpoint.cell) --hidden \(checkpoint.hiddenSize) --layers \(checkpoint.layerCount))"
         case .alreadyFinished(let iteration, _):
             return error.description + "; give --max-iterations above \(iteration) to train further"
         case .insufficientMemory:

@@ -19,7 +19,7 @@ struct InspectCommand: ParsableCommand {
             let c = checkpoint.configuration
             let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
             print("File: \(url.path) (\(size) bytes), format \(meta["format"] ?? "unnamed") \(meta["format_version"] ?? "")")
-            print("Model: \(c.layerCount) LSTM layers × \(c.hiddenSize) units, vocabulary \(c.vocabularySize), \(c.parameterCount) parameters")
+            print("Model: \(c.layerCount) \(c.cell.displayName) \(c.layerCount == 1 ? "layer" : "layers") × \(c.hiddenSize) units, vocabulary \(c.vocabularySize), \(c.parameterCount) parameters")
             print("Vocabulary: \(Self.printable(checkpoint.vocabulary))")
             print("Tensors:")
             for tensor in c.tensors {

@@ -28,7 +28,7 @@ final class TrainingLog {
         case .started(let plan):
             let o = plan.options
             line("Corpus: \(dataPath), \(grouped(plan.corpusLength)) characters, \(plan.vocabularySize) distinct")
-            line("Model: \(o.layerCount) LSTM layers × \(o.hiddenSize) units, \(grouped(plan.parameterCount)) parameters")
+            line("Model: \(o.layerCount) \(o.cell.displayName) \(o.layerCount == 1 ? "layer" : "layers") × \(o.hiddenSize) units, \(grouped(plan.parameterCount)) parameters")
             line("Batches: \(o.batchSize) streams × \(o.steps) steps; \(plan.trainingBatches) training and "
                  + "\(plan.validationBatches) validation batches per epoch; \(o.epochs) epochs; "
                  + "\(plan.totalIterations) iterations")

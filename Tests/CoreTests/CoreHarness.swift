@@ -12,8 +12,12 @@ struct CoreHarness {
     var targets: [Int32]
     var initialState: [Float]
 
-    init(vocabularySize: Int, hiddenSize: Int, layerCount: Int, batchSize: Int, steps: Int, nonZeroState: Bool = true) {
-        config = charrnn_config(vocab_size: Int32(vocabularySize), hidden_size: Int32(hiddenSize), num_layers: Int32(layerCount))
+    init(vocabularySize: Int, hiddenSize: Int, layerCount: Int, batchSize: Int, steps: Int, nonZeroState: Bool = true,
+         cell: ReferenceModel.Cell = .lstm) {
+        var cellValue: Int32 = -1
+        precondition(charrnn_cell_from_name(cell.rawValue, &cellValue) == CHARRNN_OK, "the core knows no cell '\(cell)'")
+        config = charrnn_config(vocab_size: Int32(vocabularySize), hidden_size: Int32(hiddenSize), num_layers: Int32(layerCount),
+                                cell: cellValue)
         self.batchSize = batchSize
         self.steps = steps
         var count = 0
@@ -24,7 +28,8 @@ struct CoreHarness {
         let n = batchSize * steps
         inputs = (0..<n).map { Int32(($0 * 7 + 3) % vocabularySize) }
         targets = (0..<n).map { Int32(($0 * 5 + 1) % vocabularySize) }
-        let stateCount = 2 * layerCount * batchSize * hiddenSize
+        var stateCount = 0
+        precondition(charrnn_state_count(&config, Int32(batchSize), &stateCount) == CHARRNN_OK)
         initialState = nonZeroState ? (0..<stateCount).map { Float(0.6 * cos(Double($0) * 1.3)) } : [Float](repeating: 0, count: stateCount)
     }
 
@@ -71,8 +76,15 @@ struct CoreHarness {
         }
     }
 
-    func reference() -> ReferenceLSTM {
-        ReferenceLSTM(vocabularySize: Int(config.vocab_size), hiddenSize: Int(config.hidden_size), layerCount: Int(config.num_layers))
+    var cell: ReferenceModel.Cell {
+        var info = charrnn_cell_info()
+        _ = charrnn_cell_info_get(config.cell, &info)
+        return ReferenceModel.Cell(rawValue: String(cString: info.name))!
+    }
+
+    func reference() -> ReferenceModel {
+        ReferenceModel(vocabularySize: Int(config.vocab_size), hiddenSize: Int(config.hidden_size), layerCount: Int(config.num_layers),
+                       cell: cell)
     }
 }
 

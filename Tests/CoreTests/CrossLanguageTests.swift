@@ -11,21 +11,24 @@ struct CrossLanguageTests {
         var testDescription: String { "V\(vocabulary) H\(hidden) L\(layers) B\(batch) T\(steps) keep \(keep)" }
     }
 
+    static let cases = [
+        Case(vocabulary: 7, hidden: 8, layers: 2, batch: 3, steps: 5, keep: 1),
+        Case(vocabulary: 7, hidden: 8, layers: 2, batch: 3, steps: 5, keep: 0.5),
+        Case(vocabulary: 11, hidden: 40, layers: 3, batch: 2, steps: 4, keep: 0.8),  // H split unevenly across threads
+        Case(vocabulary: 4, hidden: 6, layers: 1, batch: 5, steps: 2, keep: 1),
+    ]
+
     /// float32 against double: sums of up to a few hundred terms of size
     /// about 1 differ by ~1e-6, the fast exp adds ~2e-7 relative; a
     /// transposition or wrong index differs at 1e-2 or more.
     static let absolute = 2e-5
     static let relative = 2e-3
 
-    @Test("The core's loss, final state and every gradient match the Swift reference",
-          arguments: [
-            Case(vocabulary: 7, hidden: 8, layers: 2, batch: 3, steps: 5, keep: 1),
-            Case(vocabulary: 7, hidden: 8, layers: 2, batch: 3, steps: 5, keep: 0.5),
-            Case(vocabulary: 11, hidden: 40, layers: 3, batch: 2, steps: 4, keep: 0.8),  // H split unevenly across threads
-            Case(vocabulary: 4, hidden: 6, layers: 1, batch: 5, steps: 2, keep: 1),
-          ])
-    func coreMatchesReference(_ c: Case) {
-        let harness = CoreHarness(vocabularySize: c.vocabulary, hiddenSize: c.hidden, layerCount: c.layers, batchSize: c.batch, steps: c.steps)
+    @Test("The core's loss, final state and every gradient match the Swift reference, for every cell",
+          arguments: ReferenceModel.Cell.allCases, cases)
+    func coreMatchesReference(_ cell: ReferenceModel.Cell, _ c: Case) {
+        let harness = CoreHarness(vocabularySize: c.vocabulary, hiddenSize: c.hidden, layerCount: c.layers, batchSize: c.batch,
+                                  steps: c.steps, cell: cell)
         let core = harness.run(keep: c.keep, seed: 1234)
         let expected = harness.reference().run(
             parameters: harness.parameters.map(Double.init), inputs: harness.inputs, targets: harness.targets,
@@ -43,16 +46,18 @@ struct CrossLanguageTests {
         }
     }
 
-    @Test("The tensor table uses PyTorch's names, shapes and order, and tiles the block exactly")
-    func tensorTableFollowsPyTorch() {
-        let harness = CoreHarness(vocabularySize: 83, hiddenSize: 16, layerCount: 2, batchSize: 1, steps: 1)
+    @Test("The tensor table uses PyTorch's names, shapes and order, and tiles the block exactly",
+          arguments: [(ReferenceModel.Cell.lstm, 64), (.gru, 48), (.rnn, 16)])
+    func tensorTableFollowsPyTorch(_ cell: ReferenceModel.Cell, rows: Int) {
+        let harness = CoreHarness(vocabularySize: 83, hiddenSize: 16, layerCount: 2, batchSize: 1, steps: 1, cell: cell)
         let tensors = harness.tensors()
+        let p = cell.rawValue
         #expect(tensors.map(\.name) == [
-            "lstm.weight_ih_l0", "lstm.weight_hh_l0", "lstm.bias_ih_l0", "lstm.bias_hh_l0",
-            "lstm.weight_ih_l1", "lstm.weight_hh_l1", "lstm.bias_ih_l1", "lstm.bias_hh_l1",
+            "\(p).weight_ih_l0", "\(p).weight_hh_l0", "\(p).bias_ih_l0", "\(p).bias_hh_l0",
+            "\(p).weight_ih_l1", "\(p).weight_hh_l1", "\(p).bias_ih_l1", "\(p).bias_hh_l1",
             "fc.weight", "fc.bias",
         ])
-        #expect(tensors.map(\.shape) == [[64, 83], [64, 16], [64], [64], [64, 16], [64, 16], [64], [64], [83, 16], [83]])
+        #expect(tensors.map(\.shape) == [[rows, 83], [rows, 16], [rows], [rows], [rows, 16], [rows, 16], [rows], [rows], [83, 16], [83]])
         var offset = 0
         for tensor in tensors {
             #expect(tensor.offset == offset, "\(tensor.name) offset")

@@ -44,7 +44,7 @@ struct DeterminismTests {
         #expect(kept.allSatisfy { $0 == 1 / keep }, "kept units are scaled by 1/keep")
         // And they are the documented function of (seed, layer, row, unit).
         let differing = (0..<masks.count).filter { index in
-            Double(masks[index]) != ReferenceLSTM.mask(seed: 5, layer: 0, row: index / hidden, unit: index % hidden,
+            Double(masks[index]) != ReferenceModel.mask(seed: 5, layer: 0, row: index / hidden, unit: index % hidden,
                                                        rows: n, hidden: hidden, keep: Double(keep))
         }
         #expect(differing.isEmpty, "\(differing.count) masks differ from the documented function")
@@ -52,7 +52,7 @@ struct DeterminismTests {
 
     @Test("Initialisation is a function of the seed, with the forget-gate bias at 1")
     func initialisationIsSeeded() {
-        var config = charrnn_config(vocab_size: 10, hidden_size: 8, num_layers: 2)
+        var config = charrnn_config(vocab_size: 10, hidden_size: 8, num_layers: 2, cell: 0)
         var count = 0
         _ = charrnn_param_count(&config, &count)
         var a = [Float](repeating: 0, count: count), b = a, c = a

@@ -5,7 +5,7 @@ import Testing
 /// Protects gradient clipping and the Adam update.
 @Suite("Optimizer")
 struct OptimizerTests {
-    var config = charrnn_config(vocab_size: 3, hidden_size: 2, num_layers: 1)
+    var config = charrnn_config(vocab_size: 3, hidden_size: 2, num_layers: 1, cell: Int32(CHARRNN_CELL_LSTM.rawValue))
     var count: Int {
         var config = self.config
         var n = 0

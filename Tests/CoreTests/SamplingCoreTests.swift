@@ -153,9 +153,11 @@ struct SamplingCoreTests {
     /// forward pass computes: the same final state, and logits whose
     /// cross-entropy is the forward pass's loss. S = 1 exercises the
     /// matrix-vector path, S = 3 the matrix-matrix path.
-    @Test("Stepping one character at a time matches the batched forward pass", arguments: [1, 3])
-    func stepMatchesForward(streams: Int) {
-        let harness = CoreHarness(vocabularySize: 9, hiddenSize: 40, layerCount: 2, batchSize: streams, steps: 7, nonZeroState: false)
+    @Test("Stepping one character at a time matches the batched forward pass, for every cell",
+          arguments: ReferenceModel.Cell.allCases, [1, 3])
+    func stepMatchesForward(_ cell: ReferenceModel.Cell, streams: Int) {
+        let harness = CoreHarness(vocabularySize: 9, hiddenSize: 40, layerCount: 2, batchSize: streams, steps: 7, nonZeroState: false,
+                                  cell: cell)
         var config = harness.config
         let forward = harness.run(keep: 1, seed: 0, gradients: false)
         var state = [Float](repeating: 0, count: harness.initialState.count)

@@ -7,7 +7,7 @@ struct StatusCodeTests {
     @Test("Invalid configurations are rejected by every size query",
           arguments: [(0, 4, 1), (5, 0, 1), (5, 4, 0), (-1, 4, 1), (5, -3, 1), (5, 4, 65), (5, 20000, 1), (3_000_000, 4, 1)])
     func invalidConfigurations(_ shape: (Int32, Int32, Int32)) {
-        var config = charrnn_config(vocab_size: shape.0, hidden_size: shape.1, num_layers: shape.2)
+        var config = charrnn_config(vocab_size: shape.0, hidden_size: shape.1, num_layers: shape.2, cell: 0)
         var count = 0
         var tensors: Int32 = 0
         var params = [Float](repeating: 0, count: 16)
@@ -21,7 +21,7 @@ struct StatusCodeTests {
 
     @Test("Null pointers are reported, not dereferenced")
     func nullPointers() {
-        var config = charrnn_config(vocab_size: 5, hidden_size: 4, num_layers: 1)
+        var config = charrnn_config(vocab_size: 5, hidden_size: 4, num_layers: 1, cell: 0)
         #expect(charrnn_config_validate(nil) == CHARRNN_ERR_NULL_POINTER)
         #expect(charrnn_param_count(&config, nil) == CHARRNN_ERR_NULL_POINTER)
         #expect(charrnn_init_params(&config, nil, 0) == CHARRNN_ERR_NULL_POINTER)

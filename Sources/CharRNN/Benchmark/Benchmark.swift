@@ -22,10 +22,14 @@ public enum Benchmark {
         public var batchSize: Int
         /// Steps T.
         public var steps: Int
+        /// The recurrent cell.
+        public var cell: Cell
 
         /// Creates a shape.
-        public init(name: String, vocabularySize: Int, hiddenSize: Int, layerCount: Int, batchSize: Int, steps: Int) {
+        public init(name: String, vocabularySize: Int, hiddenSize: Int, layerCount: Int, batchSize: Int, steps: Int,
+                    cell: Cell = .lstm) {
             self.name = name
+            self.cell = cell
             self.vocabularySize = vocabularySize
             self.hiddenSize = hiddenSize
             self.layerCount = layerCount
@@ -40,17 +44,18 @@ public enum Benchmark {
 
         /// The model part of the shape.
         public var configuration: ModelConfiguration {
-            ModelConfiguration(vocabularySize: vocabularySize, hiddenSize: hiddenSize, layerCount: layerCount)
+            ModelConfiguration(vocabularySize: vocabularySize, hiddenSize: hiddenSize, layerCount: layerCount, cell: cell)
         }
 
         /// Floating-point operations of one training step's matrix products
-        /// (2 per multiply-add). With N = B·T: per layer the recurrent product
-        /// forward, back through W_hh, and dW_hh (3 × 2·N·4H·H); layers above
-        /// the first add the input projection, dW_ih and dX (3 more); the
-        /// output layer costs 3 × 2·N·V·H. Layer 0's input is a lookup.
+        /// (2 per multiply-add). With N = B·T and G the cell's gate blocks:
+        /// per layer the recurrent product forward, back through W_hh, and
+        /// dW_hh (3 × 2·N·GH·H); layers above the first add the input
+        /// projection, dW_ih and dX (3 more); the output layer costs
+        /// 3 × 2·N·V·H. Layer 0's input is a lookup.
         public var trainingFlops: Double {
             let n = Double(batchSize * steps), h = Double(hiddenSize), v = Double(vocabularySize)
-            let unit = 2 * n * 4 * h * h
+            let unit = 2 * n * Double(cell.gateCount) * h * h
             return unit * (3 + 6 * Double(layerCount - 1)) + 3 * 2 * n * v * h
         }
 

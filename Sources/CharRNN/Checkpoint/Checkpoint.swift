@@ -2,8 +2,11 @@ import Foundation
 
 /// A model's weights, vocabulary and metadata, stored as one safetensors file.
 ///
-/// Tensors use PyTorch's `nn.LSTM` + `nn.Linear` state-dict names under the
-/// prefixes `lstm.` and `fc.`, so the file loads in PyTorch unchanged.
+/// Tensors use PyTorch's `nn.LSTM`, `nn.GRU` or `nn.RNN` + `nn.Linear`
+/// state-dict names under the prefixes `lstm.`, `gru.` or `rnn.` (the cell's
+/// name) and `fc.`, so the file loads in PyTorch unchanged. The model's
+/// tensors come first, in the core's block order, so the data section
+/// starts with the parameter block exactly as the core lays it out.
 /// `__metadata__` holds `vocab` (a JSON array of one-scalar strings in index
 /// order), the model configuration, and whatever the writer adds (the
 /// trainer adds its options and its `RunProgress`). A file with only the
@@ -36,12 +39,15 @@ public struct Checkpoint {
     /// Tensor-name prefixes of the optional training state.
     static let firstMomentPrefix = "optimizer.exp_avg."
     static let secondMomentPrefix = "optimizer.exp_avg_sq."
-    static let carriedHiddenName = "train_state.h"
-    static let carriedCellName = "train_state.c"
+    /// Names of the carried state's tensors, one per state tensor of the
+    /// cell (h, and the LSTM's c), each `[L, B, H]`.
+    static func carriedNames(_ cell: Cell) -> [String] {
+        Array(["train_state.h", "train_state.c"].prefix(cell.stateTensorCount))
+    }
 
     /// A checkpoint of `model`'s current weights. `metadata` adds to (and
     /// cannot replace) the entries the format defines. With `resumeState`,
-    /// the file also holds Adam's moments and the carried LSTM state.
+    /// the file also holds Adam's moments and the carried recurrent state.
     public init(model: Model, vocabulary: Vocabulary, metadata: [String: String] = [:], resumeState: ResumeState? = nil) {
         self.configuration = model.configuration
         self.vocabulary = vocabulary
@@ -65,13 +71,14 @@ public struct Checkpoint {
         all["vocab_size"] = String(configuration.vocabularySize)
         all["hidden_size"] = String(configuration.hiddenSize)
         all["num_layers"] = String(configuration.layerCount)
+        all["cell"] = configuration.cell.rawValue
         return all
     }
 
     /// The file's tensors, pointing at the values where they are: the
     /// model's tensors in block order, then (with a training state) every
     /// tensor's first moments, every tensor's second moments, and the carried
-    /// h and c (`carried` is `[2, L, B, H]`).
+    /// state tensors (`carried` is `[S, L, B, H]`, S the cell's state tensors).
     static func tensors(configuration: ModelConfiguration, parameters: UnsafeBufferPointer<Float>,
                         moments: UnsafeBufferPointer<Float>?, carried: (values: UnsafeBufferPointer<Float>, batchSize: Int)?)
         -> [SafeTensors.Tensor]
@@ -95,9 +102,10 @@ public struct Checkpoint {
         }
         if let carried {
             let shape = [configuration.layerCount, carried.batchSize, configuration.hiddenSize]
-            let half = carried.values.count / 2
-            tensors.append(SafeTensors.Tensor(name: carriedHiddenName, shape: shape, values: slice(carried.values, 0, half)))
-            tensors.append(SafeTensors.Tensor(name: carriedCellName, shape: shape, values: slice(carried.values, half, half)))
+            let names = carriedNames(configuration.cell), plane = carried.values.count / names.count
+            for (index, name) in names.enumerated() {
+                tensors.append(SafeTensors.Tensor(name: name, shape: shape, values: slice(carried.values, index * plane, plane)))
+            }
         }
         return tensors
     }
@@ -179,11 +187,12 @@ public struct Checkpoint {
         guard fcWeight.shape.count == 2 else {
             throw .shapeMismatch(name: "fc.weight", expected: [-1, -1], actual: fcWeight.shape)
         }
+        let cell = try Self.cell(of: entries, metadata: metadata)
         var layers = 0
-        while entries["lstm.weight_ih_l\(layers)"] != nil { layers += 1 }
-        guard layers > 0 else { throw .missingTensor(name: "lstm.weight_ih_l0") }
+        while entries["\(cell).weight_ih_l\(layers)"] != nil { layers += 1 }
+        guard layers > 0 else { throw .missingTensor(name: "\(cell).weight_ih_l0") }
         let configuration = ModelConfiguration(
-            vocabularySize: fcWeight.shape[0], hiddenSize: fcWeight.shape[1], layerCount: layers)
+            vocabularySize: fcWeight.shape[0], hiddenSize: fcWeight.shape[1], layerCount: layers, cell: cell)
         do { try configuration.validate() } catch {
             throw .unsupportedModel(vocabularySize: configuration.vocabularySize, hiddenSize: configuration.hiddenSize,
                                     layerCount: layers)
@@ -219,7 +228,7 @@ public struct Checkpoint {
                 known.insert(Self.firstMomentPrefix + descriptor.name)
                 known.insert(Self.secondMomentPrefix + descriptor.name)
             }
-            known.formUnion([Self.carriedHiddenName, Self.carriedCellName])
+            known.formUnion(Self.carriedNames(cell))
         }
         if let extra = entries.keys.sorted().first(where: { !known.contains($0) }) {
             throw .unexpectedTensor(name: extra)
@@ -231,6 +240,9 @@ public struct Checkpoint {
         var optimizerStep: Int64 = 0
         if hasTrainingState {
             let options = try TrainingOptions(checkpointMetadata: metadata)
+            guard options.cell == cell else {
+                throw .metadataDisagrees(key: "cell", metadata: options.cell.rawValue, tensors: cell.rawValue)
+            }
             guard options.hiddenSize == configuration.hiddenSize, options.layerCount == configuration.layerCount else {
                 throw .metadataDisagrees(key: "hidden_size", metadata: "\(options.layerCount) × \(options.hiddenSize)",
                                          tensors: "\(layers) × \(configuration.hiddenSize)")
@@ -247,7 +259,7 @@ public struct Checkpoint {
 
         // Memory: the model, and the training state when it is to be read.
         let parameterCount = configuration.parameterCount
-        let carriedCount = carriedShape.reduce(2, *)
+        let carriedCount = carriedShape.reduce(cell.stateTensorCount, *)
         let readsTrainingState = hasTrainingState && trainingState
         do {
             try MemoryBudget.check(requiredBytes: MemoryBudget.sum(
@@ -282,8 +294,8 @@ public struct Checkpoint {
                 try read(Self.secondMomentPrefix + descriptor.name, into: &moments, at: parameterCount + descriptor.offset)
             }
             var carried = RecurrentState(configuration: configuration, batchSize: carriedShape[1])
-            try read(Self.carriedHiddenName, into: &carried.values, at: 0)
-            try read(Self.carriedCellName, into: &carried.values, at: carried.values.count / 2)
+            let names = Self.carriedNames(cell), plane = carried.values.count / names.count
+            for (index, name) in names.enumerated() { try read(name, into: &carried.values, at: index * plane) }
             resumeState = ResumeState(optimizerState: moments, optimizerStep: optimizerStep, carriedState: carried)
         } else {
             resumeState = nil
@@ -295,6 +307,28 @@ public struct Checkpoint {
         self.trainingOptions = trainingOptions
         self.progress = progress
         self.hasTrainingState = hasTrainingState
+    }
+
+    /// The cell whose tensors the file holds: the one cell name that prefixes
+    /// its recurrent tensors (model or optimizer), checked against the `cell`
+    /// metadata when there is one. Files without the entry predate the
+    /// choice of cell; their tensors say which it is.
+    private static func cell(of entries: [String: SafeTensors.Entry], metadata: [String: String]) throws(CheckpointProblem) -> Cell {
+        let found = Cell.allCases.filter { cell in
+            entries.keys.contains { name in
+                [cell.rawValue + ".", firstMomentPrefix + cell.rawValue + ".", secondMomentPrefix + cell.rawValue + "."]
+                    .contains { name.hasPrefix($0) }
+            }
+        }
+        if found.count > 1 { throw .mixedCells(found) }
+        if let stated = metadata["cell"] {
+            guard let cell = Cell(stated) else { throw .invalidMetadataValue(key: "cell", value: stated) }
+            if let first = found.first, first != cell {
+                throw .metadataDisagrees(key: "cell", metadata: stated, tensors: "\(first) tensors")
+            }
+            return cell
+        }
+        return found.first ?? .lstm
     }
 
     /// Checks that the optional training state is all there with the right
@@ -311,16 +345,17 @@ public struct Checkpoint {
                 }
             }
         }
-        guard let hidden = entries[carriedHiddenName] else { throw .missingTensor(name: carriedHiddenName) }
-        guard let cell = entries[carriedCellName] else { throw .missingTensor(name: carriedCellName) }
+        let names = carriedNames(configuration.cell)
+        guard let hidden = entries[names[0]] else { throw .missingTensor(name: names[0]) }
         let layers = configuration.layerCount, units = configuration.hiddenSize
         guard hidden.shape.count == 3, hidden.shape[0] == layers, hidden.shape[2] == units, hidden.shape[1] >= 1,
             hidden.shape[1] <= TrainingOptions.maximumBatchCharacters
         else {
-            throw .shapeMismatch(name: carriedHiddenName, expected: [layers, -1, units], actual: hidden.shape)
+            throw .shapeMismatch(name: names[0], expected: [layers, -1, units], actual: hidden.shape)
         }
-        guard cell.shape == hidden.shape else {
-            throw .shapeMismatch(name: carriedCellName, expected: hidden.shape, actual: cell.shape)
+        for name in names.dropFirst() {
+            guard let other = entries[name] else { throw .missingTensor(name: name) }
+            guard other.shape == hidden.shape else { throw .shapeMismatch(name: name, expected: hidden.shape, actual: other.shape) }
         }
         return hidden.shape
     }
@@ -362,7 +397,7 @@ public struct Checkpoint {
 }
 
 /// What a training run needs, beyond the weights, to continue exactly where
-/// it stopped: Adam's moments and step count, and the LSTM state carried into
+/// it stopped: Adam's moments and step count, and the recurrent state carried into
 /// the next batch. (The rest, such as the iteration and the running loss, is
 /// the checkpoint's `RunProgress`.)
 public struct ResumeState: Sendable, Equatable {
@@ -370,7 +405,7 @@ public struct ResumeState: Sendable, Equatable {
     public var optimizerState: [Float]
     /// Adam steps taken.
     public var optimizerStep: Int64
-    /// The carried (h, c) for the run's B streams.
+    /// The carried state (h, and the LSTM's c) for the run's B streams.
     public var carriedState: RecurrentState
 
     /// Bundles the pieces.

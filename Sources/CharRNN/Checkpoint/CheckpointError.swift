@@ -36,6 +36,8 @@ public enum CheckpointProblem: Error, Equatable, CustomStringConvertible {
     case unsupportedModel(vocabularySize: Int, hiddenSize: Int, layerCount: Int)
     /// A metadata entry states a size the tensors do not have.
     case metadataDisagrees(key: String, metadata: String, tensors: String)
+    /// The recurrent tensors belong to more than one cell (`lstm.…` and `gru.…`).
+    case mixedCells([Cell])
     /// Holding the checkpoint would take more memory than the process may use.
     case insufficientMemory(MemoryShortfall)
 
@@ -71,6 +73,8 @@ public enum CheckpointProblem: Error, Equatable, CustomStringConvertible {
                 + "\(ModelConfiguration.maximumVocabularySize) characters"
         case .metadataDisagrees(let key, let metadata, let tensors):
             return "metadata '\(key)' says \(metadata) but the tensors have \(tensors)"
+        case .mixedCells(let cells):
+            return "its tensors mix cells (" + cells.map { "\($0).*" }.joined(separator: ", ") + "); a model has one cell"
         case .insufficientMemory(let shortfall): return "loading it \(shortfall)"
         }
     }

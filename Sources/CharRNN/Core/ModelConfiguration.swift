@@ -1,25 +1,29 @@
 import CCharRNN
 
-/// The shape of a model: vocabulary size V, hidden size H and layer count L.
+/// The shape of a model: vocabulary size V, hidden size H, layer count L
+/// and the cell of every layer.
 public struct ModelConfiguration: Hashable, Sendable, Codable {
     /// Number of distinct characters (V).
     public var vocabularySize: Int
-    /// Units in each LSTM layer (H).
+    /// Units in each recurrent layer (H).
     public var hiddenSize: Int
-    /// Number of stacked LSTM layers (L).
+    /// Number of stacked recurrent layers (L).
     public var layerCount: Int
+    /// The recurrent cell of every layer.
+    public var cell: Cell
 
     /// Creates a configuration; call `validate()` before use.
-    public init(vocabularySize: Int, hiddenSize: Int, layerCount: Int) {
+    public init(vocabularySize: Int, hiddenSize: Int, layerCount: Int, cell: Cell = .lstm) {
         self.vocabularySize = vocabularySize
         self.hiddenSize = hiddenSize
         self.layerCount = layerCount
+        self.cell = cell
     }
 
     var raw: charrnn_config {
         charrnn_config(
             vocab_size: Int32(clamping: vocabularySize), hidden_size: Int32(clamping: hiddenSize),
-            num_layers: Int32(clamping: layerCount))
+            num_layers: Int32(clamping: layerCount), cell: cell.raw)
     }
 
     /// Throws `ModelError.invalidConfiguration` unless the core accepts the shape.
@@ -63,6 +67,14 @@ public struct ModelConfiguration: Hashable, Sendable, Codable {
         try ask("charrnn_step_scratch_count") { charrnn_step_scratch_count($0, Int32(clamping: streams), $1) }
     }
 
+    /// Floats (4-byte units) of scratch `charrnn_sample` needs for this vocabulary.
+    public func sampleScratchCount() throws(ModelError) -> Int {
+        let bytes = try ask("charrnn_sample_scratch_size") { config, bytes in
+            charrnn_sample_scratch_size(config.pointee.vocab_size, bytes)
+        }
+        return (bytes + 3) / 4
+    }
+
     /// A size from one of the core's count functions, its status checked.
     private func ask(_ function: String,
                      _ query: (UnsafePointer<charrnn_config>, UnsafeMutablePointer<Int>) -> charrnn_status) throws(ModelError) -> Int {
@@ -103,7 +115,7 @@ public struct ModelConfiguration: Hashable, Sendable, Codable {
 /// One tensor of the parameter block: a PyTorch state-dict name, its shape,
 /// and where it lives in the block (in floats).
 public struct TensorDescriptor: Hashable, Sendable {
-    /// PyTorch name, e.g. `lstm.weight_ih_l0`.
+    /// PyTorch name, e.g. `lstm.weight_ih_l0` or `gru.bias_hh_l1`.
     public let name: String
     /// Row-major shape.
     public let shape: [Int]

@@ -121,7 +121,7 @@ public final class RunDirectory {
             }
             do {
                 let progress = try RunProgress(metadata: metadata)
-                let options = try MetadataCoding.decode(TrainingOptions.self, from: metadata)
+                let options = try TrainingOptions(checkpointMetadata: metadata)
                 listing.checkpoints.append(Entry(url: file, isBest: name == bestName,
                                                  runIdentity: progress.runIdentity(options: options), progress: progress))
             } catch {

@@ -27,13 +27,14 @@ struct InferenceSession {
         let configuration = model.configuration
         let stateCount = try configuration.stateCount(batchSize: streams)
         let scratchCount = try configuration.stepScratchCount(streams: streams)
+        let sampleScratchCount = try configuration.sampleScratchCount()
         let (logitCount, overflow) = streams.multipliedReportingOverflow(by: configuration.vocabularySize)
         guard !overflow else { throw .core(CoreError(CHARRNN_ERR_INVALID_SHAPE, function: "charrnn_step")) }
         do {
             try MemoryBudget.check(requiredBytes: MemoryBudget.sum(
                 MemoryBudget.floatBytes(stateCount), MemoryBudget.floatBytes(scratchCount), MemoryBudget.floatBytes(logitCount)))
             stepScratch = try FloatBuffer(count: scratchCount)
-            sampleScratch = try FloatBuffer(count: 2 * configuration.vocabularySize)
+            sampleScratch = try FloatBuffer(count: sampleScratchCount)
         } catch {
             throw .insufficientMemory(error)
         }

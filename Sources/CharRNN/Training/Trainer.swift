@@ -2,7 +2,7 @@ import Foundation
 
 /// Runs the original notebook's training loop on a corpus.
 ///
-/// Per epoch the carried LSTM state starts at zero and passes from batch to
+/// Per epoch the carried recurrent state starts at zero and passes from batch to
 /// batch; every `saveEvery` iterations (and at the last one) the validation
 /// split is evaluated from a zero state carried through its batches, without
 /// dropout, and a checkpoint is written to the run's `RunDirectory`, which
@@ -63,7 +63,8 @@ public final class Trainer {
         do throws(TrainingError) {
             let vocabulary = Vocabulary(corpus: corpus.scalars)
             let configuration = ModelConfiguration(
-                vocabularySize: vocabulary.count, hiddenSize: options.hiddenSize, layerCount: options.layerCount)
+                vocabularySize: vocabulary.count, hiddenSize: options.hiddenSize, layerCount: options.layerCount,
+                cell: options.cell)
             if let initialWeights {
                 guard initialWeights.vocabulary == vocabulary else {
                     throw TrainingError.incompatible(.vocabulary(corpus: vocabulary, checkpoint: initialWeights.vocabulary), resuming: false)
@@ -95,7 +96,7 @@ public final class Trainer {
     }
 
     /// Continues the run a checkpoint was written by, exactly where it
-    /// stopped: weights, Adam's moments and step, the carried LSTM state, the
+    /// stopped: weights, Adam's moments and step, the carried recurrent state, the
     /// iteration (and so the epoch, the position in the batch stream and the
     /// dropout seeds), the best validation loss and the log's running mean.
     /// Hyperparameters come from the checkpoint; `maxIterations` and

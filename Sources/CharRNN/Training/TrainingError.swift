@@ -66,8 +66,8 @@ public enum CheckpointMismatch: Error, Equatable, Sendable, CustomStringConverti
             return "the run trained on another text (\(runCharacters) characters, \(runBatches) training batches per epoch; "
                 + "this one has \(corpusCharacters) characters, \(corpusBatches) batches, or the same length with other content)"
         case .shape(let checkpoint, let requested):
-            return "it is \(checkpoint.layerCount) layers of \(checkpoint.hiddenSize); "
-                + "the options ask for \(requested.layerCount) of \(requested.hiddenSize)"
+            return "it is \(checkpoint.layerCount) \(checkpoint.cell.displayName) layers of \(checkpoint.hiddenSize); "
+                + "the options ask for \(requested.layerCount) \(requested.cell.displayName) layers of \(requested.hiddenSize)"
         }
     }
 

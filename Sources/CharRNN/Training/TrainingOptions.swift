@@ -5,9 +5,11 @@
 /// Stored in every checkpoint's metadata under the coding keys below
 /// (`hidden_size`, `num_layers`, …; see docs/CHECKPOINT.md).
 public struct TrainingOptions: Sendable, Equatable, Codable {
-    /// Units per LSTM layer.
+    /// The recurrent cell of every layer.
+    public var cell: Cell = .lstm
+    /// Units per recurrent layer.
     public var hiddenSize = 512
-    /// Stacked LSTM layers.
+    /// Stacked recurrent layers.
     public var layerCount = 2
     /// Streams per batch (B).
     public var batchSize = 100
@@ -40,7 +42,7 @@ public struct TrainingOptions: Sendable, Equatable, Codable {
     /// The options, each named as its property (`hiddenSize`, …), for errors
     /// that say which one is out of range.
     public enum Option: String, Sendable, CaseIterable {
-        case hiddenSize, layerCount, batchSize, steps, epochs, learningRate, keepProbability, gradientClip
+        case cell, hiddenSize, layerCount, batchSize, steps, epochs, learningRate, keepProbability, gradientClip
         case validationFraction, saveEvery, seed, maxIterations, keepBest
     }
 
@@ -81,7 +83,7 @@ public struct TrainingOptions: Sendable, Equatable, Codable {
 
     /// The names under which the options are stored in checkpoint metadata.
     enum CodingKeys: String, CodingKey {
-        case hiddenSize = "hidden_size", layerCount = "num_layers", batchSize = "batch_size", steps, epochs
+        case cell, hiddenSize = "hidden_size", layerCount = "num_layers", batchSize = "batch_size", steps, epochs
         case learningRate = "learning_rate", keepProbability = "keep_prob", gradientClip = "grad_clip"
         case validationFraction = "val_frac", saveEvery = "save_every", seed
         case maxIterations = "max_iterations", keepBest = "keep"
@@ -91,6 +93,7 @@ public struct TrainingOptions: Sendable, Equatable, Codable {
     static func metadataKey(_ option: Option) -> String {
         let key: CodingKeys
         switch option {
+        case .cell: key = .cell
         case .hiddenSize: key = .hiddenSize
         case .layerCount: key = .layerCount
         case .batchSize: key = .batchSize
@@ -116,7 +119,11 @@ public struct TrainingOptions: Sendable, Equatable, Codable {
     /// Throws `CheckpointProblem.invalidMetadataValue` naming the first entry
     /// that is not (`Checkpoint.trainingOptions` holds the result for a
     /// checkpoint that can resume).
+    /// Checkpoints written before there was a choice of cell have no `cell`
+    /// entry: their runs trained an LSTM.
     public init(checkpointMetadata metadata: [String: String]) throws(CheckpointProblem) {
+        var metadata = metadata
+        if metadata[CodingKeys.cell.rawValue] == nil { metadata[CodingKeys.cell.rawValue] = Cell.lstm.rawValue }
         self = try MetadataCoding.decode(TrainingOptions.self, from: metadata)
         do {
             try validate()

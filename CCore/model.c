@@ -3,17 +3,21 @@
  * stage, each forward beside its backward:
  *   input projection   (one-hot lookup for layer 0, one big GEMM above it)
  *   dropout            (inverted, counter-based masks; applied in the recurrence)
- *   LSTM recurrence    (per step: recurrent GEMM + fused gate arithmetic)
+ *   recurrence         (per step: recurrent GEMM + the cell's kernel, cells.c)
  *   output layer       (logits GEMM, softmax, cross-entropy)
  *
  * Where the time goes: the products. The inputs of all T steps are
  * projected in one GEMM of N = T*B rows per layer, and every weight gradient
  * is one GEMM with K = N, so per step only the recurrent product [B, H] x
- * [H, 4H] and the gate arithmetic remain. The B rows of a batch are
+ * [H, GH] and the gate arithmetic remain. The B rows of a batch are
  * independent streams, so in the recurrence each OpenMP thread owns a share
  * of them and carries them through all T steps alone: no barrier per step,
  * no line of the activations shared between cores. BLAS itself runs
  * single-threaded per call.
+ *
+ * GH = gates*H; the first FH = (gates - split)*H columns are the blocks whose
+ * recurrent term folds into G, the last SH = split*H the blocks whose
+ * recurrent term stays apart (internal.h). For the LSTM and the RNN, FH = GH.
  *
  * Time-major rows: r = t*B + b. Batches arrive [B, T] (stream-major) as in
  * the notebook; token (b, t) is inputs[b*T + t].
@@ -23,30 +27,31 @@
 #include "internal.h"
 
 /* ========================================================================
- * Input projection: G[r, :] = W_ih x_r + b_ih + b_hh
+ * Input projection: G[r, :] = W_ih x_r + b_ih + b_hh (folded blocks)
  * ======================================================================== */
 
 /* The input term of every step's pre-activations, before the recurrence.
- * Layer 0: x_r is one-hot, so W_ih x_r is column tok of W_ih [4H, V]. A
+ * Layer 0: x_r is one-hot, so W_ih x_r is column tok of W_ih [GH, V]. A
  * column is strided in memory (one cache line per gate row), so the V
- * columns, with both biases added, are transposed into the table
- * embed [V, 4H], and the recurrence adds row tok of it in its gate kernel:
- * nothing of size N x 4H is written here.
+ * columns, with the biases added, are transposed into the table
+ * embed [V, GH], and the recurrence adds row tok of it in its gate kernel:
+ * nothing of size N x GH is written here.
  * Layer l > 0: G = X W_ih^T in one GEMM over all N rows; the recurrence adds
- * the biases, summed once into embed's first row. */
-static void input_projection_forward(size_t B, size_t T, size_t H, size_t V, int layer,
+ * the biases, summed once into embed's first row.
+ * b_hh is folded in only for the first FH columns (the rest is the cell's). */
+static void input_projection_forward(size_t B, size_t T, gate_widths w, size_t V, int layer,
                                      const float *W_ih, const float *b_ih, const float *b_hh,
                                      const float *X, float *embed, float *G) {
-    size_t N = T * B, G4 = 4 * H;
+    size_t N = T * B, GH = w.GH;
     if (layer == 0) {
 #pragma omp parallel for schedule(static)
-        for (size_t j = 0; j < G4; j++) {
-            float bias = b_ih[j] + b_hh[j];
-            for (size_t v = 0; v < V; v++) embed[v * G4 + j] = W_ih[j * V + v] + bias;
+        for (size_t j = 0; j < GH; j++) {
+            float bias = j < w.FH ? b_ih[j] + b_hh[j] : b_ih[j];
+            for (size_t v = 0; v < V; v++) embed[v * GH + j] = W_ih[j * V + v] + bias;
         }
     } else {
-        for (size_t j = 0; j < G4; j++) embed[j] = b_ih[j] + b_hh[j];
-        gemm_rows_parallel(0, 1, N, G4, H, 1.0f, X, H, W_ih, H, 0.0f, G, G4);
+        for (size_t j = 0; j < GH; j++) embed[j] = j < w.FH ? b_ih[j] + b_hh[j] : b_ih[j];
+        gemm_rows_parallel(0, 1, N, GH, w.H, 1.0f, X, w.H, W_ih, w.H, 0.0f, G, GH);
     }
 }
 
@@ -56,57 +61,75 @@ CHARRNN_VECTOR_CLONES static void add_into(float *restrict dst, const float *res
     for (size_t i = 0; i < n; i++) dst[i] += src[i];
 }
 
-/* dW_ih += dG^T X; db_ih, db_hh += column sums of dG. For the one-hot layer
- * 0 the rows of dG are first summed by input token into embed [V, 4H]
- * (contiguous adds), and only those V sums are scattered into the columns
- * of dW_ih; as every row has exactly one token, the bias gradient is the sum
- * of the V token sums. */
-static void input_projection_backward(size_t B, size_t T, size_t H, size_t V, int layer,
+/* dst[j] += sum over the N rows of src [N, ld] of column j, for j in
+ * [begin, end), and also[j] += the same for j < also_end (also may be
+ * NULL): accumulated in double per chunk of columns. */
+static void add_column_sums(size_t N, size_t ld, size_t begin, size_t end, const float *src,
+                            float *dst, float *also, size_t also_end) {
+    enum { CHUNK = 256 };
+    double acc[CHUNK];
+    for (size_t j0 = begin; j0 < end; j0 += CHUNK) {
+        size_t j1 = j0 + CHUNK < end ? j0 + CHUNK : end;
+        for (size_t j = j0; j < j1; j++) acc[j - j0] = 0.0;
+        for (size_t r = 0; r < N; r++) {
+            const float *d = src + r * ld;
+            for (size_t j = j0; j < j1; j++) acc[j - j0] += d[j];
+        }
+        for (size_t j = j0; j < j1; j++) {
+            dst[j] += (float)acc[j - j0];
+            if (also && j < also_end) also[j] += (float)acc[j - j0];
+        }
+    }
+}
+
+/* dW_ih += dG^T X; db_ih += column sums of dG, and db_hh too for the folded
+ * columns. For the one-hot layer 0 the rows of dG are first summed by input
+ * token into embed [V, GH] (contiguous adds), and only those V sums are
+ * scattered into the columns of dW_ih; as every row has exactly one token,
+ * the bias gradient is the sum of the V token sums. */
+static void input_projection_backward(size_t B, size_t T, gate_widths w, size_t V, int layer,
                                       const int32_t *inputs, const float *dG, const float *X,
                                       float *embed, float *dW_ih, float *db_ih, float *db_hh) {
-    size_t N = T * B, G4 = 4 * H;
+    size_t N = T * B, GH = w.GH;
     if (layer > 0) {
-        gemm_rows_parallel(1, 0, G4, H, N, 1.0f, dG, G4, X, H, 1.0f, dW_ih, H);
+        gemm_rows_parallel(1, 0, GH, w.H, N, 1.0f, dG, GH, X, w.H, 1.0f, dW_ih, w.H);
     }
 #pragma omp parallel
     {
-        /* Each thread owns a range of the 4H gate rows, so nothing races. */
+        /* Each thread owns a range of the GH gate rows, so nothing races. */
         size_t begin, end;
-        thread_range(G4, omp_get_thread_num(), omp_get_num_threads(), 16, &begin, &end);
+        thread_range(GH, omp_get_thread_num(), omp_get_num_threads(), 16, &begin, &end);
         if (layer == 0 && end > begin) {
             for (size_t v = 0; v < V; v++)
-                memset(embed + v * G4 + begin, 0, (end - begin) * sizeof(float));
+                memset(embed + v * GH + begin, 0, (end - begin) * sizeof(float));
             for (size_t r = 0; r < N; r++) {
                 size_t tok = (size_t)inputs[(r % B) * T + r / B];
-                add_into(embed + tok * G4 + begin, dG + r * G4 + begin, end - begin);
+                add_into(embed + tok * GH + begin, dG + r * GH + begin, end - begin);
             }
             for (size_t j = begin; j < end; j++) {
                 double sum = 0.0;
                 for (size_t v = 0; v < V; v++) {
-                    float d = embed[v * G4 + j];
+                    float d = embed[v * GH + j];
                     dW_ih[j * V + v] += d;
                     sum += d;
                 }
                 db_ih[j] += (float)sum;
-                db_hh[j] += (float)sum;
+                if (j < w.FH) db_hh[j] += (float)sum;
             }
         } else if (end > begin) {
-            /* Sums accumulated in double per chunk of columns. */
-            enum { CHUNK = 256 };
-            double acc[CHUNK];
-            for (size_t j0 = begin; j0 < end; j0 += CHUNK) {
-                size_t j1 = j0 + CHUNK < end ? j0 + CHUNK : end;
-                for (size_t j = j0; j < j1; j++) acc[j - j0] = 0.0;
-                for (size_t r = 0; r < N; r++) {
-                    const float *d = dG + r * G4;
-                    for (size_t j = j0; j < j1; j++) acc[j - j0] += d[j];
-                }
-                for (size_t j = j0; j < j1; j++) {
-                    db_ih[j] += (float)acc[j - j0];
-                    db_hh[j] += (float)acc[j - j0];
-                }
-            }
+            add_column_sums(N, GH, begin, end, dG, db_ih, db_hh, w.FH);
         }
+    }
+}
+
+/* db_hh of the split blocks += column sums of dR [N, SH], split across the
+ * team by columns. */
+static void split_bias_backward(size_t N, size_t SH, const float *dR, float *db) {
+#pragma omp parallel
+    {
+        size_t begin, end;
+        thread_range(SH, omp_get_thread_num(), omp_get_num_threads(), 16, &begin, &end);
+        add_column_sums(N, SH, begin, end, dR, db, NULL, 0);
     }
 }
 
@@ -114,7 +137,7 @@ static void input_projection_backward(size_t B, size_t T, size_t H, size_t V, in
  * Dropout on a layer's output: y = h * mask, mask in {0, 1/keep}.
  * Applied by the recurrence to each step's h as soon as it is made, while h
  * is in cache. Its backward, dh = dy * mask, is one multiply inside
- * gates_backward, which reads dy anyway.
+ * the cell's backward kernel, which reads dy anyway.
  * ======================================================================== */
 
 typedef struct {
@@ -167,9 +190,8 @@ CHARRNN_VECTOR_CLONES static void dropout_forward(const dropout_params *d, size_
 }
 
 /* ========================================================================
- * LSTM recurrence over T steps (PyTorch's equations, gates i, f, g, o):
- *   i = s(G_i)  f = s(G_f)  g = tanh(G_g)  o = s(G_o)
- *   c_t = f * c_{t-1} + i * g      h_t = o * tanh(c_t)
+ * Recurrence over T steps: per step the recurrent products, then the
+ * cell's kernel (cells.c), then dropout.
  *
  * Threads split the batch's B streams (rows), not the hidden units: a
  * stream's step t needs only its own h_{t-1}, so a thread runs its rows
@@ -182,129 +204,104 @@ CHARRNN_VECTOR_CLONES static void dropout_forward(const dropout_params *d, size_
  * is that every thread multiplies by all of W_hh each step.
  * ======================================================================== */
 
-/* Gate arithmetic of step t for rows [b0, b1). G_t holds the recurrent part
- * of the pre-activations on entry (above layer 0, the input part too); the
- * rest is a row of embed: row tokens[b*T + t] of the layer-0 table, or
- * (tokens NULL) the biases in row 0. G_t holds the activated gates on exit.
- * All pointers are at the step's row 0. */
-CHARRNN_VECTOR_CLONES static void gates_forward(size_t T, size_t t, size_t b0, size_t b1,
-                                                size_t H, const int32_t *tokens,
-                                                const float *embed, float *restrict G,
-                                                const float *restrict c_prev,
-                                                float *restrict c, float *restrict tanh_c,
-                                                float *restrict h) {
-    for (size_t b = b0; b < b1; b++) {
-        float *restrict gi = G + b * 4 * H, *restrict gf = gi + H, *restrict gg = gi + 2 * H,
-                        *restrict go = gi + 3 * H;
-        const float *restrict xi = tokens ? embed + (size_t)tokens[b * T + t] * 4 * H : embed;
-        const float *restrict xf = xi + H, *restrict xg = xi + 2 * H, *restrict xo = xi + 3 * H;
-        const float *restrict cp = c_prev + b * H;
-        float *restrict cn = c + b * H, *restrict tc = tanh_c + b * H, *restrict hn = h + b * H;
-#pragma omp simd
-        for (size_t j = 0; j < H; j++) {
-            float i = fast_sigmoid(gi[j] + xi[j]), f = fast_sigmoid(gf[j] + xf[j]);
-            float g = fast_tanh(gg[j] + xg[j]), o = fast_sigmoid(go[j] + xo[j]);
-            float cell = f * cp[j] + i * g;
-            float tcell = fast_tanh(cell);
-            gi[j] = i; gf[j] = f; gg[j] = g; go[j] = o;
-            cn[j] = cell; tc[j] = tcell; hn[j] = o * tcell;
-        }
-    }
+/* Rows [b0, b1) of step t's recurrent terms: G_t's folded columns
+ * = h_{t-1} W_hh[:FH]^T + beta G_t (beta 0 for layer 0, where G holds
+ * nothing yet; 1 above it, where G holds the input projection), and
+ * R_t = h_{t-1} W_hh[FH:]^T for the split blocks. */
+static void recurrent_product(size_t b0, size_t b1, gate_widths w, const float *h_prev,
+                              const float *W_hh, float beta, float *G_t, float *R_t) {
+    size_t H = w.H;
+    gemm_block(0, 1, b1 - b0, w.FH, H, 1.0f, h_prev + b0 * H, H, W_hh, H, beta,
+               G_t + b0 * w.GH, w.GH);
+    if (w.SH)
+        gemm_block(0, 1, b1 - b0, w.SH, H, 1.0f, h_prev + b0 * H, H, W_hh + w.FH * H, H, 0.0f,
+                   R_t + b0 * w.SH, w.SH);
 }
 
-/* One step back through the gates for rows [b0, b1):
- *   dh = dy_t * mask_t (the layer's dropout) + dh_rec (from step t+1
- *        through W_hh)
- *   dc = dc_next + dh * o * (1 - tanh_c^2)
- * writes dG_t (pre-activation gradients) and the new dc_next. */
-CHARRNN_VECTOR_CLONES static void gates_backward(size_t b0, size_t b1, size_t H,
-                                                 const float *restrict G,
-                                                 const float *restrict c_prev,
-                                                 const float *restrict tanh_c,
-                                                 const float *restrict dy,
-                                                 const float *restrict mask,
-                                                 const float *restrict dh_rec,
-                                                 float *restrict dc_next, float *restrict dG) {
-    for (size_t b = b0; b < b1; b++) {
-        const float *restrict gi = G + b * 4 * H, *restrict gf = gi + H, *restrict gg = gi + 2 * H,
-                              *restrict go = gi + 3 * H;
-        float *restrict di = dG + b * 4 * H, *restrict df = di + H, *restrict dg = di + 2 * H,
-                        *restrict dO = di + 3 * H;
-        const float *restrict cp = c_prev + b * H, *restrict tc = tanh_c + b * H,
-                              *restrict dyb = dy + b * H, *restrict mb = mask + b * H,
-                              *restrict dhr = dh_rec + b * H;
-        float *restrict dcn = dc_next + b * H;
-#pragma omp simd
-        for (size_t j = 0; j < H; j++) {
-            float i = gi[j], f = gf[j], g = gg[j], o = go[j], t = tc[j];
-            float dh = dyb[j] * mb[j] + dhr[j];
-            float dc = dcn[j] + dh * o * (1.0f - t * t);
-            di[j] = dc * g * i * (1.0f - i);
-            df[j] = dc * cp[j] * f * (1.0f - f);
-            dg[j] = dc * i * (1.0f - g * g);
-            dO[j] = dh * t * o * (1.0f - o);
-            dcn[j] = dc * f;
-        }
-    }
-}
-
-/* G_t[b0:b1] = h_{t-1}[b0:b1] W_hh^T + beta G_t[b0:b1]; beta is 0 for layer 0
- * (G holds nothing yet) and 1 above it (G holds the input projection). */
-static void recurrent_product(size_t b0, size_t b1, size_t H, const float *h_prev,
-                              const float *W_hh, float beta, float *G_t) {
-    gemm_block(0, 1, b1 - b0, 4 * H, H, 1.0f, h_prev + b0 * H, H, W_hh, H, beta,
-               G_t + b0 * 4 * H, 4 * H);
-}
-
-/* dh_rec[b0:b1] = dG_t[b0:b1] W_hh: the gradient reaching h_{t-1}. */
-static void recurrent_product_backward(size_t b0, size_t b1, size_t H, const float *dG_t,
-                                       const float *W_hh, float *dh_rec) {
-    gemm_block(0, 0, b1 - b0, H, 4 * H, 1.0f, dG_t + b0 * 4 * H, 4 * H, W_hh, H, 0.0f,
+/* dh_rec[b0:b1] += dG_t[:, :FH] W_hh[:FH] + dR_t W_hh[FH:]: the gradient
+ * reaching h_{t-1} through W_hh. */
+static void recurrent_product_backward(size_t b0, size_t b1, gate_widths w, const float *dG_t,
+                                       const float *dR_t, const float *W_hh, float *dh_rec) {
+    size_t H = w.H;
+    gemm_block(0, 0, b1 - b0, H, w.FH, 1.0f, dG_t + b0 * w.GH, w.GH, W_hh, H, 1.0f,
                dh_rec + b0 * H, H);
+    if (w.SH)
+        gemm_block(0, 0, b1 - b0, H, w.SH, 1.0f, dR_t + b0 * w.SH, w.SH, W_hh + w.FH * H, H, 1.0f,
+                   dh_rec + b0 * H, H);
+}
+
+/* One layer's tensors as the recurrence sees them. */
+typedef struct {
+    const float *W_hh, *b_split;
+    float *G, *h, *c, *aux, *mask, *y;
+} layer_tensors;
+
+static layer_tensors layer_of(const param_tensors *p, const activation_tensors *a, size_t l,
+                              gate_widths w) {
+    layer_tensors t = {p->weight_hh[l], p->bias_hh[l] + w.FH, a->gates[l], a->h[l], a->c[l],
+                       a->aux[l], a->mask[l], a->y[l]};
+    return t;
 }
 
 /* tokens: the batch's inputs for layer 0 (the input term is a row of the
  * table in embed), NULL above it (the input term is in G already and
- * embed's first row holds the biases). Each step's h goes through dropout
- * into y. */
-static void lstm_forward(size_t B, size_t T, size_t H, const int32_t *tokens, const float *embed,
-                         const float *W_hh, const dropout_params *drop, float *G, float *h,
-                         float *c, float *tanh_c, float *mask, float *y) {
-    size_t BH = B * H;
+ * embed's first row holds the biases). rec: [B, SH] scratch for the split
+ * products. Each step's h goes through dropout into y. */
+static void recurrence_forward(const cell_kind *cell, size_t B, size_t T, gate_widths w,
+                               const int32_t *tokens, const float *embed, float *rec,
+                               const dropout_params *drop, const layer_tensors *x) {
+    size_t H = w.H, BH = B * H;
     float beta = tokens ? 0.0f : 1.0f;
 #pragma omp parallel
     {
         size_t b0, b1;
         thread_range(B, omp_get_thread_num(), omp_get_num_threads(), 1, &b0, &b1);
         for (size_t t = 0; t < T && b1 > b0; t++) {
-            float *G_t = G + t * B * 4 * H;
-            recurrent_product(b0, b1, H, h + t * BH, W_hh, beta, G_t);
-            gates_forward(T, t, b0, b1, H, tokens, embed, G_t, c + t * BH, c + (t + 1) * BH,
-                          tanh_c + t * BH, h + (t + 1) * BH);
-            dropout_forward(drop, B, t, b0, b1, H, h + (t + 1) * BH, mask + t * BH, y + t * BH);
+            float *G_t = x->G + t * B * w.GH;
+            recurrent_product(b0, b1, w, x->h + t * BH, x->W_hh, beta, G_t, rec);
+            cell_forward_args args = {
+                .H = H, .u0 = 0, .u1 = H, .b0 = b0, .b1 = b1,
+                .G = G_t, .R = rec, .x_rows = embed,
+                .tokens = tokens ? tokens + t : NULL, .token_stride = T,
+                .b_split = x->b_split,
+                .h_prev = x->h + t * BH, .c_prev = x->c ? x->c + t * BH : NULL,
+                .h = x->h + (t + 1) * BH, .c = x->c ? x->c + (t + 1) * BH : NULL,
+                .aux = x->aux ? x->aux + t * BH : NULL,
+            };
+            cell->forward(&args);
+            dropout_forward(drop, B, t, b0, b1, H, x->h + (t + 1) * BH, x->mask + t * BH,
+                            x->y + t * BH);
         }
     }
 }
 
 /* Back through the T steps. dy [N, H] is the gradient arriving at each y_t
- * from above; writes dG [N, 4H]. dh_rec and dc_next [B, H] are scratch. */
-static void lstm_backward(size_t B, size_t T, size_t H, const float *W_hh, const float *G,
-                          const float *c, const float *tanh_c, const float *dy,
-                          const float *mask, float *dG, float *dh_rec, float *dc_next) {
-    size_t BH = B * H;
+ * from above; writes dG [N, GH] and dR [N, SH]. dh_rec and dc_next [B, H]
+ * are scratch. */
+static void recurrence_backward(const cell_kind *cell, size_t B, size_t T, gate_widths w,
+                                const layer_tensors *x, const float *dy, float *dG, float *dR,
+                                float *dh_rec, float *dc_next) {
+    size_t H = w.H, BH = B * H;
 #pragma omp parallel
     {
         size_t b0, b1;
         thread_range(B, omp_get_thread_num(), omp_get_num_threads(), 1, &b0, &b1);
         if (b1 > b0) {
             memset(dh_rec + b0 * H, 0, (b1 - b0) * H * sizeof(float));
-            memset(dc_next + b0 * H, 0, (b1 - b0) * H * sizeof(float));
+            if (dc_next) memset(dc_next + b0 * H, 0, (b1 - b0) * H * sizeof(float));
         }
         for (size_t t = T; t-- > 0 && b1 > b0;) {
-            float *dG_t = dG + t * B * 4 * H;
-            gates_backward(b0, b1, H, G + t * B * 4 * H, c + t * BH, tanh_c + t * BH,
-                           dy + t * BH, mask + t * BH, dh_rec, dc_next, dG_t);
-            if (t > 0) recurrent_product_backward(b0, b1, H, dG_t, W_hh, dh_rec);
+            float *dG_t = dG + t * B * w.GH, *dR_t = dR ? dR + t * B * w.SH : NULL;
+            cell_backward_args args = {
+                .H = H, .b0 = b0, .b1 = b1,
+                .G = x->G + t * B * w.GH, .aux = x->aux ? x->aux + t * BH : NULL,
+                .h_prev = x->h + t * BH, .c_prev = x->c ? x->c + t * BH : NULL,
+                .h = x->h + (t + 1) * BH,
+                .dy = dy + t * BH, .mask = x->mask + t * BH,
+                .dh_rec = dh_rec, .dc_next = dc_next, .dG = dG_t, .dR = dR_t,
+            };
+            cell->backward(&args);
+            if (t > 0) recurrent_product_backward(b0, b1, w, dG_t, dR_t, x->W_hh, dh_rec);
         }
     }
 }
@@ -404,39 +401,39 @@ charrnn_status charrnn_forward(const charrnn_config *config, const float *params
     if (!(keep_prob > 0.0f && keep_prob <= 1.0f)) return CHARRNN_ERR_INVALID_ARGUMENT;
 
     threads_wait_passively();
+    const cell_kind *cell = cell_of(config);
     size_t B = (size_t)batch->batch_size, T = (size_t)batch->steps, N = T * B;
     size_t H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
-    size_t L = (size_t)config->num_layers, BH = B * H;
+    size_t L = (size_t)config->num_layers, BH = B * H, S = (size_t)cell->states;
+    gate_widths w = widths_of(cell, H);
     param_tensors p;
     activation_tensors a;
     carve_params(config, (float *)params, &p);
     carve_activations(config, B, T, activations, &a);
 
     float_mode mode = flush_denormals_begin();
-    for (size_t l = 0; l < L; l++) {
-        if (state_in) {
-            memcpy(a.h[l], state_in + l * BH, BH * sizeof(float));
-            memcpy(a.c[l], state_in + (L + l) * BH, BH * sizeof(float));
-        } else {
-            memset(a.h[l], 0, BH * sizeof(float));
-            memset(a.c[l], 0, BH * sizeof(float));
+    /* state [S, L, B, H]: tensor 0 is h, tensor 1 (LSTM) is c */
+    for (size_t l = 0; l < L; l++)
+        for (size_t k = 0; k < S; k++) {
+            float *slot0 = k == 0 ? a.h[l] : a.c[l];
+            if (state_in) memcpy(slot0, state_in + (k * L + l) * BH, BH * sizeof(float));
+            else memset(slot0, 0, BH * sizeof(float));
         }
-    }
     for (size_t l = 0; l < L; l++) {
-        input_projection_forward(B, T, H, V, (int)l, p.weight_ih[l], p.bias_ih[l], p.bias_hh[l],
+        input_projection_forward(B, T, w, V, (int)l, p.weight_ih[l], p.bias_ih[l], p.bias_hh[l],
                                  l > 0 ? a.y[l - 1] : NULL, a.embed, a.gates[l]);
         dropout_params drop = dropout_setup(N, H, (int)l, keep_prob, dropout_seed);
-        lstm_forward(B, T, H, l == 0 ? batch->inputs : NULL, a.embed, p.weight_hh[l], &drop,
-                     a.gates[l], a.h[l], a.c[l], a.tanh_c[l], a.mask[l], a.y[l]);
+        layer_tensors x = layer_of(&p, &a, l, w);
+        recurrence_forward(cell, B, T, w, l == 0 ? batch->inputs : NULL, a.embed, a.rec, &drop, &x);
     }
     *loss = output_forward(B, T, H, V, batch->targets, a.y[L - 1], p.fc_weight, p.fc_bias,
                            a.probs);
     if (state_out) {
         /* state_out may alias state_in: it was copied in above. */
-        for (size_t l = 0; l < L; l++) {
-            memcpy(state_out + l * BH, a.h[l] + T * BH, BH * sizeof(float));
-            memcpy(state_out + (L + l) * BH, a.c[l] + T * BH, BH * sizeof(float));
-        }
+        for (size_t l = 0; l < L; l++)
+            for (size_t k = 0; k < S; k++)
+                memcpy(state_out + (k * L + l) * BH, (k == 0 ? a.h[l] : a.c[l]) + T * BH,
+                       BH * sizeof(float));
     }
     flush_denormals_end(mode);
     return CHARRNN_OK;
@@ -451,9 +448,11 @@ charrnn_status charrnn_backward(const charrnn_config *config, const float *param
     if ((s = check_batch(config, batch)) != CHARRNN_OK) return s;
 
     threads_wait_passively();
+    const cell_kind *cell = cell_of(config);
     size_t B = (size_t)batch->batch_size, T = (size_t)batch->steps, N = T * B;
     size_t H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
     size_t L = (size_t)config->num_layers;
+    gate_widths w = widths_of(cell, H);
     param_tensors p, g;
     activation_tensors a;
     carve_params(config, (float *)params, &p);
@@ -464,19 +463,24 @@ charrnn_status charrnn_backward(const charrnn_config *config, const float *param
     output_backward(B, T, H, V, batch->targets, a.y[L - 1], p.fc_weight, a.probs, a.dlogits,
                     g.fc_weight, g.fc_bias, a.dy);
     for (size_t l = L; l-- > 0;) {
-        /* dy: the gradient at the layer's output y; lstm_backward applies
-         * the dropout mask as it reads it */
-        lstm_backward(B, T, H, p.weight_hh[l], a.gates[l], a.c[l], a.tanh_c[l], a.dy, a.mask[l],
-                      a.dgates,
-                      a.dh_rec, a.dc_next);
-        /* dW_hh += sum_t dG_t^T h_{t-1}: h slots 0..T-1 are one [N, H] matrix */
-        gemm_rows_parallel(1, 0, 4 * H, H, N, 1.0f, a.dgates, 4 * H, a.h[l], H, 1.0f,
+        /* dy: the gradient at the layer's output y; the cell's kernel
+         * applies the dropout mask as it reads it */
+        layer_tensors x = layer_of(&p, &a, l, w);
+        recurrence_backward(cell, B, T, w, &x, a.dy, a.dgates, a.dsplit, a.dh_rec, a.dc_next);
+        /* dW_hh += sum_t dG_t^T h_{t-1}: h slots 0..T-1 are one [N, H] matrix;
+         * the split blocks' rows from dR, with their b_hh */
+        gemm_rows_parallel(1, 0, w.FH, H, N, 1.0f, a.dgates, w.GH, a.h[l], H, 1.0f,
                            g.weight_hh[l], H);
-        input_projection_backward(B, T, H, V, (int)l, batch->inputs, a.dgates,
+        if (w.SH) {
+            gemm_rows_parallel(1, 0, w.SH, H, N, 1.0f, a.dsplit, w.SH, a.h[l], H, 1.0f,
+                               g.weight_hh[l] + w.FH * H, H);
+            split_bias_backward(N, w.SH, a.dsplit, g.bias_hh[l] + w.FH);
+        }
+        input_projection_backward(B, T, w, V, (int)l, batch->inputs, a.dgates,
                                   l > 0 ? a.y[l - 1] : NULL, a.embed, g.weight_ih[l],
                                   g.bias_ih[l], g.bias_hh[l]);
         if (l > 0) /* the gradient reaching the layer below's output */
-            gemm_rows_parallel(0, 0, N, H, 4 * H, 1.0f, a.dgates, 4 * H, p.weight_ih[l], H, 0.0f,
+            gemm_rows_parallel(0, 0, N, H, w.GH, 1.0f, a.dgates, w.GH, p.weight_ih[l], H, 0.0f,
                                a.dy, H);
     }
     flush_denormals_end(mode);
@@ -488,26 +492,27 @@ charrnn_status charrnn_backward(const charrnn_config *config, const float *param
  * Mirrors the entry points above call for call.
  * ======================================================================== */
 
-static void recurrence_products_forward(size_t B, size_t T, size_t H, const float *W_hh,
-                                        float beta, float *G, const float *h) {
-    size_t BH = B * H;
+static void recurrence_products_forward(size_t B, size_t T, gate_widths w, const float *W_hh,
+                                        float beta, float *G, float *rec, const float *h) {
+    size_t BH = B * w.H;
 #pragma omp parallel
     {
         size_t b0, b1;
         thread_range(B, omp_get_thread_num(), omp_get_num_threads(), 1, &b0, &b1);
         for (size_t t = 0; t < T && b1 > b0; t++)
-            recurrent_product(b0, b1, H, h + t * BH, W_hh, beta, G + t * B * 4 * H);
+            recurrent_product(b0, b1, w, h + t * BH, W_hh, beta, G + t * B * w.GH, rec);
     }
 }
 
-static void recurrence_products_backward(size_t B, size_t T, size_t H, const float *W_hh,
-                                         const float *dG, float *dh_rec) {
+static void recurrence_products_backward(size_t B, size_t T, gate_widths w, const float *W_hh,
+                                         const float *dG, const float *dR, float *dh_rec) {
 #pragma omp parallel
     {
         size_t b0, b1;
         thread_range(B, omp_get_thread_num(), omp_get_num_threads(), 1, &b0, &b1);
         for (size_t t = T; t-- > 1 && b1 > b0;)
-            recurrent_product_backward(b0, b1, H, dG + t * B * 4 * H, W_hh, dh_rec);
+            recurrent_product_backward(b0, b1, w, dG + t * B * w.GH, dR ? dR + t * B * w.SH : NULL,
+                                       W_hh, dh_rec);
     }
 }
 
@@ -522,6 +527,7 @@ charrnn_status charrnn_training_products(const charrnn_config *config, const flo
     size_t B = (size_t)batch_size, T = (size_t)steps, N = T * B;
     size_t H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
     size_t L = (size_t)config->num_layers;
+    gate_widths w = widths_of(cell_of(config), H);
     param_tensors p, g;
     activation_tensors a;
     carve_params(config, (float *)params, &p);
@@ -529,18 +535,20 @@ charrnn_status charrnn_training_products(const charrnn_config *config, const flo
     carve_activations(config, B, T, activations, &a);
     float_mode mode = flush_denormals_begin(); /* as the step runs */
     for (size_t l = 0; l < L; l++) {
-        if (l > 0) gemm_rows_parallel(0, 1, N, 4 * H, H, 1.0f, a.y[l - 1], H, p.weight_ih[l], H, 0.0f, a.gates[l], 4 * H);
-        recurrence_products_forward(B, T, H, p.weight_hh[l], l > 0 ? 1.0f : 0.0f, a.gates[l], a.h[l]);
+        if (l > 0) gemm_rows_parallel(0, 1, N, w.GH, H, 1.0f, a.y[l - 1], H, p.weight_ih[l], H, 0.0f, a.gates[l], w.GH);
+        recurrence_products_forward(B, T, w, p.weight_hh[l], l > 0 ? 1.0f : 0.0f, a.gates[l], a.rec, a.h[l]);
     }
     gemm_rows_parallel(0, 1, N, V, H, 1.0f, a.y[L - 1], H, p.fc_weight, H, 1.0f, a.probs, V);
     gemm_rows_parallel(1, 0, V, H, N, 1.0f, a.dlogits, V, a.y[L - 1], H, 1.0f, g.fc_weight, H);
     gemm_rows_parallel(0, 0, N, H, V, 1.0f, a.dlogits, V, p.fc_weight, H, 0.0f, a.dy, H);
     for (size_t l = L; l-- > 0;) {
-        recurrence_products_backward(B, T, H, p.weight_hh[l], a.dgates, a.dh_rec);
-        gemm_rows_parallel(1, 0, 4 * H, H, N, 1.0f, a.dgates, 4 * H, a.h[l], H, 1.0f, g.weight_hh[l], H);
+        recurrence_products_backward(B, T, w, p.weight_hh[l], a.dgates, a.dsplit, a.dh_rec);
+        gemm_rows_parallel(1, 0, w.FH, H, N, 1.0f, a.dgates, w.GH, a.h[l], H, 1.0f, g.weight_hh[l], H);
+        if (w.SH)
+            gemm_rows_parallel(1, 0, w.SH, H, N, 1.0f, a.dsplit, w.SH, a.h[l], H, 1.0f, g.weight_hh[l] + w.FH * H, H);
         if (l > 0) {
-            gemm_rows_parallel(1, 0, 4 * H, H, N, 1.0f, a.dgates, 4 * H, a.y[l - 1], H, 1.0f, g.weight_ih[l], H);
-            gemm_rows_parallel(0, 0, N, H, 4 * H, 1.0f, a.dgates, 4 * H, p.weight_ih[l], H, 0.0f, a.dy, H);
+            gemm_rows_parallel(1, 0, w.GH, H, N, 1.0f, a.dgates, w.GH, a.y[l - 1], H, 1.0f, g.weight_ih[l], H);
+            gemm_rows_parallel(0, 0, N, H, w.GH, 1.0f, a.dgates, w.GH, p.weight_ih[l], H, 0.0f, a.dy, H);
         }
     }
     flush_denormals_end(mode);

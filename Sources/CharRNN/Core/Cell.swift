@@ -1,0 +1,44 @@
+import CCharRNN
+
+/// The recurrent cell of every layer of a model: PyTorch's `nn.LSTM`,
+/// `nn.GRU` or `nn.RNN` (tanh). The raw value is the cell's name in the core,
+/// in checkpoints' `cell` metadata and as the prefix of its tensors
+/// (`gru.weight_ih_l0`).
+public enum Cell: String, CaseIterable, Codable, Sendable {
+    /// Long short-term memory: gates i, f, g, o; state h and c.
+    case lstm
+    /// Gated recurrent unit: gates r, z, n; state h.
+    case gru
+    /// Plain recurrent layer, h' = tanh(W_ih x + b_ih + W_hh h + b_hh).
+    case rnn
+
+    /// The core's `charrnn_cell` value.
+    var raw: Int32 {
+        var value: Int32 = 0
+        _ = charrnn_cell_from_name(rawValue, &value)  // every case is a name the core knows (tested)
+        return value
+    }
+
+    private var info: charrnn_cell_info {
+        var info = charrnn_cell_info()
+        _ = charrnn_cell_info_get(raw, &info)
+        return info
+    }
+
+    /// Gate blocks of H rows in each weight and bias (4, 3, 1), as the core states them.
+    public var gateCount: Int { Int(info.gates) }
+
+    /// Recurrent state tensors per layer (2 for the LSTM's h and c, else 1), as the core states them.
+    public var stateTensorCount: Int { Int(info.state_tensors) }
+
+    /// The name people write it with: "LSTM", "GRU", "RNN".
+    public var displayName: String { rawValue.uppercased() }
+}
+
+extension Cell: LosslessStringConvertible {
+    /// The cell named `description` ("lstm", "gru", "rnn"), or `nil`.
+    public init?(_ description: String) { self.init(rawValue: description) }
+
+    /// The cell's name, as `--cell` and the metadata write it.
+    public var description: String { rawValue }
+}
