@@ -211,6 +211,11 @@ CHARRNN_VECTOR_CLONES static void dropout_forward(const dropout_params *d, size_
 static void recurrent_product(size_t b0, size_t b1, gate_widths w, const float *h_prev,
                               const float *W_hh, float beta, float *G_t, float *R_t) {
     size_t H = w.H;
+    /* Layer 0 (beta 0) has no input product in G: its split columns, which
+     * the recurrent product does not write, start at zero too (the kernel
+     * adds G and the lookup row in every column). */
+    if (beta == 0.0f && w.SH)
+        for (size_t b = b0; b < b1; b++) memset(G_t + b * w.GH + w.FH, 0, w.SH * sizeof(float));
     gemm_block(0, 1, b1 - b0, w.FH, H, 1.0f, h_prev + b0 * H, H, W_hh, H, beta,
                G_t + b0 * w.GH, w.GH);
     if (w.SH)

@@ -123,7 +123,7 @@ extern "C" {
 #endif
 
 #define CHARRNN_VERSION_MAJOR 0
-#define CHARRNN_VERSION_MINOR 1
+#define CHARRNN_VERSION_MINOR 2
 #define CHARRNN_VERSION_PATCH 0
 
 /* ---------------------------------------------------------------------------

@@ -8,6 +8,42 @@ struct CExampleTests {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent()
 
+    /// Compiles Tools/c-example into `scratch`; returns the program's path.
+    static func compileExample(in scratch: Scratch) throws -> String {
+        let library = try #require(CLI.executable?.deletingLastPathComponent(), "build directory not found")
+        let sanitizer = Sanitizer.compilerFlags
+        let compile = try Shell.run("/usr/bin/env", [
+            sanitizer.isEmpty ? "cc" : "clang", "-std=c11", "-Wall", "-Wextra", "-Werror", "-O2"] + sanitizer + [
+            repository.appendingPathComponent("Tools/c-example/example.c").path,
+            "-I", repository.appendingPathComponent("include").path,
+            "-L", library.path, "-lCCharRNN", "-Wl,-rpath,\(library.path)",
+            "-o", scratch.path("example"),
+        ])
+        #expect(compile.status == 0, "cc failed: \(compile.stderr)")
+        return scratch.path("example")
+    }
+
+    @Test("A C program samples from a checkpoint charrnn train wrote, in place, the text charrnn sample writes",
+          arguments: ["lstm", "gru", "rnn"])
+    func cProgramSamplesFromATrainedCheckpoint(cell: String) throws {
+        let scratch = try Scratch()
+        defer { scratch.cleanUp() }
+        try scratch.write("corpus.txt", text(length: 4000))
+        let train = try CLI.run(["train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("run"), "--cell", cell,
+                                 "--hidden", "24", "--batch", "4", "--steps", "16", "--max-iterations", "30",
+                                 "--save-every", "30", "--learning-rate", "0.01"])
+        #expect(train.status == 0, "\(train.stderr)")
+        let checkpoint = scratch.path("run/best.safetensors")
+        let example = try Self.compileExample(in: scratch)
+        let fromC = try Shell.run(example, [checkpoint, "it was ", "150", "21"])
+        #expect(fromC.status == 0, "\(fromC.stderr)")
+        #expect(fromC.stderr.contains("2 \(cell) layers of 24 units") && fromC.stderr.contains("used in place"), "\(fromC.stderr)")
+        let fromCLI = try CLI.run(["sample", "--checkpoint", checkpoint, "--prime", "it was ", "--length", "150", "--seed", "21"])
+        #expect(fromCLI.status == 0)
+        #expect(fromC.stdout == fromCLI.stdout)
+        #expect(fromC.stdout.unicodeScalars.count == "it was ".count + 150)
+    }
+
     @Test("Tools/c-example compiles with cc against the built library, trains, and samples")
     func cProgramTrainsAndSamples() throws {
         let library = try #require(CLI.executable?.deletingLastPathComponent(), "build directory not found")

@@ -45,7 +45,9 @@ struct CoreHarness {
     /// Runs forward (and backward when asked); returns loss, final state and gradients.
     func run(keep: Float, seed: UInt64, gradients wantGradients: Bool = true) -> (loss: Float, state: [Float], gradients: [Float]) {
         var config = self.config
-        var activations = [Float](repeating: 0, count: activationCount())
+        // NaN everywhere: the core must write every activation it reads, so
+        // memory left from an earlier call (or never written) shows as a NaN loss.
+        var activations = [Float](repeating: .nan, count: activationCount())
         var finalState = [Float](repeating: 0, count: initialState.count)
         var gradients = [Float](repeating: 0, count: parameters.count)
         var loss: Float = 0

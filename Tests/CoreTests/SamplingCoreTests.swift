@@ -163,7 +163,7 @@ struct SamplingCoreTests {
         var state = [Float](repeating: 0, count: harness.initialState.count)
         var scratchCount = 0
         _ = charrnn_step_scratch_count(&config, Int32(streams), &scratchCount)
-        var scratch = [Float](repeating: 0, count: scratchCount)
+        var scratch = [Float](repeating: .nan, count: scratchCount)  // the step must write what it reads
         var logits = [Float](repeating: 0, count: streams * 9)
         var loss = 0.0
         for t in 0..<7 {

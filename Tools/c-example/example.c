@@ -1,20 +1,37 @@
 /*
  * A plain C program that uses CharRNN's core with charrnn.h and the
- * CCharRNN library alone: it builds a small model over the characters of a
- * text it carries, trains it for a few hundred steps, and samples from it.
+ * CCharRNN library alone.
  *
+ *   example                  builds a small model over the characters of a
+ *                            text it carries, trains it for a few hundred
+ *                            steps, and samples from it; prints "OK" and
+ *                            exits 0 when the model learned (final loss
+ *                            under a third of the initial one).
+ *   example CHECKPOINT [PRIME [LENGTH [SEED]]]
+ *                            samples from a model `charrnn train` wrote (any
+ *                            cell): the prime, then LENGTH characters drawn
+ *                            from the 5 most likely with a generator seeded
+ *                            with SEED, exactly what `charrnn sample
+ *                            --checkpoint CHECKPOINT --prime PRIME --length
+ *                            LENGTH --seed SEED` prints. The file is mapped
+ *                            and its parameter block used in place
+ *                            (checkpoint.h).
+ *
+ * Built against an installed library (Tools/install-c-library PREFIX):
+ *   cc -O2 example.c $(pkg-config --cflags --libs charrnn) -o example
+ * or against the build directory:
  *   swift build --product CCharRNN
  *   cc -O2 Tools/c-example/example.c -Iinclude -L.build/debug -lCCharRNN \
  *      -Wl,-rpath,$PWD/.build/debug -o example && ./example
  *
- * Exits 0 and prints "OK" when the model learned (final loss under a third
- * of the initial one); prints the failing call and exits 1 otherwise.
+ * A failing call is printed with the core's message, and the exit is 1.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "charrnn.h"
+#include "checkpoint.h"
 
 static const char *TEXT =
     "It was the best of times, it was the worst of times, it was the age of wisdom, "
@@ -32,7 +49,61 @@ static const char *TEXT =
         }                                                                             \
     } while (0)
 
-int main(void) {
+/* Samples from a checkpoint, as `charrnn sample` does for one stream. */
+static int sample_checkpoint(const char *path, const char *prime, int length, uint64_t seed) {
+    checkpoint model;
+    if (!checkpoint_open(path, &model)) return 1;
+    charrnn_config *config = &model.config;
+    charrnn_cell_info info;
+    CHECK(charrnn_cell_info_get(config->cell, &info));
+    fprintf(stderr, "model: %d %s layers of %d units, %d characters; parameters %s\n", config->num_layers, info.name,
+            config->hidden_size, config->vocab_size, model.in_place ? "used in place from the mapped file" : "copied");
+
+    size_t n_state, n_scratch, sample_bytes;
+    CHECK(charrnn_state_count(config, 1, &n_state));
+    CHECK(charrnn_step_scratch_count(config, 1, &n_scratch));
+    CHECK(charrnn_sample_scratch_size(config->vocab_size, &sample_bytes));
+    float *state = calloc(n_state, sizeof(float)), *scratch = malloc(n_scratch * sizeof(float));
+    float *logits = malloc((size_t)config->vocab_size * sizeof(float));
+    void *sample_scratch = malloc(sample_bytes);
+    if (!state || !scratch || !logits || !sample_scratch) return 1;
+    charrnn_rng rng;
+    CHECK(charrnn_rng_seed(&rng, seed));
+    charrnn_sampling_params sampling = charrnn_sampling_default_params();
+    sampling.top_k = config->vocab_size < 5 ? config->vocab_size : 5; /* charrnn sample's default */
+
+    /* The prime, one character (one vocabulary entry's UTF-8 bytes) at a time. */
+    int32_t token = -1;
+    for (const char *p = prime; *p;) {
+        token = -1;
+        for (int32_t v = 0; v < config->vocab_size && token < 0; v++) {
+            size_t n = strlen(model.vocab[v]);
+            if (n > 0 && strncmp(p, model.vocab[v], n) == 0) token = v;
+        }
+        if (token < 0) {
+            fprintf(stderr, "example: the prime has a character the model does not know at '%.8s'\n", p);
+            return 1;
+        }
+        fputs(model.vocab[token], stdout);
+        p += strlen(model.vocab[token]);
+        CHECK(charrnn_step(config, model.params, 1, &token, state, scratch, logits));
+    }
+    if (token < 0) { fprintf(stderr, "example: the prime is empty\n"); return 1; }
+    for (int i = 0; i < length; i++) {
+        CHECK(charrnn_sample(logits, config->vocab_size, &sampling, &rng, sample_scratch, NULL, &token));
+        fputs(model.vocab[token], stdout);
+        if (i + 1 < length) CHECK(charrnn_step(config, model.params, 1, &token, state, scratch, logits));
+    }
+    free(state); free(scratch); free(logits); free(sample_scratch);
+    checkpoint_close(&model);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1)
+        return sample_checkpoint(argv[1], argc > 2 ? argv[2] : "The ", argc > 3 ? atoi(argv[3]) : 200,
+                                 argc > 4 ? strtoull(argv[4], NULL, 10) : 1);
+
     /* Vocabulary: the distinct bytes of the (ASCII) text, in byte order. */
     int index_of[256], vocab_size = 0;
     char chars[256];
