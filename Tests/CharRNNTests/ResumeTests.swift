@@ -7,8 +7,9 @@ import Testing
 struct ResumeTests {
     static let corpus = Corpus(text: sampleText(length: 600))  // 12 training batches per epoch
 
-    static func options(maxIterations: Int, saveEvery: Int) -> TrainingOptions {
+    static func options(maxIterations: Int, saveEvery: Int, cell: Cell = .lstm) -> TrainingOptions {
         var options = TrainerTests.smallOptions()
+        options.cell = cell
         options.keepProbability = 0.6  // dropout on, so the per-iteration seeds matter
         options.maxIterations = maxIterations
         options.saveEvery = saveEvery
@@ -22,20 +23,24 @@ struct ResumeTests {
         return losses
     }
 
-    @Test("N iterations, then resuming for N more, equal 2N in one go, bit for bit", arguments: [7, 12])
-    func resumeIsExact(n: Int) throws {
+    @Test("N iterations, then resuming for N more, equal 2N in one go, bit for bit, for every cell",
+          arguments: Cell.allCases, [7, 12])
+    func resumeIsExact(cell: Cell, n: Int) throws {
         let directory = try TemporaryDirectory()
         defer { directory.cleanUp() }
-        let whole = try Trainer(corpus: Self.corpus, options: Self.options(maxIterations: 2 * n, saveEvery: n), outputDirectory: directory.file("whole"))
+        let whole = try Trainer(corpus: Self.corpus, options: Self.options(maxIterations: 2 * n, saveEvery: n, cell: cell),
+                                outputDirectory: directory.file("whole"))
         let wholeLosses = try Self.losses(whole)
 
-        let first = try Trainer(corpus: Self.corpus, options: Self.options(maxIterations: n, saveEvery: n), outputDirectory: directory.file("part"))
+        let first = try Trainer(corpus: Self.corpus, options: Self.options(maxIterations: n, saveEvery: n, cell: cell),
+                                outputDirectory: directory.file("part"))
         let firstLosses = try Self.losses(first)
         let checkpoint = try Checkpoint(contentsOf: directory.file("part").appendingPathComponent(
             try FileManager.default.contentsOfDirectory(atPath: directory.file("part").path).first { $0.hasPrefix("i\(n)_") }!))
         let resumed = try Trainer(resuming: checkpoint, corpus: Self.corpus, outputDirectory: directory.file("part"), maxIterations: 2 * n)
         let resumedLosses = try Self.losses(resumed)
 
+        #expect(checkpoint.configuration.cell == cell && resumed.model.configuration.cell == cell)
         #expect(resumedLosses.first?.0 == n + 1, "the log continues at N + 1")
         let joined = firstLosses + resumedLosses
         #expect(joined.map(\.0) == wholeLosses.map(\.0))

@@ -8,9 +8,10 @@ struct SamplingTests {
     /// A model briefly trained on a text with multi-byte characters.
     static var trained: TextGenerator { makeTrained() }
 
-    static func makeTrained() -> TextGenerator {
+    static func makeTrained(cell: Cell = .lstm) -> TextGenerator {
         let text = String(repeating: "Война и мир. Guerre et paix — «Анна» 🙂\n", count: 30)
         var options = TrainingOptions()
+        options.cell = cell
         options.hiddenSize = 24
         options.batchSize = 4
         options.steps = 16
@@ -68,9 +69,10 @@ struct SamplingTests {
         #expect(Array(characters.prefix(10)) == Array(first.prefix(10)))
     }
 
-    @Test("Samples generated together each match the same sample generated alone")
-    func batchedSamplesMatchSingle() throws {
-        let generator = Self.trained
+    @Test("Samples generated together each match the same sample generated alone, for every cell", arguments: Cell.allCases)
+    func batchedSamplesMatchSingle(cell: Cell) throws {
+        let generator = Self.makeTrained(cell: cell)
+        #expect(generator.model.configuration.cell == cell)
         let options = Self.options(seed: 21) { $0.topK = 4 }
         let batch = try generator.samples(count: 3, prime: "Анна", length: 120, options: options)
         #expect(batch.count == 3)
