@@ -21,7 +21,9 @@
 /* The step's scratch, carved from one block (each region 16-float aligned):
  *   G [S, GH]: pre-activations, then activated gates; R [S, SH]: the split
  *   blocks' recurrent products; zeros [GH]: the input row the cell's kernel
- *   adds (the step puts the whole input term into G itself); h [L, S, H] and
+ *   adds. The step puts the whole input term into G itself, before the
+ *   products, as it always has: the LSTM's logits then keep their rounding,
+ *   and a checkpoint its text for a given seed; h [L, S, H] and
  *   c [L, S, H] (two-state cells): the new state, copied into the caller's
  *   once every product has read the old one; aux [S, H]: the cell's aux
  *   values, unused here. */

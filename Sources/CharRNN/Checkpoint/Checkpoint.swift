@@ -258,14 +258,19 @@ public struct Checkpoint {
         }
 
         // Memory: the model, and the training state when it is to be read.
-        let parameterCount = configuration.parameterCount
-        let carriedCount = carriedShape.reduce(cell.stateTensorCount, *)
+        let parameterCount = configuration.parameterCount, momentCount = configuration.optimizerStateCount
         let readsTrainingState = hasTrainingState && trainingState
+        var carriedCount = 0
+        if readsTrainingState {
+            do { carriedCount = try configuration.stateCount(batchSize: carriedShape[1]) } catch {
+                throw .shapeMismatch(name: Self.carriedNames(cell)[0], expected: [layers, -1, configuration.hiddenSize], actual: carriedShape)
+            }
+        }
         do {
             try MemoryBudget.check(requiredBytes: MemoryBudget.sum(
                 MemoryBudget.floatBytes(parameterCount),
-                readsTrainingState ? MemoryBudget.floatBytes(2 * parameterCount) : 0,
-                readsTrainingState ? MemoryBudget.floatBytes(carriedCount) : 0))
+                readsTrainingState ? MemoryBudget.floatBytes(momentCount) : 0,
+                MemoryBudget.floatBytes(carriedCount)))
         } catch {
             throw .insufficientMemory(error)
         }
@@ -288,7 +293,7 @@ public struct Checkpoint {
         var parameters = [Float](repeating: 0, count: parameterCount)
         for descriptor in descriptors { try read(descriptor.name, into: &parameters, at: descriptor.offset) }
         if readsTrainingState {
-            var moments = [Float](repeating: 0, count: 2 * parameterCount)
+            var moments = [Float](repeating: 0, count: momentCount)
             for descriptor in descriptors {
                 try read(Self.firstMomentPrefix + descriptor.name, into: &moments, at: descriptor.offset)
                 try read(Self.secondMomentPrefix + descriptor.name, into: &moments, at: parameterCount + descriptor.offset)

@@ -52,6 +52,14 @@ public struct ModelConfiguration: Hashable, Sendable, Codable {
         return charrnn_param_count(&config, &count) == CHARRNN_OK ? count : 0
     }
 
+    /// Floats of Adam's state (first moments, then second), as the core
+    /// counts them; 0 for a configuration the core refuses.
+    public var optimizerStateCount: Int {
+        var config = raw
+        var count = 0
+        return charrnn_optimizer_state_count(&config, &count) == CHARRNN_OK ? count : 0
+    }
+
     /// Floats of the recurrent state for `batchSize` streams, as the core counts them.
     public func stateCount(batchSize: Int) throws(ModelError) -> Int {
         try ask("charrnn_state_count") { charrnn_state_count($0, Int32(clamping: batchSize), $1) }
@@ -90,7 +98,7 @@ public struct ModelConfiguration: Hashable, Sendable, Codable {
     public func trainingBytes(batchSize: Int, steps: Int) throws(ModelError) -> Int {
         try MemoryBudget.sum(
             MemoryBudget.floatBytes(parameterCount), MemoryBudget.floatBytes(parameterCount),
-            MemoryBudget.floatBytes(parameterCount), MemoryBudget.floatBytes(parameterCount),
+            MemoryBudget.floatBytes(optimizerStateCount),
             MemoryBudget.floatBytes(activationCount(batchSize: batchSize, steps: steps)),
             MemoryBudget.floatBytes(stateCount(batchSize: batchSize)))
     }

@@ -45,7 +45,7 @@ public final class Model {
         try configuration.validate()
         self.configuration = configuration
         self.rawConfig = configuration.raw
-        (parameters, gradients, optimizerState) = try Self.allocate(configuration.parameterCount, purpose)
+        (parameters, gradients, optimizerState) = try Self.allocate(configuration, purpose)
         try ModelError.check(charrnn_init_params(&rawConfig, parameters.baseAddress, seed), "charrnn_init_params")
     }
 
@@ -58,17 +58,19 @@ public final class Model {
         }
         self.configuration = configuration
         self.rawConfig = configuration.raw
-        (parameters, gradients, optimizerState) = try Self.allocate(count, purpose)
+        (parameters, gradients, optimizerState) = try Self.allocate(configuration, purpose)
         parameters.copy(from: values)
     }
 
     /// The blocks, all checked against the memory budget before any is taken.
-    private static func allocate(_ count: Int, _ purpose: Purpose) throws(ModelError) -> (FloatBuffer, FloatBuffer, FloatBuffer) {
-        let trainingCount = purpose == .training ? count : 0
+    private static func allocate(_ configuration: ModelConfiguration, _ purpose: Purpose) throws(ModelError) -> (FloatBuffer, FloatBuffer, FloatBuffer) {
+        let count = configuration.parameterCount
+        let gradientCount = purpose == .training ? count : 0
+        let optimizerCount = purpose == .training ? configuration.optimizerStateCount : 0
         do {
             try MemoryBudget.check(requiredBytes: MemoryBudget.sum(
-                MemoryBudget.floatBytes(count), MemoryBudget.floatBytes(trainingCount), MemoryBudget.floatBytes(2 * trainingCount)))
-            return (try FloatBuffer(count: count), try FloatBuffer(count: trainingCount), try FloatBuffer(count: 2 * trainingCount))
+                MemoryBudget.floatBytes(count), MemoryBudget.floatBytes(gradientCount), MemoryBudget.floatBytes(optimizerCount)))
+            return (try FloatBuffer(count: count), try FloatBuffer(count: gradientCount), try FloatBuffer(count: optimizerCount))
         } catch {
             throw .insufficientMemory(error)
         }
