@@ -369,11 +369,13 @@ static void output_backward(size_t B, size_t T, size_t H, size_t V, const int32_
         dlogits[r * V + (size_t)targets[(r % B) * T + r / B]] -= inv_n;
     }
     gemm_rows_parallel(1, 0, V, H, N, 1.0f, dlogits, V, Y, H, 1.0f, dW_fc, H);
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < V; k++) {
-        double acc = 0.0;
-        for (size_t r = 0; r < N; r++) acc += dlogits[r * V + k];
-        db_fc[k] += (float)acc;
+    /* db_fc: column sums, each thread walking the rows over its columns (a
+     * column at a time would touch a new cache line at every row) */
+#pragma omp parallel
+    {
+        size_t k0, k1;
+        thread_range(V, omp_get_thread_num(), omp_get_num_threads(), 16, &k0, &k1);
+        add_column_sums(N, V, k0, k1, dlogits, db_fc, NULL, 0);
     }
     gemm_rows_parallel(0, 0, N, H, V, 1.0f, dlogits, V, W_fc, H, 0.0f, dY, H);
 }

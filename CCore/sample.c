@@ -99,15 +99,21 @@ charrnn_status charrnn_step(const charrnn_config *config, const float *params, i
             const float *h_old = state + l * plane;
             /* The whole input term goes into G first (biases, and layer 0's
              * one-hot column of W_ih), then the products accumulate. */
-            for (size_t st = 0; st < S; st++)
-                for (size_t q = 0; q < (size_t)cell->gates; q++)
-                    for (size_t j = u0; j < u1; j++) {
-                        size_t row = q * H + j;
-                        float g = row < w.FH ? p.bias_ih[l][row] + p.bias_hh[l][row] : p.bias_ih[l][row];
-                        if (l == 0) g += p.weight_ih[0][row * V + (size_t)tokens[st]];
-                        x.G[st * w.GH + row] = g;
-                        if (row >= w.FH) x.R[st * w.SH + row - w.FH] = 0.0f;
-                    }
+            const float *b_ih = p.bias_ih[l], *b_hh = p.bias_hh[l];
+            for (size_t st = 0; st < S; st++) {
+                float *g = x.G + st * w.GH;
+                const float *column = l == 0 ? p.weight_ih[0] + (size_t)tokens[st] : NULL;
+                for (size_t q = 0; q < (size_t)cell->gates; q++) {
+                    size_t row0 = q * H;
+                    int folded = row0 < w.FH; /* b_hh joins the input term */
+                    for (size_t j = u0; j < u1; j++)
+                        g[row0 + j] = folded ? b_ih[row0 + j] + b_hh[row0 + j] : b_ih[row0 + j];
+                    if (column)
+                        for (size_t j = u0; j < u1; j++) g[row0 + j] += column[(row0 + j) * V];
+                    if (!folded)
+                        for (size_t j = u0; j < u1; j++) x.R[st * w.SH + row0 - w.FH + j] = 0.0f;
+                }
+            }
             for (size_t q = 0; q < (size_t)cell->gates && u1 > u0; q++) {
                 size_t row0 = q * H + u0;
                 if (l > 0) rows_times(S, u1 - u0, H, p.weight_ih[l] + row0 * H, in, x.G + row0, w.GH);

@@ -51,13 +51,17 @@ int main(int argc, char **argv) {
     }
     int B = argc > 1 ? atoi(argv[1]) : 100, T = B, H = argc > 2 ? atoi(argv[2]) : 512;
     int rounds = argc > 3 ? atoi(argv[3]) : 9;
-    if (B < 1 || H < 1 || rounds < 1 || rounds > 64) { fprintf(stderr, "usage: ab [B=T H ROUNDS<=64]\n"); return 1; }
-    charrnn_config c = {83, H, 2};
-    size_t P, A;
+    charrnn_config c = {83, H, 2, CHARRNN_CELL_LSTM};
+    if (B < 1 || H < 1 || rounds < 1 || rounds > 64 || (argc > 4 && charrnn_cell_from_name(argv[4], &c.cell) != CHARRNN_OK)) {
+        fprintf(stderr, "usage: ab [B=T H ROUNDS<=64 CELL]\n");
+        return 1;
+    }
+    size_t P, A, S;
     CHECK(charrnn_param_count(&c, &P));
     CHECK(charrnn_activation_count(&c, B, T, &A));
+    CHECK(charrnn_state_count(&c, B, &S));
     float *params = malloc(P * 4), *grads = calloc(P, 4), *moments = calloc(2 * P, 4);
-    float *activations = malloc(A * 4), *state = calloc((size_t)2 * 2 * B * H, 4);
+    float *activations = malloc(A * 4), *state = calloc(S, 4);
     int32_t *inputs = malloc((size_t)B * T * 4), *targets = malloc((size_t)B * T * 4);
     if (!params || !grads || !moments || !activations || !state || !inputs || !targets) { fprintf(stderr, "out of memory\n"); return 1; }
     CHECK(charrnn_init_params(&c, params, 1));
@@ -86,7 +90,9 @@ int main(int argc, char **argv) {
     }
     double a0 = adam_seconds[0][rounds / 2], a1 = adam_seconds[1][rounds / 2];
     double s0 = step_seconds[0][rounds / 2], s1 = step_seconds[1][rounds / 2];
-    printf("V 83, H %d, 2 layers, batch %d x %d, %zu parameters; %d rounds taking turns (medians)\n", H, B, T, P, rounds);
+    charrnn_cell_info info;
+    CHECK(charrnn_cell_info_get(c.cell, &info));
+    printf("%s, V 83, H %d, 2 layers, batch %d x %d, %zu parameters; %d rounds taking turns (medians)\n", info.name, H, B, T, P, rounds);
     printf("Adam step:     old %.3f ms  new %.3f ms  new/old %.3f\n", a0 * 1e3, a1 * 1e3, a1 / a0);
     printf("training step: old %.4f s   new %.4f s   new/old %.3f\n", s0, s1, s1 / s0);
     return 0;

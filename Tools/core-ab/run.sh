@@ -4,10 +4,12 @@
 # here, loads both, and times the Adam step and a whole training step
 # (forward, backward, Adam) of each, taking turns, so a shared machine's slow
 # moments fall on both alike. Prints the medians and new/old.
-# Usage: Tools/core-ab/run.sh REV [B=T H ROUNDS]   (default: the reference 100 512 9)
+# Usage: Tools/core-ab/run.sh REV [B=T H ROUNDS CELL]   (default: the reference 100 512 9 lstm)
+# A CELL other than lstm needs a REV whose core has cells (an older core
+# would ignore the cell and run an LSTM).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-rev=${1:?usage: Tools/core-ab/run.sh REV [B=T H ROUNDS]}
+rev=${1:?usage: Tools/core-ab/run.sh REV [B=T H ROUNDS CELL]}
 work=$(mktemp -d)
 trap 'git worktree remove --force "$work/old" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 git worktree add -q --detach "$work/old" "$rev"
@@ -17,4 +19,4 @@ cp "$work/old/.build/release/libCCharRNN.so" "$work/libold.so"
 cp .build/release/libCCharRNN.so "$work/libnew.so"
 cc -O2 -Iinclude Tools/core-ab/ab.c -L"$work" -lnew -Wl,-rpath,"$work" -ldl -o "$work/ab"
 lscpu | grep -m1 'Model name' || true
-(cd "$work" && ./ab "${2:-100}" "${3:-512}" "${4:-9}")
+(cd "$work" && ./ab "${2:-100}" "${3:-512}" "${4:-9}" "${5:-lstm}")
