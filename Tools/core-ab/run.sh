@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Compares the C core at another revision with the working tree's, in one
 # process: builds libCCharRNN.so at REV (in a temporary git worktree) and
-# here, loads both, and times the Adam step and a whole training step
-# (forward, backward, Adam) of each, taking turns, so a shared machine's slow
+# here, loads both, and times the Adam step, a whole training step
+# (forward, backward, Adam) and one-stream sampling steps of each, taking turns, so a shared machine's slow
 # moments fall on both alike. Prints the medians and new/old.
 # Usage: Tools/core-ab/run.sh REV [B=T H ROUNDS CELL]   (default: the reference 100 512 9 lstm)
 # A CELL other than lstm needs a REV whose core has cells (an older core
