@@ -36,6 +36,8 @@ static size_t carve_step_scratch(const charrnn_config *config, size_t S, float *
     const cell_kind *cell = cell_of(config);
     gate_widths w = widths_of(cell, (size_t)config->hidden_size);
     size_t L = (size_t)config->num_layers, off = 0;
+    step_scratch unused; /* counting only: the slots need somewhere to be */
+    if (!out) out = &unused;
     size_t sizes[6] = {S * w.GH, S * w.SH, w.GH, L * S * w.H,
                        cell->states > 1 ? L * S * w.H : 0, cell->has_aux ? S * w.H : 0};
     float **slots[6] = {&out->G, &out->R, &out->zeros, &out->h, &out->c, &out->aux};
