@@ -78,7 +78,7 @@ public struct Checkpoint {
     /// The file's tensors, pointing at the values where they are: the
     /// model's tensors in block order, then (with a training state) every
     /// tensor's first moments, every tensor's second moments, and the carried
-    /// state tensors (`carried` is `[S, L, B, H]`, S the cell's state tensors).
+    /// state tensors (`carried` is `[C, L, B, H]`, C the cell's state tensors).
     static func tensors(configuration: ModelConfiguration, parameters: UnsafeBufferPointer<Float>,
                         moments: UnsafeBufferPointer<Float>?, carried: (values: UnsafeBufferPointer<Float>, batchSize: Int)?)
         -> [SafeTensors.Tensor]

@@ -1,10 +1,10 @@
 /// The recurrent state carried between batches: every layer's h (and, for
-/// the LSTM, c) for B streams, laid out `[S, L, B, H]` (all h, then all c) as
-/// the core expects, S the cell's state tensors per layer.
+/// the LSTM, c) for B streams, laid out `[C, L, B, H]` (all h, then all c) as
+/// the core expects, C the cell's state tensors per layer.
 public struct RecurrentState: Sendable, Equatable {
     /// Streams the state is for (B).
     public let batchSize: Int
-    /// The flat `[S, L, B, H]` values.
+    /// The flat `[C, L, B, H]` values.
     public var values: [Float]
 
     /// The zero state for `batchSize` streams of a model, sized as the core
