@@ -12,6 +12,11 @@
 
 #include "charrnn.h"
 
+/* Everything declared below is the core's own: hidden from the library's
+ * exported symbols, so a program (or a second copy of the core, as
+ * Tools/core-ab loads) never binds to it or clashes with it. */
+#pragma GCC visibility push(hidden)
+
 #define CHARRNN_MAX_LAYERS 64
 
 /* ---- cells ----
@@ -264,5 +269,7 @@ void gemm_rows_parallel(int trans_a, int trans_b, size_t M, size_t N, size_t K, 
 void gemm_block(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
                 const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
                 size_t ldc);
+
+#pragma GCC visibility pop
 
 #endif /* CHARRNN_INTERNAL_H */

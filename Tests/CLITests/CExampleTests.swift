@@ -44,6 +44,19 @@ struct CExampleTests {
         #expect(fromC.stdout.unicodeScalars.count == "it was ".count + 150)
     }
 
+    @Test("The library exports the C API and none of the core's own functions")
+    func libraryExportsOnlyTheAPI() throws {
+        let library = try #require(CLI.executable?.deletingLastPathComponent(), "build directory not found")
+        let handle = try #require(dlopen(library.appendingPathComponent("libCCharRNN.so").path, RTLD_NOW | RTLD_LOCAL))
+        defer { dlclose(handle) }
+        for name in ["charrnn_forward", "charrnn_step", "charrnn_cell_info_get", "charrnn_tensor_info_at"] {
+            #expect(dlsym(handle, name) != nil, "\(name) is exported")
+        }
+        for name in ["gemm_rows_parallel", "gemm_block", "carve_params", "carve_activations", "check_config", "cell_of"] {
+            #expect(dlsym(handle, name) == nil, "\(name) is the core's own and must not be exported")
+        }
+    }
+
     @Test("Tools/c-example compiles with cc against the built library, trains, and samples")
     func cProgramTrainsAndSamples() throws {
         let library = try #require(CLI.executable?.deletingLastPathComponent(), "build directory not found")
