@@ -169,10 +169,18 @@ CHARRNN_VECTOR_CLONES static void rnn_backward(const cell_backward_args *a) {
  * The table, indexed by charrnn_cell.
  * ======================================================================== */
 
+/* Initial input biases per gate block (charrnn.h says why): the LSTM's
+ * forget gate starts open, everything else at zero. */
 static const cell_kind cells[CHARRNN_CELL_COUNT] = {
-    [CHARRNN_CELL_LSTM] = {"lstm", 4, 0, 2, 1, {0.0f, 1.0f, 0.0f, 0.0f}, lstm_forward, lstm_backward},
-    [CHARRNN_CELL_GRU] = {"gru", 3, 1, 1, 1, {0.0f, 0.0f, 0.0f, 0.0f}, gru_forward, gru_backward},
-    [CHARRNN_CELL_RNN] = {"rnn", 1, 0, 1, 0, {0.0f, 0.0f, 0.0f, 0.0f}, rnn_forward, rnn_backward},
+    [CHARRNN_CELL_LSTM] = {.name = "lstm", .gates = 4, .split = 0, .states = 2, .has_aux = 1,
+                           .bias_ih_init = {0.0f, 1.0f, 0.0f, 0.0f},
+                           .forward = lstm_forward, .backward = lstm_backward},
+    [CHARRNN_CELL_GRU] = {.name = "gru", .gates = 3, .split = 1, .states = 1, .has_aux = 1,
+                          .bias_ih_init = {0.0f, 0.0f, 0.0f},
+                          .forward = gru_forward, .backward = gru_backward},
+    [CHARRNN_CELL_RNN] = {.name = "rnn", .gates = 1, .split = 0, .states = 1, .has_aux = 0,
+                          .bias_ih_init = {0.0f},
+                          .forward = rnn_forward, .backward = rnn_backward},
 };
 
 const cell_kind *cell_of(const charrnn_config *c) { return &cells[c->cell]; }
