@@ -411,7 +411,7 @@ charrnn_status charrnn_forward(const charrnn_config *config, const float *params
     const cell_kind *cell = cell_of(config);
     size_t B = (size_t)batch->batch_size, T = (size_t)batch->steps, N = T * B;
     size_t H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
-    size_t L = (size_t)config->num_layers, BH = B * H, S = (size_t)cell->states;
+    size_t L = (size_t)config->num_layers, BH = B * H, C = (size_t)cell->states;
     gate_widths w = widths_of(cell, H);
     param_tensors p;
     activation_tensors a;
@@ -419,9 +419,9 @@ charrnn_status charrnn_forward(const charrnn_config *config, const float *params
     carve_activations(config, B, T, activations, &a);
 
     float_mode mode = flush_denormals_begin();
-    /* state [S, L, B, H]: tensor 0 is h, tensor 1 (LSTM) is c */
+    /* state [C, L, B, H]: tensor 0 is h, tensor 1 (LSTM) is c */
     for (size_t l = 0; l < L; l++)
-        for (size_t k = 0; k < S; k++) {
+        for (size_t k = 0; k < C; k++) {
             float *slot0 = k == 0 ? a.h[l] : a.c[l];
             if (state_in) memcpy(slot0, state_in + (k * L + l) * BH, BH * sizeof(float));
             else memset(slot0, 0, BH * sizeof(float));
@@ -438,7 +438,7 @@ charrnn_status charrnn_forward(const charrnn_config *config, const float *params
     if (state_out) {
         /* state_out may alias state_in: it was copied in above. */
         for (size_t l = 0; l < L; l++)
-            for (size_t k = 0; k < S; k++)
+            for (size_t k = 0; k < C; k++)
                 memcpy(state_out + (k * L + l) * BH, (k == 0 ? a.h[l] : a.c[l]) + T * BH,
                        BH * sizeof(float));
     }

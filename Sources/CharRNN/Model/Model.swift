@@ -1,6 +1,6 @@
 import CCharRNN
 
-/// A stacked character-level LSTM with the memory it computes in.
+/// A stacked character-level recurrent network (LSTM, GRU or RNN layers) with the memory it computes in.
 ///
 /// The model owns four 64-byte-aligned blocks and lends them to the C core:
 /// parameters and gradients (same layout, see `ModelConfiguration.tensors`),
