@@ -65,7 +65,7 @@
  * and used in place.
  *
  * Recurrent state: one block of C*L*B*H floats, with C the cell's state
- * tensors per layer (charrnn_cell_info().state_tensors): all layers' h
+ * tensors per layer (charrnn_cell_info_get: state_tensors): all layers' h
  * ([L, B, H]), then, for the LSTM (C = 2), all layers' c ([L, B, H]).
  *
  * Batches: inputs and targets are int32 [B, T] row-major (row b is stream b,
@@ -73,7 +73,8 @@
  *
  * Usage (error handling elided):
  *
- *   charrnn_config cfg = { .vocab_size = 83, .hidden_size = 512, .num_layers = 2 };
+ *   charrnn_config cfg = { .vocab_size = 83, .hidden_size = 512, .num_layers = 2,
+ *                          .cell = CHARRNN_CELL_LSTM };   // or CHARRNN_CELL_GRU, _RNN
  *   size_t np, ns, na;
  *   charrnn_param_count(&cfg, &np);
  *   charrnn_state_count(&cfg, B, &ns);
