@@ -39,6 +39,6 @@ extension Cell: LosslessStringConvertible {
     /// The cell named `description` ("lstm", "gru", "rnn"), or `nil`.
     public init?(_ description: String) { self.init(rawValue: description) }
 
-    /// The cell's name, as `--cell` and the metadata write it.
+    /// The cell's name, as the command line and the metadata write it.
     public var description: String { rawValue }
 }
