@@ -15,13 +15,17 @@ public enum Cell: String, CaseIterable, Codable, Sendable {
     /// The core's `charrnn_cell` value.
     var raw: Int32 {
         var value: Int32 = 0
-        _ = charrnn_cell_from_name(rawValue, &value)  // every case is a name the core knows (tested)
+        // Every case is a cell the core has (tested); a core without it is
+        // a build mismatch, not a fallback to the LSTM.
+        let status = charrnn_cell_from_name(rawValue, &value)
+        precondition(status == CHARRNN_OK, "the linked core has no cell '\(rawValue)'")
         return value
     }
 
     private var info: charrnn_cell_info {
         var info = charrnn_cell_info()
-        _ = charrnn_cell_info_get(raw, &info)
+        let status = charrnn_cell_info_get(raw, &info)
+        precondition(status == CHARRNN_OK, "the linked core has no cell '\(rawValue)'")
         return info
     }
 
