@@ -87,7 +87,8 @@ charrnn_status charrnn_adam_update(const charrnn_config *config, float *params, 
     charrnn_status s = check_config(config);
     if (s != CHARRNN_OK) return s;
     if (!params || !grads || !optimizer_state || !adam) return CHARRNN_ERR_NULL_POINTER;
-    if (step < 1 || !(adam->learning_rate > 0.0f) || isinf(adam->learning_rate) ||
+    /* A rate of 0 is allowed: a schedule may end there (the moments still move). */
+    if (step < 1 || !(adam->learning_rate >= 0.0f) || isinf(adam->learning_rate) ||
         !(adam->beta1 >= 0.0f && adam->beta1 < 1.0f) ||
         !(adam->beta2 >= 0.0f && adam->beta2 < 1.0f) || !(adam->epsilon > 0.0f) ||
         isinf(adam->epsilon))

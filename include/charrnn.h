@@ -299,7 +299,7 @@ charrnn_status charrnn_clip_grad_norm(const charrnn_config *config, float *grads
                                       float *norm_before);
 
 typedef struct charrnn_adam_params {
-    float learning_rate; /* > 0; default 0.001 */
+    float learning_rate; /* >= 0 (a schedule may reach 0); default 0.001 */
     float beta1;         /* [0, 1); default 0.9 */
     float beta2;         /* [0, 1); default 0.999 */
     float epsilon;       /* > 0; default 1e-8 */

@@ -28,6 +28,13 @@ enum ErrorMessage {
         case .seed: return "--seed"
         case .maxIterations: return "--max-iterations"
         case .keepBest: return "--keep"
+        case .learningRateSchedule: return "--lr-schedule"
+        case .warmupIterations: return "--warmup"
+        case .learningRateDecay: return "--lr-decay"
+        case .learningRateDecayAfter: return "--lr-decay-after"
+        case .minimumLearningRate: return "--lr-min"
+        case .scheduleIterations: return "--lr-schedule-iterations"
+        case .patience: return "--patience"
         }
     }
 
@@ -76,6 +83,9 @@ enum ErrorMessage {
             return error.description + "; give --max-iterations above \(iteration) to train further"
         case .insufficientMemory:
             return error.description + "; a smaller --hidden, --layers, --batch or --steps needs less"
+        case .patienceExhausted(let iteration, let validations, let patience):
+            return "the run stopped at iteration \(iteration) after \(validations) validations without a new best "
+                + "(--patience \(patience)); give a larger --patience to go on"
         case .checkpoint, .incompatible:
             return error.description
         }

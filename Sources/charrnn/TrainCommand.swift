@@ -46,6 +46,27 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Adam learning rate, > 0. (default: 0.001)")
     var learningRate: Float?
 
+    @Option(name: .long, help: "How the learning rate changes: constant, step (× --lr-decay each epoch after --lr-decay-after) or cosine (down to --lr-min at the end of the run). (default: constant; step if --lr-decay or --lr-decay-after is given)")
+    var lrSchedule: String?
+
+    @Option(name: .long, help: "Raise the learning rate linearly over the first N iterations. (default: 0)")
+    var warmup: Int?
+
+    @Option(name: .long, help: "Step schedule: multiply the rate by X at the end of each epoch from --lr-decay-after on, in (0, 1]. (default: 0.97)")
+    var lrDecay: Float?
+
+    @Option(name: .long, help: "Step schedule: the epoch after which the rate decays. (default: 10)")
+    var lrDecayAfter: Int?
+
+    @Option(name: .long, help: "Cosine schedule: the rate at the end of the run, below --learning-rate. (default: 0)")
+    var lrMin: Float?
+
+    @Option(name: .long, help: "Cosine schedule: the iteration the curve ends at, counted from the start of the run. (default: the run's last iteration)")
+    var lrScheduleIterations: Int?
+
+    @Option(name: .long, help: "Stop after K validations in a row without a new best validation loss (best.safetensors keeps the best). (default: never)")
+    var patience: Int?
+
     @Option(name: .long, help: "Dropout keep probability on each layer's output, in (0, 1]. (default: 0.5)")
     var keepProb: Float?
 
@@ -73,25 +94,39 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Start a new run from this checkpoint's weights (only); the corpus must have its vocabulary.")
     var initFrom: String?
 
+    @Option(name: .long, help: "When the output is not a terminal, print every N-th iteration's line (validations always). (default: 1, the notebook's log)")
+    var printEvery: Int?
+
+    @Flag(name: .long, help: "Print nothing but errors.")
+    var quiet = false
+
+    @Flag(name: .long, help: "Print one JSON object per event on standard output instead of the log (see README, JSON output).")
+    var json = false
+
     @Option(name: .long, help: "universal: read \\r\\n and \\r as \\n, as Python's text mode (the notebook); preserve: keep them.")
     var lineEndings: String = Corpus.LineEndings.universal.rawValue
 
     func run() throws {
         let trainer: Trainer
         let resumedFrom: URL?
+        let mode: TrainingLog.Mode
         do {
+            mode = try logMode()
             (trainer, resumedFrom) = try makeTrainer()
         } catch {
+            if json { JSONValue.object(["event": .string("error"), "message": .string(ErrorMessage.line(error))]).print() }
             throw fail(error)
         }
         let interrupts = InterruptHandler()
-        let log = TrainingLog(dataPath: data, resumedFrom: resumedFrom)
+        let log = TrainingLog(mode: mode, dataPath: data, resumedFrom: resumedFrom)
         let summary: TrainingSummary
         do {
             summary = try trainer.run(stop: interrupts.stop, onEvent: log.handle)
         } catch {
             log.flush()
-            throw fail(ErrorMessage.line(error) + whatIsLeft(trainer))
+            let message = ErrorMessage.line(error) + whatIsLeft(trainer)
+            log.failed(message)
+            throw fail(message)
         }
         if summary.interrupted {
             var line = "Interrupted at iteration \(summary.iterations)"
@@ -101,6 +136,21 @@ struct TrainCommand: ParsableCommand {
             FileHandle.standardError.write(Data("\(line)\n".utf8))
             throw ExitCode(interrupts.exitStatus)
         }
+    }
+
+    /// How the log is printed: --quiet, --json, or the notebook's lines
+    /// (thinned by --print-every) when standard output is not a terminal,
+    /// and a status line when it is.
+    private func logMode() throws -> TrainingLog.Mode {
+        if let printEvery, printEvery < 1 { throw UsageError("--print-every must be at least 1 (got \(printEvery))") }
+        if quiet && json { throw UsageError("--quiet and --json cannot be combined (--json prints events, --quiet nothing)") }
+        if quiet {
+            if printEvery != nil { throw UsageError("--print-every has no effect with --quiet") }
+            return .quiet
+        }
+        if json { return .json(printEvery: printEvery ?? 1) }
+        if isatty(STDOUT_FILENO) != 0 && printEvery == nil { return .terminal }
+        return .notebook(printEvery: printEvery ?? 1)
     }
 
     /// For a run that failed part-way: whether its checkpoints are there to
@@ -148,7 +198,7 @@ struct TrainCommand: ParsableCommand {
             let corpus = try Corpus(contentsOf: URL(fileURLWithPath: data), lineEndings: endings)
             let output = out.map { URL(fileURLWithPath: $0) } ?? url.deletingLastPathComponent()
             return (try Trainer(resuming: checkpoint, corpus: corpus, outputDirectory: output,
-                                maxIterations: maxIterations, keepBest: keep), url)
+                                maxIterations: maxIterations, keepBest: keep, patience: patience), url)
         }
 
         guard let out else { throw UsageError("--out is required: the directory for checkpoints") }
@@ -166,6 +216,8 @@ struct TrainCommand: ParsableCommand {
         options.steps = steps ?? options.steps
         options.epochs = epochs ?? options.epochs
         options.learningRate = learningRate ?? options.learningRate
+        try applySchedule(to: &options)
+        options.patience = patience
         options.keepProbability = keepProb ?? options.keepProbability
         options.gradientClip = gradClip ?? options.gradientClip
         options.validationFraction = valFrac ?? options.validationFraction
@@ -176,6 +228,33 @@ struct TrainCommand: ParsableCommand {
         try options.validate()
         let corpus = try Corpus(contentsOf: URL(fileURLWithPath: data), lineEndings: endings)
         return (try Trainer(corpus: corpus, options: options, outputDirectory: URL(fileURLWithPath: out), initialWeights: initial), nil)
+    }
+
+    /// The schedule named by --lr-schedule, or implied by the step schedule's options.
+    private func chosenSchedule() throws -> LearningRateSchedule? {
+        guard let lrSchedule else { return lrDecay != nil || lrDecayAfter != nil ? .step : nil }
+        guard let schedule = LearningRateSchedule(lrSchedule) else {
+            throw UsageError("--lr-schedule must be one of " + LearningRateSchedule.allCases.map(\.rawValue).joined(separator: ", ")
+                             + " (got '\(lrSchedule)')")
+        }
+        return schedule
+    }
+
+    /// Sets the schedule's options, refusing those that belong to another schedule.
+    private func applySchedule(to options: inout TrainingOptions) throws {
+        let schedule = try chosenSchedule() ?? .constant
+        if schedule != .step, lrDecay != nil || lrDecayAfter != nil {
+            throw UsageError("--lr-decay and --lr-decay-after belong to --lr-schedule step (got --lr-schedule \(schedule))")
+        }
+        if schedule != .cosine, lrMin != nil || lrScheduleIterations != nil {
+            throw UsageError("--lr-min and --lr-schedule-iterations belong to --lr-schedule cosine (got --lr-schedule \(schedule))")
+        }
+        options.learningRateSchedule = schedule
+        options.warmupIterations = warmup ?? options.warmupIterations
+        options.learningRateDecay = lrDecay ?? options.learningRateDecay
+        options.learningRateDecayAfter = lrDecayAfter ?? options.learningRateDecayAfter
+        options.minimumLearningRate = lrMin ?? options.minimumLearningRate
+        options.scheduleIterations = lrScheduleIterations
     }
 
     /// A resumed run keeps its settings; naming a different one is an error.
@@ -192,6 +271,12 @@ struct TrainCommand: ParsableCommand {
         try same(steps, saved.steps, "--steps")
         try same(epochs, saved.epochs, "--epochs")
         try same(learningRate, saved.learningRate, "--learning-rate")
+        try same(try chosenSchedule(), saved.learningRateSchedule, "--lr-schedule")
+        try same(warmup, saved.warmupIterations, "--warmup")
+        try same(lrDecay, saved.learningRateDecay, "--lr-decay")
+        try same(lrDecayAfter, saved.learningRateDecayAfter, "--lr-decay-after")
+        try same(lrMin, saved.minimumLearningRate, "--lr-min")
+        try same(lrScheduleIterations, saved.scheduleIterations ?? 0, "--lr-schedule-iterations")
         try same(keepProb, saved.keepProbability, "--keep-prob")
         try same(gradClip, saved.gradientClip, "--grad-clip")
         try same(valFrac, saved.validationFraction, "--val-frac")

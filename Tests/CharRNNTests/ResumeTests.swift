@@ -114,7 +114,7 @@ struct ResumeTests {
         var saved: [(String, Float)] = []
         var lastLoss: Float = 0
         try Trainer(corpus: Self.corpus, options: options, outputDirectory: directory.url).run { event in
-            if case .validated(_, let loss) = event { lastLoss = loss }
+            if case .validated(_, let loss, _) = event { lastLoss = loss }
             if case .checkpointSaved(let url, _) = event { saved.append((url.lastPathComponent, lastLoss)) }
         }
         #expect(saved.count == 6)

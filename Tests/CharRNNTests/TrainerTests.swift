@@ -37,7 +37,7 @@ struct TrainerTests {
                 iterations.append(report.iteration)
                 runningLosses.append(report.runningLoss)
                 #expect(report.epoch == (report.iteration - 1) / 12 + 1)
-            case .validated(let iteration, let loss): validations.append((iteration, loss))
+            case .validated(let iteration, let loss, _): validations.append((iteration, loss))
             case .checkpointSaved(let url, let isBest): saved.append((url.lastPathComponent, isBest))
             default: break
             }
@@ -63,7 +63,7 @@ struct TrainerTests {
         options.maxIterations = 7
         let trainer = try Trainer(corpus: Corpus(text: sampleText(length: 600)), options: options, outputDirectory: nil)
         var validated: [Int] = []
-        let summary = try trainer.run { if case .validated(let i, _) = $0 { validated.append(i) } }
+        let summary = try trainer.run { if case .validated(let i, _, _) = $0 { validated.append(i) } }
         #expect(summary.iterations == 7)
         #expect(validated == [5, 7])
     }

@@ -37,11 +37,17 @@ public final class RunDirectory {
     private var lockDescriptor: Int32
     /// Whether a checkpoint has been written since opening.
     private var wroteCheckpoint = false
+    /// The metrics file's descriptor (appending) once `startMetrics` opened it; -1 otherwise.
+    private var metricsDescriptor: Int32 = -1
 
     /// The name of the best checkpoint.
     public static let bestName = "best.safetensors"
     /// The name of the lock file.
     static let lockName = ".charrnn-lock"
+    /// The name of the run's metrics file (see `MetricsRecord`).
+    public static let metricsName = "metrics.jsonl"
+    /// The name of the run's loss chart, rewritten at every validation.
+    public static let chartName = "loss.svg"
 
     // MARK: - Reading
 
@@ -267,7 +273,10 @@ public final class RunDirectory {
         lockDescriptor = fd
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        if metricsDescriptor >= 0 { Glibc.close(metricsDescriptor) }
+    }
 
     /// Releases the lock (`lock()` takes it again). The directory and its files stay.
     public func close() {
@@ -331,6 +340,60 @@ public final class RunDirectory {
             }
         } catch {
             throw .checkpoint(error)
+        }
+    }
+
+    // MARK: - Metrics and chart
+
+    /// Opens the metrics file for a run that continues after `iteration` (0
+    /// for a new run) and returns the records it keeps: those up to and
+    /// including `iteration`. Records past it, which a run interrupted after
+    /// its last checkpoint wrote, are removed (the file is replaced
+    /// atomically), so the resumed run's records follow without duplicates.
+    func startMetrics(after iteration: Int) throws(RunDirectoryError) -> [MetricsRecord] {
+        let file = url.appendingPathComponent(Self.metricsName)
+        var kept: [MetricsRecord] = []
+        if FileManager.default.fileExists(atPath: file.path) {
+            let text: String
+            do { text = try String(contentsOf: file, encoding: .utf8) } catch {
+                throw .cannotRead(path: file.path, reason: (error as NSError).localizedDescription)
+            }
+            let all = MetricsRecord.records(inJSONLines: text)
+            kept = all.filter { $0.iteration <= iteration }
+            let keptText = kept.map { $0.jsonLine + "\n" }.joined()
+            if keptText != text {
+                do { try AtomicFile.write(Array(keptText.utf8), to: file) } catch {
+                    throw .cannotWrite(path: file.path, reason: error.problem.description)
+                }
+            }
+        }
+        if metricsDescriptor >= 0 { Glibc.close(metricsDescriptor) }
+        metricsDescriptor = open(file.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        guard metricsDescriptor >= 0 else { throw .cannotWrite(path: file.path, reason: String(cString: strerror(errno))) }
+        return kept
+    }
+
+    /// Appends `records` to the metrics file opened by `startMetrics`, as one write.
+    func appendMetrics(_ records: [MetricsRecord]) throws(RunDirectoryError) {
+        guard metricsDescriptor >= 0, !records.isEmpty else { return }
+        let bytes = Array(records.map { $0.jsonLine + "\n" }.joined().utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { Glibc.write(metricsDescriptor, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                let path = url.appendingPathComponent(Self.metricsName).path
+                throw .cannotWrite(path: path, reason: n < 0 ? String(cString: strerror(errno)) : "nothing written")
+            }
+            offset += n
+        }
+    }
+
+    /// Replaces the run's loss chart with `svg`, atomically.
+    func writeChart(_ svg: String) throws(RunDirectoryError) {
+        let file = url.appendingPathComponent(Self.chartName)
+        do { try AtomicFile.write(Array(svg.utf8), to: file) } catch {
+            throw .cannotWrite(path: file.path, reason: error.problem.description)
         }
     }
 
@@ -420,6 +483,10 @@ public enum RunDirectoryError: Error, Equatable, CustomStringConvertible {
     case noCheckpoint(path: String)
     /// Writing or removing a checkpoint failed.
     case checkpoint(CheckpointError)
+    /// A file of the run other than a checkpoint (its metrics, its chart) could not be written.
+    case cannotWrite(path: String, reason: String)
+    /// A file of the run could not be read.
+    case cannotRead(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -437,6 +504,8 @@ public enum RunDirectoryError: Error, Equatable, CustomStringConvertible {
             return "'\(path)' holds '\(name)', which is not a checkpoint of this run (\(problem))"
         case .noCheckpoint(let path): return "'\(path)' holds no checkpoint of a training run"
         case .checkpoint(let error): return error.description
+        case .cannotWrite(let path, let reason): return "cannot write '\(path)': \(reason)"
+        case .cannotRead(let path, let reason): return "cannot read '\(path)': \(reason)"
         }
     }
 

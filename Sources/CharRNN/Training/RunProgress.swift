@@ -26,18 +26,26 @@ public struct RunProgress: Sendable, Equatable, Codable {
     public var corpusCharacters: Int
     /// A hash of the encoded corpus, to recognise the same text on resume.
     public var corpusFingerprint: String
+    /// The learning rate of the last iteration (from the run's schedule);
+    /// `nil` in checkpoints written before schedules.
+    public var learningRate: Float?
+    /// Validations in a row, this one included, without a new lowest loss
+    /// (0 when this one is the best), for `TrainingOptions.patience`; `nil`
+    /// in checkpoints written before it was kept (read as 0).
+    public var validationsSinceBest: Int?
 
     enum CodingKeys: String, CodingKey {
         case runID = "run_id", iteration, epoch, validationLoss = "val_loss", trainingLoss = "train_loss"
         case bestValidationLoss = "best_val_loss", epochLossSum = "epoch_loss_sum"
         case trainingBatches = "training_batches", corpusCharacters = "corpus_characters"
-        case corpusFingerprint = "corpus_fingerprint"
+        case corpusFingerprint = "corpus_fingerprint", learningRate = "lr"
+        case validationsSinceBest = "validations_since_best"
     }
 
     /// Bundles the values.
     public init(runID: String?, iteration: Int, epoch: Int, validationLoss: Float, trainingLoss: Float,
                 bestValidationLoss: Float, epochLossSum: Double, trainingBatches: Int, corpusCharacters: Int,
-                corpusFingerprint: String) {
+                corpusFingerprint: String, learningRate: Float? = nil, validationsSinceBest: Int? = nil) {
         self.runID = runID
         self.iteration = iteration
         self.epoch = epoch
@@ -48,6 +56,8 @@ public struct RunProgress: Sendable, Equatable, Codable {
         self.trainingBatches = trainingBatches
         self.corpusCharacters = corpusCharacters
         self.corpusFingerprint = corpusFingerprint
+        self.learningRate = learningRate
+        self.validationsSinceBest = validationsSinceBest
     }
 
     /// A fresh run identity: 128 random bits in hex.
@@ -65,7 +75,11 @@ public struct RunProgress: Sendable, Equatable, Codable {
         var settings = options
         settings.maxIterations = nil
         settings.keepBest = nil
-        let text = MetadataCoding.encode(settings).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        // Options added later are left out while they hold the value such runs
+        // used, so an old checkpoint's identity does not change with new options.
+        var entries = MetadataCoding.encode(settings)
+        for (key, value) in TrainingOptions.laterKeys where entries[key.rawValue] == value { entries[key.rawValue] = nil }
+        let text = entries.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
             .joined(separator: ";") + ";corpus=\(corpusFingerprint);batches=\(trainingBatches)"
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325
         for byte in text.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
@@ -95,6 +109,8 @@ public struct RunProgress: Sendable, Equatable, Codable {
         try require(bestValidationLoss <= validationLoss, .bestValidationLoss)
         try require(epochLossSum.isFinite && epochLossSum >= 0, .epochLossSum)
         try require(corpusCharacters >= 1, .corpusCharacters)
+        try require(learningRate.map { $0.isFinite && $0 >= 0 } ?? true, .learningRate)
+        try require(validationsSinceBest.map { $0 >= 0 } ?? true, .validationsSinceBest)
     }
 }
 

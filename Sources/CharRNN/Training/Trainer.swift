@@ -44,6 +44,8 @@ public final class Trainer {
         var carried: RecurrentState
         /// The iteration this run was resumed from, if it was.
         var resumedFrom: Int? = nil
+        /// Validations in a row without a new lowest loss (for `patience`).
+        var validationsSinceBest = 0
     }
 
     /// Checks everything and builds the model for a new run. With an output
@@ -58,6 +60,7 @@ public final class Trainer {
     ///   range, an unusable output directory, a corpus too short, a model
     ///   too large for the memory the process may take).
     public convenience init(corpus: Corpus, options: TrainingOptions, outputDirectory: URL?, initialWeights: Checkpoint? = nil) throws(TrainingError) {
+        var options = options
         try options.validate()
         let run = try Self.open(outputDirectory) { url throws(RunDirectoryError) in try RunDirectory.openForNewRun(at: url) }
         do throws(TrainingError) {
@@ -76,6 +79,11 @@ public final class Trainer {
             try Self.checkMemory(configuration, options, corpusLength: corpus.count)
             let tokens = Self.encode(corpus, vocabulary)
             let batches = try Self.batch(tokens, options)
+            if options.learningRateSchedule == .cosine && options.scheduleIterations == nil {
+                // The curve's end is fixed now, so a resumed run with another
+                // `maxIterations` keeps the rates it started with.
+                options.scheduleIterations = options.totalIterations(trainingBatches: batches.trainingBatchCount)
+            }
             let model: Model
             do throws(ModelError) {
                 if let initialWeights {
@@ -100,21 +108,28 @@ public final class Trainer {
     /// iteration (and so the epoch, the position in the batch stream and the
     /// dropout seeds), the best validation loss and the log's running mean.
     /// Hyperparameters come from the checkpoint; `maxIterations` and
-    /// `keepBest` too, unless given. Iterations count from the start of the
-    /// run, so `maxIterations` is a total, not a number more. The output
-    /// directory is opened for the checkpoint's run (see
-    /// `RunDirectory.openForResume`).
+    /// `keepBest` and `patience` too, unless given. Iterations count from the
+    /// start of the run, so `maxIterations` is a total, not a number more; the
+    /// learning rate of every iteration is the one the run would have had
+    /// uninterrupted. The output directory is opened for the checkpoint's run
+    /// (see `RunDirectory.openForResume`).
     /// - Throws: `TrainingError.incompatible` if the checkpoint has no
     ///   training state, or the corpus is not the one the run used (its
     ///   vocabulary, length or content differ); `.alreadyFinished` if the run
-    ///   has made all the iterations asked for.
-    public convenience init(resuming checkpoint: Checkpoint, corpus: Corpus, outputDirectory: URL?, maxIterations: Int? = nil, keepBest: Int? = nil) throws(TrainingError) {
+    ///   has made all the iterations asked for; `.patienceExhausted` if it
+    ///   stopped for want of a new best and `patience` does not allow more.
+    public convenience init(resuming checkpoint: Checkpoint, corpus: Corpus, outputDirectory: URL?, maxIterations: Int? = nil,
+                            keepBest: Int? = nil, patience: Int? = nil) throws(TrainingError) {
         guard let resume = checkpoint.resumeState, var options = checkpoint.trainingOptions, let saved = checkpoint.progress else {
             throw .incompatible(.weightsOnly, resuming: true)
         }
         options.maxIterations = maxIterations ?? options.maxIterations
         options.keepBest = keepBest ?? options.keepBest
+        options.patience = patience ?? options.patience
         try options.validate()
+        if let patience = options.patience, let waited = saved.validationsSinceBest, waited >= patience {
+            throw .patienceExhausted(iteration: saved.iteration, validations: waited, patience: patience)
+        }
         let identity = saved.runIdentity(options: checkpoint.trainingOptions ?? options)
         let run = try Self.open(outputDirectory) { url throws(RunDirectoryError) in
             try RunDirectory.openForResume(at: url, runIdentity: identity)
@@ -149,7 +164,7 @@ public final class Trainer {
                       runDirectory: run, runID: saved.runID ?? identity, corpusFingerprint: Self.fingerprint(tokens),
                       progress: Progress(iteration: saved.iteration, epochLossSum: saved.epochLossSum,
                                          bestValidation: saved.bestValidationLoss, carried: resume.carriedState,
-                                         resumedFrom: saved.iteration))
+                                         resumedFrom: saved.iteration, validationsSinceBest: saved.validationsSinceBest ?? 0))
         } catch {
             run?.abandon()
             throw error
@@ -186,9 +201,11 @@ public final class Trainer {
         onEvent(.started(TrainingPlan(
             corpusLength: corpusLength, vocabularySize: vocabulary.count, parameterCount: model.parameterCount,
             options: options, trainingBatches: perEpoch, validationBatches: batches.validationBatchCount,
-            totalIterations: total, resumedFromIteration: progress.resumedFrom, runtime: ComputeRuntime.current)))
+            totalIterations: total, resumedFromIteration: progress.resumedFrom,
+            bestValidationLoss: progress.bestValidation.isFinite ? progress.bestValidation : nil, runtime: ComputeRuntime.current)))
 
-        let adam = AdamOptions(learningRate: options.learningRate)
+        var metrics: [MetricsRecord] = []
+        do { metrics = try runDirectory?.startMetrics(after: progress.iteration) ?? [] } catch { throw .runDirectory(error) }
         var lastValidation = Float.nan
         var lastCheckpoint: URL? = nil
         var stepSeconds: [Double] = []
@@ -196,7 +213,8 @@ public final class Trainer {
             TrainingSummary(
                 iterations: progress.iteration, finalValidationLoss: lastValidation,
                 bestValidationLoss: progress.bestValidation, medianSecondsPerBatch: Self.median(stepSeconds),
-                interrupted: interrupted, lastCheckpoint: lastCheckpoint)
+                interrupted: interrupted, lastCheckpoint: lastCheckpoint,
+                stoppedByPatience: options.patience.map { progress.validationsSinceBest >= $0 } ?? false)
         }
         while progress.iteration < total {
             let index = progress.iteration % perEpoch
@@ -207,13 +225,14 @@ public final class Trainer {
             }
             progress.iteration += 1
             let iteration = progress.iteration
+            let learningRate = options.learningRate(atIteration: iteration, trainingBatches: perEpoch)
             let start = ContinuousClock.now
             let step: (loss: Float, gradientNorm: Float)
             do {
                 step = try model.trainStep(
                     on: batches.trainingBatch(index), state: &progress.carried,
                     keepProbability: options.keepProbability, dropoutSeed: dropoutSeed(iteration: iteration),
-                    clipNorm: options.gradientClip, adam: adam)
+                    clipNorm: options.gradientClip, adam: AdamOptions(learningRate: learningRate))
             } catch .nonFinite(let value) {
                 throw .diverged(iteration: iteration, value)
             } catch {
@@ -223,22 +242,40 @@ public final class Trainer {
             stepSeconds.append(seconds)
             progress.epochLossSum += Double(step.loss)
             let runningLoss = Float(progress.epochLossSum / Double(index + 1))
-            onEvent(.iteration(IterationReport(
+            let report = IterationReport(
                 epoch: epoch, epochs: options.epochs, iteration: iteration, totalIterations: total,
                 batchLoss: step.loss, runningLoss: runningLoss, gradientNorm: step.gradientNorm,
-                secondsPerBatch: seconds)))
+                learningRate: learningRate, secondsPerBatch: seconds, characters: options.batchSize * options.steps)
+            onEvent(.iteration(report))
+            var records = [MetricsRecord.iteration(
+                iteration, epoch: epoch, loss: step.loss, runningLoss: runningLoss, gradientNorm: step.gradientNorm,
+                learningRate: learningRate, seconds: seconds, characters: report.characters)]
 
             let stopping = stop?.isRequested == true && iteration < total
+            var outOfPatience = false
             if iteration % options.saveEvery == 0 || iteration == total || stopping {
                 do {
                     lastValidation = try validationLoss()
                 } catch .model(.nonFinite(let value)) {
                     throw .diverged(iteration: iteration, value)
                 }
-                onEvent(.validated(iteration: iteration, loss: lastValidation))
+                let isBest = lastValidation < progress.bestValidation
+                progress.validationsSinceBest = isBest ? 0 : progress.validationsSinceBest + 1
                 progress.bestValidation = min(progress.bestValidation, lastValidation)
+                onEvent(.validated(iteration: iteration, loss: lastValidation, isBest: isBest))
+                records.append(.validation(iteration, epoch: epoch, loss: lastValidation, isBest: isBest))
+                outOfPatience = options.patience.map { progress.validationsSinceBest >= $0 } ?? false
+            }
+            metrics += records
+            do { try runDirectory?.appendMetrics(records) } catch { throw .runDirectory(error) }
+            if records.count > 1 {
                 if let runDirectory {
-                    let saved = try saveCheckpoint(in: runDirectory, epoch: epoch, validationLoss: lastValidation, trainingLoss: runningLoss)
+                    let chart = LossChart(curves: [LossChart.Curve(name: options.summary, records: metrics)],
+                                          title: "Loss: \(runDirectory.url.lastPathComponent)")
+                    do { try runDirectory.writeChart(chart.svg()) } catch { throw .runDirectory(error) }
+                    let saved = try saveCheckpoint(
+                        in: runDirectory, epoch: epoch, validationLoss: lastValidation, trainingLoss: runningLoss,
+                        learningRate: learningRate)
                     lastCheckpoint = saved.url
                     onEvent(.checkpointSaved(url: saved.url, isBest: saved.isBest))
                     if let keep = options.keepBest {
@@ -251,6 +288,7 @@ public final class Trainer {
                 onEvent(.stopped(result))
                 return result
             }
+            if outOfPatience { break }
         }
         let result = summary(interrupted: false)
         onEvent(.finished(result))
@@ -291,7 +329,7 @@ public final class Trainer {
     /// Writes a checkpoint at the current iteration, straight from the
     /// model's blocks (no copy of the model is made).
     private func saveCheckpoint(
-        in runDirectory: RunDirectory, epoch: Int, validationLoss: Float, trainingLoss: Float
+        in runDirectory: RunDirectory, epoch: Int, validationLoss: Float, trainingLoss: Float, learningRate: Float
     ) throws(TrainingError) -> RunDirectory.Saved {
         // Never write weights that are not numbers (the step that would make
         // them so stops training first; this is the last line of defence).
@@ -299,7 +337,8 @@ public final class Trainer {
         let run = RunProgress(
             runID: runID, iteration: progress.iteration, epoch: epoch, validationLoss: validationLoss,
             trainingLoss: trainingLoss, bestValidationLoss: progress.bestValidation, epochLossSum: progress.epochLossSum,
-            trainingBatches: batches.trainingBatchCount, corpusCharacters: corpusLength, corpusFingerprint: corpusFingerprint)
+            trainingBatches: batches.trainingBatchCount, corpusCharacters: corpusLength, corpusFingerprint: corpusFingerprint,
+            learningRate: learningRate, validationsSinceBest: progress.validationsSinceBest)
         let metadata = Checkpoint.fullMetadata(
             options.metadata.merging(run.metadata) { _, new in new }, configuration: model.configuration,
             vocabulary: vocabulary, optimizerStep: model.optimizerStep)

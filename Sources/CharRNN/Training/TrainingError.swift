@@ -22,6 +22,9 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
     case alreadyFinished(iteration: Int, totalIterations: Int)
     /// The run needs more memory than the process may take.
     case insufficientMemory(MemoryShortfall)
+    /// The run stopped at `iteration` after `validations` validations in a
+    /// row without a new best, and its `patience` allows no more.
+    case patienceExhausted(iteration: Int, validations: Int, patience: Int)
 
     public var description: String {
         switch self {
@@ -41,6 +44,9 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
         case .alreadyFinished(let iteration, let total):
             return "the run is already at iteration \(iteration) of \(total); iterations count from the start of the run"
         case .insufficientMemory(let shortfall): return "training \(shortfall)"
+        case .patienceExhausted(let iteration, let validations, let patience):
+            return "the run stopped at iteration \(iteration) after \(validations) validations without a new best "
+                + "(patience \(patience)); a larger patience lets it go on"
         }
     }
 }

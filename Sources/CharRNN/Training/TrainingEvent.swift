@@ -9,11 +9,12 @@ public enum TrainingEvent: Sendable {
     case started(TrainingPlan)
     /// One training batch is done.
     case iteration(IterationReport)
-    /// The validation split was evaluated.
-    case validated(iteration: Int, loss: Float)
+    /// The validation split was evaluated; `isBest` if the loss is the run's lowest so far.
+    case validated(iteration: Int, loss: Float, isBest: Bool)
     /// A checkpoint was written (and `best.safetensors` replaced if `isBest`).
     case checkpointSaved(url: URL, isBest: Bool)
-    /// The run made all its iterations.
+    /// The run made all its iterations, or ran out of patience (see
+    /// `TrainingSummary.stoppedByPatience`).
     case finished(TrainingSummary)
     /// The run stopped early at a `StopSignal`, after writing a checkpoint at
     /// its last iteration.
@@ -38,6 +39,8 @@ public struct TrainingPlan: Sendable {
     public let totalIterations: Int
     /// The iteration a resumed run continues from, or `nil` for a new run.
     public let resumedFromIteration: Int?
+    /// The lowest validation loss before this start (a resumed run's), or `nil`.
+    public let bestValidationLoss: Float?
     /// Where the core computes (BLAS kernels and threads).
     public let runtime: ComputeRuntime
 }
@@ -58,8 +61,12 @@ public struct IterationReport: Sendable {
     public let runningLoss: Float
     /// Gradient norm before clipping.
     public let gradientNorm: Float
+    /// The learning rate of this step.
+    public let learningRate: Float
     /// Wall time of the training step.
     public let secondsPerBatch: Double
+    /// Characters in the batch (streams × steps).
+    public let characters: Int
 }
 
 /// How a run ended.
@@ -76,4 +83,7 @@ public struct TrainingSummary: Sendable {
     public let interrupted: Bool
     /// The last checkpoint written, if any.
     public let lastCheckpoint: URL?
+    /// Whether the run ended early because `TrainingOptions.patience`
+    /// validations in a row brought no new best.
+    public let stoppedByPatience: Bool
 }
