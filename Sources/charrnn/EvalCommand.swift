@@ -26,6 +26,9 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .long, help: "universal: read \\r\\n and \\r as \\n (as training does by default); preserve: keep them.")
     var lineEndings: String = Corpus.LineEndings.universal.rawValue
 
+    @Flag(name: .long, help: "Print one JSON object instead of the sentence (see README, JSON output).")
+    var json = false
+
     func run() throws {
         do {
             guard split == "all" || split == "val" else {
@@ -34,7 +37,8 @@ struct EvalCommand: ParsableCommand {
             guard let endings = Corpus.LineEndings(rawValue: lineEndings) else {
                 throw UsageError("--line-endings must be 'universal' or 'preserve' (got '\(lineEndings)')")
             }
-            let loaded = try Checkpoint(contentsOf: CheckpointLocator.best(checkpoint), trainingState: false)
+            let url = try CheckpointLocator.best(checkpoint)
+            let loaded = try Checkpoint(contentsOf: url, trainingState: false)
             let corpus = try Corpus(contentsOf: URL(fileURLWithPath: data), lineEndings: endings)
             let tokens: [Int32]
             do { tokens = try loaded.vocabulary.encode(corpus.scalars) } catch {
@@ -63,6 +67,14 @@ struct EvalCommand: ParsableCommand {
                 }
                 result = try Evaluation.validationSplit(of: model, batches: batches)
                 description = "the validation split (\(batches.validationBatchCount) batches of \(options.batchSize) × \(options.steps))"
+            }
+            if json {
+                JSONValue.object([
+                    "checkpoint": .string(url.path), "data": .string(data), "split": .string(split),
+                    "loss": .double(result.meanLoss), "bpc": .double(result.bitsPerCharacter),
+                    "predictions": .int(result.predictions), "description": .string(description),
+                ]).print()
+                return
             }
             print(String(format: "cross-entropy %.6f nats/char, %.6f bits/char over %@ predictions: %@",
                          result.meanLoss, result.bitsPerCharacter, "\(result.predictions)", description))

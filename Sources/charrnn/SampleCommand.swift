@@ -9,9 +9,12 @@ struct SampleCommand: ParsableCommand {
         abstract: "Write text with a trained model, streamed to standard output.",
         discussion: """
             Feeds the prime text through the model, then draws each next character and feeds it \
-            back, as the original notebook did (which drew from the 5 most likely: --top-k 5). The \
-            output starts with the prime. Only the text goes to standard output; without --seed a \
-            seed is chosen and printed on standard error, so any sample can be reproduced.
+            back, as the original notebook did (which drew from the 5 most likely: --top-k 5 is \
+            the default unless --top-p, --top-k or --no-top-k is given). The output starts with \
+            the prime; a long prime can come from a file (--prime-file) or standard input \
+            (--prime -). Only the text goes to standard output (with a final newline on a \
+            terminal); without --seed a seed is chosen and printed on standard error, so any \
+            sample can be reproduced.
             """)
 
     @Option(name: .long, help: "A checkpoint file, or a training output directory (its best.safetensors).")
@@ -20,17 +23,20 @@ struct SampleCommand: ParsableCommand {
     @Option(name: .long, help: "Characters to generate after the prime (0 or more).")
     var length = 2000
 
-    @Option(name: .long, help: "Text to start from; the output begins with it.")
-    var prime = "The "
+    @Option(name: .long, help: "Text to start from, or - to read it from standard input; the output begins with it. (default: \"The \")")
+    var prime: String?
 
-    @Option(name: .long, help: "Draw from the k most likely characters (1 to the vocabulary size).")
+    @Option(name: .long, help: "Read the prime from this UTF-8 file.")
+    var primeFile: String?
+
+    @Option(name: .long, help: "Draw from the k most likely characters (1 to the vocabulary size). (default: 5, unless --top-p is given)")
     var topK: Int?
 
     @Flag(name: .long, help: "Draw from the full distribution (overrides the default --top-k 5).")
     var noTopK = false
 
-    @Option(name: .long, help: "Divide the logits by this before the softmax (0 or more; 0 is greedy).")
-    var temperature: Float = 1.0
+    @Option(name: .long, help: "Divide the logits by this before the softmax (0 or more; 0 is greedy). (default: 1)")
+    var temperature: Float?
 
     @Option(name: .long, help: "Nucleus sampling: keep the most likely characters up to this total probability, in (0, 1].")
     var topP: Float?
@@ -44,7 +50,7 @@ struct SampleCommand: ParsableCommand {
     @Option(name: .long, help: "Number of independent samples, generated together.")
     var count = 1
 
-    @Flag(name: .long, help: "Leave out prime characters the model does not know, instead of failing.")
+    @Flag(name: .long, help: "Leave out prime characters the model does not know, instead of failing (standard error says which).")
     var dropUnknown = false
 
     func run() throws {
@@ -52,14 +58,18 @@ struct SampleCommand: ParsableCommand {
         do {
             guard length >= 0 else { throw UsageError("--length must be 0 or more (got \(length))") }
             guard count >= 1 else { throw UsageError("--count must be at least 1 (got \(count))") }
+            try refuseContradictions()
             let generator = try TextGenerator(checkpoint: try loadCheckpoint())
             var options = SamplingOptions()
-            options.temperature = temperature
-            options.topK = noTopK ? nil : (topK ?? min(5, generator.vocabulary.count))
+            options.temperature = temperature ?? options.temperature
+            // The notebook's top-5 is the default only when no other filter is asked for.
+            options.topK = noTopK || (topK == nil && topP != nil) ? nil : (topK ?? min(5, generator.vocabulary.count))
             options.topP = topP
             options.greedy = greedy
             options.seed = seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
             try options.validate(vocabularySize: generator.vocabulary.count)
+            let prime = try primeText(vocabulary: generator.vocabulary)
+            if dropUnknown { reportDropped(prime, vocabulary: generator.vocabulary) }
             let primeTokens = try generator.encodePrime(prime, dropUnknown: dropUnknown)
             if seed == nil { FileHandle.standardError.write(Data("charrnn: seed \(options.seed)\n".utf8)) }
             let primeText = generator.vocabulary.decode(primeTokens)
@@ -69,7 +79,13 @@ struct SampleCommand: ParsableCommand {
                 let characters = try generator.characters(prime: primeText, length: length, options: options)
                 output.write(primeText)
                 var iterator = characters.makeIterator()
-                while let scalar = iterator.next() { output.write(scalar) }
+                var last = primeText.unicodeScalars.last
+                while let scalar = iterator.next() {
+                    output.write(scalar)
+                    last = scalar
+                }
+                // A shell prompt should not start in the middle of the text's last line.
+                if output.interactive && last != "\n" { output.write("\n") }
                 output.finish()
                 if let error = iterator.error { throw error }
             } else {
@@ -88,6 +104,61 @@ struct SampleCommand: ParsableCommand {
         }
     }
 
+    /// Refuses options that ask for two different things.
+    private func refuseContradictions() throws {
+        if prime != nil && primeFile != nil { throw UsageError("--prime and --prime-file cannot be combined; give one") }
+        if noTopK && topK != nil { throw UsageError("--top-k and --no-top-k cannot be combined") }
+        if greedy {
+            let others = [(topK != nil, "--top-k"), (noTopK, "--no-top-k"), (topP != nil, "--top-p"), (temperature != nil, "--temperature")]
+                .filter(\.0).map(\.1)
+            if let other = others.first {
+                throw UsageError("--greedy always takes the most likely character; it cannot be combined with \(other)")
+            }
+        }
+    }
+
+    /// The prime: --prime's text, standard input for --prime -, or --prime-file's
+    /// contents. Text read from a file or standard input has its \r\n and \r
+    /// read as \n when the model does not know \r (as training reads by default).
+    private func primeText(vocabulary: Vocabulary) throws -> String {
+        let data: Data
+        let source: String
+        if let primeFile {
+            source = "--prime-file '\(primeFile)'"
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: primeFile, isDirectory: &isDirectory), !isDirectory.boolValue else {
+                throw UsageError("\(source) is not a file")
+            }
+            guard let contents = FileManager.default.contents(atPath: primeFile) else { throw UsageError("cannot read \(source)") }
+            data = contents
+        } else if prime == "-" {
+            source = "the prime on standard input"
+            data = FileHandle.standardInput.readDataToEndOfFile()
+        } else {
+            return prime ?? "The "
+        }
+        guard var text = String(data: data, encoding: .utf8) else { throw UsageError("\(source) is not valid UTF-8") }
+        if vocabulary.index(of: "\r") == nil {
+            text = text.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n")
+        }
+        return text
+    }
+
+    /// Says on standard error which prime characters --drop-unknown leaves out, and how often.
+    private func reportDropped(_ prime: String, vocabulary: Vocabulary) {
+        var counts: [Unicode.Scalar: Int] = [:]
+        var order: [Unicode.Scalar] = []
+        for scalar in prime.unicodeScalars where vocabulary.index(of: scalar) == nil {
+            if counts[scalar] == nil { order.append(scalar) }
+            counts[scalar, default: 0] += 1
+        }
+        guard !order.isEmpty else { return }
+        let total = counts.values.reduce(0, +)
+        let listed = order.prefix(20).map { "\(Vocabulary.describe($0)) ×\(counts[$0] ?? 0)" }.joined(separator: ", ")
+        FileHandle.standardError.write(Data(("charrnn: dropped \(total) prime character\(total == 1 ? "" : "s") the model does not know: "
+            + listed + (order.count > 20 ? ", and \(order.count - 20) more kinds" : "") + "\n").utf8))
+    }
+
     private func loadCheckpoint() throws -> Checkpoint {
         try Checkpoint(contentsOf: CheckpointLocator.best(checkpoint), trainingState: false)
     }
@@ -98,7 +169,8 @@ struct SampleCommand: ParsableCommand {
 /// otherwise.
 final class StreamingOutput {
     private var buffer: [UInt8] = []
-    private let interactive = isatty(STDOUT_FILENO) != 0
+    /// Whether standard output is a terminal.
+    let interactive = isatty(STDOUT_FILENO) != 0
 
     func write(_ scalar: Unicode.Scalar) {
         UTF8.encode(scalar) { buffer.append($0) }
