@@ -86,8 +86,10 @@ struct CExampleTests {
 
 /// Runs a program and captures what it prints.
 enum Shell {
-    /// Runs `executable`; `extraEnvironment` is added to this process's environment.
-    static func run(_ executable: String, _ arguments: [String], extraEnvironment: [String: String] = [:]) throws -> CLI.Result {
+    /// Runs `executable`; `extraEnvironment` is added to this process's
+    /// environment; `input`, if given, is its standard input.
+    static func run(_ executable: String, _ arguments: [String], extraEnvironment: [String: String] = [:],
+                    input: Data? = nil) throws -> CLI.Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
@@ -97,7 +99,17 @@ enum Shell {
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
+        let stdin = Pipe()
+        if input != nil { process.standardInput = stdin }
         try process.run()
+        if let input {
+            // A writer thread, so a child that prints while it reads cannot deadlock with us.
+            let writer = Thread {
+                stdin.fileHandleForWriting.write(input)
+                try? stdin.fileHandleForWriting.close()
+            }
+            writer.start()
+        }
         // Read both pipes before waiting, so a full pipe cannot block the child.
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         let errData = err.fileHandleForReading.readDataToEndOfFile()

@@ -22,9 +22,21 @@ enum CLI {
             .first { FileManager.default.isExecutableFile(atPath: $0.path) }
     }
 
-    static func run(_ arguments: [String], extraEnvironment: [String: String] = [:]) throws -> Result {
+    static func run(_ arguments: [String], extraEnvironment: [String: String] = [:], input: Data? = nil) throws -> Result {
         guard let executable else { throw CLIError.binaryNotFound }
-        return try Shell.run(executable.path, arguments, extraEnvironment: extraEnvironment)
+        return try Shell.run(executable.path, arguments, extraEnvironment: extraEnvironment, input: input)
+    }
+
+    /// `script`, which runs a command on a pseudo-terminal, if installed (util-linux).
+    static let script = ["/usr/bin/script", "/bin/script"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    /// Runs charrnn with its standard output on a pseudo-terminal (through
+    /// `script`), returning what the terminal showed (\n arrives as \r\n).
+    static func runOnTerminal(_ arguments: [String]) throws -> Result {
+        guard let executable, let script else { throw CLIError.binaryNotFound }
+        let command = ([executable.path] + arguments).map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+            .joined(separator: " ")
+        return try Shell.run(script, ["-qfec", command, "/dev/null"], extraEnvironment: ["COLUMNS": "200", "TERM": "dumb"])
     }
 
     enum CLIError: Error { case binaryNotFound }

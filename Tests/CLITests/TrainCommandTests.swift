@@ -22,8 +22,8 @@ struct TrainCommandTests {
         #expect(iterationLines[2].wholeMatch(of: pattern) != nil, "\(iterationLines[2])")
         #expect(lines.filter { $0.hasPrefix("Validation loss: ") }.count == 2)
         let files = try FileManager.default.contentsOfDirectory(atPath: scratch.path("run")).filter { !$0.hasPrefix(".") }.sorted()
-        #expect(files.count == 3)
-        #expect(files.contains("best.safetensors"))
+        #expect(files.count == 5)
+        #expect(files.contains("best.safetensors") && files.contains("metrics.jsonl") && files.contains("loss.svg"))
         #expect(files.contains { $0.hasPrefix("i3_l16_v") && $0.hasSuffix(".safetensors") })
         #expect(files.contains { $0.hasPrefix("i6_l16_v") && $0.hasSuffix(".safetensors") })
     }

@@ -118,7 +118,7 @@ struct ResumeTests {
             if case .checkpointSaved(let url, _) = event { saved.append((url.lastPathComponent, lastLoss)) }
         }
         #expect(saved.count == 6)
-        let files = Set(try FileManager.default.contentsOfDirectory(atPath: directory.url.path).filter { !$0.hasPrefix(".") })
+        let files = Set(try FileManager.default.contentsOfDirectory(atPath: directory.url.path).filter { $0.hasSuffix(".safetensors") })
         let expected = saved.sorted { $0.1 != $1.1 ? $0.1 < $1.1 : $0.0 > $1.0 }.prefix(2).map(\.0)
         #expect(files == Set(expected + [saved.last!.0, "best.safetensors"]), "the two lowest, the latest (the resume point) and the best")
     }
@@ -136,7 +136,7 @@ struct ResumeTests {
             guard case .diverged = error as? TrainingError else { return false }
             return "\(error)".contains("training diverged")
         }
-        for name in try FileManager.default.contentsOfDirectory(atPath: directory.url.path) where !name.hasPrefix(".") {
+        for name in try FileManager.default.contentsOfDirectory(atPath: directory.url.path) where name.hasSuffix(".safetensors") {
             let checkpoint = try Checkpoint(contentsOf: directory.file(name))  // the loader refuses non-finite weights
             #expect(checkpoint.parameters.allSatisfy { $0.isFinite })
         }

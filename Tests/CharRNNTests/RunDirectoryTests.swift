@@ -32,7 +32,7 @@ struct RunDirectoryTests {
         defer { directory.cleanUp() }
         try Trainer(corpus: Self.corpus, options: Self.options(maxIterations: 4, saveEvery: 2), outputDirectory: directory.url).run()
         let before = try Self.contents(directory.url)
-        #expect(before.count == 3)
+        #expect(before.count == 5, "two checkpoints, best, metrics.jsonl, loss.svg")
         var keepOne = Self.options(seed: 10, maxIterations: 4, saveEvery: 1)
         keepOne.keepBest = 1
         #expect {
