@@ -50,6 +50,22 @@ struct OptimizerTests {
         #expect(mismatches(Array(state[0..<n]), m, absolute: 1e-6, relative: 1e-5).isEmpty)
     }
 
+    @Test("A rate of 0 (where a schedule may end) leaves the weights and still moves the moments; a negative rate is refused")
+    mutating func zeroRateKeepsWeights() {
+        let n = count
+        let original = (0..<n).map { Float(sin(Double($0))) }
+        var params = original
+        var state = [Float](repeating: 0, count: 2 * n)
+        let grads = [Float](repeating: 0.5, count: n)
+        var zero = charrnn_adam_params(learning_rate: 0, beta1: 0.9, beta2: 0.999, epsilon: 1e-8)
+        #expect(charrnn_adam_update(&config, &params, grads, &state, 1, &zero) == CHARRNN_OK)
+        #expect(params == original)
+        #expect(state[0..<n].allSatisfy { abs($0 - 0.05) < 1e-7 }, "m = 0.1 × g")
+        var negative = charrnn_adam_params(learning_rate: -0.001, beta1: 0.9, beta2: 0.999, epsilon: 1e-8)
+        #expect(charrnn_adam_update(&config, &params, grads, &state, 2, &negative) == CHARRNN_ERR_INVALID_ARGUMENT)
+        #expect(params == original)
+    }
+
     @Test("Clipping scales a gradient above the limit to exactly the limit and reports the norm before")
     mutating func clippingScalesToLimit() {
         let n = count
