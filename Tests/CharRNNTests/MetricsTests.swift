@@ -1,4 +1,4 @@
-import CharRNN
+@testable import CharRNN
 import Foundation
 import Testing
 
@@ -109,6 +109,21 @@ struct MetricsTests {
         #expect(chart.texts.contains { $0.contains("2 × 16 LSTM") }, "the legend names the run's model")
         let bestLoss = try #require(try Self.records(directory.url).compactMap(\.validationLoss).min())
         #expect(chart.texts.contains { $0.contains(String(format: "best %.4f", bestLoss)) })
+    }
+
+    @Test("A run's chart history stays bounded however long the run, and its spans average the batch losses exactly")
+    func historyIsBounded() {
+        var history = LossHistory()
+        for iteration in 1...100_000 {
+            history.add(.iteration(iteration, epoch: 1, loss: Float(iteration % 2), runningLoss: 0, gradientNorm: 0,
+                                   learningRate: 0.001, seconds: 1, characters: 1))
+        }
+        history.add(.validation(100_000, epoch: 1, loss: 1.5, isBest: true))
+        let curve = history.curve(name: "long")
+        #expect(curve.training.count <= 2 * LossChart.trainingSpans && curve.training.count >= LossChart.trainingSpans)
+        #expect(curve.training.allSatisfy { $0.loss == 0.5 }, "each span holds as many odd as even iterations")
+        #expect(curve.training.last?.iteration == 100_000)
+        #expect(curve.validation == [LossChart.Point(iteration: 100_000, loss: 1.5)])
     }
 
     @Test("A chart of several runs has one validation curve per run, a legend entry each, and the notebook's reference")

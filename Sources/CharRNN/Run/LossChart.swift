@@ -219,3 +219,49 @@ public struct LossChart: Sendable {
             .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
     }
 }
+
+/// A run's losses as its chart needs them, in memory bounded whatever the
+/// run's length: batch losses are summed over spans of consecutive
+/// iterations whose length doubles whenever there would be more than
+/// `2 × LossChart.trainingSpans` of them; validations are kept as they are.
+struct LossHistory {
+    private struct Span {
+        var lastIteration: Int
+        var sum: Double
+        var count: Int
+    }
+
+    private var spans: [Span] = []
+    private var spanLength = 1
+    private var validation: [LossChart.Point] = []
+
+    /// Adds a metrics record (an iteration's or a validation's).
+    mutating func add(_ record: MetricsRecord) {
+        switch record.kind {
+        case .iteration:
+            guard let loss = record.loss else { return }
+            if let last = spans.last, last.count < spanLength {
+                spans[spans.count - 1] = Span(lastIteration: record.iteration, sum: last.sum + Double(loss), count: last.count + 1)
+            } else {
+                spans.append(Span(lastIteration: record.iteration, sum: Double(loss), count: 1))
+            }
+            if spans.count > 2 * LossChart.trainingSpans {
+                spans = stride(from: 0, to: spans.count, by: 2).map { index in
+                    let pair = spans[index..<min(index + 2, spans.count)]
+                    return Span(lastIteration: pair.last?.lastIteration ?? 0, sum: pair.reduce(0) { $0 + $1.sum },
+                                count: pair.reduce(0) { $0 + $1.count })
+                }
+                spanLength *= 2
+            }
+        case .validation:
+            if let loss = record.validationLoss { validation.append(LossChart.Point(iteration: record.iteration, loss: loss)) }
+        }
+    }
+
+    /// The curve to draw, labelled `name`.
+    func curve(name: String) -> LossChart.Curve {
+        LossChart.Curve(
+            name: name, training: spans.map { LossChart.Point(iteration: $0.lastIteration, loss: Float($0.sum / Double($0.count))) },
+            validation: validation)
+    }
+}

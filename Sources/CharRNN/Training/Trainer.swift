@@ -204,8 +204,12 @@ public final class Trainer {
             totalIterations: total, resumedFromIteration: progress.resumedFrom,
             bestValidationLoss: progress.bestValidation.isFinite ? progress.bestValidation : nil, runtime: ComputeRuntime.current)))
 
-        var metrics: [MetricsRecord] = []
-        do { metrics = try runDirectory?.startMetrics(after: progress.iteration) ?? [] } catch { throw .runDirectory(error) }
+        var history = LossHistory()
+        do {
+            for record in try runDirectory?.startMetrics(after: progress.iteration) ?? [] { history.add(record) }
+        } catch {
+            throw .runDirectory(error)
+        }
         var lastValidation = Float.nan
         var lastCheckpoint: URL? = nil
         var stepSeconds: [Double] = []
@@ -266,11 +270,11 @@ public final class Trainer {
                 records.append(.validation(iteration, epoch: epoch, loss: lastValidation, isBest: isBest))
                 outOfPatience = options.patience.map { progress.validationsSinceBest >= $0 } ?? false
             }
-            metrics += records
+            for record in records { history.add(record) }
             do { try runDirectory?.appendMetrics(records) } catch { throw .runDirectory(error) }
             if records.count > 1 {
                 if let runDirectory {
-                    let chart = LossChart(curves: [LossChart.Curve(name: options.summary, records: metrics)],
+                    let chart = LossChart(curves: [history.curve(name: options.summary)],
                                           title: "Loss: \(runDirectory.url.lastPathComponent)")
                     do { try runDirectory.writeChart(chart.svg()) } catch { throw .runDirectory(error) }
                     let saved = try saveCheckpoint(
