@@ -167,6 +167,28 @@ struct ScheduleTests {
         #expect(resumed.iterations > stop)
     }
 
+    @Test("A run resumed while waiting for a new best counts on from where it stopped, and stops where the uninterrupted run did")
+    func patienceCountsAcrossResume() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.cleanUp() }
+        var validations: [(iteration: Int, isBest: Bool)] = []
+        let whole = try Trainer(corpus: Self.noise, options: Self.noisyOptions(patience: 3), outputDirectory: nil)
+        let wholeSummary = try whole.run { if case .validated(let i, _, let isBest) = $0 { validations.append((i, isBest)) } }
+        #expect(wholeSummary.stoppedByPatience)
+        // Cut the run at a validation that was not a new best, so the count is under way.
+        let cut = try #require(validations.first { !$0.isBest && $0.iteration < wholeSummary.iterations }).iteration
+
+        var partOptions = Self.noisyOptions(patience: 3)
+        partOptions.maxIterations = cut
+        try Trainer(corpus: Self.noise, options: partOptions, outputDirectory: directory.url).run()
+        let checkpoint = try Checkpoint(contentsOf: RunDirectory.latest(in: directory.url).url)
+        #expect((checkpoint.progress?.validationsSinceBest ?? 0) >= 1)
+        let resumed = try Trainer(resuming: checkpoint, corpus: Self.noise, outputDirectory: directory.url, maxIterations: 120)
+        let summary = try resumed.run()
+        #expect(summary.stoppedByPatience && summary.iterations == wholeSummary.iterations)
+        #expect(summary.bestValidationLoss == wholeSummary.bestValidationLoss)
+    }
+
     @Test("Without patience the same run goes to its last iteration")
     func noPatienceRunsToTheEnd() throws {
         let trainer = try Trainer(corpus: Self.noise, options: Self.noisyOptions(patience: nil), outputDirectory: nil)
