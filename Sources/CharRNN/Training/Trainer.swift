@@ -264,7 +264,10 @@ public final class Trainer {
                     throw .diverged(iteration: iteration, value)
                 }
                 let isBest = lastValidation < progress.bestValidation
-                progress.validationsSinceBest = isBest ? 0 : progress.validationsSinceBest + 1
+                // The extra validation of a stop request is not one the run
+                // would have made uninterrupted, so patience does not count it.
+                let scheduled = iteration % options.saveEvery == 0 || iteration == total
+                if scheduled { progress.validationsSinceBest = isBest ? 0 : progress.validationsSinceBest + 1 }
                 progress.bestValidation = min(progress.bestValidation, lastValidation)
                 onEvent(.validated(iteration: iteration, loss: lastValidation, isBest: isBest))
                 records.append(.validation(iteration, epoch: epoch, loss: lastValidation, isBest: isBest))

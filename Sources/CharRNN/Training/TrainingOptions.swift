@@ -40,7 +40,8 @@ public struct TrainingOptions: Sendable, Equatable, Codable {
     /// resumed run with another `maxIterations` keeps its rates.
     public var scheduleIterations: Int? = nil
     /// Stop after this many validations in a row without a new lowest
-    /// validation loss (the best checkpoint is kept), if set.
+    /// validation loss (the best checkpoint is kept), if set. The extra
+    /// validation a stop request makes is not counted.
     public var patience: Int? = nil
     /// Dropout keep probability on every layer's output, in (0, 1].
     public var keepProbability: Float = 0.5
