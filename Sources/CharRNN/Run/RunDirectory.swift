@@ -354,10 +354,12 @@ public final class RunDirectory {
         let file = url.appendingPathComponent(Self.metricsName)
         var kept: [MetricsRecord] = []
         if FileManager.default.fileExists(atPath: file.path) {
-            let text: String
-            do { text = try String(contentsOf: file, encoding: .utf8) } catch {
-                throw .cannotRead(path: file.path, reason: (error as NSError).localizedDescription)
+            // Records are ASCII; bytes that are not UTF-8 (a torn write) only
+            // spoil their own line, which is then dropped.
+            guard let data = FileManager.default.contents(atPath: file.path) else {
+                throw .cannotRead(path: file.path, reason: String(cString: strerror(errno)))
             }
+            let text = String(decoding: data, as: UTF8.self)
             let all = MetricsRecord.records(inJSONLines: text)
             kept = all.filter { $0.iteration <= iteration }
             let keptText = kept.map { $0.jsonLine + "\n" }.joined()
