@@ -103,7 +103,10 @@ public struct LossChart: Sendable {
         if high <= low { high = (values.max() ?? low) > low ? (values.max() ?? low) : low + 1 }
         let pad = (high - low) * 0.06
         let yAxis = Self.niceTicks(low: max(0, low - pad), high: high + pad)
-        let xAxis = Self.niceTicks(low: 0, high: Double(lastIteration))
+        // The iteration axis ends just past the last iteration (no empty stretch), with round ticks inside it.
+        var xAxis = Self.niceTicks(low: 0, high: Double(lastIteration))
+        xAxis.high = Double(lastIteration) * 1.02  // room for the last markers
+        xAxis.ticks = xAxis.ticks.filter { $0 <= xAxis.high }
         func x(_ iteration: Double) -> Double { left + (iteration - xAxis.low) / (xAxis.high - xAxis.low) * plotWidth }
         func y(_ loss: Double) -> Double { top + (yAxis.high - loss) / (yAxis.high - yAxis.low) * plotHeight }
         func f(_ value: Double) -> String { String(format: "%.1f", value) }
