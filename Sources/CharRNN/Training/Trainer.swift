@@ -8,8 +8,11 @@ import Foundation
 /// dropout, and a checkpoint is written to the run's `RunDirectory`, which
 /// keeps `best.safetensors` as the lowest validation loss so far. Each
 /// checkpoint also holds what is needed to continue the run exactly (see
-/// `init(resuming:corpus:outputDirectory:maxIterations:keepBest:)`).
-/// Progress goes to the event callback; the trainer prints nothing.
+/// `init(resuming:corpus:outputDirectory:maxIterations:keepBest:patience:)`).
+/// Each iteration runs at the rate the options' schedule gives it, and the
+/// run can end early for want of a new best (`TrainingOptions.patience`).
+/// Progress goes to the event callback, and with a run directory also to
+/// its metrics file and loss chart; the trainer prints nothing.
 public final class Trainer {
     /// The run's options.
     public let options: TrainingOptions
