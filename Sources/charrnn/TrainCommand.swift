@@ -114,7 +114,7 @@ struct TrainCommand: ParsableCommand {
             mode = try logMode()
             (trainer, resumedFrom) = try makeTrainer()
         } catch {
-            if json { JSONValue.object(["event": .string("error"), "message": .string(ErrorMessage.line(error))]).print() }
+            if json { TrainingLog.printErrorEvent(ErrorMessage.line(error)) }
             throw fail(error)
         }
         let interrupts = InterruptHandler()

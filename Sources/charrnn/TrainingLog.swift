@@ -61,6 +61,11 @@ final class TrainingLog {
     /// Reports a failure as a JSON event (the one-line message also goes to standard error).
     func failed(_ message: String) {
         guard case .json = mode else { return }
+        Self.printErrorEvent(message)
+    }
+
+    /// The `error` event `--json` prints, also before a log exists (a run refused at set-up).
+    static func printErrorEvent(_ message: String) {
         JSONValue.object(["event": .string("error"), "message": .string(message)]).print()
     }
 

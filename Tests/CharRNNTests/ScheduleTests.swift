@@ -1,4 +1,4 @@
-import CharRNN
+@testable import CharRNN
 import Foundation
 import Testing
 
@@ -207,18 +207,5 @@ struct ScheduleTests {
         }
         rates = collected
         return losses
-    }
-}
-
-/// A small seeded generator for test data.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -301,8 +301,8 @@ public enum Benchmark {
     }
 }
 
-/// A tiny deterministic generator for synthetic data.
-struct SplitMix {
+/// A tiny deterministic generator for synthetic data (benchmarks and tests).
+struct SplitMix: RandomNumberGenerator {
     var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {
