@@ -143,20 +143,26 @@ static void split_bias_backward(size_t N, size_t SH, const float *dR, float *db)
 typedef struct {
     uint64_t seed;
     uint64_t first;     /* draw index of the layer's element (0, 0): layer*N*H */
+    uint64_t streams;   /* S: streams in the whole batch (a row's draws are t*S + stream) */
+    uint64_t offset;    /* this batch's row 0 is stream `offset` of the whole */
     uint64_t threshold; /* keep iff the draw's top 24 bits < threshold */
     float scale;        /* 1 / keep_prob */
     int active;         /* keep_prob < 1 */
 } dropout_params;
 
 /* Element (r, j) of layer l's mask is draw (l*N + r)*H + j of the seed's
- * stream: kept iff uniform_at() < keep_prob, decided in integers (the
- * draw's 24 bits against keep_prob * 2^24 rounded up: the same decision)
- * so that the hash vectorises. */
-static dropout_params dropout_setup(size_t N, size_t H, int layer, float keep_prob,
+ * stream, r counting rows of the whole batch (N = T * S of them), so a
+ * process holding streams [offset, offset + B) of S draws what one process
+ * holding all S would: kept iff uniform_at() < keep_prob, decided in
+ * integers (the draw's 24 bits against keep_prob * 2^24 rounded up: the
+ * same decision) so that the hash vectorises. */
+static dropout_params dropout_setup(const charrnn_batch *batch, size_t H, int layer, float keep_prob,
                                     uint64_t seed) {
     dropout_params d;
     d.seed = seed;
-    d.first = (uint64_t)layer * N * H;
+    d.streams = (uint64_t)(batch->total_streams > 0 ? batch->total_streams : batch->batch_size);
+    d.offset = batch->total_streams > 0 ? (uint64_t)batch->first_stream : 0;
+    d.first = (uint64_t)layer * (uint64_t)batch->steps * d.streams * H;
     d.threshold = (uint64_t)ceil((double)keep_prob * 16777216.0);
     d.scale = 1.0f / keep_prob;
     d.active = keep_prob < 1.0f;
@@ -174,7 +180,7 @@ CHARRNN_VECTOR_CLONES static void dropout_forward(const dropout_params *d, size_
         const float *restrict hb = h + b * H;
         float *restrict mb = mask + b * H, *restrict yb = y + b * H;
         if (d->active) {
-            uint64_t first = d->first + (t * B + b) * H;
+            uint64_t first = d->first + (t * d->streams + d->offset + b) * H;
 #pragma omp simd
             for (size_t j = 0; j < H; j++) {
                 uint64_t z = splitmix64_mix(seed + 0x9E3779B97F4A7C15ULL * (first + j + 1));
@@ -388,6 +394,10 @@ static charrnn_status check_batch(const charrnn_config *config, const charrnn_ba
     if (!batch || !batch->inputs || !batch->targets) return CHARRNN_ERR_NULL_POINTER;
     charrnn_status s = check_batch_shape(batch->batch_size, batch->steps);
     if (s != CHARRNN_OK) return s;
+    if (batch->total_streams != 0 &&
+        (batch->total_streams < 0 || batch->first_stream < 0 ||
+         (int64_t)batch->first_stream + batch->batch_size > batch->total_streams))
+        return CHARRNN_ERR_INVALID_ARGUMENT;
     size_t n = (size_t)batch->batch_size * (size_t)batch->steps;
     int32_t V = config->vocab_size;
     for (size_t i = 0; i < n; i++) {
@@ -429,7 +439,7 @@ charrnn_status charrnn_forward(const charrnn_config *config, const float *params
     for (size_t l = 0; l < L; l++) {
         input_projection_forward(B, T, w, V, (int)l, p.weight_ih[l], p.bias_ih[l], p.bias_hh[l],
                                  l > 0 ? a.y[l - 1] : NULL, a.embed, a.gates[l]);
-        dropout_params drop = dropout_setup(N, H, (int)l, keep_prob, dropout_seed);
+        dropout_params drop = dropout_setup(batch, H, (int)l, keep_prob, dropout_seed);
         layer_tensors x = layer_of(&p, &a, l, w);
         recurrence_forward(cell, B, T, w, l == 0 ? batch->inputs : NULL, a.embed, a.rec, &drop, &x);
     }

@@ -243,6 +243,15 @@ typedef struct charrnn_batch {
     int32_t steps;          /* T */
     const int32_t *inputs;  /* [B, T], values in [0, V) */
     const int32_t *targets; /* [B, T], values in [0, V) */
+    /* Where these B streams sit in a larger batch that several processes
+     * share (data-parallel training): row r here is stream first_stream + r
+     * of total_streams. Only dropout reads them, so each stream draws the
+     * masks it would draw in the whole batch. Zero for both (what an
+     * initialiser that leaves them out gives) means this is the whole
+     * batch. Otherwise 0 <= first_stream and
+     * first_stream + batch_size <= total_streams. */
+    int32_t first_stream;
+    int32_t total_streams;
 } charrnn_batch;
 
 /*
@@ -253,7 +262,8 @@ typedef struct charrnn_batch {
  *   recurrent state itself is not dropped, as TF's DropoutWrapper with
  *   output_keep_prob). 1 disables dropout.
  * dropout_seed: the masks are a pure function of (seed, layer, row r, unit j):
- *   with idx = (layer * N + r) * H + j and
+ *   with S = total_streams (B if 0), N = T * S, r = t * S + first_stream + b
+ *   for stream b's step t, idx = (layer * N + r) * H + j and
  *   z = splitmix64_mix(seed + 0x9E3779B97F4A7C15 * (idx + 1)),
  *   unit kept iff (z >> 40) * 2^-24 < keep_prob, kept values scaled by
  *   1 / keep_prob. (splitmix64_mix: z ^= z >> 30; z *= 0xBF58476D1CE4E5B9;

@@ -53,7 +53,7 @@ struct CoreHarness {
         var loss: Float = 0
         inputs.withUnsafeBufferPointer { inputs in
             targets.withUnsafeBufferPointer { targets in
-                var batch = charrnn_batch(batch_size: Int32(batchSize), steps: Int32(steps), inputs: inputs.baseAddress, targets: targets.baseAddress)
+                var batch = charrnn_batch(batch_size: Int32(batchSize), steps: Int32(steps), inputs: inputs.baseAddress, targets: targets.baseAddress, first_stream: 0, total_streams: 0)
                 let forward = charrnn_forward(&config, parameters, &batch, keep, seed, initialState, &finalState, &activations, &loss)
                 precondition(forward == CHARRNN_OK, "forward failed: \(forward)")
                 if wantGradients {

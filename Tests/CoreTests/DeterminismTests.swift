@@ -32,7 +32,7 @@ struct DeterminismTests {
         let keep: Float = 0.3
         let status = harness.inputs.withUnsafeBufferPointer { inputs in
             harness.targets.withUnsafeBufferPointer { targets in
-                var batch = charrnn_batch(batch_size: Int32(B), steps: Int32(T), inputs: inputs.baseAddress, targets: targets.baseAddress)
+                var batch = charrnn_batch(batch_size: Int32(B), steps: Int32(T), inputs: inputs.baseAddress, targets: targets.baseAddress, first_stream: 0, total_streams: 0)
                 return charrnn_forward(&config, harness.parameters, &batch, keep, 5, harness.initialState, &finalState, &activations, &loss)
             }
         }
@@ -86,7 +86,7 @@ struct DeterminismTests {
         var loss: Float = 0
         harness.inputs.withUnsafeBufferPointer { i in
             harness.targets.withUnsafeBufferPointer { t in
-                var batch = charrnn_batch(batch_size: 2, steps: 3, inputs: i.baseAddress, targets: t.baseAddress)
+                var batch = charrnn_batch(batch_size: 2, steps: 3, inputs: i.baseAddress, targets: t.baseAddress, first_stream: 0, total_streams: 0)
                 _ = charrnn_forward(&config, harness.parameters, &batch, 0.8, 3, harness.initialState, nil, &activations, &loss)
                 _ = charrnn_backward(&config, harness.parameters, &batch, &activations, &once)
                 _ = charrnn_backward(&config, harness.parameters, &batch, &activations, &twice)

@@ -44,7 +44,7 @@ struct StatusCodeTests {
         func forward(batchSize: Int32, steps: Int32, inputs: [Int32], targets: [Int32], keep: Float) -> charrnn_status {
             inputs.withUnsafeBufferPointer { i in
                 targets.withUnsafeBufferPointer { t in
-                    var batch = charrnn_batch(batch_size: batchSize, steps: steps, inputs: i.baseAddress, targets: t.baseAddress)
+                    var batch = charrnn_batch(batch_size: batchSize, steps: steps, inputs: i.baseAddress, targets: t.baseAddress, first_stream: 0, total_streams: 0)
                     return charrnn_forward(&config, harness.parameters, &batch, keep, 0, nil, nil, &activations, &loss)
                 }
             }

@@ -31,6 +31,22 @@ public struct Corpus: Sendable {
     /// missing, unreadable, a directory, empty, or not UTF-8 (with the byte offset).
     public init(contentsOf url: URL, lineEndings: LineEndings = .universal) throws(CorpusError) {
         let path = url.path
+        close(try Corpus.openForReading(path))
+        let data: Data
+        do {
+            data = try Data(contentsOf: url)
+        } catch {
+            throw .unreadable(path: path, reason: (error as NSError).localizedDescription)
+        }
+        if data.isEmpty { throw .empty(path: path) }
+        let decoded = try Corpus.decodeUTF8(data, path: path)
+        self.scalars = Corpus.normalise(decoded, lineEndings)
+    }
+
+    /// Opens a text file for reading, after the checks every reader makes.
+    /// - Throws: `CorpusError` if it is missing, a directory, a device or
+    ///   socket, or cannot be opened.
+    static func openForReading(_ path: String) throws(CorpusError) -> Int32 {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw .notFound(path: path)
@@ -43,15 +59,9 @@ public struct Corpus: Sendable {
             let kind = info.st_mode & S_IFMT
             if kind != S_IFREG && kind != S_IFIFO { throw .notRegularFile(path: path, kind: FileSource.describe(kind)) }
         }
-        let data: Data
-        do {
-            data = try Data(contentsOf: url)
-        } catch {
-            throw .unreadable(path: path, reason: (error as NSError).localizedDescription)
-        }
-        if data.isEmpty { throw .empty(path: path) }
-        let decoded = try Corpus.decodeUTF8(data, path: path)
-        self.scalars = Corpus.normalise(decoded, lineEndings)
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw .unreadable(path: path, reason: String(cString: strerror(errno))) }
+        return descriptor
     }
 
     /// Number of characters (scalars).
@@ -76,44 +86,15 @@ public struct Corpus: Sendable {
     }
 
     /// Strict UTF-8 decoding that reports the offset where the first invalid
-    /// sequence starts, as Python's UnicodeDecodeError does (overlong forms,
-    /// surrogates and values past U+10FFFF are rejected).
+    /// sequence starts (see `UTF8ScalarDecoder`).
     static func decodeUTF8(_ data: Data, path: String) throws(CorpusError) -> [Unicode.Scalar] {
         var result: [Unicode.Scalar] = []
         result.reserveCapacity(data.count)
-        var failure: Int? = nil
+        var decoder = UTF8ScalarDecoder()
         data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-            let bytes = raw.bindMemory(to: UInt8.self)
-            let n = bytes.count
-            var i = 0
-            while i < n {
-                let lead = bytes[i]
-                if lead < 0x80 {
-                    result.append(Unicode.Scalar(lead))
-                    i += 1
-                    continue
-                }
-                let length: Int
-                var value: UInt32
-                let minimum: UInt32
-                switch lead {
-                case 0xC2...0xDF: length = 2; value = UInt32(lead & 0x1F); minimum = 0x80
-                case 0xE0...0xEF: length = 3; value = UInt32(lead & 0x0F); minimum = 0x800
-                case 0xF0...0xF4: length = 4; value = UInt32(lead & 0x07); minimum = 0x10000
-                default: failure = i; return
-                }
-                if i + length > n { failure = i; return }
-                for k in 1..<length {
-                    let byte = bytes[i + k]
-                    if byte & 0xC0 != 0x80 { failure = i; return }
-                    value = value << 6 | UInt32(byte & 0x3F)
-                }
-                guard value >= minimum, let scalar = Unicode.Scalar(value) else { failure = i; return }
-                result.append(scalar)
-                i += length
-            }
+            _ = decoder.decode(raw.bindMemory(to: UInt8.self)) { result.append($0) }
         }
-        if let offset = failure { throw .invalidUTF8(path: path, byteOffset: offset) }
+        if let offset = decoder.finish() { throw .invalidUTF8(path: path, byteOffset: offset) }
         return result
     }
 }
@@ -127,6 +108,9 @@ public enum CorpusError: Error, Equatable, CustomStringConvertible {
     case invalidUTF8(path: String, byteOffset: Int)
     /// The path is a device or a socket (`kind` says which), not a text file.
     case notRegularFile(path: String, kind: String)
+    /// A character (the first at `offset`, counting characters) is not in
+    /// the vocabulary it is encoded with; `path` is nil for a text in memory.
+    case unknownCharacter(path: String?, scalar: Unicode.Scalar, offset: Int)
 
     public var description: String {
         switch self {
@@ -137,6 +121,9 @@ public enum CorpusError: Error, Equatable, CustomStringConvertible {
         case .invalidUTF8(let path, let offset):
             return "corpus '\(path)' is not valid UTF-8: bad byte at offset \(offset)"
         case .notRegularFile(let path, let kind): return "corpus '\(path)' is \(kind), not a text file"
+        case .unknownCharacter(let path, let scalar, let offset):
+            return "corpus\(path.map { " '\($0)'" } ?? "") has character \(Vocabulary.describe(scalar)) at position \(offset), "
+                + "which its vocabulary lacks (did the file change while it was read?)"
         }
     }
 }

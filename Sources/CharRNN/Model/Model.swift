@@ -233,7 +233,8 @@ public final class Model {
             batch.targets.withUnsafeBufferPointer { targets in
                 var raw = charrnn_batch(
                     batch_size: Int32(clamping: batch.batchSize), steps: Int32(clamping: batch.steps),
-                    inputs: inputs.baseAddress, targets: targets.baseAddress)
+                    inputs: inputs.baseAddress, targets: targets.baseAddress,
+                    first_stream: Int32(clamping: batch.firstStream), total_streams: Int32(clamping: batch.totalStreams))
                 return body(&raw)
             }
         }
