@@ -82,7 +82,7 @@
  *   float *params = malloc(np * 4), *grads = malloc(np * 4);
  *   float *adam = calloc(2 * np, 4), *state = calloc(ns, 4), *acts = malloc(na * 4);
  *   charrnn_init_params(&cfg, params, 42);
- *   charrnn_batch batch = { B, T, inputs, targets };
+ *   charrnn_batch batch = { .batch_size = B, .steps = T, .inputs = inputs, .targets = targets };
  *   for (int64_t step = 1; ; step++) {
  *       float loss, norm;
  *       charrnn_forward(&cfg, params, &batch, 0.5f, step, state, state, acts, &loss);

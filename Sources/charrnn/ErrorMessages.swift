@@ -86,7 +86,12 @@ enum ErrorMessage {
         case .patienceExhausted(let iteration, let validations, let patience):
             return "the run stopped at iteration \(iteration) after \(validations) validations without a new best "
                 + "(--patience \(patience)); give a larger --patience to go on"
-        case .checkpoint, .incompatible:
+        case .corpus(let error):
+            return "--data: " + error.description
+        case .batchNotShared(let batchSize, let processes):
+            return "--batch \(batchSize) cannot be shared equally among \(processes) processes (mpirun -np); "
+                + "give a --batch that is a multiple of \(processes), or another process count"
+        case .checkpoint, .incompatible, .processGroup, .otherProcessFailed, .processesDisagree:
             return error.description
         }
     }

@@ -144,7 +144,7 @@ int main(int argc, char **argv) {
                 targets[b * T + t] = index_of[(unsigned char)TEXT[start + t + 1]];
             }
         }
-        charrnn_batch batch = {B, T, inputs, targets};
+        charrnn_batch batch = {.batch_size = B, .steps = T, .inputs = inputs, .targets = targets};
         CHECK(charrnn_forward(&config, params, &batch, 1.0f, (uint64_t)step, NULL, NULL, acts, &loss));
         memset(grads, 0, n_params * sizeof(float));
         CHECK(charrnn_backward(&config, params, &batch, acts, grads));

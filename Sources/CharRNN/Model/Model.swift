@@ -96,6 +96,14 @@ public final class Model {
     /// Whether every parameter is a finite number.
     public var parametersAreFinite: Bool { parameters.buffer.allSatisfy { $0.isFinite } }
 
+    /// A 64-bit FNV-1a hash of the weights' bits: equal for identical
+    /// weights (processes training one model compare it).
+    public var parameterHash: UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for value in parameters.buffer { hash = (hash ^ UInt64(value.bitPattern)) &* 0x0000_0100_0000_01B3 }
+        return hash
+    }
+
     /// The current values of the tensor called `name` (a PyTorch name such as
     /// `lstm.weight_hh_l1`), or `nil` if there is none.
     public func tensor(named name: String) -> [Float]? {

@@ -14,6 +14,42 @@ public struct RecurrentState: Sendable, Equatable {
         self.values = [Float](repeating: 0, count: (try? configuration.stateCount(batchSize: batchSize)) ?? 0)
     }
 
+    /// A state from its flat `[C, L, batchSize, H]` values.
+    public init(values: [Float], batchSize: Int) {
+        self.batchSize = batchSize
+        self.values = values
+    }
+
+    /// The state of streams `streams` (a part of `0 ..< batchSize`) alone.
+    public func streams(_ streams: Range<Int>, configuration: ModelConfiguration) -> RecurrentState {
+        precondition(streams.lowerBound >= 0 && streams.upperBound <= batchSize, "streams outside the state")
+        let width = configuration.hiddenSize, slabs = values.count / max(batchSize * width, 1)
+        var part: [Float] = []
+        part.reserveCapacity(slabs * streams.count * width)
+        for slab in 0..<slabs {
+            let start = (slab * batchSize + streams.lowerBound) * width
+            part.append(contentsOf: values[start ..< start + streams.count * width])
+        }
+        return RecurrentState(values: part, batchSize: streams.count)
+    }
+
+    /// The states of consecutive stream ranges, joined in order into one
+    /// (the inverse of `streams(_:configuration:)`).
+    public init(joining parts: [RecurrentState], configuration: ModelConfiguration) {
+        let width = configuration.hiddenSize
+        let batchSize = parts.reduce(0) { $0 + $1.batchSize }
+        let slabs = parts.first.map { $0.values.count / max($0.batchSize * width, 1) } ?? 0
+        var values: [Float] = []
+        values.reserveCapacity(slabs * batchSize * width)
+        for slab in 0..<slabs {
+            for part in parts {
+                let rows = part.batchSize * width
+                values.append(contentsOf: part.values[slab * rows ..< (slab + 1) * rows])
+            }
+        }
+        self.init(values: values, batchSize: batchSize)
+    }
+
     /// Resets every value to zero.
     public mutating func reset() {
         for index in values.indices { values[index] = 0 }

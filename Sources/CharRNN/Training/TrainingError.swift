@@ -25,6 +25,18 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
     /// The run stopped at `iteration` after `validations` validations in a
     /// row without a new best, and its `patience` allows no more.
     case patienceExhausted(iteration: Int, validations: Int, patience: Int)
+    /// The corpus could not be read.
+    case corpus(CorpusError)
+    /// The batch's streams cannot be shared out equally among the processes.
+    case batchNotShared(batchSize: Int, processes: Int)
+    /// A collective operation of the process group failed.
+    case processGroup(ProcessGroupError)
+    /// `count` other processes of the group failed (each reports its own
+    /// error); this one stopped with them.
+    case otherProcessFailed(count: Int)
+    /// The weights of the processes `ranks` differ from process 0's at
+    /// `iteration` (they must stay identical).
+    case processesDisagree(iteration: Int, ranks: [Int])
 
     public var description: String {
         switch self {
@@ -47,6 +59,16 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
         case .patienceExhausted(let iteration, let validations, let patience):
             return "the run stopped at iteration \(iteration) after \(validations) validations without a new best "
                 + "(patience \(patience)); a larger patience lets it go on"
+        case .corpus(let error): return error.description
+        case .batchNotShared(let batchSize, let processes):
+            return "a batch of \(batchSize) streams cannot be shared equally among \(processes) processes; "
+                + "use a batch size that is a multiple of the process count"
+        case .processGroup(let error): return error.description
+        case .otherProcessFailed(let count):
+            return count == 1 ? "another process of the run failed" : "\(count) other processes of the run failed"
+        case .processesDisagree(let iteration, let ranks):
+            return "the processes' weights differ at iteration \(iteration) (ranks \(ranks.map(String.init).joined(separator: ", ")) "
+                + "against rank 0): every process must run the same build with the same thread count"
         }
     }
 }
@@ -61,6 +83,8 @@ public enum CheckpointMismatch: Error, Equatable, Sendable, CustomStringConverti
     case otherText(runCharacters: Int, runBatches: Int, corpusCharacters: Int, corpusBatches: Int)
     /// The checkpoint's model has another shape than the one asked for.
     case shape(checkpoint: ModelConfiguration, requested: ModelConfiguration)
+    /// Its carried state is for `streams` streams; the run's batch has `batchSize`.
+    case carriedState(streams: Int, batchSize: Int)
 
     public var description: String {
         switch self {
@@ -71,6 +95,8 @@ public enum CheckpointMismatch: Error, Equatable, Sendable, CustomStringConverti
         case .otherText(let runCharacters, let runBatches, let corpusCharacters, let corpusBatches):
             return "the run trained on another text (\(runCharacters) characters, \(runBatches) training batches per epoch; "
                 + "this one has \(corpusCharacters) characters, \(corpusBatches) batches, or the same length with other content)"
+        case .carriedState(let streams, let batchSize):
+            return "its carried state is for \(streams) streams, but the run's batch has \(batchSize)"
         case .shape(let checkpoint, let requested):
             return "it is \(checkpoint.layerCount) \(checkpoint.cell.displayName) layers of \(checkpoint.hiddenSize); "
                 + "the options ask for \(requested.layerCount) \(requested.cell.displayName) layers of \(requested.hiddenSize)"

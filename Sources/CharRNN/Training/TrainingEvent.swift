@@ -43,6 +43,8 @@ public struct TrainingPlan: Sendable {
     public let bestValidationLoss: Float?
     /// Where the core computes (BLAS kernels and threads).
     public let runtime: ComputeRuntime
+    /// Processes training together (1 for one process).
+    public let processCount: Int
 }
 
 /// One iteration, with the notebook's log fields.
