@@ -87,7 +87,7 @@ enum ErrorMessage {
             return "the run stopped at iteration \(iteration) after \(validations) validations without a new best "
                 + "(--patience \(patience)); give a larger --patience to go on"
         case .corpus(let error):
-            return "--data: " + error.description
+            return error.description
         case .batchNotShared(let batchSize, let processes):
             return "--batch \(batchSize) cannot be shared equally among \(processes) processes (mpirun -np); "
                 + "give a --batch that is a multiple of \(processes), or another process count"

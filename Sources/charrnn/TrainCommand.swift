@@ -195,7 +195,7 @@ struct TrainCommand: ParsableCommand {
                 throw TrainingError.incompatible(.weightsOnly, resuming: true)
             }
             try refuseChangedSettings(saved, cell: chosenCell)
-            let corpus = try Corpus(contentsOf: URL(fileURLWithPath: data), lineEndings: endings)
+            let corpus = try trainingText(endings)
             let output = out.map { URL(fileURLWithPath: $0) } ?? url.deletingLastPathComponent()
             return (try Trainer(resuming: checkpoint, corpus: corpus, outputDirectory: output,
                                 maxIterations: maxIterations, keepBest: keep, patience: patience), url)
@@ -226,8 +226,19 @@ struct TrainCommand: ParsableCommand {
         options.maxIterations = maxIterations
         options.keepBest = keep
         try options.validate()
-        let corpus = try Corpus(contentsOf: URL(fileURLWithPath: data), lineEndings: endings)
+        let corpus = try trainingText(endings)
         return (try Trainer(corpus: corpus, options: options, outputDirectory: URL(fileURLWithPath: out), initialWeights: initial), nil)
+    }
+
+    /// The corpus, streamed from its file in two passes so that only the
+    /// tokens this process trains on are held; a pipe can be read only once,
+    /// so it is read into memory instead.
+    private func trainingText(_ endings: Corpus.LineEndings) throws -> any TrainingText {
+        var info = stat()
+        if stat(data, &info) == 0 && info.st_mode & S_IFMT == S_IFIFO {
+            return try Corpus(contentsOf: URL(fileURLWithPath: data), lineEndings: endings)
+        }
+        return CorpusFile(url: URL(fileURLWithPath: data), lineEndings: endings)
     }
 
     /// The schedule named by --lr-schedule, or implied by the step schedule's options.
