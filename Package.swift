@@ -22,6 +22,14 @@ let coreCFlags: [String] = [
     "-O3", "-fno-trapping-math", "-fno-math-errno",
 ]
 
+// MARK: - Open MPI (Debian: openmpi-bin, libopenmpi-dev), only with the MPI trait
+//
+// Debian's Open MPI keeps mpi.h and libmpi.so under its own directory
+// (`pkg-config --cflags --libs ompi-c`); only the opt-in trait needs them.
+let openMPIInclude = "/usr/lib/x86_64-linux-gnu/openmpi/include"
+let openMPILib = "/usr/lib/x86_64-linux-gnu/openmpi/lib"
+let withMPI: Set<String> = ["MPI"]
+
 let package = Package(
     name: "CharRNN",
     // MARK: - Public API
@@ -29,6 +37,12 @@ let package = Package(
         .library(name: "CharRNN", targets: ["CharRNN"]),
         .library(name: "CCharRNN", type: .dynamic, targets: ["CCharRNN"]),
         .executable(name: "charrnn", targets: ["charrnn"]),
+        // Data-parallel training over MPI; empty unless built with the MPI trait.
+        .library(name: "CharRNNMPI", targets: ["CharRNNMPI"]),
+    ],
+    // MARK: - Traits
+    traits: [
+        .trait(name: "MPI", description: "Data-parallel training over Open MPI: `mpirun -np N charrnn train …` (needs libopenmpi-dev)"),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -53,11 +67,30 @@ let package = Package(
             dependencies: ["CCharRNN"],
             path: "Sources/CharRNN"
         ),
+        // MARK: - MPI (opt-in): a C shim over MPI's macros, and the ProcessGroup over it
+        .target(
+            name: "CCharRNNMPI",
+            path: "Sources/CCharRNNMPI",
+            cSettings: [
+                .define("CHARRNN_WITH_MPI", .when(traits: withMPI)),
+                .unsafeFlags(["-I\(openMPIInclude)"], .when(traits: withMPI)),
+            ],
+            linkerSettings: [
+                .linkedLibrary("mpi", .when(traits: withMPI)),
+                .unsafeFlags(["-L\(openMPILib)"], .when(traits: withMPI)),
+            ]
+        ),
+        .target(
+            name: "CharRNNMPI",
+            dependencies: ["CharRNN", "CCharRNNMPI"],
+            path: "Sources/CharRNNMPI"
+        ),
         // MARK: - The command-line tool
         .executableTarget(
             name: "charrnn",
             dependencies: [
                 "CharRNN",
+                .target(name: "CharRNNMPI", condition: .when(traits: withMPI)),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/charrnn"

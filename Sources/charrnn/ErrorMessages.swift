@@ -91,7 +91,7 @@ enum ErrorMessage {
         case .batchNotShared(let batchSize, let processes):
             return "--batch \(batchSize) cannot be shared equally among \(processes) processes (mpirun -np); "
                 + "give a --batch that is a multiple of \(processes), or another process count"
-        case .checkpoint, .incompatible, .processGroup, .otherProcessFailed, .processesDisagree:
+        case .checkpoint, .incompatible, .processGroup, .otherProcessFailed, .processesDisagree, .processesDisagreeOnText:
             return error.description
         }
     }

@@ -8,6 +8,11 @@ import Synchronization
 /// checkpoint and returns); a second one ends the process at once, as the
 /// signal would have (the checkpoints already written stay valid: every file
 /// is written under a temporary name and renamed when complete).
+///
+/// SIGUSR1 asks for the same clean stop and never ends the process: it is
+/// the signal Open MPI's `mpirun` passes on to every process of a job
+/// (`kill -USR1` to mpirun), whereas on SIGINT or SIGTERM mpirun kills the
+/// job's processes after a grace period of its own.
 final class InterruptHandler {
     /// What the trainer watches.
     let stop = StopSignal()
@@ -20,19 +25,22 @@ final class InterruptHandler {
         let number = Atomic<Int32>(0)
     }
 
-    init() {
+    /// - Parameter announces: whether the first signal's notice is printed
+    ///   (in a run of several processes, rank 0 alone prints it).
+    init(announces: Bool = true) {
         let stop = self.stop, first = self.first
         var sources: [any DispatchSourceSignal] = []
-        for number in [SIGINT, SIGTERM] {
+        for number in [SIGINT, SIGTERM, SIGUSR1] {
             signal(number, SIG_IGN)  // delivered to the dispatch source instead
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler {
                 _ = first.number.compareExchange(expected: 0, desired: number, ordering: .sequentiallyConsistent)
                 if stop.request() {
                     // A second signal: stop now, the way the signal itself would.
+                    guard number != SIGUSR1 else { return }
                     signal(number, SIG_DFL)
                     raise(number)
-                } else {
+                } else if announces {
                     FileHandle.standardError.write(Data(
                         "charrnn: stopping after this iteration and saving a checkpoint (press Ctrl-C again to stop at once)\n".utf8))
                 }

@@ -107,31 +107,39 @@ struct TrainCommand: ParsableCommand {
     var lineEndings: String = Corpus.LineEndings.universal.rawValue
 
     func run() throws {
+        let launch: Launch
+        do { launch = try Launch.start() } catch { throw fail(error) }
+        defer { launch.finish() }
         let trainer: Trainer
         let resumedFrom: URL?
         let mode: TrainingLog.Mode
+        var reachedTrainer = false
         do {
-            mode = try logMode()
-            (trainer, resumedFrom) = try makeTrainer()
+            mode = try logMode(processes: launch.group.size)
+            (trainer, resumedFrom) = try makeTrainer(launch.group, reachedTrainer: &reachedTrainer)
         } catch {
-            if json { TrainingLog.printErrorEvent(ErrorMessage.line(error)) }
-            throw fail(error)
+            if !reachedTrainer { launch.agreeOnFailedSetUp() }
+            guard launch.prints(error) else { throw ExitCode.failure }
+            if json { TrainingLog.printErrorEvent(launch.message(ErrorMessage.line(error))) }
+            throw fail(launch.message(ErrorMessage.line(error)))
         }
-        let interrupts = InterruptHandler()
-        let log = TrainingLog(mode: mode, dataPath: data, resumedFrom: resumedFrom)
+        let interrupts = InterruptHandler(announces: launch.rank == 0)
+        let log = TrainingLog(mode: launch.rank == 0 ? mode : .quiet, dataPath: data, resumedFrom: resumedFrom)
         let summary: TrainingSummary
         do {
             summary = try trainer.run(stop: interrupts.stop, onEvent: log.handle)
         } catch {
             log.flush()
-            let message = ErrorMessage.line(error) + whatIsLeft(trainer)
+            guard launch.prints(error) else { throw ExitCode.failure }
+            let message = launch.message(ErrorMessage.line(error) + whatIsLeft(trainer, launch))
             log.failed(message)
             throw fail(message)
         }
         if summary.interrupted {
+            guard launch.rank == 0 else { throw ExitCode(interrupts.exitStatus) }
             var line = "Interrupted at iteration \(summary.iterations)"
             if let directory = trainer.outputDirectory {
-                line += "; continue with: \(resumeCommand(directory))"
+                line += "; continue with: \(resumeCommand(directory, launch))"
             }
             FileHandle.standardError.write(Data("\(line)\n".utf8))
             throw ExitCode(interrupts.exitStatus)
@@ -141,7 +149,7 @@ struct TrainCommand: ParsableCommand {
     /// How the log is printed: --quiet, --json, or the notebook's lines
     /// (thinned by --print-every) when standard output is not a terminal,
     /// and a status line when it is.
-    private func logMode() throws -> TrainingLog.Mode {
+    private func logMode(processes: Int) throws -> TrainingLog.Mode {
         if let printEvery, printEvery < 1 { throw UsageError("--print-every must be at least 1 (got \(printEvery))") }
         if quiet && json { throw UsageError("--quiet and --json cannot be combined (--json prints events, --quiet nothing)") }
         if quiet {
@@ -149,24 +157,27 @@ struct TrainCommand: ParsableCommand {
             return .quiet
         }
         if json { return .json(printEvery: printEvery ?? 1) }
-        if isatty(STDOUT_FILENO) != 0 && printEvery == nil { return .terminal }
+        // Under mpirun, standard output is a pseudo-terminal that mpirun
+        // relays wherever its own output goes (often a file), so the
+        // status line is kept for one process.
+        if isatty(STDOUT_FILENO) != 0 && printEvery == nil && processes == 1 { return .terminal }
         return .notebook(printEvery: printEvery ?? 1)
     }
 
     /// For a run that failed part-way: whether its checkpoints are there to
     /// continue from, and how.
-    private func whatIsLeft(_ trainer: Trainer) -> String {
+    private func whatIsLeft(_ trainer: Trainer, _ launch: Launch) -> String {
         guard let directory = trainer.outputDirectory else { return "" }
         guard (try? RunDirectory.latest(in: directory)) != nil else { return "; no checkpoint of this run was written" }
-        return "; the checkpoints already written are intact; continue with: \(resumeCommand(directory))"
+        return "; the checkpoints already written are intact; continue with: \(resumeCommand(directory, launch))"
     }
 
     /// The command that continues a run in `directory`.
-    private func resumeCommand(_ directory: URL) -> String {
+    private func resumeCommand(_ directory: URL, _ launch: Launch) -> String {
         func quoted(_ text: String) -> String {
             text.allSatisfy { $0.isLetter || $0.isNumber || "/._-+=:,".contains($0) } ? text : "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'"
         }
-        var command = "charrnn train --resume \(quoted(directory.path)) --data \(quoted(data))"
+        var command = (launch.group.size > 1 ? "mpirun -np \(launch.group.size) " : "") + "charrnn train --resume \(quoted(directory.path)) --data \(quoted(data))"
         if lineEndings != Corpus.LineEndings.universal.rawValue { command += " --line-endings \(lineEndings)" }
         return command
     }
@@ -174,7 +185,7 @@ struct TrainCommand: ParsableCommand {
     /// Checks every input and builds the trainer, which opens (and locks)
     /// the run directory before the corpus is batched; returns it with the
     /// checkpoint a resumed run continues from.
-    private func makeTrainer() throws -> (Trainer, URL?) {
+    private func makeTrainer(_ group: any ProcessGroup, reachedTrainer: inout Bool) throws -> (Trainer, URL?) {
         guard let endings = Corpus.LineEndings(rawValue: lineEndings) else {
             throw UsageError("--line-endings must be 'universal' or 'preserve' (got '\(lineEndings)')")
         }
@@ -197,8 +208,9 @@ struct TrainCommand: ParsableCommand {
             try refuseChangedSettings(saved, cell: chosenCell)
             let corpus = try trainingText(endings)
             let output = out.map { URL(fileURLWithPath: $0) } ?? url.deletingLastPathComponent()
+            reachedTrainer = true
             return (try Trainer(resuming: checkpoint, corpus: corpus, outputDirectory: output,
-                                maxIterations: maxIterations, keepBest: keep, patience: patience), url)
+                                maxIterations: maxIterations, keepBest: keep, patience: patience, group: group), url)
         }
 
         guard let out else { throw UsageError("--out is required: the directory for checkpoints") }
@@ -227,7 +239,9 @@ struct TrainCommand: ParsableCommand {
         options.keepBest = keep
         try options.validate()
         let corpus = try trainingText(endings)
-        return (try Trainer(corpus: corpus, options: options, outputDirectory: URL(fileURLWithPath: out), initialWeights: initial), nil)
+        reachedTrainer = true
+        return (try Trainer(corpus: corpus, options: options, outputDirectory: URL(fileURLWithPath: out), initialWeights: initial,
+                            group: group), nil)
     }
 
     /// The corpus, streamed from its file in two passes so that only the

@@ -95,7 +95,8 @@ final class TrainingLog {
             line("Training: Adam \(o.learningRate)" + (o.learningRateSchedule == .constant && o.warmupIterations == 0 ? "" : " \(o.scheduleSummary)")
                  + ", keep probability \(o.keepProbability), gradient clip \(o.gradientClip), validation every \(o.saveEvery)"
                  + (o.patience.map { ", patience \($0)" } ?? "") + ", seed \(o.seed)")
-            line("Compute: \(plan.runtime)")
+            line("Compute: \(plan.runtime)" + (plan.processCount > 1
+                ? "; \(plan.processCount) processes (MPI), \(o.batchSize / plan.processCount) streams each, gradients summed every step" : ""))
             if let resumed = plan.resumedFromIteration {
                 line("Resuming from iteration \(resumed) of \(plan.totalIterations)" + (resumedFrom.map { " (\($0.path))" } ?? ""))
             }
@@ -201,6 +202,7 @@ final class TrainingLog {
                 "keep_prob": .float(o.keepProbability), "grad_clip": .float(o.gradientClip), "save_every": .int(o.saveEvery),
                 "patience": o.patience.json { .int($0) }, "seed": .string(String(o.seed)),
                 "resumed_from": plan.resumedFromIteration.json { .int($0) }, "compute": .string("\(plan.runtime)"),
+                "processes": .int(plan.processCount),
             ]).print()
         case .iteration(let r):
             guard r.iteration % printEvery == 0 || r.iteration == r.totalIterations else { return }

@@ -235,3 +235,16 @@ struct DataParallelTests {
         #expect(names.contains { $0.hasPrefix("i3_") }, "\(names)")
     }
 }
+
+extension DataParallelTests {
+    @Test("Members that read different texts are refused before training, naming them")
+    func differentTextsAreRefused() throws {
+        let outcomes = ThreadGroup.run(size: 2) { member in
+            Self.train { () throws(TrainingError) in
+                let text = member.rank == 0 ? Self.corpus : Corpus(text: sampleText(length: 1_301).dropFirst().description)
+                return try Trainer(corpus: text, options: Self.options(maxIterations: 4), outputDirectory: nil, group: member)
+            }
+        }
+        #expect(outcomes.allSatisfy { $0.error == .processesDisagreeOnText(ranks: [1]) && $0.losses.isEmpty })
+    }
+}

@@ -240,11 +240,28 @@ public final class Trainer {
     private static func agree(on outcome: Result<SetUp, TrainingError>, group: any ProcessGroup, run: RunDirectory?) throws(TrainingError) -> SetUp {
         do {
             try agree(failed: (try? outcome.get()) == nil, group: group)
-            return try outcome.get()
+            let setUp = try outcome.get()
+            try agreeOnText(setUp, group: group)
+            return setUp
         } catch {
             run?.abandon()
             throw error
         }
+    }
+
+    /// Every member must train on the same text (a copy of the corpus on
+    /// each host): compares the fingerprints and lengths.
+    /// - Throws: `.processesDisagreeOnText` naming the members whose text differs from member 0's.
+    private static func agreeOnText(_ setUp: SetUp, group: any ProcessGroup) throws(TrainingError) {
+        guard group.size > 1 else { return }
+        var hash = TokenFingerprint()
+        hash.add(Int32(truncatingIfNeeded: setUp.corpusLength))
+        hash.add(Int32(truncatingIfNeeded: setUp.corpusLength >> 32))
+        for character in setUp.corpusFingerprint.utf8 { hash.add(Int32(character)) }
+        let hashes: [UInt64]
+        do { hashes = try group.allGather(hash.hash) } catch { throw .processGroup(error) }
+        let differing = hashes.indices.filter { hashes[$0] != hashes[0] }
+        if !differing.isEmpty { throw .processesDisagreeOnText(ranks: differing) }
     }
 
     /// Throws `.otherProcessFailed` on every member that did not fail when

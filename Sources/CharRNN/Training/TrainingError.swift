@@ -37,6 +37,9 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
     /// The weights of the processes `ranks` differ from process 0's at
     /// `iteration` (they must stay identical).
     case processesDisagree(iteration: Int, ranks: [Int])
+    /// The processes `ranks` read another text than process 0 (each host
+    /// needs the same corpus file).
+    case processesDisagreeOnText(ranks: [Int])
 
     public var description: String {
         switch self {
@@ -66,6 +69,9 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
         case .processGroup(let error): return error.description
         case .otherProcessFailed(let count):
             return count == 1 ? "another process of the run failed" : "\(count) other processes of the run failed"
+        case .processesDisagreeOnText(let ranks):
+            return "the processes read different texts (ranks \(ranks.map(String.init).joined(separator: ", ")) against rank 0): "
+                + "every host needs the same corpus file"
         case .processesDisagree(let iteration, let ranks):
             return "the processes' weights differ at iteration \(iteration) (ranks \(ranks.map(String.init).joined(separator: ", ")) "
                 + "against rank 0): every process must run the same build with the same thread count"

@@ -1,0 +1,90 @@
+#if MPI
+    import CCharRNNMPI
+    import CharRNN
+    import Foundation
+
+    /// The processes `mpirun` started, as a `ProcessGroup` over MPI's world
+    /// communicator (Open MPI; the package's `MPI` trait builds this).
+    ///
+    /// One per process: `world()` initialises MPI on first use, and
+    /// `finalize()` ends it. Gradients are summed with `MPI_Allreduce`.
+    public final class MPIProcessGroup: ProcessGroup {
+        /// This process's rank in the world.
+        public let rank: Int
+        /// Processes in the world.
+        public let size: Int
+
+        private init(rank: Int, size: Int) {
+            self.rank = rank
+            self.size = size
+        }
+
+        nonisolated(unsafe) private static var shared: MPIProcessGroup?
+
+        /// The world group, initialising MPI the first time.
+        /// - Throws: `ProcessGroupError` if MPI cannot start.
+        public static func world() throws(ProcessGroupError) -> MPIProcessGroup {
+            if let shared { return shared }
+            var rank: Int32 = 0, size: Int32 = 0
+            try check(charrnn_mpi_init(&rank, &size), "start MPI")
+            let group = MPIProcessGroup(rank: Int(rank), size: Int(size))
+            shared = group
+            return group
+        }
+
+        /// Whether this process was started by an MPI launcher with others
+        /// (Open MPI's `mpirun`, or a PMI/PMIx launcher such as Slurm's
+        /// `srun`), read from the environment before MPI starts.
+        public static var isLaunchedWithOthers: Bool { launchedSize.map { $0 > 1 } ?? false }
+
+        /// The world size the launcher announced, if any.
+        public static var launchedSize: Int? {
+            let environment = ProcessInfo.processInfo.environment
+            for name in ["OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE", "SLURM_NTASKS"] {
+                if let value = environment[name].flatMap(Int.init) { return value }
+            }
+            return nil
+        }
+
+        /// Ends MPI; call once, after the last collective operation.
+        public func finalize() { _ = charrnn_mpi_finalize() }
+
+        /// Ends every process of the job at once with `code`: for a process
+        /// that fails where the others cannot know it.
+        public func abort(code: Int32) -> Never {
+            _ = charrnn_mpi_abort(code)
+            exit(code)
+        }
+
+        public func sum(_ values: UnsafeMutableBufferPointer<Float>) throws(ProcessGroupError) {
+            guard let base = values.baseAddress, size > 1 else { return }
+            try Self.check(charrnn_mpi_sum_floats(base, values.count), "sum gradients")
+        }
+
+        public func sum(_ values: UnsafeMutableBufferPointer<Double>) throws(ProcessGroupError) {
+            guard let base = values.baseAddress, size > 1 else { return }
+            try Self.check(charrnn_mpi_sum_doubles(base, values.count), "sum values")
+        }
+
+        public func gather(_ values: UnsafeBufferPointer<Float>) throws(ProcessGroupError) -> [Float] {
+            var out = [Float](repeating: 0, count: rank == 0 ? values.count * size : 1)
+            let code = out.withUnsafeMutableBufferPointer { charrnn_mpi_gather_floats(values.baseAddress, values.count, $0.baseAddress) }
+            try Self.check(code, "gather the carried state")
+            return rank == 0 ? out : []
+        }
+
+        public func allGather(_ value: UInt64) throws(ProcessGroupError) -> [UInt64] {
+            var out = [UInt64](repeating: 0, count: size)
+            let code = out.withUnsafeMutableBufferPointer { charrnn_mpi_allgather_u64(value, $0.baseAddress) }
+            try Self.check(code, "compare weights")
+            return out
+        }
+
+        private static func check(_ code: Int32, _ operation: String) throws(ProcessGroupError) {
+            guard code != 0 else { return }
+            var buffer = [CChar](repeating: 0, count: 512)
+            charrnn_mpi_error_string(code, &buffer, buffer.count)
+            throw ProcessGroupError(operation: operation, message: String(cString: buffer))
+        }
+    }
+#endif
