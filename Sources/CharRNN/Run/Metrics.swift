@@ -7,7 +7,10 @@ import Foundation
 /// epoch's mean so far, what the log prints), `grad_norm` (before clipping),
 /// `lr`, `seconds` (the step's wall time) and `chars_per_second`; validation
 /// records hold `val_loss`, `bpc` (bits per character, `val_loss / ln 2`) and
-/// `best` (whether it is the lowest so far). Both hold `kind`, `iteration`
+/// `best` (whether it is the lowest so far). In a run of several
+/// processes, iteration records also hold `comm_seconds`: the part of the
+/// step spent summing the gradient and loss over the processes (waiting
+/// for the slowest included). Both hold `kind`, `iteration`
 /// (from 1 over the whole run), `epoch` (from 1) and `time` (seconds since
 /// 1970, UTC). Fields a kind does not have are absent.
 public struct MetricsRecord: Sendable, Equatable, Codable {
@@ -37,6 +40,9 @@ public struct MetricsRecord: Sendable, Equatable, Codable {
     public var seconds: Double?
     /// Characters trained per second of the step (iteration records).
     public var charactersPerSecond: Double?
+    /// The part of the step spent summing over the processes (iteration
+    /// records of runs of several processes).
+    public var communicationSeconds: Double?
     /// Mean loss over the validation split (validation records).
     public var validationLoss: Float?
     /// The validation loss in bits per character (validation records).
@@ -48,19 +54,20 @@ public struct MetricsRecord: Sendable, Equatable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case kind, iteration, epoch, loss, runningLoss = "running_loss", gradientNorm = "grad_norm"
-        case learningRate = "lr", seconds, charactersPerSecond = "chars_per_second"
+        case learningRate = "lr", seconds, charactersPerSecond = "chars_per_second", communicationSeconds = "comm_seconds"
         case validationLoss = "val_loss", bitsPerCharacter = "bpc", isBest = "best", time
     }
 
     /// An iteration's record.
     public static func iteration(
         _ iteration: Int, epoch: Int, loss: Float, runningLoss: Float, gradientNorm: Float, learningRate: Float,
-        seconds: Double, characters: Int, time: Date = Date()
+        seconds: Double, characters: Int, communicationSeconds: Double? = nil, time: Date = Date()
     ) -> MetricsRecord {
         MetricsRecord(
             kind: .iteration, iteration: iteration, epoch: epoch, loss: loss, runningLoss: runningLoss,
             gradientNorm: gradientNorm, learningRate: learningRate, seconds: seconds,
-            charactersPerSecond: seconds > 0 ? Double(characters) / seconds : nil, time: time.timeIntervalSince1970)
+            charactersPerSecond: seconds > 0 ? Double(characters) / seconds : nil,
+            communicationSeconds: communicationSeconds, time: time.timeIntervalSince1970)
     }
 
     /// A validation's record.

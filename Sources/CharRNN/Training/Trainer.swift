@@ -332,11 +332,13 @@ public final class Trainer {
             let report = IterationReport(
                 epoch: epoch, epochs: options.epochs, iteration: iteration, totalIterations: total,
                 batchLoss: step.loss, runningLoss: runningLoss, gradientNorm: step.gradientNorm,
-                learningRate: learningRate, secondsPerBatch: seconds, characters: options.batchSize * options.steps)
+                learningRate: learningRate, secondsPerBatch: seconds, characters: options.batchSize * options.steps,
+                communicationSeconds: step.communicationSeconds)
             onEvent(.iteration(report))
             var records = [MetricsRecord.iteration(
                 iteration, epoch: epoch, loss: step.loss, runningLoss: runningLoss, gradientNorm: step.gradientNorm,
-                learningRate: learningRate, seconds: seconds, characters: report.characters)]
+                learningRate: learningRate, seconds: seconds, characters: report.characters,
+                communicationSeconds: step.communicationSeconds)]
 
             let stopping = try anyMemberStopping(stop?.isRequested == true) && iteration < total
             var outOfPatience = false
@@ -431,12 +433,12 @@ public final class Trainer {
     /// One training step on every member: the gradient of this member's
     /// streams, summed over the group and divided by its size (the mean
     /// gradient over the whole batch), then clipping and Adam, the same on
-    /// every member. Returns the mean loss over the whole batch and the norm
-    /// before clipping.
+    /// every member. Returns the mean loss over the whole batch, the norm
+    /// before clipping, and the time spent summing (several members only).
     /// - Throws: `.diverged` on every member alike when the loss or the
     ///   gradient is not finite on any of them.
     private func trainStep(on batch: Batch, iteration: Int, learningRate: Float) throws(TrainingError)
-        -> (loss: Float, gradientNorm: Float)
+        -> (loss: Float, gradientNorm: Float, communicationSeconds: Double?)
     {
         let own: Float
         do {
@@ -447,16 +449,19 @@ public final class Trainer {
             throw .model(error)
         }
         var loss = own
+        var communication: Double? = nil
         if group.size > 1 {
+            let start = ContinuousClock.now
             do { try group.sum(model.gradients.buffer) } catch { throw .processGroup(error) }
+            loss = try meanOverGroup(own)
+            communication = (ContinuousClock.now - start).seconds
             let share = 1 / Float(group.size)
             for index in model.gradients.buffer.indices { model.gradients.buffer[index] *= share }
-            loss = try meanOverGroup(own)
         }
         guard loss.isFinite else { throw .diverged(iteration: iteration, .loss(loss)) }
         do {
             let norm = try model.applyGradients(clipNorm: options.gradientClip, adam: AdamOptions(learningRate: learningRate))
-            return (loss, norm)
+            return (loss, norm, communication)
         } catch .nonFinite(.gradientNorm(let norm, _)) {
             throw .diverged(iteration: iteration, .gradientNorm(norm, loss: loss))
         } catch .nonFinite(let value) {

@@ -69,6 +69,9 @@ public struct IterationReport: Sendable {
     public let secondsPerBatch: Double
     /// Characters in the batch (streams × steps).
     public let characters: Int
+    /// The part of the step spent summing the gradient and loss over the
+    /// processes; `nil` for one process.
+    public let communicationSeconds: Double?
 }
 
 /// How a run ended.
