@@ -84,7 +84,8 @@
             guard code != 0 else { return }
             var buffer = [CChar](repeating: 0, count: 512)
             charrnn_mpi_error_string(code, &buffer, buffer.count)
-            throw ProcessGroupError(operation: operation, message: String(cString: buffer))
+            let message = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+            throw ProcessGroupError(operation: operation, message: String(decoding: message, as: UTF8.self))
         }
     }
 #endif

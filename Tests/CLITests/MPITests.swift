@@ -117,7 +117,7 @@ struct MPITests {
             process.arguments = ["-np", "2", "--oversubscribe", executable.path, "train", "--data", data, "--out", scratch.path("run"),
                                  "--hidden", "32", "--batch", "8", "--steps", "20", "--save-every", "20", "--epochs", "50"]
             process.environment = ProcessInfo.processInfo.environment.merging(Self.rootEnvironment) { _, new in new }
-            FileManager.default.createFile(atPath: scratch.path("out"), contents: nil)
+            _ = FileManager.default.createFile(atPath: scratch.path("out"), contents: nil)
             process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch.path("out")))
             process.standardError = process.standardOutput
             try process.run()
@@ -153,8 +153,8 @@ struct MPITests {
                                  "-np", "2", "--oversubscribe", executable.path, "train", "--data", data, "--out", scratch.path("run"),
                                  "--hidden", "32", "--batch", "8", "--steps", "20", "--save-every", String(saveEvery), "--epochs", "50"]
             process.environment = ProcessInfo.processInfo.environment.merging(Self.rootEnvironment) { _, new in new }
-            FileManager.default.createFile(atPath: scratch.path("out"), contents: nil)
-            FileManager.default.createFile(atPath: scratch.path("err"), contents: nil)
+            _ = FileManager.default.createFile(atPath: scratch.path("out"), contents: nil)
+            _ = FileManager.default.createFile(atPath: scratch.path("err"), contents: nil)
             process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch.path("out")))
             process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch.path("err")))
             try process.run()
