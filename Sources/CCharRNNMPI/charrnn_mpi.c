@@ -25,8 +25,6 @@ int charrnn_mpi_finalize(void) {
     return finalised ? MPI_SUCCESS : MPI_Finalize();
 }
 
-int charrnn_mpi_abort(int32_t code) { return MPI_Abort(MPI_COMM_WORLD, code); }
-
 /* MPI counts are int: a block of more than INT_MAX elements goes in pieces. */
 static int sum_in_pieces(void *values, size_t count, size_t element, MPI_Datatype type) {
     char *at = values;

@@ -8,6 +8,9 @@
     ///
     /// One per process: `world()` initialises MPI on first use, and
     /// `finalize()` ends it. Gradients are summed with `MPI_Allreduce`.
+    /// Whether to use it is the caller's choice: an MPI launcher announces
+    /// several processes in the environment (`OMPI_COMM_WORLD_SIZE` for
+    /// Open MPI's `mpirun`).
     public final class MPIProcessGroup: ProcessGroup {
         /// This process's rank in the world.
         public let rank: Int
@@ -32,28 +35,10 @@
             return group
         }
 
-        /// Whether this process was started by an MPI launcher with others
-        /// (Open MPI's `mpirun`, or a PMI/PMIx launcher such as Slurm's
-        /// `srun`), read from the environment before MPI starts.
-        public static var isLaunchedWithOthers: Bool { launchedSize.map { $0 > 1 } ?? false }
-
-        /// The world size the launcher announced, if any.
-        public static var launchedSize: Int? {
-            let environment = ProcessInfo.processInfo.environment
-            for name in ["OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE", "SLURM_NTASKS"] {
-                if let value = environment[name].flatMap(Int.init) { return value }
-            }
-            return nil
-        }
-
         /// Ends MPI; call once, after the last collective operation.
-        public func finalize() { _ = charrnn_mpi_finalize() }
-
-        /// Ends every process of the job at once with `code`: for a process
-        /// that fails where the others cannot know it.
-        public func abort(code: Int32) -> Never {
-            _ = charrnn_mpi_abort(code)
-            exit(code)
+        /// - Throws: `ProcessGroupError` with MPI's message if it fails.
+        public func finalize() throws(ProcessGroupError) {
+            try Self.check(charrnn_mpi_finalize(), "finish MPI")
         }
 
         public func sum(_ values: UnsafeMutableBufferPointer<Float>) throws(ProcessGroupError) {

@@ -20,8 +20,6 @@
 int charrnn_mpi_init(int32_t *rank, int32_t *size);
 /* Finalises MPI (after every other call). */
 int charrnn_mpi_finalize(void);
-/* Ends every process of the job with `code` (for a process that cannot go on alone). */
-int charrnn_mpi_abort(int32_t code);
 /* In-place element-wise sums over the world. */
 int charrnn_mpi_sum_floats(float *values, size_t count);
 int charrnn_mpi_sum_doubles(double *values, size_t count);
