@@ -105,14 +105,16 @@ public struct CorpusFile: TrainingText, Sendable {
     /// - Throws: `CorpusError` naming the problem: missing, unreadable, a
     ///   directory or device, empty, or not UTF-8 (with the byte offset).
     public func survey() throws(CorpusError) -> TextSurvey {
-        var seen = [Bool](repeating: false, count: 0x11_0000)
+        // A table for the first 256 scalars (most of most texts), a set for the rest.
+        var seenLow = [Bool](repeating: false, count: 256)
+        var seenHigh = Set<Unicode.Scalar>()
         var count = 0
         try scan { scalar in
-            seen[Int(scalar.value)] = true
+            if scalar.value < 256 { seenLow[Int(scalar.value)] = true } else { seenHigh.insert(scalar) }
             count += 1
         }
-        let scalars = seen.indices.compactMap { seen[$0] ? Unicode.Scalar(UInt32($0)) : nil }
-        return TextSurvey(vocabulary: Vocabulary(corpus: scalars), characterCount: count)
+        let low = (0..<256).compactMap { seenLow[$0] ? Unicode.Scalar(UInt32($0)) : nil }
+        return TextSurvey(vocabulary: Vocabulary(corpus: low + seenHigh), characterCount: count)
     }
 
     /// Reads the whole file again, keeping the tokens of `stretch` only.
