@@ -249,7 +249,7 @@ typedef struct charrnn_batch {
      * masks it would draw in the whole batch. Zero for both (what an
      * initialiser that leaves them out gives) means this is the whole
      * batch. Otherwise 0 <= first_stream and
-     * first_stream + batch_size <= total_streams. */
+     * first_stream + batch_size <= total_streams (else CHARRNN_ERR_INVALID_ARGUMENT). */
     int32_t first_stream;
     int32_t total_streams;
 } charrnn_batch;

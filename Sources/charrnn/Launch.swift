@@ -16,6 +16,14 @@ struct Launch {
 
     /// Environment variables by which MPI launchers announce the world size.
     static let sizeVariables = ["OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE"]
+    /// … and this process's rank.
+    static let rankVariables = ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"]
+
+    /// The rank a launcher announced (before MPI starts), or 0.
+    static var announcedRank: Int {
+        let environment = ProcessInfo.processInfo.environment
+        return rankVariables.lazy.compactMap { environment[$0].flatMap(Int.init) }.first ?? 0
+    }
 
     /// One process, or MPI's world when a launcher started several.
     /// - Throws: a usage error when a launcher started several processes of a

@@ -108,7 +108,13 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         let launch: Launch
-        do { launch = try Launch.start() } catch { throw fail(error) }
+        do {
+            launch = try Launch.start()
+        } catch {
+            // Every process of the launch meets this alike: rank 0 says it.
+            guard Launch.announcedRank == 0 else { throw ExitCode.failure }
+            throw fail(error)
+        }
         defer { launch.finish() }
         let trainer: Trainer
         let resumedFrom: URL?

@@ -41,10 +41,12 @@ struct StatusCodeTests {
         var config = harness.config
         var activations = [Float](repeating: 0, count: harness.activationCount())
         var loss: Float = 0
-        func forward(batchSize: Int32, steps: Int32, inputs: [Int32], targets: [Int32], keep: Float) -> charrnn_status {
+        func forward(batchSize: Int32, steps: Int32, inputs: [Int32], targets: [Int32], keep: Float,
+                     firstStream: Int32 = 0, totalStreams: Int32 = 0) -> charrnn_status {
             inputs.withUnsafeBufferPointer { i in
                 targets.withUnsafeBufferPointer { t in
-                    var batch = charrnn_batch(batch_size: batchSize, steps: steps, inputs: i.baseAddress, targets: t.baseAddress, first_stream: 0, total_streams: 0)
+                    var batch = charrnn_batch(batch_size: batchSize, steps: steps, inputs: i.baseAddress, targets: t.baseAddress,
+                                              first_stream: firstStream, total_streams: totalStreams)
                     return charrnn_forward(&config, harness.parameters, &batch, keep, 0, nil, nil, &activations, &loss)
                 }
             }
@@ -58,6 +60,12 @@ struct StatusCodeTests {
         #expect(forward(batchSize: 2, steps: 3, inputs: outOfRange, targets: good, keep: 1) == CHARRNN_ERR_TOKEN_OUT_OF_RANGE)
         outOfRange[4] = -1
         #expect(forward(batchSize: 2, steps: 3, inputs: good, targets: outOfRange, keep: 1) == CHARRNN_ERR_TOKEN_OUT_OF_RANGE)
+        // Streams placed in a larger batch: inside it is fine, outside it is refused.
+        #expect(forward(batchSize: 2, steps: 3, inputs: good, targets: good, keep: 0.5, firstStream: 3, totalStreams: 5) == CHARRNN_OK)
+        for (first, total) in [(Int32(4), Int32(5)), (-1, 5), (0, 1), (0, -2)] {
+            #expect(forward(batchSize: 2, steps: 3, inputs: good, targets: good, keep: 0.5, firstStream: first, totalStreams: total)
+                    == CHARRNN_ERR_INVALID_ARGUMENT, "streams \(first) of \(total)")
+        }
         for keep in [Float(0), -0.5, 1.5, .nan] {
             #expect(forward(batchSize: 2, steps: 3, inputs: good, targets: good, keep: keep) == CHARRNN_ERR_INVALID_ARGUMENT)
         }
