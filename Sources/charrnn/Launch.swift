@@ -59,9 +59,7 @@ struct Launch {
     /// `Trainer.init(corpus:options:outputDirectory:initialWeights:group:)`),
     /// so they stop too instead of waiting for this one.
     func agreeOnFailedSetUp() {
-        guard group.size > 1 else { return }
-        var failed = [1.0]
-        _ = failed.withUnsafeMutableBufferPointer { try? group.sum($0) }
+        _ = try? group.countFailures(true)
     }
 
     /// Whether this process prints `error`: rank 0 prints every error;

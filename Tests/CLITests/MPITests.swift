@@ -1,3 +1,4 @@
+import CharRNN
 import Foundation
 import Testing
 
@@ -33,13 +34,8 @@ struct MPITests {
 
         /// Each iteration's batch loss and each validation loss from a run's metrics.jsonl.
         static func losses(_ directory: String) throws -> (training: [Double], validation: [Double]) {
-            var training: [Double] = [], validation: [Double] = []
-            let text = try String(contentsOfFile: directory + "/metrics.jsonl", encoding: .utf8)
-            for line in text.split(separator: "\n") {
-                let record = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] ?? [:]
-                if let loss = record["val_loss"] as? Double { validation.append(loss) } else if let loss = record["loss"] as? Double { training.append(loss) }
-            }
-            return (training, validation)
+            let records = try MetricsRecord.records(contentsOf: URL(fileURLWithPath: directory + "/metrics.jsonl"))
+            return (records.compactMap { $0.loss.map(Double.init) }, records.compactMap { $0.validationLoss.map(Double.init) })
         }
 
         static func close(_ a: [Double], _ b: [Double]) -> Bool {
@@ -110,31 +106,28 @@ struct MPITests {
         func killedRankEndsTheJob() throws {
             let scratch = try Scratch()
             defer { scratch.cleanUp() }
-            guard let mpirun = Self.mpirun, let executable = CLI.executable else { throw CLI.CLIError.binaryNotFound }
-            let data = try Self.corpus(scratch)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: mpirun)
-            process.arguments = ["-np", "2", "--oversubscribe", executable.path, "train", "--data", data, "--out", scratch.path("run"),
-                                 "--hidden", "32", "--batch", "8", "--steps", "20", "--save-every", "20", "--epochs", "50"]
-            process.environment = ProcessInfo.processInfo.environment.merging(Self.rootEnvironment) { _, new in new }
-            _ = FileManager.default.createFile(atPath: scratch.path("out"), contents: nil)
-            process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch.path("out")))
-            process.standardError = process.standardOutput
-            try process.run()
+            guard let executable = CLI.executable else { throw CLI.CLIError.binaryNotFound }
+            let process = try Self.startLongRun(scratch, saveEvery: 20)
             #expect(RunSafetyTests.wait(for: "Saved", in: scratch.path("out"), seconds: 120))
             let rankOne = try #require(Self.processes(withRank: 1, under: executable.path).first)
-            let killed = Date()
             kill(rankOne, SIGKILL)
-            while process.isRunning && Date().timeIntervalSince(killed) < 30 { Thread.sleep(forTimeInterval: 0.05) }
-            let seconds = Date().timeIntervalSince(killed)
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-            process.waitUntilExit()
+            let seconds = Self.secondsUntilExit(process, atMost: 30)
             #expect(seconds < 15, "the job ended \(seconds) s after the kill")
             #expect(process.terminationStatus != 0)
             let latest = try #require(try Self.checkpoints(scratch.path("run")).filter { $0.hasPrefix("i") }.last)
             let inspect = try CLI.run(["inspect", scratch.path("run") + "/" + latest])
             #expect(inspect.status == 0, "\(inspect.stderr)")
             #expect(Self.processes(withRank: 0, under: executable.path).isEmpty, "no process of the job is left")
+        }
+
+        /// Waits for `process` to end, killing it after `atMost` seconds;
+        /// returns the seconds it took from `start`.
+        static func secondsUntilExit(_ process: Process, atMost limit: Double, since start: Date = Date()) -> Double {
+            while process.isRunning && Date().timeIntervalSince(start) < limit { Thread.sleep(forTimeInterval: 0.05) }
+            let seconds = Date().timeIntervalSince(start)
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+            return seconds
         }
 
         /// Python that unblocks every signal, then replaces itself with argv[1:].
@@ -174,10 +167,7 @@ struct MPITests {
                 + Self.processes(withRank: 1, under: executable.path) {
                 kill(pid, SIGINT)
             }
-            while process.isRunning && Date().timeIntervalSince(start) < 60 { Thread.sleep(forTimeInterval: 0.05) }
-            let seconds = Date().timeIntervalSince(start)
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-            process.waitUntilExit()
+            let seconds = Self.secondsUntilExit(process, atMost: 60, since: start)
             #expect(seconds < 30, "the job ended \(seconds) s after Ctrl-C")
             let names = try Self.checkpoints(scratch.path("run"))
             #expect(!names.isEmpty)

@@ -35,11 +35,14 @@ public struct EncodedStretch: Sendable {
     public let fingerprint: String
 }
 
-/// The running FNV-1a hash of a token sequence (one step per token, as
-/// checkpoints have always recorded it).
-struct TokenFingerprint {
+/// A running 64-bit FNV-1a hash, one step per 32-bit value: the corpus
+/// fingerprint (one step per token, as checkpoints have always recorded
+/// it), and the values processes compare.
+struct FNV1a {
     private(set) var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-    mutating func add(_ token: Int32) { hash = (hash ^ UInt64(UInt32(bitPattern: token))) &* 0x0000_0100_0000_01B3 }
+    mutating func add(_ value: UInt32) { hash = (hash ^ UInt64(value)) &* 0x0000_0100_0000_01B3 }
+    mutating func add(_ token: Int32) { add(UInt32(bitPattern: token)) }
+    /// The hash in hexadecimal.
     var text: String { String(hash, radix: 16) }
 }
 
@@ -70,7 +73,7 @@ extension Corpus: TrainingText {
         let table = TokenTable(vocabulary)
         var tokens = TokenStore(alphabetSize: vocabulary.count)
         tokens.reserveCapacity(stretch.count)
-        var fingerprint = TokenFingerprint()
+        var fingerprint = FNV1a()
         for (position, scalar) in scalars.enumerated() {
             let token = table(scalar)
             guard token >= 0 else { throw .unknownCharacter(path: nil, scalar: scalar, offset: position) }
@@ -124,7 +127,7 @@ public struct CorpusFile: TrainingText, Sendable {
         let table = TokenTable(vocabulary)
         var tokens = TokenStore(alphabetSize: vocabulary.count)
         tokens.reserveCapacity(stretch.count)
-        var fingerprint = TokenFingerprint()
+        var fingerprint = FNV1a()
         var position = 0
         var unknown: (Unicode.Scalar, Int)? = nil
         try scan { scalar in

@@ -99,9 +99,9 @@ public final class Model {
     /// A 64-bit FNV-1a hash of the weights' bits: equal for identical
     /// weights (processes training one model compare it).
     public var parameterHash: UInt64 {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for value in parameters.buffer { hash = (hash ^ UInt64(value.bitPattern)) &* 0x0000_0100_0000_01B3 }
-        return hash
+        var hash = FNV1a()
+        for value in parameters.buffer { hash.add(value.bitPattern) }
+        return hash.hash
     }
 
     /// The current values of the tensor called `name` (a PyTorch name such as

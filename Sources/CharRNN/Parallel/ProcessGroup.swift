@@ -68,6 +68,23 @@ extension ProcessGroup {
         return rank * share ..< (rank + 1) * share
     }
 
+    /// How many members report `failed` (this one included); every member
+    /// calls it at the same point. The trainer agrees on its set-up this
+    /// way, so a member that fails before it reaches the trainer calls this
+    /// with `true` to let the others stop too.
+    public func countFailures(_ failed: Bool) throws(ProcessGroupError) -> Int {
+        guard size > 1 else { return failed ? 1 : 0 }
+        return Int(try sum([failed ? 1 : 0])[0])
+    }
+
+    /// The ranks whose `value` differs from member 0's (a hash of what must
+    /// be the same on every member); empty when all agree.
+    public func ranksDiffering(_ value: UInt64) throws(ProcessGroupError) -> [Int] {
+        guard size > 1 else { return [] }
+        let values = try allGather(value)
+        return values.indices.filter { values[$0] != values[0] }
+    }
+
     /// Sums a few doubles over the group (for losses and flags).
     func sum(_ values: [Double]) throws(ProcessGroupError) -> [Double] {
         var values = values

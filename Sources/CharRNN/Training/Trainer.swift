@@ -254,13 +254,12 @@ public final class Trainer {
     /// - Throws: `.processesDisagreeOnText` naming the members whose text differs from member 0's.
     private static func agreeOnText(_ setUp: SetUp, group: any ProcessGroup) throws(TrainingError) {
         guard group.size > 1 else { return }
-        var hash = TokenFingerprint()
-        hash.add(Int32(truncatingIfNeeded: setUp.corpusLength))
-        hash.add(Int32(truncatingIfNeeded: setUp.corpusLength >> 32))
-        for character in setUp.corpusFingerprint.utf8 { hash.add(Int32(character)) }
-        let hashes: [UInt64]
-        do { hashes = try group.allGather(hash.hash) } catch { throw .processGroup(error) }
-        let differing = hashes.indices.filter { hashes[$0] != hashes[0] }
+        var hash = FNV1a()
+        hash.add(UInt32(truncatingIfNeeded: setUp.corpusLength))
+        hash.add(UInt32(truncatingIfNeeded: setUp.corpusLength >> 32))
+        for character in setUp.corpusFingerprint.utf8 { hash.add(UInt32(character)) }
+        let differing: [Int]
+        do { differing = try group.ranksDiffering(hash.hash) } catch { throw .processGroup(error) }
         if !differing.isEmpty { throw .processesDisagreeOnText(ranks: differing) }
     }
 
@@ -268,10 +267,9 @@ public final class Trainer {
     /// any member did (each then throws its own error); returns when none
     /// did. Every member calls it at the same point.
     private static func agree(failed: Bool, group: any ProcessGroup) throws(TrainingError) {
-        guard group.size > 1 else { return }
-        let failures: [Double]
-        do { failures = try group.sum([failed ? 1 : 0]) } catch { throw .processGroup(error) }
-        if failures[0] > 0 && !failed { throw .otherProcessFailed(count: Int(failures[0])) }
+        let failures: Int
+        do { failures = try group.countFailures(failed) } catch { throw .processGroup(error) }
+        if failures > 0 && !failed { throw .otherProcessFailed(count: failures) }
     }
 
     /// Iterations the run will make in all: all epochs, or `maxIterations` if fewer.
@@ -499,9 +497,8 @@ public final class Trainer {
     /// - Throws: `.processesDisagree` naming the members whose weights differ from member 0's.
     private func checkWeightsAgree(iteration: Int) throws(TrainingError) {
         guard group.size > 1 else { return }
-        let hashes: [UInt64]
-        do { hashes = try group.allGather(model.parameterHash) } catch { throw .processGroup(error) }
-        let differing = hashes.indices.filter { hashes[$0] != hashes[0] }
+        let differing: [Int]
+        do { differing = try group.ranksDiffering(model.parameterHash) } catch { throw .processGroup(error) }
         if !differing.isEmpty { throw .processesDisagree(iteration: iteration, ranks: differing) }
     }
 
