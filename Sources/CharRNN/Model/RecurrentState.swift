@@ -50,6 +50,26 @@ public struct RecurrentState: Sendable, Equatable {
         self.init(values: values, batchSize: batchSize)
     }
 
+    /// A state whose stream i is this state's stream `sources[i]`, or a zero
+    /// stream where `sources[i]` is nil: streams leave, join and move in one copy.
+    /// Slabs (state tensors × layers) are counted by the core, so an empty
+    /// state can grow.
+    public func rearranged(_ sources: [Int?], configuration: ModelConfiguration) -> RecurrentState {
+        let width = configuration.hiddenSize
+        let slabs = ((try? configuration.stateCount(batchSize: 1)) ?? 0) / max(width, 1)
+        precondition(values.count == slabs * batchSize * width, "state made for another model")
+        var result = [Float](repeating: 0, count: slabs * sources.count * width)
+        for slab in 0..<slabs {
+            for (stream, source) in sources.enumerated() {
+                guard let source else { continue }
+                precondition(source >= 0 && source < batchSize, "stream outside the state")
+                let from = (slab * batchSize + source) * width, to = (slab * sources.count + stream) * width
+                result.replaceSubrange(to ..< to + width, with: values[from ..< from + width])
+            }
+        }
+        return RecurrentState(values: result, batchSize: sources.count)
+    }
+
     /// Resets every value to zero.
     public mutating func reset() {
         for index in values.indices { values[index] = 0 }

@@ -44,7 +44,7 @@ struct InferenceSession {
         generators.reserveCapacity(streams)
         for stream in 0..<streams {
             var rng = charrnn_rng()
-            try ModelError.check(charrnn_rng_seed(&rng, options.seed &+ UInt64(stream) &* 0x9E37_79B9_7F4A_7C15), "charrnn_rng_seed")
+            try ModelError.check(charrnn_rng_seed(&rng, SamplingOptions.streamSeed(options.seed, stream: stream)), "charrnn_rng_seed")
             generators.append(rng)
         }
         self.generators = generators
@@ -54,32 +54,17 @@ struct InferenceSession {
     /// scores for the next character.
     mutating func feed(_ tokens: [Int32]) throws(ModelError) {
         try uniqueScratch()
-        var config = model.configuration.raw
-        let scratch = stepScratch
-        let status = charrnn_step(&config, model.parameters.baseAddress, Int32(streams), tokens, &state,
-                                  scratch.baseAddress, &logits)
-        if status != CHARRNN_OK { throw .core(CoreError(status, function: "charrnn_step")) }
+        try model.step(streams: streams, tokens: tokens, state: &state, scratch: stepScratch, logits: &logits)
     }
 
     /// Draws the next token of every stream from the current logits.
     mutating func draw() throws(ModelError) -> [Int32] {
-        let vocabularySize = model.configuration.vocabularySize
-        var params = charrnn_sampling_params(
-            temperature: options.temperature, top_k: Int32(options.topK ?? 0), top_p: options.topP ?? 1,
-            greedy: options.greedy ? 1 : 0)
+        var params = options.coreParameters
         try uniqueScratch()
-        let scratch = sampleScratch
         var tokens = [Int32](repeating: 0, count: streams)
         for stream in 0..<streams {
-            var token: Int32 = 0
-            let status = logits.withUnsafeBufferPointer { all in
-                charrnn_sample(all.baseAddress! + stream * vocabularySize, Int32(vocabularySize), &params,
-                               &generators[stream], scratch.baseAddress, nil, &token)
-            }
-            // Non-finite logits come from weights so large that the arithmetic overflows.
-            if status == CHARRNN_ERR_NON_FINITE { throw .nonFinite(.logits) }
-            if status != CHARRNN_OK { throw .core(CoreError(status, function: "charrnn_sample")) }
-            tokens[stream] = token
+            tokens[stream] = try model.drawToken(logits: logits, stream: stream, parameters: &params,
+                                                 generator: &generators[stream], scratch: sampleScratch)
         }
         return tokens
     }
@@ -91,5 +76,48 @@ struct InferenceSession {
         } catch {
             throw .insufficientMemory(error)
         }
+    }
+}
+
+extension Model {
+    /// One `charrnn_step` for `streams` streams: feeds `tokens`, advances
+    /// `state` (laid out for `streams`) and writes each stream's scores for
+    /// the next character into the first `streams × V` of `logits`.
+    func step(streams: Int, tokens: [Int32], state: inout [Float], scratch: FloatBuffer,
+              logits: inout [Float]) throws(ModelError) {
+        var config = configuration.raw
+        let status = charrnn_step(&config, parameters.baseAddress, Int32(streams), tokens, &state,
+                                  scratch.baseAddress, &logits)
+        if status != CHARRNN_OK { throw .core(CoreError(status, function: "charrnn_step")) }
+    }
+
+    /// Draws stream `stream`'s next token from its row of `logits`, with its
+    /// own generator.
+    func drawToken(logits: [Float], stream: Int, parameters: inout charrnn_sampling_params,
+                   generator: inout charrnn_rng, scratch: FloatBuffer) throws(ModelError) -> Int32 {
+        let vocabularySize = configuration.vocabularySize
+        var token: Int32 = 0
+        let status = logits.withUnsafeBufferPointer { all in
+            charrnn_sample(all.baseAddress! + stream * vocabularySize, Int32(vocabularySize), &parameters,
+                           &generator, scratch.baseAddress, nil, &token)
+        }
+        // Non-finite logits come from weights so large that the arithmetic overflows.
+        if status == CHARRNN_ERR_NON_FINITE { throw .nonFinite(.logits) }
+        if status != CHARRNN_OK { throw .core(CoreError(status, function: "charrnn_sample")) }
+        return token
+    }
+}
+
+extension SamplingOptions {
+    /// The options as the core's sampling parameters.
+    var coreParameters: charrnn_sampling_params {
+        charrnn_sampling_params(temperature: temperature, top_k: Int32(topK ?? 0), top_p: topP ?? 1,
+                                greedy: greedy ? 1 : 0)
+    }
+
+    /// The seed of stream `stream` of a batch seeded with `seed`: the seed
+    /// itself for stream 0, then steps of the golden ratio.
+    static func streamSeed(_ seed: UInt64, stream: Int) -> UInt64 {
+        seed &+ UInt64(stream) &* 0x9E37_79B9_7F4A_7C15
     }
 }

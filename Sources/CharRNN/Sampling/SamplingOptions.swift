@@ -20,6 +20,10 @@ public struct SamplingOptions: Sendable, Equatable {
     /// Full-distribution sampling at temperature 1 with seed 0.
     public init() {}
 
+    /// The notebook's filter, the 5 most likely characters (all of them in a
+    /// smaller vocabulary): the default top-k when neither top-k nor top-p is asked for.
+    public static func notebookTopK(vocabularySize: Int) -> Int { min(5, vocabularySize) }
+
     /// What a generation call is given, named as the properties and
     /// parameters (`topK`, `length`, …), for errors that say which is out of range.
     public enum Option: String, Sendable, CaseIterable {

@@ -16,6 +16,11 @@
 /// The generator only reads the model; do not train the same model while
 /// generating from it.
 public struct TextGenerator {
+    /// The prime used when none is given (`charrnn sample`'s default).
+    public static let defaultPrime = "The "
+    /// Characters generated after the prime when no length is given.
+    public static let defaultLength = 2000
+
     /// The model that writes.
     public let model: Model
     /// The model's alphabet.

@@ -1,0 +1,239 @@
+import CCharRNN
+import Foundation
+
+/// Generates text for many concurrent requests by stepping them together:
+/// continuous batching over the core's multi-stream `charrnn_step`.
+///
+/// Every request becomes one stream of a shared batch. Between two steps,
+/// finished and cancelled streams leave and waiting requests join (each from
+/// a zero state, its prime fed one character per step as `TextGenerator`
+/// does), so a request never waits for another to finish and the model's
+/// weights are read once per step for all of them. Each stream draws with its
+/// own options and its own generator seeded with its request's seed, and the
+/// core computes every stream's row independently, so a request's text is
+/// the one `TextGenerator.generate` (and `charrnn sample`) gives alone.
+///
+/// ```swift
+/// let scheduler = try GenerationScheduler(generator: TextGenerator(checkpoint: checkpoint))
+/// var request = GenerationRequest()
+/// request.prime = "Anna"
+/// request.options.seed = 7
+/// for await chunk in try scheduler.submit(request) {
+///     print(chunk.text, terminator: "")
+/// }
+/// await scheduler.shutDown(gracePeriod: .seconds(5))
+/// ```
+///
+/// The steps run on one thread the scheduler owns (the core's OpenMP threads
+/// work inside each step); `submit` and the streams may be used from any task.
+public final class GenerationScheduler: Sendable {
+    /// Bounds on what the scheduler takes on.
+    public struct Limits: Sendable, Equatable {
+        /// Streams stepped together at most; more requests wait in the queue.
+        public var maxStreams = 64
+        /// Requests waiting for a stream at most; beyond it `submit` throws `.busy`.
+        public var maxQueued = 256
+        /// Characters one request may ask for after its prime.
+        public var maxLength = 20_000
+
+        /// 64 streams, 256 waiting, 20,000 characters a request.
+        public init() {}
+    }
+
+    /// What the scheduler is doing now, and has done since it started.
+    public struct Statistics: Sendable, Equatable {
+        /// Streams in the batch (generating, or feeding their prime).
+        public var activeStreams = 0
+        /// Requests waiting for a free stream.
+        public var queuedRequests = 0
+        /// Steps run.
+        public var steps = 0
+        /// Characters generated (primes not counted).
+        public var characters = 0
+    }
+
+    /// The vocabulary of the model the scheduler writes with.
+    public let vocabulary: Vocabulary
+    /// The bounds it was made with.
+    public let limits: Limits
+    private let engine: SchedulerEngine
+
+    /// A scheduler for `generator`'s model; its thread starts at once and
+    /// sleeps while there is nothing to do.
+    /// - Throws: `ModelError` when the buffers for `limits.maxStreams`
+    ///   streams do not fit, or the core refuses that many streams.
+    public init(generator: TextGenerator, limits: Limits = Limits()) throws(ModelError) {
+        precondition(limits.maxStreams >= 1 && limits.maxQueued >= 0 && limits.maxLength >= 0, "limits must not be negative")
+        vocabulary = generator.vocabulary
+        self.limits = limits
+        engine = try SchedulerEngine(generator: generator, limits: limits)
+        let engine = self.engine
+        let thread = Thread { engine.run() }
+        thread.name = "charrnn-scheduler"
+        thread.start()
+    }
+
+    deinit { engine.stop(after: .zero) }
+
+    /// Starts generating `request`'s text; its characters arrive on the
+    /// returned stream, the prime first. Dropping the stream (or cancelling
+    /// the task that reads it) ends the request and frees its place before
+    /// the next step.
+    /// - Throws: `.invalidRequest` for an option out of range, an empty
+    ///   prime or prime characters the vocabulary lacks; `.lengthAboveLimit`;
+    ///   `.busy` when `maxStreams` are stepping and `maxQueued` waiting;
+    ///   `.shuttingDown` after `shutDown`.
+    public func submit(_ request: GenerationRequest) throws(SchedulerError) -> GenerationStream {
+        guard request.length >= 0 else {
+            throw .invalidRequest(.invalidOption(.length, value: "\(request.length)", requirement: "0 or more"))
+        }
+        let primeTokens: [Int32]
+        do throws(SamplingError) {
+            try request.options.validate(vocabularySize: vocabulary.count)
+            primeTokens = try engine.encodePrime(request.prime)
+        } catch {
+            throw .invalidRequest(error)
+        }
+        guard request.length <= limits.maxLength else {
+            throw .lengthAboveLimit(length: request.length, limit: limits.maxLength)
+        }
+        let slot = GenerationSlot(
+            primeTokens: primeTokens, primeText: vocabulary.decode(primeTokens), length: request.length,
+            options: request.options, deadline: request.timeout.map { ContinuousClock.now.advanced(by: $0) })
+        try engine.enqueue(slot)
+        return GenerationStream(slot: slot)
+    }
+
+    /// A snapshot of the batch, the queue and the totals.
+    public var statistics: Statistics { engine.statistics }
+
+    /// Stops taking requests (`submit` throws `.shuttingDown`) and lets the
+    /// requests already taken, queued ones included, run for up to
+    /// `gracePeriod`; those still going then end with `.shutDown`. Returns
+    /// when the scheduler's thread has finished.
+    public func shutDown(gracePeriod: Duration) async {
+        engine.stop(after: gracePeriod)
+        await engine.waitUntilStopped()
+    }
+}
+
+/// One request for text: the same prime, length and options as
+/// `TextGenerator.generate` takes, and an optional time limit.
+public struct GenerationRequest: Sendable, Equatable {
+    /// The text to start from; the stream begins with it.
+    public var prime = TextGenerator.defaultPrime
+    /// Characters to generate after the prime.
+    public var length = TextGenerator.defaultLength
+    /// How characters are drawn, and the seed.
+    public var options = SamplingOptions()
+    /// The longest the request may take from `submit`, waiting included;
+    /// then it ends with `.timedOut`. `nil`: no limit.
+    public var timeout: Duration? = nil
+
+    /// The default prime and length, full-distribution sampling with seed 0, no time limit.
+    public init() {}
+}
+
+/// Why a scheduler refused a request.
+public enum SchedulerError: Error, Equatable, CustomStringConvertible {
+    /// An option out of range, an empty prime, or prime characters the model lacks.
+    case invalidRequest(SamplingError)
+    /// The request asks for more characters than the scheduler's limit.
+    case lengthAboveLimit(length: Int, limit: Int)
+    /// Every stream is busy and the queue is full.
+    case busy(activeStreams: Int, queuedRequests: Int)
+    /// The scheduler is shutting down.
+    case shuttingDown
+
+    public var description: String {
+        switch self {
+        case .invalidRequest(let error): return error.description
+        case .lengthAboveLimit(let length, let limit):
+            return "length must be at most \(limit) (got \(length))"
+        case .busy(let active, let queued):
+            return "busy: \(active) streams generating and \(queued) requests waiting, the most this server takes"
+        case .shuttingDown: return "shutting down: no new requests are taken"
+        }
+    }
+}
+
+/// How a request's text ended.
+public enum GenerationEnd: Sendable, Equatable {
+    /// All the characters asked for were generated.
+    case completed
+    /// The reader cancelled the request or let go of its stream.
+    case cancelled
+    /// The request's timeout passed first.
+    case timedOut
+    /// The scheduler was shut down first.
+    case shutDown
+    /// The model failed part-way (for example, its scores came out non-finite).
+    case failed(ModelError)
+}
+
+/// Characters that arrived together: everything generated since the last
+/// chunk was read (the first chunk holds the prime), and, in the last chunk,
+/// how the text ended.
+public struct GenerationChunk: Sendable, Equatable {
+    /// The new text (may be empty in the last chunk).
+    public let text: String
+    /// Set in the last chunk only.
+    public let end: GenerationEnd?
+}
+
+/// A request's text as it is generated: an `AsyncSequence` of chunks that
+/// ends after the chunk whose `end` is set. Read it from one task. Letting
+/// go of the stream, or cancelling the task reading it, ends the request.
+public final class GenerationStream: AsyncSequence, Sendable {
+    let slot: GenerationSlot
+
+    init(slot: GenerationSlot) { self.slot = slot }
+
+    deinit { slot.cancel() }
+
+    /// The prime as the model reads it (the stream's first text).
+    public var prime: String { slot.primeText }
+    /// The seed the request's characters are drawn with.
+    public var seed: UInt64 { slot.options.seed }
+
+    /// Ends the request now; the stream's last chunk says `.cancelled`.
+    public func cancel() { slot.cancel() }
+
+    /// Reads the whole stream: the text (prime included) and how it ended.
+    public func collect() async -> (text: String, end: GenerationEnd) {
+        var text = ""
+        for await chunk in self {
+            text += chunk.text
+            if let end = chunk.end { return (text, end) }
+        }
+        return (text, .cancelled)
+    }
+
+    /// The chunks, in order.
+    public func makeAsyncIterator() -> Iterator { Iterator(stream: self) }
+
+    /// Waits for the next chunk.
+    public struct Iterator: AsyncIteratorProtocol {
+        let stream: GenerationStream
+        var ended = false
+
+        /// The next chunk, or `nil` after the last.
+        public mutating func next() async -> GenerationChunk? {
+            guard !ended else { return nil }
+            let slot = stream.slot
+            while true {
+                if let chunk = slot.take() {
+                    if chunk.end != nil { ended = true }
+                    return chunk
+                }
+                await withTaskCancellationHandler {
+                    await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+                        slot.wait(waiter)
+                    }
+                } onCancel: {
+                    slot.cancel()
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,317 @@
+import CCharRNN
+import Foundation
+import Synchronization
+
+/// One request as both sides see it: what the engine delivers and the
+/// reader takes, behind one lock. Immutable apart from that.
+final class GenerationSlot: Sendable {
+    let primeTokens: [Int32]
+    let primeText: String
+    let length: Int
+    let options: SamplingOptions
+    let deadline: ContinuousClock.Instant?
+    private let shared: Mutex<Shared>
+
+    private struct Shared {
+        /// Delivered, not yet taken (starts as the prime).
+        var pending: String.UnicodeScalarView
+        var end: GenerationEnd? = nil
+        var taken = false
+        var cancelled = false
+        /// The reader, when it waits for more.
+        var waiter: CheckedContinuation<Void, Never>? = nil
+    }
+
+    init(primeTokens: [Int32], primeText: String, length: Int, options: SamplingOptions, deadline: ContinuousClock.Instant?) {
+        self.primeTokens = primeTokens
+        self.primeText = primeText
+        self.length = length
+        self.options = options
+        self.deadline = deadline
+        shared = Mutex(Shared(pending: primeText.unicodeScalars))
+    }
+
+    /// Whether the reader has gone (the engine drops the stream at the next step).
+    var isCancelled: Bool { shared.withLock { $0.cancelled } }
+
+    /// Whether the text has ended, for any reason.
+    var hasEnded: Bool { shared.withLock { $0.end != nil } }
+
+    /// Adds one generated character (the engine, after a step).
+    func deliver(_ scalar: Unicode.Scalar) {
+        let waiter = shared.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard state.end == nil else { return nil }
+            state.pending.append(scalar)
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// Ends the text (the first end given wins).
+    func finish(_ end: GenerationEnd) {
+        let waiter = shared.withLock { state -> CheckedContinuation<Void, Never>? in
+            if state.end == nil { state.end = end }
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// The reader is gone or asked to stop.
+    func cancel() {
+        let waiter = shared.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.cancelled = true
+            if state.end == nil { state.end = .cancelled }
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// What arrived since the last call, or nil when nothing has (the
+    /// chunk with the end is returned once).
+    func take() -> GenerationChunk? {
+        shared.withLock { state in
+            guard !state.taken else { return nil }
+            guard !state.pending.isEmpty || state.end != nil else { return nil }
+            let chunk = GenerationChunk(text: String(state.pending), end: state.end)
+            state.pending = String.UnicodeScalarView()
+            if state.end != nil { state.taken = true }
+            return chunk
+        }
+    }
+
+    /// Resumes `waiter` when something arrives (at once if something has).
+    func wait(_ waiter: CheckedContinuation<Void, Never>) {
+        let ready = shared.withLock { state -> Bool in
+            if !state.pending.isEmpty || state.end != nil { return true }
+            state.waiter?.resume()  // a second reader: wake the first, which finds nothing and waits again
+            state.waiter = waiter
+            return false
+        }
+        if ready { waiter.resume() }
+    }
+}
+
+/// The scheduler's loop and the memory it steps in. The queue, counters and
+/// stop request are shared under `condition`; the batch (`rows`, state,
+/// scratch, logits) belongs to the engine's thread alone, which is also the
+/// only user of the model.
+final class SchedulerEngine: @unchecked Sendable {
+    private let generator: TextGenerator
+    private var model: Model { generator.model }
+    private var vocabulary: Vocabulary { generator.vocabulary }
+    private let limits: GenerationScheduler.Limits
+    private let condition = NSCondition()
+
+    // Under `condition`.
+    private var waiting: [GenerationSlot] = []
+    private var stepping = 0
+    private var accepting = true
+    private var endEverythingAt: ContinuousClock.Instant? = nil
+    private var stopped = false
+    private var stopWaiters: [CheckedContinuation<Void, Never>] = []
+    private var totals = GenerationScheduler.Statistics()
+
+    // The engine thread's own.
+    private struct Row {
+        let slot: GenerationSlot
+        var generator: charrnn_rng
+        var parameters: charrnn_sampling_params
+        var fed = 0
+        var generated = 0
+        var next: Int32 = 0
+    }
+    private var rows: [Row] = []
+    private var state: RecurrentState
+    private var tokens: [Int32] = []
+    private var logits: [Float]
+    private let stepScratch: FloatBuffer
+    private let sampleScratch: FloatBuffer
+
+    init(generator: TextGenerator, limits: GenerationScheduler.Limits) throws(ModelError) {
+        self.generator = generator
+        self.limits = limits
+        let configuration = generator.model.configuration
+        let stepScratchCount = try configuration.stepScratchCount(streams: limits.maxStreams)
+        let sampleScratchCount = try configuration.sampleScratchCount()
+        let maxStateCount = try configuration.stateCount(batchSize: limits.maxStreams)
+        let (logitCount, overflow) = limits.maxStreams.multipliedReportingOverflow(by: configuration.vocabularySize)
+        guard !overflow else { throw .core(CoreError(CHARRNN_ERR_INVALID_SHAPE, function: "charrnn_step")) }
+        do {
+            try MemoryBudget.check(requiredBytes: MemoryBudget.sum(
+                MemoryBudget.floatBytes(stepScratchCount), MemoryBudget.floatBytes(2 * maxStateCount),
+                MemoryBudget.floatBytes(logitCount)))
+            stepScratch = try FloatBuffer(count: stepScratchCount)
+            sampleScratch = try FloatBuffer(count: sampleScratchCount)
+        } catch {
+            throw .insufficientMemory(error)
+        }
+        state = RecurrentState(configuration: configuration, batchSize: 0)
+        logits = [Float](repeating: 0, count: logitCount)
+    }
+
+    /// The prime's tokens (only reads the vocabulary).
+    func encodePrime(_ prime: String) throws(SamplingError) -> [Int32] {
+        try generator.encodePrime(prime)
+    }
+
+    var statistics: GenerationScheduler.Statistics {
+        condition.lock()
+        defer { condition.unlock() }
+        var snapshot = totals
+        snapshot.activeStreams = stepping
+        snapshot.queuedRequests = max(0, waiting.count)
+        return snapshot
+    }
+
+    func enqueue(_ slot: GenerationSlot) throws(SchedulerError) {
+        condition.lock()
+        defer { condition.unlock() }
+        guard accepting else { throw .shuttingDown }
+        guard stepping + waiting.count < limits.maxStreams + limits.maxQueued else {
+            throw .busy(activeStreams: stepping, queuedRequests: waiting.count)
+        }
+        waiting.append(slot)
+        condition.signal()
+    }
+
+    /// Takes no more requests; from `delay` on, ends every stream still going.
+    func stop(after delay: Duration) {
+        condition.lock()
+        accepting = false
+        let deadline = ContinuousClock.now.advanced(by: delay)
+        endEverythingAt = min(endEverythingAt ?? deadline, deadline)
+        condition.signal()
+        condition.unlock()
+    }
+
+    func waitUntilStopped() async {
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            condition.lock()
+            if stopped {
+                condition.unlock()
+                waiter.resume()
+            } else {
+                stopWaiters.append(waiter)
+                condition.unlock()
+            }
+        }
+    }
+
+    /// The loop: between steps, streams leave and join; then one step for
+    /// all of them, and a draw for each stream past its prime.
+    func run() {
+        while true {
+            let now = ContinuousClock.now
+            // Leaving: finished, cancelled, out of time, or shut down.
+            var survivors: [Int] = []
+            let endAll = condition.withLock { endEverythingAt.map { now >= $0 } ?? false }
+            for (index, row) in rows.enumerated() {
+                if let end = Self.endBeforeStep(row.slot, now: now, endAll: endAll) {
+                    row.slot.finish(end)
+                } else if !row.slot.hasEnded {
+                    survivors.append(index)
+                }
+            }
+            // Joining, from the queue, as far as there is room.
+            condition.lock()
+            waiting.removeAll { slot in
+                guard let end = Self.endBeforeStep(slot, now: now, endAll: endAll) else { return false }
+                slot.finish(end)
+                return true
+            }
+            var joining: [GenerationSlot] = []
+            while survivors.count + joining.count < limits.maxStreams, !waiting.isEmpty {
+                let slot = waiting.removeFirst()
+                if slot.length == 0 { slot.finish(.completed) } else { joining.append(slot) }
+            }
+            stepping = survivors.count + joining.count
+            if stepping == 0 {
+                if !accepting && waiting.isEmpty {
+                    stopped = true
+                    let waiters = stopWaiters
+                    stopWaiters = []
+                    condition.unlock()
+                    rows = []
+                    for waiter in waiters { waiter.resume() }
+                    return
+                }
+                rows = []
+                state = RecurrentState(configuration: model.configuration, batchSize: 0)
+                // Sleep until a request or a stop arrives (queued requests
+                // with a deadline are never left waiting: there is room).
+                if waiting.isEmpty && accepting { condition.wait() }
+                condition.unlock()
+                continue
+            }
+            condition.unlock()
+
+            if survivors.count != rows.count || !joining.isEmpty {
+                state = state.rearranged(survivors.map { Optional($0) } + joining.map { _ in nil },
+                                         configuration: model.configuration)
+                rows = survivors.map { rows[$0] } + joining.compactMap(makeRow)
+                if rows.count != state.batchSize {  // a joiner whose generator failed to seed
+                    state = state.rearranged(Array(0..<rows.count), configuration: model.configuration)
+                }
+                if rows.isEmpty { continue }
+            }
+            step()
+        }
+    }
+
+    private static func endBeforeStep(_ slot: GenerationSlot, now: ContinuousClock.Instant, endAll: Bool) -> GenerationEnd? {
+        if slot.isCancelled { return .cancelled }
+        if endAll { return .shutDown }
+        if let deadline = slot.deadline, now >= deadline { return .timedOut }
+        return nil
+    }
+
+    private func makeRow(_ slot: GenerationSlot) -> Row? {
+        var generator = charrnn_rng()
+        let status = charrnn_rng_seed(&generator, slot.options.seed)
+        guard status == CHARRNN_OK else {
+            slot.finish(.failed(.core(CoreError(status, function: "charrnn_rng_seed"))))
+            return nil
+        }
+        return Row(slot: slot, generator: generator, parameters: slot.options.coreParameters)
+    }
+
+    /// One step of every row: a prime character or the last drawn one in,
+    /// then a draw for every row whose prime is all in.
+    private func step() {
+        tokens.removeAll(keepingCapacity: true)
+        for row in rows {
+            tokens.append(row.fed < row.slot.primeTokens.count ? row.slot.primeTokens[row.fed] : row.next)
+        }
+        do {
+            try model.step(streams: rows.count, tokens: tokens, state: &state.values, scratch: stepScratch, logits: &logits)
+        } catch {
+            for row in rows { row.slot.finish(.failed(error)) }
+            return
+        }
+        var drawn = 0
+        for index in rows.indices {
+            var row = rows[index]
+            defer { rows[index] = row }
+            if row.fed < row.slot.primeTokens.count { row.fed += 1 }
+            guard row.fed == row.slot.primeTokens.count, !row.slot.hasEnded else { continue }
+            do {
+                let token = try model.drawToken(logits: logits, stream: index, parameters: &row.parameters,
+                                                generator: &row.generator, scratch: sampleScratch)
+                row.next = token
+                row.generated += 1
+                drawn += 1
+                row.slot.deliver(vocabulary.scalars[Int(token)])
+                if row.generated == row.slot.length { row.slot.finish(.completed) }
+            } catch {
+                row.slot.finish(.failed(error))
+            }
+        }
+        condition.withLock {
+            totals.steps += 1
+            totals.characters += drawn
+        }
+    }
+}

@@ -1,0 +1,224 @@
+import CharRNN
+import Foundation
+import Testing
+
+/// Protects continuous batching: requests stepped together get the text they
+/// get alone, however they join and leave, and every way a request ends
+/// (done, cancelled, dropped, out of time, shut down, refused) frees its place.
+@Suite("Generation scheduler")
+struct SchedulerTests {
+    /// An untrained two-layer model of 128 units over a 39-character
+    /// alphabet: near-uniform scores, so a draw from the full distribution
+    /// changes with the smallest difference in the arithmetic.
+    static func untrained(cell: Cell = .lstm) throws -> TextGenerator {
+        let vocabulary = try Vocabulary(scalars: Array("abcdefghijklmnopqrstuvwxyz .,;:!?\nАнаé🙂".unicodeScalars))
+        let configuration = ModelConfiguration(vocabularySize: vocabulary.count, hiddenSize: 128, layerCount: 2, cell: cell)
+        let model = try Model(configuration: configuration, seed: 5, purpose: .inference)
+        return try TextGenerator(model: model, vocabulary: vocabulary)
+    }
+
+    static func request(_ prime: String, length: Int, seed: UInt64, _ edit: (inout GenerationRequest) -> Void = { _ in }) -> GenerationRequest {
+        var request = GenerationRequest()
+        request.prime = prime
+        request.length = length
+        request.options.seed = seed
+        edit(&request)
+        return request
+    }
+
+    static func alone(_ generator: TextGenerator, _ request: GenerationRequest) throws -> String {
+        try generator.generate(prime: request.prime, length: request.length, options: request.options)
+    }
+
+    /// Polls `condition` for up to `seconds`.
+    static func eventually(within seconds: Double = 10, _ condition: () -> Bool) async -> Bool {
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end {
+            if condition() { return true }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return condition()
+    }
+
+    @Test("Forty requests stepped together each get the text they get alone, for every cell", arguments: Cell.allCases)
+    func concurrentRequestsMatchAlone(cell: Cell) async throws {
+        let generator = try Self.untrained(cell: cell)
+        let scheduler = try GenerationScheduler(generator: generator)
+        // Different primes (so streams leave the prime at different steps),
+        // lengths (so they leave the batch at different steps) and options.
+        let requests = (0..<40).map { index in
+            Self.request(String(repeating: "ана ", count: 1 + index % 5) + "é", length: 20 + 7 * index, seed: UInt64(1000 + index)) {
+                switch index % 4 {
+                case 0: break
+                case 1: $0.options.topK = 5
+                case 2: $0.options.topP = 0.9; $0.options.temperature = 0.8
+                default: $0.options.temperature = 1.3
+                }
+            }
+        }
+        let texts = try await withThrowingTaskGroup(of: (Int, String, GenerationEnd).self) { group in
+            for (index, request) in requests.enumerated() {
+                let stream = try scheduler.submit(request)
+                group.addTask { let (text, end) = await stream.collect(); return (index, text, end) }
+            }
+            var texts = [String](repeating: "", count: requests.count)
+            for try await (index, text, end) in group {
+                #expect(end == .completed)
+                texts[index] = text
+            }
+            return texts
+        }
+        for (request, text) in zip(requests, texts) {
+            #expect(text == (try Self.alone(generator, request)), "seed \(request.options.seed)")
+        }
+        let statistics = scheduler.statistics
+        #expect(statistics.characters == requests.reduce(0) { $0 + $1.length })
+        #expect(statistics.steps < statistics.characters / 10, "the requests shared steps")
+        await scheduler.shutDown(gracePeriod: .zero)
+    }
+
+    @Test("Requests that join while others run, and wait in the queue for a place, still get their text alone")
+    func joiningAndQueuedRequestsMatchAlone() async throws {
+        let generator = try Self.untrained()
+        var limits = GenerationScheduler.Limits()
+        limits.maxStreams = 3
+        let scheduler = try GenerationScheduler(generator: generator, limits: limits)
+        var requests: [GenerationRequest] = []
+        var streams: [GenerationStream] = []
+        for index in 0..<9 {
+            let request = Self.request("a", length: 30 + 11 * index, seed: UInt64(index))
+            requests.append(request)
+            streams.append(try scheduler.submit(request))
+            if index == 5 { #expect(scheduler.statistics.queuedRequests > 0) }
+            try await Task.sleep(for: .milliseconds(3))  // later requests join a running batch
+        }
+        for (request, stream) in zip(requests, streams) {
+            let (text, end) = await stream.collect()
+            #expect(end == .completed)
+            #expect(text == (try Self.alone(generator, request)))
+        }
+        await scheduler.shutDown(gracePeriod: .zero)
+    }
+
+    @Test("A stream starts with the prime and its chunks add up to the text")
+    func chunksAddUp() async throws {
+        let generator = try Self.untrained()
+        let scheduler = try GenerationScheduler(generator: generator)
+        let request = Self.request("Ана🙂", length: 300, seed: 9)
+        var chunks: [GenerationChunk] = []
+        for await chunk in try scheduler.submit(request) { chunks.append(chunk) }
+        #expect(chunks.first?.text.hasPrefix("Ана🙂") == true)
+        #expect(chunks.last?.end == .completed)
+        #expect(chunks.dropLast().allSatisfy { $0.end == nil })
+        #expect(chunks.map(\.text).joined() == (try Self.alone(generator, request)))
+        await scheduler.shutDown(gracePeriod: .zero)
+    }
+
+    @Test("Cancelling a stream, or letting go of it, frees its place for the next request")
+    func cancelledAndDroppedStreamsLeave() async throws {
+        let generator = try Self.untrained()
+        var limits = GenerationScheduler.Limits()
+        limits.maxStreams = 1
+        let scheduler = try GenerationScheduler(generator: generator, limits: limits)
+        let long = Self.request("a", length: 20_000, seed: 1)
+        let first = try scheduler.submit(long)
+        var iterator = first.makeAsyncIterator()
+        _ = await iterator.next()  // the prime
+        #expect(await Self.eventually { scheduler.statistics.activeStreams == 1 })
+        first.cancel()
+        var last: GenerationChunk? = nil
+        while let chunk = await iterator.next() { last = chunk }
+        #expect(last?.end == .cancelled)
+        #expect(await Self.eventually { scheduler.statistics.activeStreams == 0 })
+
+        do { _ = try scheduler.submit(long) }  // dropped at once
+        #expect(await Self.eventually { scheduler.statistics.activeStreams == 0 && scheduler.statistics.queuedRequests == 0 })
+        #expect(scheduler.statistics.characters < 20_000)
+
+        let short = Self.request("b", length: 40, seed: 2)
+        #expect(await (try scheduler.submit(short)).collect().text == (try Self.alone(generator, short)))
+        await scheduler.shutDown(gracePeriod: .zero)
+    }
+
+    @Test("A task cancelled while it reads ends its request")
+    func cancelledTaskEndsItsRequest() async throws {
+        let scheduler = try GenerationScheduler(generator: try Self.untrained())
+        let stream = try scheduler.submit(Self.request("a", length: 20_000, seed: 3))
+        let reader = Task { await stream.collect() }
+        #expect(await Self.eventually { scheduler.statistics.characters > 10 })
+        reader.cancel()
+        #expect(await reader.value.end == .cancelled)
+        #expect(await Self.eventually { scheduler.statistics.activeStreams == 0 })
+        await scheduler.shutDown(gracePeriod: .zero)
+    }
+
+    @Test("Beyond the streams and the queue a request is refused as busy, and taken again once there is room")
+    func fullQueueRefuses() async throws {
+        var limits = GenerationScheduler.Limits()
+        limits.maxStreams = 2
+        limits.maxQueued = 1
+        let scheduler = try GenerationScheduler(generator: try Self.untrained(), limits: limits)
+        let long = Self.request("a", length: 20_000, seed: 1)
+        let taken = try (0..<3).map { _ in try scheduler.submit(long) }
+        // Between steps the three may be stepping or still waiting; together they fill both.
+        do {
+            _ = try scheduler.submit(long)
+            Issue.record("a fourth request was taken")
+        } catch .busy(let active, let queued) {
+            #expect(active + queued == 3)
+        }
+        taken[0].cancel()
+        #expect(await Self.eventually { scheduler.statistics.queuedRequests == 0 })
+        #expect(throws: Never.self) { _ = try scheduler.submit(Self.request("a", length: 1, seed: 1)) }
+        await scheduler.shutDown(gracePeriod: .zero)
+    }
+
+    @Test("A request past its timeout ends as timed out, with the text made so far")
+    func timeoutEndsRequest() async throws {
+        let generator = try Self.untrained()
+        let scheduler = try GenerationScheduler(generator: generator)
+        let request = Self.request("a", length: 20_000, seed: 4) { $0.timeout = .milliseconds(200) }
+        let (text, end) = await (try scheduler.submit(request)).collect()
+        #expect(end == .timedOut)
+        #expect(text.count > 1 && text.count < 20_001)
+        #expect(try Self.alone(generator, request).hasPrefix(text))
+        await scheduler.shutDown(gracePeriod: .zero)
+    }
+
+    @Test("Shutting down refuses new requests, lets short ones finish and ends long ones after the grace period")
+    func shutDownDrains() async throws {
+        let generator = try Self.untrained()
+        let scheduler = try GenerationScheduler(generator: generator)
+        let short = try scheduler.submit(Self.request("a", length: 50, seed: 1))
+        let long = try scheduler.submit(Self.request("a", length: 20_000, seed: 2))
+        let started = Date()
+        await scheduler.shutDown(gracePeriod: .milliseconds(300))
+        #expect(Date().timeIntervalSince(started) < 5)
+        #expect(await short.collect().end == .completed)
+        #expect(await long.collect().end == .shutDown)
+        #expect(throws: SchedulerError.shuttingDown) { try scheduler.submit(Self.request("a", length: 5, seed: 1)) }
+    }
+
+    @Test("Bad requests are refused with what is wrong: options, unknown prime characters, empty prime, length")
+    func badRequestsAreRefused() async throws {
+        var limits = GenerationScheduler.Limits()
+        limits.maxLength = 100
+        let scheduler = try GenerationScheduler(generator: try Self.untrained(), limits: limits)
+        #expect(throws: SchedulerError.invalidRequest(.unknownCharacters(["Z", "Q"]))) {
+            try scheduler.submit(Self.request("aZbQ", length: 5, seed: 1))
+        }
+        #expect(throws: SchedulerError.invalidRequest(.emptyPrime)) { try scheduler.submit(Self.request("", length: 5, seed: 1)) }
+        #expect(throws: SchedulerError.lengthAboveLimit(length: 101, limit: 100)) {
+            try scheduler.submit(Self.request("a", length: 101, seed: 1))
+        }
+        #expect(throws: SchedulerError.invalidRequest(.invalidOption(.length, value: "-1", requirement: "0 or more"))) {
+            try scheduler.submit(Self.request("a", length: -1, seed: 1))
+        }
+        #expect(throws: SchedulerError.invalidRequest(.invalidOption(.topK, value: "0", requirement: "between 1 and the vocabulary size 39"))) {
+            try scheduler.submit(Self.request("a", length: 5, seed: 1) { $0.options.topK = 0 })
+        }
+        // A zero-length request is the prime alone.
+        #expect(await (try scheduler.submit(Self.request("ab", length: 0, seed: 1))).collect() == ("ab", .completed))
+        await scheduler.shutDown(gracePeriod: .zero)
+    }
+}
