@@ -39,6 +39,8 @@ let package = Package(
         .executable(name: "charrnn", targets: ["charrnn"]),
         // Data-parallel training over MPI; empty unless built with the MPI trait.
         .library(name: "CharRNNMPI", targets: ["CharRNNMPI"]),
+        // The HTTP server and playground: its own product, so `charrnn` builds without Hummingbird.
+        .executable(name: "charrnn-server", targets: ["charrnn-server"]),
     ],
     // MARK: - Traits
     traits: [
@@ -46,6 +48,11 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // Only charrnn-server uses these.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // MARK: - The C core: compute only, over caller-owned memory
@@ -85,15 +92,42 @@ let package = Package(
             dependencies: ["CharRNN", "CCharRNNMPI"],
             path: "Sources/CharRNNMPI"
         ),
+        // MARK: - What the two executables share: JSON output, finding a checkpoint
+        .target(
+            name: "CharRNNTools",
+            dependencies: ["CharRNN"],
+            path: "Sources/CharRNNTools"
+        ),
         // MARK: - The command-line tool
         .executableTarget(
             name: "charrnn",
             dependencies: [
                 "CharRNN",
+                "CharRNNTools",
                 .target(name: "CharRNNMPI", condition: .when(traits: withMPI)),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/charrnn"
+        ),
+        // MARK: - The HTTP server: a thin layer over the library's GenerationScheduler
+        .executableTarget(
+            name: "charrnn-server",
+            dependencies: [
+                "CharRNN",
+                "CharRNNTools",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/charrnn-server",
+            resources: [
+                .embedInCode("Playground/index.html"),
+                .embedInCode("Playground/playground.js"),
+                .embedInCode("Playground/playground.css"),
+                .embedInCode("openapi.json"),
+            ]
         ),
         // MARK: - Tools
         .executableTarget(

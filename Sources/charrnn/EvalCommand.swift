@@ -1,5 +1,6 @@
 import ArgumentParser
 import CharRNN
+import CharRNNTools
 import Foundation
 
 /// `charrnn eval`: a model's cross-entropy on a text.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CharRNN
+import CharRNNTools
 import Foundation
 
 /// `charrnn sample`: write text with a trained model.
@@ -21,7 +22,7 @@ struct SampleCommand: ParsableCommand {
     var checkpoint: String
 
     @Option(name: .long, help: "Characters to generate after the prime (0 or more).")
-    var length = 2000
+    var length = TextGenerator.defaultLength
 
     @Option(name: .long, help: "Text to start from, or - to read it from standard input; the output begins with it. (default: \"The \")")
     var prime: String?
@@ -63,7 +64,8 @@ struct SampleCommand: ParsableCommand {
             var options = SamplingOptions()
             options.temperature = temperature ?? options.temperature
             // The notebook's top-5 is the default only when no other filter is asked for.
-            options.topK = noTopK || (topK == nil && topP != nil) ? nil : (topK ?? min(5, generator.vocabulary.count))
+            options.topK = noTopK || (topK == nil && topP != nil) ? nil
+                : (topK ?? SamplingOptions.notebookTopK(vocabularySize: generator.vocabulary.count))
             options.topP = topP
             options.greedy = greedy
             options.seed = seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
@@ -135,7 +137,7 @@ struct SampleCommand: ParsableCommand {
             source = "the prime on standard input"
             data = FileHandle.standardInput.readDataToEndOfFile()
         } else {
-            return prime ?? "The "
+            return prime ?? TextGenerator.defaultPrime
         }
         guard var text = String(data: data, encoding: .utf8) else { throw UsageError("\(source) is not valid UTF-8") }
         if vocabulary.index(of: "\r") == nil {

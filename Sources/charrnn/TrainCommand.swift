@@ -1,5 +1,6 @@
 import ArgumentParser
 import CharRNN
+import CharRNNTools
 import Foundation
 
 /// `charrnn train`: the notebook's training run on a text file.

@@ -1,4 +1,5 @@
 import CharRNN
+import CharRNNTools
 import Foundation
 
 #if canImport(Glibc)

@@ -50,6 +50,9 @@ public final class GenerationScheduler: Sendable {
         public var steps = 0
         /// Characters generated (primes not counted).
         public var characters = 0
+
+        /// All zero.
+        public init() {}
     }
 
     /// The vocabulary of the model the scheduler writes with.
@@ -103,6 +106,9 @@ public final class GenerationScheduler: Sendable {
         try engine.enqueue(slot)
         return GenerationStream(slot: slot)
     }
+
+    /// Whether `shutDown` has been called (requests are refused).
+    public var isShuttingDown: Bool { engine.isShuttingDown }
 
     /// A snapshot of the batch, the queue and the totals.
     public var statistics: Statistics { engine.statistics }

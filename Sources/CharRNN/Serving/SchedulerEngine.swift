@@ -157,6 +157,8 @@ final class SchedulerEngine: @unchecked Sendable {
         try generator.encodePrime(prime)
     }
 
+    var isShuttingDown: Bool { condition.withLock { !accepting } }
+
     var statistics: GenerationScheduler.Statistics {
         condition.lock()
         defer { condition.unlock() }

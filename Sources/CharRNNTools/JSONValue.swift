@@ -1,12 +1,13 @@
 import Foundation
 
-/// A JSON value the commands print (`train --json`, `eval --json`,
-/// `inspect --json`): built from the library's values, encoded with sorted
+/// A JSON value the tools print or serve (`train --json`, `eval --json`,
+/// `inspect --json`, `charrnn-server`'s answers): built from the library's values, encoded with sorted
 /// keys, numbers as the shortest decimals that read back exactly, and
 /// non-finite numbers as `null` (JSON has none).
-enum JSONValue: Encodable {
+public enum JSONValue: Encodable, Sendable {
     case string(String)
     case int(Int)
+    case unsigned(UInt64)
     case float(Float)
     case double(Double)
     case bool(Bool)
@@ -14,11 +15,12 @@ enum JSONValue: Encodable {
     case array([JSONValue])
     case object([String: JSONValue])
 
-    func encode(to encoder: Encoder) throws {
+    public func encode(to encoder: Encoder) throws {
         var container = encoder.singleValueContainer()
         switch self {
         case .string(let value): try container.encode(value)
         case .int(let value): try container.encode(value)
+        case .unsigned(let value): try container.encode(value)
         case .float(let value): if value.isFinite { try container.encode(value) } else { try container.encodeNil() }
         case .double(let value): if value.isFinite { try container.encode(value) } else { try container.encodeNil() }
         case .bool(let value): try container.encode(value)
@@ -30,7 +32,7 @@ enum JSONValue: Encodable {
 
     /// A metadata string as the JSON value it spells: an integer, a
     /// number, a boolean, or else the string itself.
-    static func parsing(_ text: String) -> JSONValue {
+    public static func parsing(_ text: String) -> JSONValue {
         if let integer = Int(text) { return .int(integer) }
         if let number = Double(text), number.isFinite, text.first.map({ $0.isNumber || $0 == "-" || $0 == "." }) == true {
             return .double(number)
@@ -40,7 +42,7 @@ enum JSONValue: Encodable {
     }
 
     /// The value as one line of JSON (no newline).
-    var line: String {
+    public var line: String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         guard let data = try? encoder.encode(self) else { return "null" }
@@ -48,14 +50,14 @@ enum JSONValue: Encodable {
     }
 
     /// Prints the value as one line on standard output.
-    func print() {
+    public func print() {
         FileHandle.standardOutput.write(Data((line + "\n").utf8))
     }
 }
 
 extension Optional {
     /// The wrapped value as JSON, or `null`.
-    func json(_ transform: (Wrapped) -> JSONValue) -> JSONValue {
+    public func json(_ transform: (Wrapped) -> JSONValue) -> JSONValue {
         map(transform) ?? .null
     }
 }

@@ -1,0 +1,160 @@
+import ArgumentParser
+import CharRNN
+import CharRNNTools
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+
+/// `charrnn-server`: a trained model behind an HTTP API and a playground page.
+@main
+struct ServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "charrnn-server",
+        abstract: "Serve a trained model over HTTP: a JSON API with streaming, and a playground page at /.",
+        discussion: """
+            POST /v1/generate takes {"prime", "length", "temperature", "top_k", "top_p", "seed", \
+            "stream"}, each optional with charrnn sample's defaults, and answers with the text \
+            charrnn sample prints for the same seed (or Server-Sent Events with "stream": true). \
+            Concurrent requests are stepped together through the model (continuous batching). \
+            GET /v1/model, /health, /metrics (Prometheus) and /openapi.json describe the rest. \
+            SIGTERM or Ctrl-C stops taking requests, lets those in flight finish for up to \
+            --shutdown-grace seconds, ends the rest, and exits.
+            """)
+
+    @Option(name: .long, help: "A checkpoint file, or a training output directory (its best.safetensors).")
+    var checkpoint: String
+
+    @Option(name: .long, help: "The address to listen on; 0.0.0.0 for every interface.")
+    var host = "127.0.0.1"
+
+    @Option(name: .long, help: "The port to listen on (0: any free port, printed at start).")
+    var port = 8080
+
+    @Option(name: .long, help: "Require Authorization: Bearer KEY on every route but /health and the playground's files. (default: $CHARRNN_API_KEY, else none)")
+    var apiKey: String?
+
+    @Option(name: .long, help: "Requests stepped together at most; more wait in the queue.")
+    var maxStreams = 64
+
+    @Option(name: .long, help: "Requests waiting at most; beyond, 503 with Retry-After.")
+    var maxQueued = 256
+
+    @Option(name: .long, help: "Characters one request may ask for after its prime.")
+    var maxLength = 20_000
+
+    @Option(name: .long, help: "Bytes a request body may have.")
+    var maxBodyBytes = 1 << 20
+
+    @Option(name: .long, help: "Seconds a generate request may take, waiting included.")
+    var timeout: Double = 300
+
+    @Option(name: .long, help: "Seconds requests in flight may run on after SIGTERM before they are ended.")
+    var shutdownGrace: Double = 10
+
+    func run() async throws {
+        do {
+            try await serve()
+        } catch let error as ExitCode {
+            throw error
+        } catch {
+            throw Self.fail("\(error)")
+        }
+    }
+
+    private func serve() async throws {
+        guard (1...65_535).contains(maxStreams) else { throw Self.fail("--max-streams must be between 1 and 65535 (got \(maxStreams))") }
+        guard maxQueued >= 0 else { throw Self.fail("--max-queued must be 0 or more (got \(maxQueued))") }
+        guard maxLength >= 0 else { throw Self.fail("--max-length must be 0 or more (got \(maxLength))") }
+        guard maxBodyBytes >= 1 else { throw Self.fail("--max-body-bytes must be at least 1 (got \(maxBodyBytes))") }
+        guard timeout > 0, timeout.isFinite else { throw Self.fail("--timeout must be a positive number of seconds (got \(timeout))") }
+        guard shutdownGrace >= 0, shutdownGrace.isFinite else {
+            throw Self.fail("--shutdown-grace must be 0 or more seconds (got \(shutdownGrace))")
+        }
+        guard (0...65_535).contains(port) else { throw Self.fail("--port must be between 0 and 65535 (got \(port))") }
+        let key = apiKey ?? ProcessInfo.processInfo.environment["CHARRNN_API_KEY"]
+        if let key, key.isEmpty { throw Self.fail("the API key is empty: give --api-key a value, or unset CHARRNN_API_KEY") }
+
+        let url: URL
+        let loaded: Checkpoint
+        let generator: TextGenerator
+        do {
+            url = try CheckpointLocator.best(checkpoint)
+            loaded = try Checkpoint(contentsOf: url, trainingState: false)
+            generator = try TextGenerator(checkpoint: loaded)
+        } catch {
+            throw Self.fail("cannot load --checkpoint '\(checkpoint)': \(error)")
+        }
+        var limits = GenerationScheduler.Limits()
+        limits.maxStreams = maxStreams
+        limits.maxQueued = maxQueued
+        limits.maxLength = maxLength
+        let scheduler: GenerationScheduler
+        do { scheduler = try GenerationScheduler(generator: generator, limits: limits) } catch {
+            throw Self.fail("cannot serve \(maxStreams) streams: \(error)")
+        }
+        var settings = ServerSettings()
+        settings.maxBodyBytes = maxBodyBytes
+        settings.requestTimeout = .milliseconds(Int64(timeout * 1000))
+        settings.apiKey = key
+        let server = Server(scheduler: scheduler, checkpoint: loaded, url: url, settings: settings)
+
+        var logger = Logger(label: "charrnn-server")
+        logger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+        let c = loaded.configuration
+        let summary = "\(c.layerCount) \(c.cell.displayName) \(c.layerCount == 1 ? "layer" : "layers") × \(c.hiddenSize) units, "
+            + "vocabulary \(c.vocabularySize)" + (key == nil ? "" : ", API key required")
+        let app = Application(
+            router: server.router(),
+            server: .http1(configuration: .init(idleTimeout: .seconds(60))),
+            configuration: .init(address: .hostname(host, port: port), serverName: "charrnn-server"),
+            onServerRunning: { channel in
+                let bound = channel.localAddress?.port ?? port
+                let shown = host.contains(":") ? "[\(host)]" : host
+                Self.say("charrnn-server: listening on http://\(shown):\(bound)/ (\(summary))")
+            },
+            logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: app), .init(service: SchedulerService(scheduler: scheduler, gracePeriod: .milliseconds(Int64(shutdownGrace * 1000))))],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            throw Self.fail("cannot serve on \(host):\(port): \(Self.reason(error))")
+        }
+        Self.say("charrnn-server: stopped")
+    }
+
+    /// A line on standard output, flushed at once (scripts wait for it).
+    static func say(_ line: String) {
+        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    }
+
+    /// Prints one error line to standard error; the exit code to throw.
+    static func fail(_ message: String) -> ExitCode {
+        FileHandle.standardError.write(Data("charrnn-server: error: \(message)\n".utf8))
+        return ExitCode.failure
+    }
+
+    /// The part of a service-group error that says what went wrong.
+    static func reason(_ error: Error) -> String {
+        let text = "\(error)"
+        if let range = text.range(of: "bind(descriptor:ptr:bytes:)") { return "address in use or not available (\(text[range.upperBound...]))" }
+        return text
+    }
+}
+
+/// Drains the scheduler when the service group shuts down. It is listed
+/// after the HTTP server, so the group stops it first: new requests get 503
+/// at once, streams in flight run for up to the grace period and then end,
+/// and only then does the server close.
+struct SchedulerService: Service {
+    let scheduler: GenerationScheduler
+    let gracePeriod: Duration
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await scheduler.shutDown(gracePeriod: gracePeriod)
+    }
+}
