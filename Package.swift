@@ -29,6 +29,10 @@ let coreCFlags: [String] = [
 let openMPIInclude = "/usr/lib/x86_64-linux-gnu/openmpi/include"
 let openMPILib = "/usr/lib/x86_64-linux-gnu/openmpi/lib"
 let withMPI: Set<String> = ["MPI"]
+// charrnn-server's dependencies (Hummingbird, SwiftNIO, Prometheus) are built
+// only with the Server trait, on by default; `--disable-default-traits`
+// leaves them out (the sanitizer passes do: the scheduler's own tests run there).
+let withServer: Set<String> = ["Server"]
 
 let package = Package(
     name: "CharRNN",
@@ -45,6 +49,8 @@ let package = Package(
     // MARK: - Traits
     traits: [
         .trait(name: "MPI", description: "Data-parallel training over Open MPI: `mpirun -np N charrnn train …` (needs libopenmpi-dev)"),
+        .trait(name: "Server", description: "charrnn-server: the HTTP API and playground, on Hummingbird 2"),
+        .default(enabledTraits: ["Server"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -116,10 +122,10 @@ let package = Package(
                 "CharRNN",
                 "CharRNNTools",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird", condition: .when(traits: withServer)),
+                .product(name: "Prometheus", package: "swift-prometheus", condition: .when(traits: withServer)),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle", condition: .when(traits: withServer)),
+                .product(name: "Logging", package: "swift-log", condition: .when(traits: withServer)),
             ],
             path: "Sources/charrnn-server",
             resources: [
@@ -149,7 +155,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CLITests",
-            dependencies: ["charrnn", "CharRNN"],
+            dependencies: ["charrnn", "charrnn-server", "CharRNN"],
             path: "Tests/CLITests",
             exclude: ["Fixtures"]
         ),

@@ -1,3 +1,4 @@
+#if Server
 import CharRNN
 import CharRNNTools
 import Foundation
@@ -5,7 +6,7 @@ import Hummingbird
 
 /// The body of `POST /v1/generate`: every field optional, with `charrnn
 /// sample`'s defaults and meanings.
-struct GenerateParameters: Decodable, Equatable {
+struct GenerateParameters: Equatable {
     var prime: String?
     var length: Int?
     var temperature: Float?
@@ -22,7 +23,7 @@ struct GenerateParameters: Decodable, Equatable {
         "top_p": "a number", "seed": "a whole number from 0 to 18446744073709551615", "stream": "true or false",
     ]
 
-    enum CodingKeys: String, CodingKey, CaseIterable {
+    enum CodingKeys: String, CaseIterable {
         case prime, length, temperature, topK = "top_k", topP = "top_p", seed, stream
     }
 
@@ -31,47 +32,45 @@ struct GenerateParameters: Decodable, Equatable {
     static func decode(_ body: ByteBuffer) throws(APIError) -> GenerateParameters {
         let data = Data(body.readableBytesView)
         if data.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) { return GenerateParameters() }
-        let object: Any
+        let fields: [String: JSONScalar]
         do {
-            object = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
-        } catch {
-            throw APIError(.badRequest, "the body is not valid JSON: \(Self.reason(error))")
-        }
-        guard let fields = object as? [String: Any] else {
+            fields = try JSONDecoder().decode([String: JSONScalar].self, from: data)
+        } catch DecodingError.typeMismatch {
             throw APIError(.badRequest, "the body must be a JSON object, such as {\"prime\": \"The \", \"length\": 200}")
-        }
-        let known = Set(CodingKeys.allCases.map(\.rawValue))
-        if let unknown = fields.keys.sorted().first(where: { !known.contains($0) }) {
-            throw APIError(.badRequest, "unknown field '\(unknown)'; the fields are "
-                           + CodingKeys.allCases.map(\.rawValue).joined(separator: ", "), field: unknown)
-        }
-        do {
-            return try JSONDecoder().decode(GenerateParameters.self, from: data)
-        } catch let DecodingError.typeMismatch(_, context) {
-            throw Self.wrongType(context)
-        } catch let DecodingError.dataCorrupted(context) {
-            throw Self.wrongType(context)
-        } catch let DecodingError.valueNotFound(_, context) {
-            throw Self.wrongType(context)
         } catch {
-            throw APIError(.badRequest, "the body could not be read: \(error)")
+            throw APIError(.badRequest, "the body is not valid JSON")
         }
+        var parameters = GenerateParameters()
+        for (name, value) in fields.sorted(by: { $0.key < $1.key }) {
+            guard let key = CodingKeys(rawValue: name) else {
+                throw APIError(.badRequest, "unknown field '\(name)'; the fields are "
+                               + CodingKeys.allCases.map(\.rawValue).joined(separator: ", "), field: name)
+            }
+            if case .null = value { continue }  // null: the default, as if absent
+            let wrongType = APIError(.badRequest, "\(name) must be \(expectedType(of: name))", field: name)
+            switch key {
+            case .prime: guard case .string(let text) = value else { throw wrongType }; parameters.prime = text
+            case .length: guard case .integer(let number) = value else { throw wrongType }; parameters.length = number
+            case .topK: guard case .integer(let number) = value else { throw wrongType }; parameters.topK = number
+            case .temperature: guard let number = value.number else { throw wrongType }; parameters.temperature = Float(number)
+            case .topP: guard let number = value.number else { throw wrongType }; parameters.topP = Float(number)
+            case .stream: guard case .bool(let flag) = value else { throw wrongType }; parameters.stream = flag
+            case .seed:
+                switch value {
+                case .integer(let number) where number >= 0: parameters.seed = UInt64(number)
+                case .unsigned(let number): parameters.seed = number
+                default: throw wrongType
+                }
+            }
+        }
+        return parameters
+    }
+
+    private static func expectedType(of name: String) -> String {
+        fields.first { $0.key == name }?.value ?? "another type"
     }
 
     private init() {}
-
-    private static func wrongType(_ context: DecodingError.Context) -> APIError {
-        guard let field = context.codingPath.first?.stringValue else {
-            return APIError(.badRequest, "the body is not valid JSON: \(context.debugDescription)")
-        }
-        let expected = fields.first { $0.key == field }?.value ?? "another type"
-        return APIError(.badRequest, "\(field) must be \(expected)", field: field)
-    }
-
-    private static func reason(_ error: Error) -> String {
-        let nsError = error as NSError
-        return (nsError.userInfo[NSDebugDescriptionErrorKey] as? String) ?? nsError.localizedDescription
-    }
 
     /// The scheduler request: `charrnn sample`'s defaults where a field is
     /// absent, and `seed` drawn at random (as `charrnn sample` does) when absent.
@@ -91,6 +90,33 @@ struct GenerateParameters: Decodable, Equatable {
         options.seed = seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
         request.options = options
         return request
+    }
+}
+
+/// One JSON value as the request's fields are checked: its kind, and the
+/// value where it is a scalar (integers kept exact up to UInt64's range).
+enum JSONScalar: Decodable {
+    case null, bool(Bool), string(String), integer(Int), unsigned(UInt64), real(Double), composite
+
+    init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() { self = .null }
+        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
+        else if let value = try? container.decode(String.self) { self = .string(value) }
+        else if let value = try? container.decode(Int.self) { self = .integer(value) }
+        else if let value = try? container.decode(UInt64.self) { self = .unsigned(value) }
+        else if let value = try? container.decode(Double.self) { self = .real(value) }
+        else { self = .composite }
+    }
+
+    /// The value of a number of any kind.
+    var number: Double? {
+        switch self {
+        case .integer(let value): return Double(value)
+        case .unsigned(let value): return Double(value)
+        case .real(let value): return value
+        default: return nil
+        }
     }
 }
 
@@ -152,3 +178,4 @@ struct APIError: Error, HTTPResponseError {
         }
     }
 }
+#endif

@@ -1,3 +1,4 @@
+#if Server
 import CharRNNTools
 import Foundation
 import Hummingbird
@@ -66,3 +67,4 @@ struct BearerAuthMiddleware: RouterMiddleware {
         return difference == 0
     }
 }
+#endif

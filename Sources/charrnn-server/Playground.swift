@@ -1,3 +1,4 @@
+#if Server
 /// The playground's static files, compiled into the executable (no CDN, no
 /// files to install beside it).
 enum Playground {
@@ -18,3 +19,4 @@ enum Playground {
     /// with every API call).
     static var paths: [String] { files.map(\.path) }
 }
+#endif

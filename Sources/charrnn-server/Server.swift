@@ -1,3 +1,4 @@
+#if Server
 import CharRNN
 import CharRNNTools
 import Foundation
@@ -186,3 +187,4 @@ final class LatencyReporter: Sendable {
         }
     }
 }
+#endif

@@ -2,9 +2,11 @@ import ArgumentParser
 import CharRNN
 import CharRNNTools
 import Foundation
+#if Server
 import Hummingbird
 import Logging
 import ServiceLifecycle
+#endif
 
 /// `charrnn-server`: a trained model behind an HTTP API and a playground page.
 @main
@@ -63,6 +65,9 @@ struct ServerCommand: AsyncParsableCommand {
     }
 
     private func serve() async throws {
+        #if !Server
+        throw Self.fail("this charrnn-server was built without the Server trait (--disable-default-traits); build it with `swift build --product charrnn-server`")
+        #else
         guard (1...65_535).contains(maxStreams) else { throw Self.fail("--max-streams must be between 1 and 65535 (got \(maxStreams))") }
         guard maxQueued >= 0 else { throw Self.fail("--max-queued must be 0 or more (got \(maxQueued))") }
         guard maxLength >= 0 else { throw Self.fail("--max-length must be 0 or more (got \(maxLength))") }
@@ -124,6 +129,7 @@ struct ServerCommand: AsyncParsableCommand {
             throw Self.fail("cannot serve on \(host):\(port): \(Self.reason(error))")
         }
         Self.say("charrnn-server: stopped")
+        #endif
     }
 
     /// A line on standard output, flushed at once (scripts wait for it).
@@ -145,6 +151,7 @@ struct ServerCommand: AsyncParsableCommand {
     }
 }
 
+#if Server
 /// Drains the scheduler when the service group shuts down. It is listed
 /// after the HTTP server, so the group stops it first: new requests get 503
 /// at once, streams in flight run for up to the grace period and then end,
@@ -158,3 +165,4 @@ struct SchedulerService: Service {
         await scheduler.shutDown(gracePeriod: gracePeriod)
     }
 }
+#endif

@@ -1,3 +1,4 @@
+#if Server
 import CharRNN
 import Prometheus
 import Synchronization
@@ -68,3 +69,4 @@ final class ServerMetrics: Sendable {
         return registry.emitToString()
     }
 }
+#endif

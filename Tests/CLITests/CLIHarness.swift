@@ -9,7 +9,10 @@ enum CLI {
     }
 
     /// The `charrnn` binary next to the test bundle in the build directory.
-    static var executable: URL? {
+    static var executable: URL? { binary("charrnn") }
+
+    /// A binary of the package's (`charrnn`, `charrnn-server`) next to the test bundle.
+    static func binary(_ name: String) -> URL? {
         var candidates: [URL] = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
         if let argument = CommandLine.arguments.first {
             var url = URL(fileURLWithPath: argument).deletingLastPathComponent()
@@ -18,12 +21,13 @@ enum CLI {
                 url = url.deletingLastPathComponent()
             }
         }
-        return candidates.map { $0.appendingPathComponent("charrnn") }
+        return candidates.map { $0.appendingPathComponent(name) }
             .first { FileManager.default.isExecutableFile(atPath: $0.path) }
     }
 
-    static func run(_ arguments: [String], extraEnvironment: [String: String] = [:], input: Data? = nil) throws -> Result {
-        guard let executable else { throw CLIError.binaryNotFound }
+    static func run(_ arguments: [String], extraEnvironment: [String: String] = [:], input: Data? = nil,
+                    binary name: String = "charrnn") throws -> Result {
+        guard let executable = binary(name) else { throw CLIError.binaryNotFound }
         return try Shell.run(executable.path, arguments, extraEnvironment: extraEnvironment, input: input)
     }
 
