@@ -37,15 +37,19 @@ final class GenerationSlot: Sendable {
     /// Whether the text has ended, for any reason.
     var hasEnded: Bool { shared.withLock { $0.end != nil } }
 
-    /// Adds one generated character (the engine, after a step).
-    func deliver(_ scalar: Unicode.Scalar) {
-        let waiter = shared.withLock { state -> CheckedContinuation<Void, Never>? in
-            guard state.end == nil else { return nil }
+    /// Adds one generated character and, with `end`, ends the text (the
+    /// engine, after a step); false when the text had already ended.
+    @discardableResult
+    func deliver(_ scalar: Unicode.Scalar, end: GenerationEnd? = nil) -> Bool {
+        let (delivered, waiter) = shared.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
+            guard state.end == nil else { return (false, nil) }
             state.pending.append(scalar)
+            state.end = end
             defer { state.waiter = nil }
-            return state.waiter
+            return (true, state.waiter)
         }
         waiter?.resume()
+        return delivered
     }
 
     /// Ends the text (the first end given wins).
@@ -298,15 +302,15 @@ final class SchedulerEngine: @unchecked Sendable {
             var row = rows[index]
             defer { rows[index] = row }
             if row.fed < row.slot.primeTokens.count { row.fed += 1 }
-            guard row.fed == row.slot.primeTokens.count, !row.slot.hasEnded else { continue }
+            guard row.fed == row.slot.primeTokens.count else { continue }
             do {
                 let token = try model.drawToken(logits: logits, stream: index, parameters: &row.parameters,
                                                 generator: &row.generator, scratch: sampleScratch)
                 row.next = token
                 row.generated += 1
-                drawn += 1
-                row.slot.deliver(vocabulary.scalars[Int(token)])
-                if row.generated == row.slot.length { row.slot.finish(.completed) }
+                let last = row.generated == row.slot.length
+                // A text that ended since the step began (cancelled) leaves at the next step.
+                if row.slot.deliver(vocabulary.scalars[Int(token)], end: last ? .completed : nil) { drawn += 1 }
             } catch {
                 row.slot.finish(.failed(error))
             }
