@@ -4,10 +4,23 @@ import Foundation
 import Hummingbird
 import NIOCore
 
+/// A request's context: Hummingbird's, and the connection, so a request
+/// can end its stream when the client goes away.
+struct ServerContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    /// The client's connection.
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
+}
+
 /// Turns every error into a JSON answer (`{"error": …}`) and counts every
 /// answer by route and status. Outermost, so it sees what the client gets.
 struct ErrorAndMetricsMiddleware: RouterMiddleware {
-    typealias Context = BasicRequestContext
+    typealias Context = ServerContext
     let metrics: ServerMetrics
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -36,7 +49,7 @@ struct ErrorAndMetricsMiddleware: RouterMiddleware {
 /// With a key set, every path but `open` needs `Authorization: Bearer <key>`;
 /// otherwise 401 with `WWW-Authenticate: Bearer`.
 struct BearerAuthMiddleware: RouterMiddleware {
-    typealias Context = BasicRequestContext
+    typealias Context = ServerContext
     let key: String?
     let open: Set<String>
 

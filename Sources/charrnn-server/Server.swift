@@ -43,8 +43,8 @@ struct Server: Sendable {
     }
 
     /// Every route, behind the error, metrics and authentication middleware.
-    func router() -> Router<BasicRequestContext> {
-        let router = Router()
+    func router() -> Router<ServerContext> {
+        let router = Router(context: ServerContext.self)
         router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics))
         router.add(middleware: BearerAuthMiddleware(key: settings.apiKey, open: ["/health"] + Playground.paths))
         router.get("/health") { _, _ in
@@ -67,12 +67,12 @@ struct Server: Sendable {
                          body: .init(byteBuffer: ByteBuffer(bytes: file.bytes)))
             }
         }
-        router.post("/v1/generate") { request, _ in try await generate(request) }
+        router.post("/v1/generate") { request, context in try await generate(request, connection: context.channel) }
         return router
     }
 
     /// `POST /v1/generate`: the whole text as JSON, or Server-Sent Events as it is made.
-    func generate(_ request: Request) async throws -> Response {
+    func generate(_ request: Request, connection: any Channel) async throws -> Response {
         let arrived = ContinuousClock.now
         if let declared = request.headers[.contentLength].flatMap(Int.init), declared > settings.maxBodyBytes {
             throw APIError(.contentTooLarge, "the body is \(declared) bytes; the most this server takes is \(settings.maxBodyBytes)")
@@ -89,13 +89,16 @@ struct Server: Sendable {
         let stream: GenerationStream
         do { stream = try scheduler.submit(generation) } catch { throw APIError(error) }
         let reporter = LatencyReporter(metrics: metrics, arrived: arrived)
-        if parameters.stream == true { return events(stream, reporter: reporter) }
+        if parameters.stream == true { return events(stream, reporter: reporter, connection: connection) }
 
         var text = ""
         var end = GenerationEnd.cancelled
         let primeCount = stream.prime.unicodeScalars.count
         var received = 0
         for await chunk in stream {
+            // A client that went away ends its request at the next chunk (the
+            // connection notices the close while the answer is being made).
+            if !connection.isActive { stream.cancel() }
             received += chunk.text.unicodeScalars.count
             if received > primeCount { reporter.firstCharacter() }
             text += chunk.text
@@ -122,15 +125,16 @@ struct Server: Sendable {
 
     /// Server-Sent Events: `data: {"text": …}` per chunk (the first holds
     /// the prime and the seed), then `event: end` with how it ended. When the
-    /// client goes away the next write fails, the loop ends and dropping
-    /// the stream frees its place in the batch.
-    private func events(_ stream: GenerationStream, reporter: LatencyReporter) -> Response {
+    /// client goes away the connection closes (or the next write fails), the
+    /// loop ends and dropping the stream frees its place in the batch.
+    private func events(_ stream: GenerationStream, reporter: LatencyReporter, connection: any Channel) -> Response {
         let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-cache"]
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
             defer { reporter.finished() }
             var first = true
             var generated = 0
             for await chunk in stream {
+                if !connection.isActive { stream.cancel() }  // gone before a write could fail
                 if !chunk.text.isEmpty || first {
                     let count = chunk.text.unicodeScalars.count - (first ? stream.prime.unicodeScalars.count : 0)
                     if generated == 0 && count > 0 { reporter.firstCharacter() }

@@ -199,6 +199,7 @@ struct ServerTests {
     func disconnectFreesStream() throws {
         let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--max-length", "10000000"])
         defer { server.stop() }
+
         let socket = try HTTP.connect(port: server.port)
         let body = Data(#"{"length": 10000000, "stream": true}"#.utf8)
         try HTTP.send(socket, method: "POST", path: "/v1/generate", body: body, headers: [:])

@@ -149,10 +149,12 @@ def main():
     parser.add_argument("--json", help="also write the figures here")
     arguments = parser.parse_args()
 
-    subprocess.run(["swift", "build", "--package-path", ROOT, "-c", "release", "--product", "charrnn-server"],
-                   check=True, stdout=subprocess.DEVNULL)
-    binary = subprocess.run(["swift", "build", "--package-path", ROOT, "-c", "release", "--show-bin-path"],
-                            check=True, capture_output=True, text=True).stdout.strip() + "/charrnn-server"
+    for product in ["charrnn-server", "charrnn"]:
+        subprocess.run(["swift", "build", "--package-path", ROOT, "-c", "release", "--product", product],
+                       check=True, stdout=subprocess.DEVNULL)
+    bin_path = subprocess.run(["swift", "build", "--package-path", ROOT, "-c", "release", "--show-bin-path"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+    binary = bin_path + "/charrnn-server"
     server = subprocess.Popen([binary, "--checkpoint", arguments.checkpoint, "--port", "0", "--max-queued", "1024"],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -176,6 +178,17 @@ def main():
         if len(phases) >= 2 and phases[0]["chars_per_second"]:
             report["ratio_last_to_first"] = round(phases[-1]["chars_per_second"] / phases[0]["chars_per_second"], 2)
             print(f"{phases[-1]['clients']} clients / {phases[0]['clients']} client: {report['ratio_last_to_first']} x")
+        # The same model without HTTP, in the same run: charrnn sample with
+        # one stream, and with as many streams as the last phase's clients.
+        report["sample"] = {}
+        for count in [1, phases[-1]["clients"] if phases else 1]:
+            length = 6000 if count == 1 else 1000
+            started = time.perf_counter()
+            subprocess.run([bin_path + "/charrnn", "sample", "--checkpoint", arguments.checkpoint, "--length", str(length),
+                            "--seed", "1", "--count", str(count)], check=True, stdout=subprocess.DEVNULL)
+            rate = count * length / (time.perf_counter() - started)
+            report["sample"][str(count)] = round(rate, 1)
+            print(f"charrnn sample --count {count}: {rate:9.1f} chars/s (no HTTP; process start and model load included)")
         if arguments.soak:
             asyncio.run(soak(host, port, 500, 64, 20))  # the server's pools and caches reach their size
             before = resident_kib(server.pid)

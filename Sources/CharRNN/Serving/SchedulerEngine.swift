@@ -1,16 +1,18 @@
 import CCharRNN
 import Foundation
-import Synchronization
 
 /// One request as both sides see it: what the engine delivers and the
-/// reader takes, behind one lock. Immutable apart from that.
-final class GenerationSlot: Sendable {
+/// reader takes, behind one lock. Immutable apart from that. The lock is an
+/// NSLock (a pthread mutex) rather than Synchronization's Mutex, whose futex
+/// ThreadSanitizer cannot see (Tools/sanitize runs these tests under it).
+final class GenerationSlot: @unchecked Sendable {
     let primeTokens: [Int32]
     let primeText: String
     let length: Int
     let options: SamplingOptions
     let deadline: ContinuousClock.Instant?
-    private let shared: Mutex<Shared>
+    private let lock = NSLock()
+    private var shared: Shared  // under `lock`
 
     private struct Shared {
         /// Delivered, not yet taken (starts as the prime).
@@ -28,20 +30,26 @@ final class GenerationSlot: Sendable {
         self.length = length
         self.options = options
         self.deadline = deadline
-        shared = Mutex(Shared(pending: primeText.unicodeScalars))
+        shared = Shared(pending: primeText.unicodeScalars)
+    }
+
+    private func withShared<Result>(_ body: (inout Shared) -> Result) -> Result {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&shared)
     }
 
     /// Whether the reader has gone (the engine drops the stream at the next step).
-    var isCancelled: Bool { shared.withLock { $0.cancelled } }
+    var isCancelled: Bool { withShared { $0.cancelled } }
 
     /// Whether the text has ended, for any reason.
-    var hasEnded: Bool { shared.withLock { $0.end != nil } }
+    var hasEnded: Bool { withShared { $0.end != nil } }
 
     /// Adds one generated character and, with `end`, ends the text (the
     /// engine, after a step); false when the text had already ended.
     @discardableResult
     func deliver(_ scalar: Unicode.Scalar, end: GenerationEnd? = nil) -> Bool {
-        let (delivered, waiter) = shared.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
+        let (delivered, waiter) = withShared { state -> (Bool, CheckedContinuation<Void, Never>?) in
             guard state.end == nil else { return (false, nil) }
             state.pending.append(scalar)
             state.end = end
@@ -54,7 +62,7 @@ final class GenerationSlot: Sendable {
 
     /// Ends the text (the first end given wins).
     func finish(_ end: GenerationEnd) {
-        let waiter = shared.withLock { state -> CheckedContinuation<Void, Never>? in
+        let waiter = withShared { state -> CheckedContinuation<Void, Never>? in
             if state.end == nil { state.end = end }
             defer { state.waiter = nil }
             return state.waiter
@@ -64,7 +72,7 @@ final class GenerationSlot: Sendable {
 
     /// The reader is gone or asked to stop.
     func cancel() {
-        let waiter = shared.withLock { state -> CheckedContinuation<Void, Never>? in
+        let waiter = withShared { state -> CheckedContinuation<Void, Never>? in
             state.cancelled = true
             if state.end == nil { state.end = .cancelled }
             defer { state.waiter = nil }
@@ -76,7 +84,7 @@ final class GenerationSlot: Sendable {
     /// What arrived since the last call, or nil when nothing has (the
     /// chunk with the end is returned once).
     func take() -> GenerationChunk? {
-        shared.withLock { state in
+        withShared { state in
             guard !state.taken else { return nil }
             guard !state.pending.isEmpty || state.end != nil else { return nil }
             let chunk = GenerationChunk(text: String(state.pending), end: state.end)
@@ -88,7 +96,7 @@ final class GenerationSlot: Sendable {
 
     /// Resumes `waiter` when something arrives (at once if something has).
     func wait(_ waiter: CheckedContinuation<Void, Never>) {
-        let ready = shared.withLock { state -> Bool in
+        let ready = withShared { state -> Bool in
             if !state.pending.isEmpty || state.end != nil { return true }
             state.waiter?.resume()  // a second reader: wake the first, which finds nothing and waits again
             state.waiter = waiter
