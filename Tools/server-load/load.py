@@ -133,6 +133,17 @@ async def soak(host, port, count, clients, length):
     return errors
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process (from /proc), or of this one for None."""
+    if pid is None:
+        import resource
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def resident_kib(pid):
     with open(f"/proc/{pid}/status") as status:
         return int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1))
@@ -168,12 +179,17 @@ def main():
         print(f"server: {model}; CPU: {cpu}, {os.cpu_count()} cores; {arguments.length} characters per request")
         asyncio.run(phase(host, port, 4, 2, 40, arguments.length))  # warm-up
         for clients in [int(c) for c in arguments.clients.split(",")]:
+            server_cpu, client_cpu = cpu_seconds(server.pid), cpu_seconds(None)
             result = asyncio.run(phase(host, port, clients, arguments.seconds, arguments.max_requests, arguments.length))
+            # How much of the machine each side used: the client shares the server's cores.
+            result["server_cores"] = round((cpu_seconds(server.pid) - server_cpu) / result["seconds"], 2)
+            result["client_cores"] = round((cpu_seconds(None) - client_cpu) / result["seconds"], 2)
             report["phases"].append(result)
             print(f"{clients:3d} clients: {result['chars_per_second']:9.1f} chars/s, {result['requests']} requests, "
                   f"{result['errors']} errors; first char {result['first_char_ms_median']} ms median, "
                   f"{result['first_char_ms_p99']} ms p99; per char {result['per_char_ms_median']} ms median, "
-                  f"{result['per_char_ms_p99']} ms p99")
+                  f"{result['per_char_ms_p99']} ms p99; cores busy: server {result['server_cores']}, "
+                  f"this client {result['client_cores']}")
         phases = report["phases"]
         if len(phases) >= 2 and phases[0]["chars_per_second"]:
             report["ratio_last_to_first"] = round(phases[-1]["chars_per_second"] / phases[0]["chars_per_second"], 2)
