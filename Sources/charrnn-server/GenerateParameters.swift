@@ -17,14 +17,20 @@ struct GenerateParameters: Equatable {
     var seed: UInt64?
     var stream: Bool?
 
-    /// The fields, as JSON spells them, and what each must be (for errors).
-    static let fields: KeyValuePairs<String, String> = [
-        "prime": "a string", "length": "a whole number", "temperature": "a number", "top_k": "a whole number",
-        "top_p": "a number", "seed": "a whole number from 0 to 18446744073709551615", "stream": "true or false",
-    ]
-
-    enum CodingKeys: String, CaseIterable {
+    /// The body's fields, as JSON spells them.
+    enum Field: String, CaseIterable {
         case prime, length, temperature, topK = "top_k", topP = "top_p", seed, stream
+
+        /// What the field's value must be, for the error that names it.
+        var expected: String {
+            switch self {
+            case .prime: return "a string"
+            case .length, .topK: return "a whole number"
+            case .temperature, .topP: return "a number"
+            case .seed: return "a whole number from 0 to 18446744073709551615"
+            case .stream: return "true or false"
+            }
+        }
     }
 
     /// Reads a body; an empty body is `{}`. Throws `APIError` (400) naming
@@ -42,12 +48,12 @@ struct GenerateParameters: Equatable {
         }
         var parameters = GenerateParameters()
         for (name, value) in fields.sorted(by: { $0.key < $1.key }) {
-            guard let key = CodingKeys(rawValue: name) else {
+            guard let key = Field(rawValue: name) else {
                 throw APIError(.badRequest, "unknown field '\(name)'; the fields are "
-                               + CodingKeys.allCases.map(\.rawValue).joined(separator: ", "), field: name)
+                               + Field.allCases.map(\.rawValue).joined(separator: ", "), field: name)
             }
             if case .null = value { continue }  // null: the default, as if absent
-            let wrongType = APIError(.badRequest, "\(name) must be \(expectedType(of: name))", field: name)
+            let wrongType = APIError(.badRequest, "\(name) must be \(key.expected)", field: name)
             switch key {
             case .prime: guard case .string(let text) = value else { throw wrongType }; parameters.prime = text
             case .length: guard case .integer(let number) = value else { throw wrongType }; parameters.length = number
@@ -66,15 +72,11 @@ struct GenerateParameters: Equatable {
         return parameters
     }
 
-    private static func expectedType(of name: String) -> String {
-        fields.first { $0.key == name }?.value ?? "another type"
-    }
-
     private init() {}
 
     /// The scheduler request: `charrnn sample`'s defaults where a field is
     /// absent, and `seed` drawn at random (as `charrnn sample` does) when absent.
-    func request(vocabularySize: Int, timeout: Duration?) throws(APIError) -> GenerationRequest {
+    func request(vocabularySize: Int, timeout: Duration?) -> GenerationRequest {
         var request = GenerationRequest()
         request.prime = prime ?? TextGenerator.defaultPrime
         request.length = length ?? TextGenerator.defaultLength

@@ -29,11 +29,14 @@ struct Server: Sendable {
         self.scheduler = scheduler
         self.settings = settings
         let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
-        guard case .object(var facts) = JSONValue.describing(checkpoint, url: url, size: size) else { preconditionFailure() }
+        guard case .object(var facts) = JSONValue.describing(checkpoint, url: url, size: size) else {
+            preconditionFailure("a checkpoint is described as a JSON object")
+        }
         facts["server"] = .object([
             "max_length": .int(scheduler.limits.maxLength), "max_streams": .int(scheduler.limits.maxStreams),
             "max_queued": .int(scheduler.limits.maxQueued), "max_body_bytes": .int(settings.maxBodyBytes),
-            "timeout_seconds": .double(Double(settings.requestTimeout.components.seconds)),
+            "timeout_seconds": .double(Double(settings.requestTimeout.components.seconds)
+                                       + Double(settings.requestTimeout.components.attoseconds) * 1e-18),
             "defaults": .object([
                 "prime": .string(TextGenerator.defaultPrime), "length": .int(TextGenerator.defaultLength),
                 "temperature": .double(1), "top_k": .int(SamplingOptions.notebookTopK(vocabularySize: checkpoint.vocabulary.count)),
@@ -85,7 +88,7 @@ struct Server: Sendable {
             throw APIError(.contentTooLarge, "the body is over \(settings.maxBodyBytes) bytes, the most this server takes")
         }
         let parameters = try GenerateParameters.decode(body)
-        let generation = try parameters.request(vocabularySize: scheduler.vocabulary.count, timeout: settings.requestTimeout)
+        let generation = parameters.request(vocabularySize: scheduler.vocabulary.count, timeout: settings.requestTimeout)
         let stream: GenerationStream
         do { stream = try scheduler.submit(generation) } catch { throw APIError(error) }
         let reporter = LatencyReporter(metrics: metrics, arrived: arrived)

@@ -157,7 +157,8 @@ public enum SchedulerError: Error, Equatable, CustomStringConvertible {
         case .lengthAboveLimit(let length, let limit):
             return "length must be at most \(limit) (got \(length))"
         case .busy(let active, let queued):
-            return "busy: \(active) streams generating and \(queued) requests waiting, the most this server takes"
+            return "busy: \(active) \(active == 1 ? "stream" : "streams") generating and \(queued) "
+                + "\(queued == 1 ? "request" : "requests") waiting, the most it takes"
         case .shuttingDown: return "shutting down: no new requests are taken"
         }
     }

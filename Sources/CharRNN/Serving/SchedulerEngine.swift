@@ -176,7 +176,7 @@ final class SchedulerEngine: @unchecked Sendable {
         defer { condition.unlock() }
         var snapshot = totals
         snapshot.activeStreams = stepping
-        snapshot.queuedRequests = max(0, waiting.count)
+        snapshot.queuedRequests = waiting.count
         return snapshot
     }
 
