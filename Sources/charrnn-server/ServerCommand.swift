@@ -5,6 +5,7 @@ import Foundation
 #if Server
 import Hummingbird
 import Logging
+import NIOCore
 import ServiceLifecycle
 #endif
 
@@ -143,12 +144,16 @@ struct ServerCommand: AsyncParsableCommand {
         return ExitCode.failure
     }
 
-    /// The part of a service-group error that says what went wrong.
+    #if Server
+    /// What went wrong when the server could not start, in words.
     static func reason(_ error: Error) -> String {
-        let text = "\(error)"
-        if let range = text.range(of: "bind(descriptor:ptr:bytes:)") { return "address in use or not available (\(text[range.upperBound...]))" }
-        return text
+        if let error = error as? IOError { return String(cString: strerror(error.errnoCode)).lowercased() }
+        if let error = error as? SocketAddressError.UnknownHost {
+            return "'\(error.host)' is not an address, or a name this machine can resolve"
+        }
+        return "\(error)"
     }
+    #endif
 }
 
 #if Server

@@ -289,7 +289,9 @@ struct ServerTests {
         defer { server.stop() }
         let taken = try CLI.run(["--checkpoint", Self.run.checkpoint, "--port", String(server.port)], binary: "charrnn-server")
         #expect(taken.status != 0)
-        #expect(taken.stderr.hasPrefix("charrnn-server: error: cannot serve on 127.0.0.1:\(server.port)"), "\(taken.stderr)")
+        #expect(taken.stderr == "charrnn-server: error: cannot serve on 127.0.0.1:\(server.port): address already in use\n", "\(taken.stderr)")
+        let unknownHost = try CLI.run(["--checkpoint", Self.run.checkpoint, "--host", "no.such.host.invalid", "--port", "0"], binary: "charrnn-server")
+        #expect(unknownHost.status != 0 && unknownHost.stderr.contains("'no.such.host.invalid' is not an address"), "\(unknownHost.stderr)")
     }
     #else
     @Test("A build without the Server trait says so in one line")
