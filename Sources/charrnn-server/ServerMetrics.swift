@@ -22,33 +22,29 @@ final class ServerMetrics: Sendable {
         .seconds(10), .seconds(30), .seconds(60), .seconds(120), .seconds(300),
     ]
 
+    /// `charrnn_<name>_<unit>`, with its help line.
+    private static func name(_ name: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "charrnn", metricName: name, unitName: unit, helpText: help)
+    }
+
+    private static var requests: MetricNameDescriptor { name("http_requests", "total", "HTTP requests answered, by route and status.") }
+
     init() {
-        characters = registry.makeCounter(descriptor: .init(
-            namespace: "charrnn", metricName: "generated_characters", unitName: "total",
-            helpText: "Characters generated after the primes."))
-        steps = registry.makeCounter(descriptor: .init(
-            namespace: "charrnn", metricName: "steps", unitName: "total",
-            helpText: "Batched model steps run (every stream in the batch advances one character)."))
-        activeStreams = registry.makeGauge(descriptor: .init(
-            namespace: "charrnn", metricName: "active", unitName: "streams",
-            helpText: "Requests in the batch, generating or feeding their prime."))
-        queuedRequests = registry.makeGauge(descriptor: .init(
-            namespace: "charrnn", metricName: "queued", unitName: "requests",
-            helpText: "Requests waiting for a place in the batch."))
-        requestDuration = registry.makeDurationHistogram(descriptor: .init(
-            namespace: "charrnn", metricName: "generate_duration", unitName: "seconds",
-            helpText: "Time from a generate request's arrival to its last character."), buckets: Self.latencyBuckets)
-        firstCharacter = registry.makeDurationHistogram(descriptor: .init(
-            namespace: "charrnn", metricName: "time_to_first_character", unitName: "seconds",
-            helpText: "Time from a generate request's arrival to its first generated character."), buckets: Self.latencyBuckets)
+        characters = registry.makeCounter(descriptor: Self.name("generated_characters", "total", "Characters generated after the primes."))
+        steps = registry.makeCounter(descriptor: Self.name(
+            "steps", "total", "Batched model steps run (every stream in the batch advances one character)."))
+        activeStreams = registry.makeGauge(descriptor: Self.name("active", "streams", "Requests in the batch, generating or feeding their prime."))
+        queuedRequests = registry.makeGauge(descriptor: Self.name("queued", "requests", "Requests waiting for a place in the batch."))
+        requestDuration = registry.makeDurationHistogram(descriptor: Self.name(
+            "generate_duration", "seconds", "Time from a generate request's arrival to its last character."), buckets: Self.latencyBuckets)
+        firstCharacter = registry.makeDurationHistogram(descriptor: Self.name(
+            "time_to_first_character", "seconds", "Time from a generate request's arrival to its first generated character."),
+            buckets: Self.latencyBuckets)
     }
 
     /// Counts one answered request.
     func countRequest(route: String, status: Int) {
-        registry.makeCounter(descriptor: .init(
-            namespace: "charrnn", metricName: "http_requests", unitName: "total",
-            helpText: "HTTP requests answered, by route and status."),
-            labels: [("route", route), ("status", String(status))]).increment()
+        registry.makeCounter(descriptor: Self.requests, labels: [("route", route), ("status", String(status))]).increment()
     }
 
     func recordDuration(_ duration: Duration) { requestDuration.record(duration) }

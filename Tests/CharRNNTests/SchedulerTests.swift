@@ -21,6 +21,16 @@ struct SchedulerTests {
     /// when the test acts on them, however slow the machine.
     static let endless = 100_000_000
 
+    /// A scheduler over `generator` whose requests may be `endless`.
+    static func scheduler(_ generator: TextGenerator, maxStreams: Int = 64, maxQueued: Int = 256,
+                          maxLength: Int = endless) throws -> GenerationScheduler {
+        var limits = GenerationScheduler.Limits()
+        limits.maxStreams = maxStreams
+        limits.maxQueued = maxQueued
+        limits.maxLength = maxLength
+        return try GenerationScheduler(generator: generator, limits: limits)
+    }
+
     static func request(_ prime: String, length: Int, seed: UInt64, _ edit: (inout GenerationRequest) -> Void = { _ in }) -> GenerationRequest {
         var request = GenerationRequest()
         request.prime = prime
@@ -84,9 +94,7 @@ struct SchedulerTests {
     @Test("Requests that join while others run, and wait in the queue for a place, still get their text alone")
     func joiningAndQueuedRequestsMatchAlone() async throws {
         let generator = try Self.untrained()
-        var limits = GenerationScheduler.Limits()
-        limits.maxStreams = 3
-        let scheduler = try GenerationScheduler(generator: generator, limits: limits)
+        let scheduler = try Self.scheduler(generator, maxStreams: 3)
         var requests: [GenerationRequest] = []
         var streams: [GenerationStream] = []
         for index in 0..<9 {
@@ -121,10 +129,7 @@ struct SchedulerTests {
     @Test("Cancelling a stream, or letting go of it, frees its place for the next request")
     func cancelledAndDroppedStreamsLeave() async throws {
         let generator = try Self.untrained()
-        var limits = GenerationScheduler.Limits()
-        limits.maxStreams = 1
-        limits.maxLength = Self.endless
-        let scheduler = try GenerationScheduler(generator: generator, limits: limits)
+        let scheduler = try Self.scheduler(generator, maxStreams: 1)
         let long = Self.request("a", length: Self.endless, seed: 1)
         let first = try scheduler.submit(long)
         var iterator = first.makeAsyncIterator()
@@ -147,9 +152,7 @@ struct SchedulerTests {
 
     @Test("A task cancelled while it reads ends its request")
     func cancelledTaskEndsItsRequest() async throws {
-        var limits = GenerationScheduler.Limits()
-        limits.maxLength = Self.endless
-        let scheduler = try GenerationScheduler(generator: try Self.untrained(), limits: limits)
+        let scheduler = try Self.scheduler(try Self.untrained())
         let stream = try scheduler.submit(Self.request("a", length: Self.endless, seed: 3))
         let reader = Task { await stream.collect() }
         #expect(await Self.eventually { scheduler.statistics.characters > 10 })
@@ -161,11 +164,7 @@ struct SchedulerTests {
 
     @Test("Beyond the streams and the queue a request is refused as busy, and taken again once there is room")
     func fullQueueRefuses() async throws {
-        var limits = GenerationScheduler.Limits()
-        limits.maxStreams = 2
-        limits.maxQueued = 1
-        limits.maxLength = Self.endless
-        let scheduler = try GenerationScheduler(generator: try Self.untrained(), limits: limits)
+        let scheduler = try Self.scheduler(try Self.untrained(), maxStreams: 2, maxQueued: 1)
         let long = Self.request("a", length: Self.endless, seed: 1)
         let taken = try (0..<3).map { _ in try scheduler.submit(long) }
         // Between steps the three may be stepping or still waiting; together they fill both.
@@ -184,9 +183,7 @@ struct SchedulerTests {
     @Test("A request past its timeout ends as timed out, with the text made so far")
     func timeoutEndsRequest() async throws {
         let generator = try Self.untrained()
-        var limits = GenerationScheduler.Limits()
-        limits.maxLength = Self.endless
-        let scheduler = try GenerationScheduler(generator: generator, limits: limits)
+        let scheduler = try Self.scheduler(generator)
         let request = Self.request("a", length: Self.endless, seed: 4) { $0.timeout = .milliseconds(200) }
         let (text, end) = await (try scheduler.submit(request)).collect()
         #expect(end == .timedOut)
@@ -199,9 +196,7 @@ struct SchedulerTests {
     @Test("Shutting down refuses new requests, lets short ones finish and ends long ones after the grace period")
     func shutDownDrains() async throws {
         let generator = try Self.untrained()
-        var limits = GenerationScheduler.Limits()
-        limits.maxLength = Self.endless
-        let scheduler = try GenerationScheduler(generator: generator, limits: limits)
+        let scheduler = try Self.scheduler(generator)
         let short = try scheduler.submit(Self.request("a", length: 50, seed: 1))
         let long = try scheduler.submit(Self.request("a", length: Self.endless, seed: 2))
         let started = Date()
@@ -218,9 +213,7 @@ struct SchedulerTests {
 
     @Test("Bad requests are refused with what is wrong: options, unknown prime characters, empty prime, length")
     func badRequestsAreRefused() async throws {
-        var limits = GenerationScheduler.Limits()
-        limits.maxLength = 100
-        let scheduler = try GenerationScheduler(generator: try Self.untrained(), limits: limits)
+        let scheduler = try Self.scheduler(try Self.untrained(), maxLength: 100)
         #expect(throws: SchedulerError.invalidRequest(.unknownCharacters(["Z", "Q"]))) {
             try scheduler.submit(Self.request("aZbQ", length: 5, seed: 1))
         }
