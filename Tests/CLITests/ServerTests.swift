@@ -160,7 +160,7 @@ struct ServerTests {
 
     @Test("Beyond the streams and the queue a request gets 503 with Retry-After; past the timeout, 504")
     func busyAndTimeout() throws {
-        let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--max-streams", "1", "--max-queued", "0", "--timeout", "1.5",
+        let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--max-streams", "1", "--max-queued", "0", "--timeout", "4",
                                         "--max-length", "10000000"])
         defer { server.stop() }
         let long = Thread.detachedResult {
@@ -218,7 +218,8 @@ struct ServerTests {
 
     @Test("SIGTERM refuses new requests, lets short ones finish, ends long ones after the grace period, and exits 0")
     func sigtermDrains() throws {
-        let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--shutdown-grace", "1", "--max-length", "10000000"])
+        // The grace period leaves time to see the refusals on a busy machine.
+        let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--shutdown-grace", "3", "--max-length", "10000000"])
         let long = Thread.detachedResult {
             try? server.request("POST", "/v1/generate", json: #"{"length": 10000000, "stream": true}"#)
         }
