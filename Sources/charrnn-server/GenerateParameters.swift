@@ -83,13 +83,9 @@ struct GenerateParameters: Equatable {
         request.timeout = timeout
         var options = SamplingOptions()
         options.temperature = temperature ?? options.temperature
-        switch topK {
-        case nil: options.topK = topP == nil ? SamplingOptions.notebookTopK(vocabularySize: vocabularySize) : nil
-        case 0: options.topK = nil
-        case let k?: options.topK = k
-        }
+        options.topK = topK == 0 ? nil : SamplingOptions.topK(asked: topK, topP: topP, vocabularySize: vocabularySize)
         options.topP = topP
-        options.seed = seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
+        options.seed = seed ?? SamplingOptions.randomSeed()
         request.options = options
         return request
     }

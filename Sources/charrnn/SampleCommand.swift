@@ -64,11 +64,10 @@ struct SampleCommand: ParsableCommand {
             var options = SamplingOptions()
             options.temperature = temperature ?? options.temperature
             // The notebook's top-5 is the default only when no other filter is asked for.
-            options.topK = noTopK || (topK == nil && topP != nil) ? nil
-                : (topK ?? SamplingOptions.notebookTopK(vocabularySize: generator.vocabulary.count))
+            options.topK = noTopK ? nil : SamplingOptions.topK(asked: topK, topP: topP, vocabularySize: generator.vocabulary.count)
             options.topP = topP
             options.greedy = greedy
-            options.seed = seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
+            options.seed = seed ?? SamplingOptions.randomSeed()
             try options.validate(vocabularySize: generator.vocabulary.count)
             let prime = try primeText(vocabulary: generator.vocabulary)
             if dropUnknown { reportDropped(prime, vocabulary: generator.vocabulary) }

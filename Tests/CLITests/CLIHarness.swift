@@ -46,6 +46,16 @@ enum CLI {
     enum CLIError: Error { case binaryNotFound }
 }
 
+/// A run directory that `charrnn train` made in a new scratch folder from
+/// `text` repeated `count` times, with `options`: a suite's shared fixture.
+func trainedRun(on text: String, repeated count: Int, _ options: [String]) -> (scratch: Scratch, directory: String) {
+    let scratch = try! Scratch()
+    try! scratch.write("corpus.txt", Array(String(repeating: text, count: count).utf8))
+    let result = try! CLI.run(["train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("run")] + options)
+    precondition(result.status == 0, result.stderr)
+    return (scratch, scratch.path("run"))
+}
+
 struct Scratch {
     let url: URL
     init() throws {

@@ -5,14 +5,8 @@ import Testing
 @Suite("charrnn sample")
 struct SampleCommandTests {
     /// A checkpoint made by `charrnn train` on a small text, shared by the tests.
-    static let run: (scratch: Scratch, directory: String) = {
-        let scratch = try! Scratch()
-        try! scratch.write("corpus.txt", Array(String(repeating: "Ёлки-палки, «ёж» идёт домой; the cat sat on the mat.\n", count: 40).utf8))
-        let result = try! CLI.run(["train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("run"),
-                                   "--hidden", "16", "--batch", "4", "--steps", "20", "--max-iterations", "3"])
-        precondition(result.status == 0, result.stderr)
-        return (scratch, scratch.path("run"))
-    }()
+    static let run = trainedRun(on: "Ёлки-палки, «ёж» идёт домой; the cat sat on the mat.\n", repeated: 40,
+                                ["--hidden", "16", "--batch", "4", "--steps", "20", "--max-iterations", "3"])
 
     @Test("It prints the prime and then exactly --length characters, the same on every run")
     func printsPrimeAndLength() throws {

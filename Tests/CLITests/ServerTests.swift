@@ -10,12 +10,9 @@ import Testing
 struct ServerTests {
     /// A checkpoint made by `charrnn train` on a small text, shared by the tests.
     static let run: (scratch: Scratch, checkpoint: String) = {
-        let scratch = try! Scratch()
-        try! scratch.write("corpus.txt", Array(String(repeating: "Ёлки-палки, «ёж» идёт домой; The cat sat on the mat.\n", count: 40).utf8))
-        let result = try! CLI.run(["train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("run"),
-                                   "--hidden", "48", "--batch", "4", "--steps", "20", "--max-iterations", "30"])
-        precondition(result.status == 0, result.stderr)
-        return (scratch, scratch.path("run") + "/best.safetensors")
+        let (scratch, directory) = trainedRun(on: "Ёлки-палки, «ёж» идёт домой; The cat sat on the mat.\n", repeated: 40,
+                                              ["--hidden", "48", "--batch", "4", "--steps", "20", "--max-iterations", "30"])
+        return (scratch, directory + "/best.safetensors")
     }()
 
     /// `charrnn sample`'s text for these options (the same names as the API's, as flags).

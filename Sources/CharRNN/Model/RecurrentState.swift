@@ -22,15 +22,7 @@ public struct RecurrentState: Sendable, Equatable {
 
     /// The state of streams `streams` (a part of `0 ..< batchSize`) alone.
     public func streams(_ streams: Range<Int>, configuration: ModelConfiguration) -> RecurrentState {
-        precondition(streams.lowerBound >= 0 && streams.upperBound <= batchSize, "streams outside the state")
-        let width = configuration.hiddenSize, slabs = values.count / max(batchSize * width, 1)
-        var part: [Float] = []
-        part.reserveCapacity(slabs * streams.count * width)
-        for slab in 0..<slabs {
-            let start = (slab * batchSize + streams.lowerBound) * width
-            part.append(contentsOf: values[start ..< start + streams.count * width])
-        }
-        return RecurrentState(values: part, batchSize: streams.count)
+        rearranged(streams.map { Optional($0) }, configuration: configuration)
     }
 
     /// The states of consecutive stream ranges, joined in order into one

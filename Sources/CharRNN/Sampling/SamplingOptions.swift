@@ -24,6 +24,16 @@ public struct SamplingOptions: Sendable, Equatable {
     /// smaller vocabulary): the default top-k when neither top-k nor top-p is asked for.
     public static func notebookTopK(vocabularySize: Int) -> Int { min(5, vocabularySize) }
 
+    /// The top-k of a request that may leave it out (`charrnn sample`'s and
+    /// the server's rule): `asked` when given; otherwise the notebook's
+    /// (`notebookTopK`), unless top-p is asked for, which alone means no top-k.
+    public static func topK(asked: Int?, topP: Float?, vocabularySize: Int) -> Int? {
+        asked ?? (topP == nil ? notebookTopK(vocabularySize: vocabularySize) : nil)
+    }
+
+    /// A seed chosen at random when none is given, small enough to type back.
+    public static func randomSeed() -> UInt64 { UInt64.random(in: 0...UInt64(UInt32.max)) }
+
     /// What a generation call is given, named as the properties and
     /// parameters (`topK`, `length`, …), for errors that say which is out of range.
     public enum Option: String, Sendable, CaseIterable {

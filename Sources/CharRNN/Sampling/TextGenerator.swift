@@ -67,9 +67,8 @@ public struct TextGenerator {
     public func characters(
         prime: String, length: Int, options: SamplingOptions, dropUnknown: Bool = false
     ) throws(SamplingError) -> GeneratedCharacters {
-        guard length >= 0 else { throw .invalidOption(.length, value: "\(length)", requirement: "0 or more") }
-        try options.validate(vocabularySize: vocabulary.count)
-        let session = try primedSession(try encodePrime(prime, dropUnknown: dropUnknown), streams: 1, options: options)
+        let session = try primedSession(try checkedPrime(prime, length: length, options: options, dropUnknown: dropUnknown),
+                                        streams: 1, options: options)
         return GeneratedCharacters(session: session, vocabulary: vocabulary, length: length)
     }
 
@@ -92,9 +91,7 @@ public struct TextGenerator {
         count: Int, prime: String, length: Int, options: SamplingOptions, dropUnknown: Bool = false
     ) throws(SamplingError) -> [String] {
         guard count >= 1 else { throw .invalidOption(.count, value: "\(count)", requirement: "at least 1") }
-        guard length >= 0 else { throw .invalidOption(.length, value: "\(length)", requirement: "0 or more") }
-        try options.validate(vocabularySize: vocabulary.count)
-        let primeTokens = try encodePrime(prime, dropUnknown: dropUnknown)
+        let primeTokens = try checkedPrime(prime, length: length, options: options, dropUnknown: dropUnknown)
         var session = try primedSession(primeTokens, streams: count, options: options)
         var generated = [[Int32]](repeating: [], count: count)
         do {
@@ -108,6 +105,14 @@ public struct TextGenerator {
         }
         let primeText = vocabulary.decode(primeTokens)
         return generated.map { primeText + vocabulary.decode($0) }
+    }
+
+    /// The prime's tokens, once the length and the options are checked: what
+    /// every way of generating (one text, a batch, a scheduler's request) checks first.
+    func checkedPrime(_ prime: String, length: Int, options: SamplingOptions, dropUnknown: Bool = false) throws(SamplingError) -> [Int32] {
+        guard length >= 0 else { throw .invalidOption(.length, value: "\(length)", requirement: "0 or more") }
+        try options.validate(vocabularySize: vocabulary.count)
+        return try encodePrime(prime, dropUnknown: dropUnknown)
     }
 
     private func primedSession(_ prime: [Int32], streams: Int, options: SamplingOptions) throws(SamplingError) -> InferenceSession {

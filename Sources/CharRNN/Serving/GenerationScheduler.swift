@@ -87,16 +87,8 @@ public final class GenerationScheduler: Sendable {
     ///   `.busy` when `maxStreams` are stepping and `maxQueued` waiting;
     ///   `.shuttingDown` after `shutDown`.
     public func submit(_ request: GenerationRequest) throws(SchedulerError) -> GenerationStream {
-        guard request.length >= 0 else {
-            throw .invalidRequest(.invalidOption(.length, value: "\(request.length)", requirement: "0 or more"))
-        }
         let primeTokens: [Int32]
-        do throws(SamplingError) {
-            try request.options.validate(vocabularySize: vocabulary.count)
-            primeTokens = try engine.encodePrime(request.prime)
-        } catch {
-            throw .invalidRequest(error)
-        }
+        do { primeTokens = try engine.checkedPrime(request) } catch { throw .invalidRequest(error) }
         guard request.length <= limits.maxLength else {
             throw .lengthAboveLimit(length: request.length, limit: limits.maxLength)
         }

@@ -19,7 +19,6 @@ final class GenerationSlot: @unchecked Sendable {
         var pending: String.UnicodeScalarView
         var end: GenerationEnd? = nil
         var taken = false
-        var cancelled = false
         /// The reader, when it waits for more.
         var waiter: CheckedContinuation<Void, Never>? = nil
     }
@@ -39,10 +38,8 @@ final class GenerationSlot: @unchecked Sendable {
         return body(&shared)
     }
 
-    /// Whether the reader has gone (the engine drops the stream at the next step).
-    var isCancelled: Bool { withShared { $0.cancelled } }
-
-    /// Whether the text has ended, for any reason.
+    /// Whether the text has ended, for any reason (a reader that went away
+    /// ends it as cancelled).
     var hasEnded: Bool { withShared { $0.end != nil } }
 
     /// Adds one generated character and, with `end`, ends the text (the
@@ -71,15 +68,7 @@ final class GenerationSlot: @unchecked Sendable {
     }
 
     /// The reader is gone or asked to stop.
-    func cancel() {
-        let waiter = withShared { state -> CheckedContinuation<Void, Never>? in
-            state.cancelled = true
-            if state.end == nil { state.end = .cancelled }
-            defer { state.waiter = nil }
-            return state.waiter
-        }
-        waiter?.resume()
-    }
+    func cancel() { finish(.cancelled) }
 
     /// What arrived since the last call, or nil when nothing has (the
     /// chunk with the end is returned once).
@@ -164,9 +153,9 @@ final class SchedulerEngine: @unchecked Sendable {
         logits = [Float](repeating: 0, count: logitCount)
     }
 
-    /// The prime's tokens (only reads the vocabulary).
-    func encodePrime(_ prime: String) throws(SamplingError) -> [Int32] {
-        try generator.encodePrime(prime)
+    /// The request's prime tokens, its length and options checked (only reads the vocabulary).
+    func checkedPrime(_ request: GenerationRequest) throws(SamplingError) -> [Int32] {
+        try generator.checkedPrime(request.prime, length: request.length, options: request.options)
     }
 
     var isShuttingDown: Bool { condition.withLock { !accepting } }
@@ -220,22 +209,11 @@ final class SchedulerEngine: @unchecked Sendable {
         while true {
             let now = ContinuousClock.now
             // Leaving: finished, cancelled, out of time, or shut down.
-            var survivors: [Int] = []
             let endAll = condition.withLock { endEverythingAt.map { now >= $0 } ?? false }
-            for (index, row) in rows.enumerated() {
-                if let end = Self.endBeforeStep(row.slot, now: now, endAll: endAll) {
-                    row.slot.finish(end)
-                } else if !row.slot.hasEnded {
-                    survivors.append(index)
-                }
-            }
+            let survivors = rows.indices.filter { !Self.leaves(rows[$0].slot, now: now, endAll: endAll) }
             // Joining, from the queue, as far as there is room.
             condition.lock()
-            waiting.removeAll { slot in
-                guard let end = Self.endBeforeStep(slot, now: now, endAll: endAll) else { return false }
-                slot.finish(end)
-                return true
-            }
+            waiting.removeAll { Self.leaves($0, now: now, endAll: endAll) }
             var joining: [GenerationSlot] = []
             while survivors.count + joining.count < limits.maxStreams, !waiting.isEmpty {
                 let slot = waiting.removeFirst()
@@ -263,23 +241,30 @@ final class SchedulerEngine: @unchecked Sendable {
             condition.unlock()
 
             if survivors.count != rows.count || !joining.isEmpty {
-                state = state.rearranged(survivors.map { Optional($0) } + joining.map { _ in nil },
+                let joined = joining.compactMap(makeRow)
+                state = state.rearranged(survivors.map { Optional($0) } + joined.map { _ in nil },
                                          configuration: model.configuration)
-                rows = survivors.map { rows[$0] } + joining.compactMap(makeRow)
-                if rows.count != state.batchSize {  // a joiner whose generator failed to seed
-                    state = state.rearranged(Array(0..<rows.count), configuration: model.configuration)
-                }
+                rows = survivors.map { rows[$0] } + joined
                 if rows.isEmpty { continue }
             }
             step()
         }
     }
 
-    private static func endBeforeStep(_ slot: GenerationSlot, now: ContinuousClock.Instant, endAll: Bool) -> GenerationEnd? {
-        if slot.isCancelled { return .cancelled }
-        if endAll { return .shutDown }
-        if let deadline = slot.deadline, now >= deadline { return .timedOut }
-        return nil
+    /// Whether a stream leaves before the next step: its text has ended
+    /// (completed, or cancelled by its reader), or it ends now, shut down or
+    /// out of time.
+    private static func leaves(_ slot: GenerationSlot, now: ContinuousClock.Instant, endAll: Bool) -> Bool {
+        if slot.hasEnded { return true }
+        if endAll {
+            slot.finish(.shutDown)
+            return true
+        }
+        if let deadline = slot.deadline, now >= deadline {
+            slot.finish(.timedOut)
+            return true
+        }
+        return false
     }
 
     private func makeRow(_ slot: GenerationSlot) -> Row? {
