@@ -12,6 +12,10 @@
 
 #include "charrnn.h"
 
+#ifdef _OPENMP
+#include <omp.h> /* before the visibility push below: its functions are the runtime's */
+#endif
+
 /* Everything declared below is the core's own: hidden from the library's
  * exported symbols, so a program (or a second copy of the core, as
  * Tools/core-ab loads) never binds to it or clashes with it. */
@@ -238,7 +242,25 @@ void flush_denormals_end(float_mode saved);
 #define CHARRNN_VECTOR_CLONES
 #endif
 
-/* ---- threading helpers ---- */
+/* ---- threading helpers ----
+ * OpenMP is optional. Built without it (no -fopenmp; the package's
+ * CHARRNN_OPENMP=off, or a compiler with no OpenMP runtime, such as Apple's
+ * clang), every `#pragma omp parallel` region runs on the calling thread
+ * alone, and these stand-ins make the thread queries say so: one team of
+ * one, the arithmetic of one OpenMP thread in the same order. `#pragma omp
+ * simd` still applies where the compiler has -fopenmp-simd. */
+#ifndef _OPENMP
+static inline int omp_get_thread_num(void) { return 0; }
+static inline int omp_get_num_threads(void) { return 1; }
+static inline int omp_get_max_threads(void) { return 1; }
+#endif
+
+/* How idle threads wait can be set only in LLVM's (and Intel's) runtime,
+ * whose omp.h declares kmp_set_blocktime; GNU libgomp reads GOMP_SPINCOUNT
+ * and OMP_WAIT_POLICY once at start-up and has no call for it. */
+#if defined(_OPENMP) && defined(KMP_VERSION_MAJOR)
+#define CHARRNN_HAS_KMP_BLOCKTIME 1
+#endif
 
 /* Idle threads of the calling thread's teams sleep at once (training
  * entry points) or spin as libomp does by default (charrnn_step); both do

@@ -22,8 +22,6 @@
  * Time-major rows: r = t*B + b. Batches arrive [B, T] (stream-major) as in
  * the notebook; token (b, t) is inputs[b*T + t].
  */
-#include <omp.h>
-
 #include "internal.h"
 
 /* ========================================================================
@@ -170,9 +168,8 @@ static dropout_params dropout_setup(const charrnn_batch *batch, size_t H, int la
 }
 
 /* Rows [b0, b1) of step t: h, mask and y point at the step's row 0. */
-CHARRNN_VECTOR_CLONES static void dropout_forward(const dropout_params *d, size_t B, size_t t,
-                                                  size_t b0, size_t b1, size_t H,
-                                                  const float *restrict h,
+CHARRNN_VECTOR_CLONES static void dropout_forward(const dropout_params *d, size_t t, size_t b0,
+                                                  size_t b1, size_t H, const float *restrict h,
                                                   float *restrict mask, float *restrict y) {
     uint64_t seed = d->seed, threshold = d->threshold;
     float scale = d->scale;
@@ -280,7 +277,7 @@ static void recurrence_forward(const cell_kind *cell, size_t B, size_t T, gate_w
                 .aux = x->aux ? x->aux + t * BH : NULL,
             };
             cell->forward(&args);
-            dropout_forward(drop, B, t, b0, b1, H, x->h + (t + 1) * BH, x->mask + t * BH,
+            dropout_forward(drop, t, b0, b1, H, x->h + (t + 1) * BH, x->mask + t * BH,
                             x->y + t * BH);
         }
     }
@@ -419,7 +416,7 @@ charrnn_status charrnn_forward(const charrnn_config *config, const float *params
 
     threads_wait_passively();
     const cell_kind *cell = cell_of(config);
-    size_t B = (size_t)batch->batch_size, T = (size_t)batch->steps, N = T * B;
+    size_t B = (size_t)batch->batch_size, T = (size_t)batch->steps;
     size_t H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
     size_t L = (size_t)config->num_layers, BH = B * H, C = (size_t)cell->states;
     gate_widths w = widths_of(cell, H);
@@ -573,7 +570,11 @@ charrnn_status charrnn_training_products(const charrnn_config *config, const flo
 }
 
 charrnn_status charrnn_set_compute_threads(int32_t threads) {
+#ifdef _OPENMP
     if (threads < 1) return CHARRNN_ERR_INVALID_ARGUMENT;
     omp_set_num_threads(threads);
+#else
+    if (threads != 1) return CHARRNN_ERR_INVALID_ARGUMENT; /* built without OpenMP: one thread */
+#endif
     return CHARRNN_OK;
 }

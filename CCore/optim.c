@@ -2,8 +2,6 @@
  * Gradient clipping by global norm and the Adam update. Parameters,
  * gradients and moments share one layout, so each is a single flat loop.
  */
-#include <omp.h>
-
 #include "internal.h"
 
 CHARRNN_VECTOR_CLONES static double sum_of_squares_range(const float *restrict x, size_t n) {

@@ -124,7 +124,7 @@ size_t carve_activations(const charrnn_config *c, size_t B, size_t T, float *blo
     size_t has_c = cell->states > 1, has_aux = (size_t)cell->has_aux;
 #define TAKE(field, n)                                  \
     do {                                                \
-        if (block) out->field = (n) ? block + off : NULL; \
+        if (block) out->field = (n) != 0 ? block + off : NULL; \
         off += round_up16(n);                           \
     } while (0)
     for (int l = 0; l < c->num_layers; l++) {

@@ -1,6 +1,16 @@
 /*
- * Process-level set-up of the BLAS library, status messages, and the GEMM
- * helpers that split work across the OpenMP team.
+ * Process-level set-up of the BLAS library and the OpenMP runtime, status
+ * messages, and the GEMM helpers that split work across the OpenMP team.
+ *
+ * Any CBLAS: the core calls only cblas_sgemm and cblas_sgemv, so it links
+ * against OpenBLAS, BLIS, FlexiBLAS or the reference CBLAS alike (the
+ * package's CHARRNN_BLAS chooses). Which library the process actually runs
+ * is found when the core is loaded, from the file that provides
+ * cblas_sgemm: on Debian the linked name (libblas.so.3, say) is whichever
+ * BLAS the alternatives system points at, so what was linked and what runs
+ * can differ. Each library's own calls (thread count, version, kernel set)
+ * are looked up in that file by name, so none is needed to link, and the
+ * OpenBLAS-only fixes below run only when OpenBLAS is what runs.
  *
  * Why a load-time constructor: Debian's OpenBLAS 0.3.21 (DYNAMIC_ARCH)
  * picks its kernels in its own ELF constructor. On CPUs newer than it knows
@@ -9,16 +19,17 @@
  * gotoblas_dynamic_quit(), OPENBLAS_CORETYPE, gotoblas_dynamic_init(), done
  * before any other thread calls BLAS. Our constructor runs after
  * OpenBLAS's (it is our dependency) and before main, single-threaded.
- * The result is the only process-wide state the core has, it is written
+ * What it finds is the only process-wide state the core has, it is written
  * once at load time, and it is read-only afterwards.
  */
+#define _GNU_SOURCE /* dladdr */
 #include <dlfcn.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
 
 #include <cblas.h>
-#include <omp.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
 #define CHARRNN_HAS_MXCSR 1
@@ -43,12 +54,54 @@ const char *charrnn_status_message(charrnn_status status) {
     return "unknown status code";
 }
 
-/* ---- BLAS kernel and thread set-up ---- */
+/* ---- which BLAS runs, and its set-up ---- */
 
-static char blas_core_selected_by[32] = "library";
+typedef enum { BLAS_OTHER, BLAS_OPENBLAS, BLAS_BLIS, BLAS_FLEXIBLAS } blas_kind;
 
-/* Kernel sets that already use AVX2/FMA or AVX-512: leave them alone. */
-static int core_is_modern(const char *core) {
+static struct {
+    blas_kind kind;
+    char library[64];          /* "OpenBLAS 0.3.21", "BLIS 0.9.0", … or the file's name */
+    char file[192];            /* the file cblas_sgemm comes from, links resolved */
+    char core[32];             /* kernel set (OpenBLAS), configuration (BLIS), backend (FlexiBLAS) */
+    char config[160];          /* OpenBLAS's build configuration */
+    char core_selected_by[32]; /* OpenBLAS: "library", "charrnn" or the user's variable */
+    void *handle;              /* that file, for looking up its own calls */
+} blas = {.kind = BLAS_OTHER, .core_selected_by = "library"};
+
+/* Copies as much of `from` as fits, always terminated. */
+static void copy_text(char *to, size_t size, const char *from) {
+    size_t n = strlen(from);
+    if (n >= size) n = size - 1;
+    memcpy(to, from, n);
+    to[n] = '\0';
+}
+
+/* One of the running BLAS's own functions, or NULL where it has none. */
+static void *blas_function(const char *name) { return blas.handle ? dlsym(blas.handle, name) : NULL; }
+
+/* The BLAS's own thread count, where it has one to tell (0: not known). */
+static int blas_thread_count(void) {
+    switch (blas.kind) {
+    case BLAS_OPENBLAS: {
+        int (*get)(void) = (int (*)(void))blas_function("openblas_get_num_threads");
+        return get ? get() : 0;
+    }
+    case BLAS_BLIS: {
+        int64_t (*get)(void) = (int64_t (*)(void))blas_function("bli_thread_get_num_threads");
+        return get ? (int)get() : 0;
+    }
+    case BLAS_FLEXIBLAS: {
+        int (*get)(void) = (int (*)(void))blas_function("flexiblas_get_num_threads");
+        return get ? get() : 0;
+    }
+    case BLAS_OTHER: break;
+    }
+    return 0;
+}
+
+#if defined(__x86_64__)
+/* OpenBLAS kernel sets that already use AVX2/FMA or AVX-512: leave them alone. */
+static int openblas_core_is_modern(const char *core) {
     static const char *modern[] = {"Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids"};
     if (!core) return 0;
     for (size_t i = 0; i < sizeof modern / sizeof modern[0]; i++)
@@ -56,20 +109,17 @@ static int core_is_modern(const char *core) {
     return 0;
 }
 
-__attribute__((constructor)) static void charrnn_configure_blas(void) {
-    /* Two pools (OpenBLAS's pthreads and our OpenMP team) spinning on two
-     * cores slow each other down badly; the core calls BLAS from inside its
-     * own OpenMP regions, so BLAS runs single-threaded. With the OpenMP
-     * build of OpenBLAS (parallel == 2) that call would also shrink our own
-     * teams, and nested regions run single-threaded anyway: skip it. */
-    if (openblas_get_parallel() == 1) openblas_set_num_threads(1);
-
+/* Debian's OpenBLAS 0.3.21 falls back to SSE3 kernels on x86 CPUs newer
+ * than it knows; choose the kernels the CPU's features call for. Other
+ * architectures' kernel choice is the library's. */
+static void openblas_reselect_kernels(void) {
     const char *user = getenv("OPENBLAS_CORETYPE");
     if (user && *user) {
-        snprintf(blas_core_selected_by, sizeof blas_core_selected_by, "user (OPENBLAS_CORETYPE)");
+        snprintf(blas.core_selected_by, sizeof blas.core_selected_by, "user (OPENBLAS_CORETYPE)");
         return;
     }
-    if (core_is_modern(openblas_get_corename())) return;
+    const char *(*corename)(void) = (const char *(*)(void))blas_function("openblas_get_corename");
+    if (!corename || openblas_core_is_modern(corename())) return;
 
     __builtin_cpu_init();
     const char *wanted = NULL;
@@ -81,14 +131,89 @@ __attribute__((constructor)) static void charrnn_configure_blas(void) {
     if (!wanted) return; /* an old CPU: the library's choice is right */
 
     /* Exported by DYNAMIC_ARCH builds only; absent elsewhere, then do nothing. */
-    void (*dyn_quit)(void) = (void (*)(void))dlsym(RTLD_DEFAULT, "gotoblas_dynamic_quit");
-    void (*dyn_init)(void) = (void (*)(void))dlsym(RTLD_DEFAULT, "gotoblas_dynamic_init");
+    void (*dyn_quit)(void) = (void (*)(void))blas_function("gotoblas_dynamic_quit");
+    void (*dyn_init)(void) = (void (*)(void))blas_function("gotoblas_dynamic_init");
     if (!dyn_quit || !dyn_init) return;
     dyn_quit();
     setenv("OPENBLAS_CORETYPE", wanted, 1);
     dyn_init();
     unsetenv("OPENBLAS_CORETYPE"); /* child processes choose for themselves */
-    snprintf(blas_core_selected_by, sizeof blas_core_selected_by, "charrnn");
+    snprintf(blas.core_selected_by, sizeof blas.core_selected_by, "charrnn");
+}
+#endif
+
+/* Two pools (the BLAS's threads and our OpenMP team) spinning on two cores
+ * slow each other down badly; the core calls BLAS from inside its own
+ * OpenMP regions, so each BLAS runs single-threaded. */
+static void configure_openblas(void) {
+    const char *(*config)(void) = (const char *(*)(void))blas_function("openblas_get_config");
+    const char *text = config ? config() : NULL;
+    snprintf(blas.config, sizeof blas.config, "%s", text ? text : "");
+    /* The configuration starts "OpenBLAS 0.3.21 …": keep name and version. */
+    const char *space = text ? strchr(text, ' ') : NULL, *end = space ? strchr(space + 1, ' ') : NULL;
+    if (text)
+        snprintf(blas.library, sizeof blas.library, "%.*s", end ? (int)(end - text) : (int)strlen(text), text);
+    else
+        snprintf(blas.library, sizeof blas.library, "OpenBLAS");
+
+    /* With the OpenMP build of OpenBLAS (parallel == 2) setting its threads
+     * would also shrink our own teams, and nested regions run
+     * single-threaded anyway: skip it there. */
+    int (*parallel)(void) = (int (*)(void))blas_function("openblas_get_parallel");
+    void (*set_threads)(int) = (void (*)(int))blas_function("openblas_set_num_threads");
+    if (parallel && set_threads && parallel() == 1) set_threads(1);
+#if defined(__x86_64__)
+    openblas_reselect_kernels();
+#endif
+    const char *(*corename)(void) = (const char *(*)(void))blas_function("openblas_get_corename");
+    const char *core = corename ? corename() : NULL;
+    snprintf(blas.core, sizeof blas.core, "%s", core ? core : "unknown");
+}
+
+static void configure_blis(void) {
+    const char *(*version)(void) = (const char *(*)(void))blas_function("bli_info_get_version_str");
+    snprintf(blas.library, sizeof blas.library, "BLIS %s", version ? version() : "");
+    void (*set_threads)(int64_t) = (void (*)(int64_t))blas_function("bli_thread_set_num_threads");
+    if (set_threads) set_threads(1);
+    int (*arch_id)(void) = (int (*)(void))blas_function("bli_arch_query_id");
+    const char *(*arch_name)(int) = (const char *(*)(int))blas_function("bli_arch_string");
+    const char *arch = arch_id && arch_name ? arch_name(arch_id()) : NULL;
+    snprintf(blas.core, sizeof blas.core, "%s", arch ? arch : "unknown");
+}
+
+static void configure_flexiblas(void) {
+    void (*version)(int *, int *, int *) = (void (*)(int *, int *, int *))blas_function("flexiblas_get_version");
+    int major = 0, minor = 0, patch = 0;
+    if (version) version(&major, &minor, &patch);
+    snprintf(blas.library, sizeof blas.library, "FlexiBLAS %d.%d.%d", major, minor, patch);
+    void (*set_threads)(int) = (void (*)(int))blas_function("flexiblas_set_num_threads");
+    if (set_threads) set_threads(1);
+    int (*backend)(char *, size_t) = (int (*)(char *, size_t))blas_function("flexiblas_current_backend");
+    if (!backend || backend(blas.core, sizeof blas.core) < 0) snprintf(blas.core, sizeof blas.core, "unknown");
+}
+
+__attribute__((constructor)) static void charrnn_configure_blas(void) {
+    Dl_info info;
+    if (dladdr((void *)cblas_sgemm, &info) && info.dli_fname) {
+        char resolved[PATH_MAX];
+        const char *file = realpath(info.dli_fname, resolved) ? resolved : info.dli_fname;
+        copy_text(blas.file, sizeof blas.file, file);
+        const char *base = strrchr(file, '/');
+        copy_text(blas.library, sizeof blas.library, base ? base + 1 : file);
+        /* Already loaded: this only returns a handle to look its calls up in. */
+        blas.handle = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    }
+    /* FlexiBLAS first: it forwards to a backend that may be OpenBLAS. */
+    if (blas_function("flexiblas_current_backend")) {
+        blas.kind = BLAS_FLEXIBLAS;
+        configure_flexiblas();
+    } else if (blas_function("openblas_get_config")) {
+        blas.kind = BLAS_OPENBLAS;
+        configure_openblas();
+    } else if (blas_function("bli_info_get_version_str")) {
+        blas.kind = BLAS_BLIS;
+        configure_blis();
+    }
 }
 
 /* ---- how idle OpenMP threads wait ----
@@ -102,7 +227,9 @@ __attribute__((constructor)) static void charrnn_configure_blas(void) {
  * microseconds per region. charrnn_step is short (tens of microseconds) and
  * called back to back, so sleeping there would cost more than the work:
  * it keeps libomp's spinning. A user who sets KMP_BLOCKTIME or
- * OMP_WAIT_POLICY decides instead, and the core never changes it. */
+ * OMP_WAIT_POLICY decides instead, and the core never changes it. Other
+ * runtimes (GNU libgomp) have no call for it: their own defaults apply. */
+#ifdef CHARRNN_HAS_KMP_BLOCKTIME
 static int wait_policy_from_user;
 static int spin_blocktime_ms = 200;
 
@@ -120,23 +247,51 @@ void threads_wait_actively(void) {
     if (!wait_policy_from_user) kmp_set_blocktime(spin_blocktime_ms);
 }
 
+static void describe_waiting(char *text, size_t size) {
+    if (wait_policy_from_user)
+        snprintf(text, size, "user (KMP_BLOCKTIME / OMP_WAIT_POLICY)");
+    else
+        snprintf(text, size, "sleep in training, spin %d ms in stepping", spin_blocktime_ms);
+}
+#else
+void threads_wait_passively(void) {}
+void threads_wait_actively(void) {}
+
+static void describe_waiting(char *text, size_t size) {
+#ifdef _OPENMP
+    snprintf(text, size, "the runtime's own (OMP_WAIT_POLICY)");
+#else
+    snprintf(text, size, "none (one thread)");
+#endif
+}
+#endif
+
+/* The OpenMP runtime the core runs on, named by its file. */
+static void describe_threading(char *text, size_t size) {
+#ifdef _OPENMP
+    Dl_info info;
+    const char *file = dladdr((void *)omp_get_max_threads, &info) && info.dli_fname ? info.dli_fname : NULL;
+    const char *base = file ? strrchr(file, '/') : NULL;
+    snprintf(text, size, "OpenMP (%s)", base ? base + 1 : file ? file : "runtime not known");
+#else
+    snprintf(text, size, "none (built without OpenMP)");
+#endif
+}
+
 void charrnn_runtime_get(charrnn_runtime *runtime) {
     if (!runtime) return;
     memset(runtime, 0, sizeof *runtime);
-    const char *core = openblas_get_corename();
-    const char *config = openblas_get_config();
-    snprintf(runtime->blas_core, sizeof runtime->blas_core, "%s", core ? core : "unknown");
-    snprintf(runtime->blas_config, sizeof runtime->blas_config, "%s", config ? config : "unknown");
-    snprintf(runtime->blas_core_selected_by, sizeof runtime->blas_core_selected_by, "%s",
-             blas_core_selected_by);
-    runtime->blas_threads = openblas_get_num_threads();
+    snprintf(runtime->blas_library, sizeof runtime->blas_library, "%s", blas.library[0] ? blas.library : "unknown");
+    snprintf(runtime->blas_file, sizeof runtime->blas_file, "%s", blas.file);
+    snprintf(runtime->blas_core, sizeof runtime->blas_core, "%s", blas.core);
+    snprintf(runtime->blas_config, sizeof runtime->blas_config, "%s", blas.config);
+    if (blas.kind == BLAS_OPENBLAS)
+        snprintf(runtime->blas_core_selected_by, sizeof runtime->blas_core_selected_by, "%s",
+                 blas.core_selected_by);
+    runtime->blas_threads = blas_thread_count();
+    describe_threading(runtime->threading, sizeof runtime->threading);
     runtime->compute_threads = omp_get_max_threads();
-    if (wait_policy_from_user)
-        snprintf(runtime->thread_waiting, sizeof runtime->thread_waiting,
-                 "user (KMP_BLOCKTIME / OMP_WAIT_POLICY)");
-    else
-        snprintf(runtime->thread_waiting, sizeof runtime->thread_waiting,
-                 "sleep in training, spin %d ms in stepping", spin_blocktime_ms);
+    describe_waiting(runtime->thread_waiting, sizeof runtime->thread_waiting);
 }
 
 /* ---- GEMM helpers ---- */
@@ -146,8 +301,8 @@ void gemm_block(int trans_a, int trans_b, size_t M, size_t N, size_t K, float al
                 size_t ldc) {
     if (M == 0 || N == 0) return;
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N, (blasint)K, alpha, A,
-                (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+                trans_b ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, alpha, A, (int)lda, B,
+                (int)ldb, beta, C, (int)ldc);
 }
 
 void gemm_rows_parallel(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,

@@ -10,8 +10,6 @@
  * reads stay in its own cache from one character to the next, then does its
  * units' gates with the cell's kernel (cells.c); one barrier per layer.
  */
-#include <omp.h>
-
 #include <cblas.h>
 
 #include "internal.h"
@@ -64,8 +62,8 @@ static void rows_times(size_t S, size_t rows, size_t K, const float *W, const fl
                        size_t ldo) {
     if (rows == 0) return;
     if (S == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)rows, (blasint)K, 1.0f, W, (blasint)K, x,
-                    1, 1.0f, out, 1);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)rows, (int)K, 1.0f, W, (int)K, x, 1, 1.0f,
+                    out, 1);
     else
         gemm_block(0, 1, S, rows, K, 1.0f, x, K, W, K, 1.0f, out, ldo);
 }

@@ -15,18 +15,27 @@
  * Threading. Every function is reentrant: calls on different buffers may run
  * concurrently from different threads. Calls that write the same buffer must
  * not overlap. Inside a call the core parallelises with OpenMP (one team, the
- * size of omp_get_max_threads()) and calls OpenBLAS single-threaded from each
- * OpenMP thread, so the two thread pools never spin against each other. When
- * the library is loaded it (a) sets OpenBLAS to one thread and (b) where
- * Debian's OpenBLAS 0.3.21 mis-detects a modern CPU and falls back to its
- * oldest kernels, re-selects the kernels matching the CPU's features
- * (SKYLAKEX for AVX-512, HASWELL for AVX2+FMA). A user's own
- * OPENBLAS_CORETYPE is never overridden. Idle OpenMP threads sleep at once
- * in the training calls (forward, backward, clipping, Adam), so that a busy
+ * size of omp_get_max_threads()) and calls the BLAS single-threaded from each
+ * OpenMP thread, so the two thread pools never spin against each other. A
+ * core built without OpenMP runs every call on the calling thread, with the
+ * arithmetic of one OpenMP thread.
+ *
+ * BLAS. The core calls only cblas_sgemm and cblas_sgemv, so any CBLAS serves
+ * (OpenBLAS, BLIS, FlexiBLAS, the reference). When the library is loaded it
+ * finds which BLAS actually runs (the file cblas_sgemm comes from) and sets
+ * that BLAS to one thread where it has a call for it. Where that BLAS is
+ * OpenBLAS on x86-64 and Debian's 0.3.21 mis-detects a modern CPU and falls
+ * back to its oldest kernels, it re-selects the kernels matching the CPU's
+ * features (SKYLAKEX for AVX-512, HASWELL for AVX2+FMA); a user's own
+ * OPENBLAS_CORETYPE is never overridden.
+ *
+ * Waiting. With LLVM's OpenMP runtime, idle threads sleep at once in the
+ * training calls (forward, backward, clipping, Adam), so that a busy
  * machine does not make two threads slower than one, and spin as libomp
  * does by default in charrnn_step, whose calls are too short to sleep
- * between; a user's KMP_BLOCKTIME or OMP_WAIT_POLICY overrides both.
- * charrnn_runtime_get() reports what was chosen.
+ * between; a user's KMP_BLOCKTIME or OMP_WAIT_POLICY overrides both. Other
+ * OpenMP runtimes keep their own waiting.
+ * charrnn_runtime_get() reports all of it.
  *
  * Shape letters used throughout:
  *   V  vocabulary size (number of distinct characters)
@@ -124,7 +133,7 @@ extern "C" {
 #endif
 
 #define CHARRNN_VERSION_MAJOR 0
-#define CHARRNN_VERSION_MINOR 2
+#define CHARRNN_VERSION_MINOR 3
 #define CHARRNN_VERSION_PATCH 0
 
 /* ---------------------------------------------------------------------------
@@ -419,19 +428,26 @@ charrnn_status charrnn_gemm_nt(int32_t m, int32_t n, int32_t k, const float *a, 
                                float *c);
 
 /* Sets the number of OpenMP threads later calls from the calling thread use
- * (>= 1), e.g. to compare one thread with two. */
+ * (>= 1), e.g. to compare one thread with two. A core built without OpenMP
+ * runs one thread: it accepts 1 and refuses more with
+ * CHARRNN_ERR_INVALID_ARGUMENT. */
 charrnn_status charrnn_set_compute_threads(int32_t threads);
 
 /* ---------------------------------------------------------------------------
  * Runtime facts, for reporting alongside any speed figure.
  */
 typedef struct charrnn_runtime {
-    char blas_core[32];        /* OpenBLAS kernel set in use, e.g. "SkylakeX" */
-    char blas_config[160];     /* openblas_get_config() */
-    char blas_core_selected_by[32]; /* "library", "charrnn", or "user (OPENBLAS_CORETYPE)" */
-    int32_t blas_threads;      /* OpenBLAS's own thread count (1 under charrnn) */
-    int32_t compute_threads;   /* OpenMP threads charrnn uses per call */
-    char thread_waiting[48];   /* how idle threads wait: charrnn's choice or the user's */
+    char blas_library[64];     /* the BLAS that runs, e.g. "OpenBLAS 0.3.21", "BLIS 0.9.0",
+                                  "FlexiBLAS 3.4.5", or its file's name ("libblas.so.3.11.0") */
+    char blas_file[192];       /* the file cblas_sgemm comes from, links resolved */
+    char blas_core[32];        /* kernels: OpenBLAS's set ("SkylakeX"), BLIS's configuration
+                                  ("zen3"), FlexiBLAS's backend; "" for others */
+    char blas_config[160];     /* OpenBLAS: openblas_get_config(); "" for others */
+    char blas_core_selected_by[32]; /* OpenBLAS: "library", "charrnn", or "user (OPENBLAS_CORETYPE)" */
+    int32_t blas_threads;      /* the BLAS's own thread count (1 under charrnn); 0: it does not say */
+    char threading[64];        /* "OpenMP (libomp.so.5)", or "none (built without OpenMP)" */
+    int32_t compute_threads;   /* threads charrnn uses per call (1 without OpenMP) */
+    char thread_waiting[48];   /* how idle threads wait: charrnn's choice, the user's, the runtime's */
 } charrnn_runtime;
 
 void charrnn_runtime_get(charrnn_runtime *runtime);

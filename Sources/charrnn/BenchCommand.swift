@@ -47,8 +47,10 @@ struct BenchCommand: ParsableCommand {
 
     struct Report: Codable {
         var runtime: String
+        var blasLibrary: String
         var blasCore: String
         var blasThreads: Int
+        var threading: String
         var computeThreads: Int
         var threadWaiting: String
         var gemm: [Benchmark.GemmRate] = []
@@ -131,7 +133,11 @@ struct BenchCommand: ParsableCommand {
             }
         }
         let runtime = ComputeRuntime.current
-        var report = Report(runtime: runtime.description, blasCore: runtime.blasCore, blasThreads: runtime.blasThreads,
+        if contended && !runtime.hasOpenMP {
+            throw UsageError("--contended compares 1 and 2 OpenMP threads, and this build has no OpenMP (\(runtime.threading))")
+        }
+        var report = Report(runtime: runtime.description, blasLibrary: runtime.blasLibrary, blasCore: runtime.blasCore,
+                            blasThreads: runtime.blasThreads, threading: runtime.threading,
                             computeThreads: runtime.computeThreads, threadWaiting: runtime.threadWaiting)
         let log = ProgressLog(enabled: !json)
         log.say("Compute: \(runtime); \(ProcessInfo.processInfo.activeProcessorCount) CPUs")

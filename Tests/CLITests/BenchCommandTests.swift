@@ -1,3 +1,4 @@
+import CharRNN
 import Foundation
 import Testing
 
@@ -10,7 +11,11 @@ struct BenchCommandTests {
                                   "--sampling-characters", "20", "--json"])
         #expect(result.status == 0, "\(result.stderr)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
-        #expect(report["blasCore"] as? String != nil && (report["blasThreads"] as? Int ?? 0) >= 1)
+        // The library's own report, as the core gives it.
+        let runtime = ComputeRuntime.current
+        #expect(report["blasLibrary"] as? String == runtime.blasLibrary && !runtime.blasLibrary.isEmpty)
+        #expect(report["threading"] as? String == runtime.threading)
+        #expect(report["blasThreads"] as? Int == runtime.blasThreads)
         let training = try #require(report["training"] as? [[String: Any]])
         #expect(training.count == 1)
         let step = try #require(training[0]["step"] as? [String: Double])
@@ -24,7 +29,8 @@ struct BenchCommandTests {
         #expect((report["trainingPeakResidentBytes"] as? Int ?? 0) > 0)
     }
 
-    @Test("bench reports how idle threads wait: charrnn's choice by default, the user's when KMP_BLOCKTIME is set")
+    @Test("bench reports how idle threads wait: charrnn's choice by default, the user's when KMP_BLOCKTIME is set",
+          .enabled(if: ComputeRuntime.current.threading.contains("libomp"), "only LLVM's OpenMP runtime lets charrnn choose"))
     func benchReportsTheWaitPolicy() throws {
         let arguments = ["bench", "--configs", "", "--shape", "16,1,4,8,11", "--iterations", "1", "--warmup", "0",
                          "--sampling-characters", "5", "--json"]

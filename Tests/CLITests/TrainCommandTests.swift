@@ -15,7 +15,7 @@ struct TrainCommandTests {
         let lines = result.stdout.split(separator: "\n").map(String.init)
         #expect(lines.first?.hasPrefix("Corpus: ") == true && lines.first?.contains("3,000 characters") == true)
         #expect(lines.contains { $0.hasPrefix("Model: 2 LSTM layers × 16 units,") })
-        #expect(lines.contains { $0.hasPrefix("Compute: OpenBLAS core ") })
+        #expect(lines.contains { $0.hasPrefix("Compute: BLAS ") })
         let iterationLines = lines.filter { $0.hasPrefix("Epoch ") }
         #expect(iterationLines.count == 6)
         let pattern = #/^Epoch 1/20  Iteration 3/6  Training loss: \d+\.\d{4}  \d+\.\d{4} sec/batch$/#

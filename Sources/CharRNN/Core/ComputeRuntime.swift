@@ -1,21 +1,38 @@
 import CCharRNN
 
-/// What the compute core runs on: the BLAS kernels and thread counts.
-/// Report it beside any speed figure.
+/// What the compute core runs on: the BLAS library that actually runs, its
+/// kernels, the threading and thread counts. Report it beside any speed figure.
 public struct ComputeRuntime: Sendable, Equatable, CustomStringConvertible {
-    /// OpenBLAS's kernel set, e.g. `SkylakeX` (the slow fallback is `Prescott`).
+    /// The BLAS that runs, e.g. `OpenBLAS 0.3.21` or `BLIS 0.9.0`; for a
+    /// library the core does not know by name, its file's name
+    /// (`libblas.so.3.11.0`, the reference CBLAS on Debian).
+    public let blasLibrary: String
+    /// The file the core's matrix products come from, links resolved.
+    public let blasFile: String
+    /// The BLAS's kernels where it names them: OpenBLAS's kernel set
+    /// (`SkylakeX`; the slow fallback is `Prescott`), BLIS's configuration,
+    /// FlexiBLAS's backend; empty otherwise.
     public let blasCore: String
-    /// OpenBLAS's build configuration string.
+    /// OpenBLAS's build configuration string; empty for other libraries.
     public let blasConfiguration: String
-    /// Who chose the kernel set: the library, charrnn, or the user's `OPENBLAS_CORETYPE`.
+    /// OpenBLAS only: who chose the kernel set, the library, charrnn, or the
+    /// user's `OPENBLAS_CORETYPE`; empty for other libraries.
     public let blasCoreSelectedBy: String
-    /// OpenBLAS's own thread count (1: the core calls it from its OpenMP threads).
+    /// The BLAS's own thread count (1: the core calls it from its own
+    /// threads); 0 when the library does not say.
     public let blasThreads: Int
-    /// OpenMP threads the core uses per call.
+    /// The threading the core was built with: `OpenMP (libomp.so.5)`, or
+    /// `none (built without OpenMP)`.
+    public let threading: String
+    /// Threads the core uses per call (1 without OpenMP).
     public let computeThreads: Int
     /// How idle compute threads wait: charrnn's choice (sleep in training,
-    /// spin in stepping) or the user's `KMP_BLOCKTIME` / `OMP_WAIT_POLICY`.
+    /// spin in stepping), the user's `KMP_BLOCKTIME` / `OMP_WAIT_POLICY`, or
+    /// the OpenMP runtime's own.
     public let threadWaiting: String
+
+    /// Whether the core was built with OpenMP (and so can use more than one thread).
+    public var hasOpenMP: Bool { threading.hasPrefix("OpenMP") }
 
     /// Reads the facts from the core.
     public static var current: ComputeRuntime {
@@ -27,15 +44,29 @@ public struct ComputeRuntime: Sendable, Equatable, CustomStringConvertible {
             }
         }
         return ComputeRuntime(
+            blasLibrary: string(raw.blas_library),
+            blasFile: string(raw.blas_file),
             blasCore: string(raw.blas_core),
             blasConfiguration: string(raw.blas_config),
             blasCoreSelectedBy: string(raw.blas_core_selected_by),
             blasThreads: Int(raw.blas_threads),
+            threading: string(raw.threading),
             computeThreads: Int(raw.compute_threads),
             threadWaiting: string(raw.thread_waiting))
     }
 
+    /// One line, e.g. `BLAS OpenBLAS 0.3.21 (kernels Haswell, chosen by
+    /// charrnn; 1 thread), OpenMP (libomp.so.5) with 2 threads, idle threads:
+    /// sleep in training, spin 200 ms in stepping`.
     public var description: String {
-        "OpenBLAS core \(blasCore) (chosen by \(blasCoreSelectedBy)), BLAS threads \(blasThreads), compute threads \(computeThreads), idle threads: \(threadWaiting)"
+        var blas: [String] = []
+        if !blasCore.isEmpty {
+            blas.append("kernels \(blasCore)" + (blasCoreSelectedBy.isEmpty ? "" : ", chosen by \(blasCoreSelectedBy)"))
+        }
+        blas.append(blasThreads > 0 ? "\(blasThreads) thread\(blasThreads == 1 ? "" : "s")" : "threads not known")
+        let threads = hasOpenMP
+            ? "\(threading) with \(computeThreads) thread\(computeThreads == 1 ? "" : "s")"
+            : "no OpenMP (built without): 1 thread"
+        return "BLAS \(blasLibrary) (\(blas.joined(separator: "; "))), \(threads), idle threads: \(threadWaiting)"
     }
 }
