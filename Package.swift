@@ -1,33 +1,104 @@
 // swift-tools-version: 6.2
 // 6.2 or later: SwiftPM accepts a dependency whose targets use unsafeFlags
 // only from packages that declare 6.2+, and CCharRNN needs them for OpenMP.
+import Foundation
 import PackageDescription
 
-// MARK: - System libraries (Debian: libopenblas-dev, libomp-dev)
+// MARK: - System libraries: a BLAS, and LLVM's OpenMP runtime
 //
-// OpenBLAS: cblas.h and libopenblas.so are on the default search paths.
-// LLVM OpenMP: Swift's clang ships no omp.h, and Debian puts libomp.so (the
-// link-time name) only in LLVM's own directory; the runtime, libomp.so.5, is
-// on the default loader path. `-idirafter` puts omp.h after clang's own
-// builtin headers, so those are never shadowed.
-let llvmOpenMPInclude = "/usr/lib/llvm-14/lib/clang/14.0.6/include"
-let llvmOpenMPLib = "/usr/lib/llvm-14/lib"
+// Tools/find-libraries finds them (pkg-config where the system ships a .pc
+// file, otherwise a probe of where systems put them) and is the one place
+// that knows where they live; environment variables choose and override
+// (CHARRNN_BLAS, CHARRNN_BLAS_CFLAGS, CHARRNN_BLAS_LIBS, CHARRNN_OPENMP,
+// CHARRNN_OPENMP_INCLUDE, CHARRNN_OPENMP_LIB: see that script and the
+// README's "Building elsewhere"). When one is missing, reading this manifest
+// stops with the script's one line: what it looked for, where, and which
+// variable points at it. SwiftPM caches what a manifest found until the
+// manifest or the environment changes, and never caches a failure.
+struct SystemLibraries {
+    /// What the script printed, as key=value lines.
+    var found: [String: String]
 
-let coreCFlags: [String] = [
-    "-fopenmp",
-    "-idirafter", llvmOpenMPInclude,
-    // The core is always built optimised, even in debug builds: tests and
-    // the CLI would otherwise run it 10x slower. -fno-trapping-math lets the
-    // clamped polynomial loops vectorise; -fno-math-errno lets sqrtf in them.
-    "-O3", "-fno-trapping-math", "-fno-math-errno",
-]
+    static func find() -> SystemLibraries {
+        let script = Context.packageDirectory + "/Tools/find-libraries"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["bash", script]
+        let output = Pipe(), message = Pipe()
+        process.standardOutput = output
+        process.standardError = message
+        do { try process.run() } catch { stop("charrnn: could not run \(script): \(error)") }
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let problem = String(decoding: message.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { stop(problem) }
+        var found: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            guard let equals = line.firstIndex(of: "=") else { continue }
+            found[String(line[..<equals])] = String(line[line.index(after: equals)...])
+        }
+        return SystemLibraries(found: found)
+    }
 
-// MARK: - Open MPI (Debian: openmpi-bin, libopenmpi-dev), only with the MPI trait
+    /// Ends the manifest with the script's line (SwiftPM prints it above its own "Invalid manifest").
+    static func stop(_ line: String) -> Never {
+        FileHandle.standardError.write(Data((line.hasSuffix("\n") ? line : line + "\n").utf8))
+        exit(1)
+    }
+
+    func words(_ key: String) -> [String] { (found[key] ?? "").split(separator: " ").map(String.init) }
+    var openMP: Bool { found["openmp"] == "on" }
+    /// The BLAS chosen by name, when it was found by looking (not given as flags).
+    var blasName: String? { found["blas_found_by"].map { $0.hasPrefix("CHARRNN_BLAS_") ? nil : found["blas"] } ?? nil }
+
+    /// Compiler flags of the core: OpenMP's header after clang's own (so
+    /// its builtin headers are never shadowed), or, without OpenMP, only
+    /// the `simd` pragmas, and the BLAS's header directory.
+    var coreCFlags: [String] {
+        let threading = openMP ? ["-fopenmp", "-idirafter", found["openmp_include"] ?? ""] : ["-fopenmp-simd"]
+        return threading + words("blas_cflags")
+    }
+
+    /// Linker flags of the core, spelled for swiftc, which links the products.
+    var coreLinkerFlags: [String] {
+        var flags: [String] = []
+        for word in words("blas_libs") {
+            if word.hasPrefix("-Wl,") {
+                for part in word.dropFirst(4).split(separator: ",") { flags += ["-Xlinker", String(part)] }
+            } else if word == "-pthread" {
+                flags.append("-lpthread")
+            } else {
+                flags.append(word)
+            }
+        }
+        if openMP, let lib = found["openmp_lib"], !lib.isEmpty {
+            // The runtime the core was linked with is the one it loads.
+            flags += ["-L\(lib)", "-lomp", "-Xlinker", "-rpath", "-Xlinker", lib]
+        }
+        return flags
+    }
+
+    /// Tell the core's tests what was built, so they check that the
+    /// runtime reports it.
+    var testDefines: [SwiftSetting] {
+        var defines: [SwiftSetting] = openMP ? [] : [.define("CHARRNN_BUILT_WITHOUT_OPENMP")]
+        if let name = blasName { defines.append(.define("CHARRNN_BLAS_\(name.uppercased())")) }
+        return defines
+    }
+}
+let systemLibraries = SystemLibraries.find()
+
+// The core is always built optimised, even in debug builds: tests and the
+// CLI would otherwise run it 10x slower. -fno-trapping-math lets the clamped
+// polynomial loops vectorise; -fno-math-errno lets sqrtf in them.
+let coreCFlags = systemLibraries.coreCFlags + ["-O3", "-fno-trapping-math", "-fno-math-errno"]
+
+// MARK: - MPI (Open MPI by default), only with the MPI trait
 //
-// Debian's Open MPI keeps mpi.h and libmpi.so under its own directory
-// (`pkg-config --cflags --libs ompi-c`); only the opt-in trait needs them.
-let openMPIInclude = "/usr/lib/x86_64-linux-gnu/openmpi/include"
-let openMPILib = "/usr/lib/x86_64-linux-gnu/openmpi/lib"
+// SwiftPM asks pkg-config for the module CHARRNN_MPI names (default ompi-c;
+// mpich for MPICH) each time it builds, so MPI installed after a first build
+// without it is found.
+let mpiPkgConfig = Context.environment["CHARRNN_MPI"] ?? "ompi-c"
 let withMPI: Set<String> = ["MPI"]
 // charrnn-server's dependencies (Hummingbird, SwiftNIO, Prometheus) are built
 // only with the Server trait, on by default; `--disable-default-traits`
@@ -68,11 +139,7 @@ let package = Package(
             sources: ["CCore"],
             publicHeadersPath: "include",
             cSettings: [.unsafeFlags(coreCFlags)],
-            linkerSettings: [
-                .linkedLibrary("openblas"),
-                .linkedLibrary("omp"),
-                .unsafeFlags(["-L\(llvmOpenMPLib)"]),
-            ]
+            linkerSettings: [.unsafeFlags(systemLibraries.coreLinkerFlags)]
         ),
         // MARK: - The Swift library: memory, data, checkpoints, training
         .target(
@@ -81,17 +148,17 @@ let package = Package(
             path: "Sources/CharRNN"
         ),
         // MARK: - MPI (opt-in): a C shim over MPI's macros, and the ProcessGroup over it
+        .systemLibrary(
+            name: "CMPI",
+            path: "Sources/CMPI",
+            pkgConfig: mpiPkgConfig,
+            providers: [.apt(["libopenmpi-dev"]), .yum(["openmpi-devel"]), .brew(["open-mpi"])]
+        ),
         .target(
             name: "CCharRNNMPI",
+            dependencies: [.target(name: "CMPI", condition: .when(traits: withMPI))],
             path: "Sources/CCharRNNMPI",
-            cSettings: [
-                .define("CHARRNN_WITH_MPI", .when(traits: withMPI)),
-                .unsafeFlags(["-I\(openMPIInclude)"], .when(traits: withMPI)),
-            ],
-            linkerSettings: [
-                .linkedLibrary("mpi", .when(traits: withMPI)),
-                .unsafeFlags(["-L\(openMPILib)"], .when(traits: withMPI)),
-            ]
+            cSettings: [.define("CHARRNN_WITH_MPI", .when(traits: withMPI))]
         ),
         .target(
             name: "CharRNNMPI",
@@ -146,7 +213,8 @@ let package = Package(
         .testTarget(
             name: "CoreTests",
             dependencies: ["CCharRNN"],
-            path: "Tests/CoreTests"
+            path: "Tests/CoreTests",
+            swiftSettings: systemLibraries.testDefines
         ),
         .testTarget(
             name: "CharRNNTests",

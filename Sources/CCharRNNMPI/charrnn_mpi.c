@@ -2,6 +2,9 @@
 #include "charrnn_mpi.h"
 
 #ifdef CHARRNN_WITH_MPI
+#if !__has_include(<mpi.h>)
+#error "charrnn: the MPI trait needs MPI's mpi.h, and pkg-config found no module named by CHARRNN_MPI (default ompi-c); install Open MPI (Debian and Ubuntu: libopenmpi-dev, or Tools/install-deps --mpi), set PKG_CONFIG_PATH to the directory of its .pc file, or CHARRNN_MPI to your MPI's pkg-config module (mpich, mpi)"
+#else
 #include <limits.h>
 #include <mpi.h>
 #include <string.h>
@@ -65,4 +68,5 @@ void charrnn_mpi_error_string(int code, char *buffer, size_t size) {
         buffer[size - 1] = '\0';
     }
 }
+#endif /* __has_include(<mpi.h>) */
 #endif
