@@ -16,6 +16,13 @@
  *                            LENGTH --seed SEED` prints. The file is mapped
  *                            and its parameter block used in place
  *                            (checkpoint.h).
+ *   example --loss CHECKPOINT TEXT
+ *                            the model's mean cross-entropy on the file TEXT
+ *                            (nats per character): the whole file as one
+ *                            stream from a zero state, each character
+ *                            predicted from all before it, what `charrnn
+ *                            eval --checkpoint CHECKPOINT --data TEXT`
+ *                            reports.
  *
  * Built against an installed library (Tools/install-c-library PREFIX):
  *   cc -O2 example.c $(pkg-config --cflags --libs charrnn) -o example
@@ -49,6 +56,16 @@ static const char *TEXT =
         }                                                                             \
     } while (0)
 
+/* The vocabulary entry the UTF-8 text at p starts with, or -1. Each entry is
+ * one character's bytes, and UTF-8 is prefix-free, so at most one matches. */
+static int32_t token_at(const checkpoint *model, const char *p) {
+    for (int32_t v = 0; v < model->config.vocab_size; v++) {
+        size_t n = strlen(model->vocab[v]);
+        if (n > 0 && strncmp(p, model->vocab[v], n) == 0) return v;
+    }
+    return -1;
+}
+
 /* Samples from a checkpoint, as `charrnn sample` does for one stream. */
 static int sample_checkpoint(const char *path, const char *prime, int length, uint64_t seed) {
     checkpoint model;
@@ -75,11 +92,7 @@ static int sample_checkpoint(const char *path, const char *prime, int length, ui
     /* The prime, one character (one vocabulary entry's UTF-8 bytes) at a time. */
     int32_t token = -1;
     for (const char *p = prime; *p;) {
-        token = -1;
-        for (int32_t v = 0; v < config->vocab_size && token < 0; v++) {
-            size_t n = strlen(model.vocab[v]);
-            if (n > 0 && strncmp(p, model.vocab[v], n) == 0) token = v;
-        }
+        token = token_at(&model, p);
         if (token < 0) {
             fprintf(stderr, "example: the prime has a character the model does not know at '%.8s'\n", p);
             return 1;
@@ -99,7 +112,61 @@ static int sample_checkpoint(const char *path, const char *prime, int length, ui
     return 0;
 }
 
+/* Mean cross-entropy of a text file under a checkpoint, as `charrnn eval`
+ * computes it: the text as one stream from a zero state, in chunks of up to
+ * 1000 steps through the training pass without dropout, the state carried
+ * from chunk to chunk. */
+static int text_loss(const char *path, const char *text_path) {
+    FILE *file = fopen(text_path, "rb");
+    if (!file) { fprintf(stderr, "example: cannot open %s\n", text_path); return 1; }
+    size_t capacity = 1 << 16, size = 0, n;
+    char *text = malloc(capacity + 1);
+    while (text && (n = fread(text + size, 1, capacity - size, file)) > 0)
+        if ((size += n) == capacity) text = realloc(text, (capacity *= 2) + 1);
+    fclose(file);
+    if (!text) { fprintf(stderr, "example: out of memory\n"); return 1; }
+    text[size] = '\0';
+
+    checkpoint model;
+    if (!checkpoint_open(path, &model)) return 1;
+    charrnn_config *config = &model.config;
+    int32_t *tokens = malloc((size + 1) * sizeof(int32_t));
+    if (!tokens) { fprintf(stderr, "example: out of memory\n"); return 1; }
+    size_t count = 0;
+    for (const char *p = text; *p; p += strlen(model.vocab[tokens[count++]])) {
+        if ((tokens[count] = token_at(&model, p)) < 0) {
+            fprintf(stderr, "example: the text has a character the model does not know at byte %ld\n", (long)(p - text));
+            return 1;
+        }
+    }
+    if (count < 2) { fprintf(stderr, "example: the text needs at least 2 characters\n"); return 1; }
+
+    enum { CHUNK = 1000 };
+    size_t n_state, n_acts;
+    CHECK(charrnn_state_count(config, 1, &n_state));
+    CHECK(charrnn_activation_count(config, 1, CHUNK, &n_acts));
+    float *state = calloc(n_state, sizeof(float)), *acts = malloc(n_acts * sizeof(float));
+    if (!state || !acts) { fprintf(stderr, "example: out of memory\n"); return 1; }
+    double total = 0.0;
+    size_t predictions = count - 1;
+    for (size_t start = 0; start < predictions; start += CHUNK) {
+        int32_t steps = (int32_t)(predictions - start < CHUNK ? predictions - start : CHUNK);
+        charrnn_batch batch = {.batch_size = 1, .steps = steps, .inputs = tokens + start, .targets = tokens + start + 1};
+        float loss;
+        CHECK(charrnn_forward(config, model.params, &batch, 1.0f, 0, state, state, acts, &loss));
+        total += (double)loss * steps;
+    }
+    printf("loss %.9f nats per character over %zu predictions\n", total / (double)predictions, predictions);
+    free(text); free(tokens); free(state); free(acts);
+    checkpoint_close(&model);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--loss") == 0) {
+        if (argc != 4) { fprintf(stderr, "usage: example --loss CHECKPOINT TEXT\n"); return 2; }
+        return text_loss(argv[2], argv[3]);
+    }
     if (argc > 1)
         return sample_checkpoint(argv[1], argc > 2 ? argv[2] : "The ", argc > 3 ? atoi(argv[3]) : 200,
                                  argc > 4 ? strtoull(argv[4], NULL, 10) : 1);
