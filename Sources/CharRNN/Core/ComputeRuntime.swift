@@ -61,7 +61,9 @@ public struct ComputeRuntime: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         var blas: [String] = []
         if !blasCore.isEmpty {
-            blas.append("kernels \(blasCore)" + (blasCoreSelectedBy.isEmpty ? "" : ", chosen by \(blasCoreSelectedBy)"))
+            // FlexiBLAS forwards to a backend, which is what it names.
+            let kind = blasLibrary.hasPrefix("FlexiBLAS") ? "backend" : "kernels"
+            blas.append("\(kind) \(blasCore)" + (blasCoreSelectedBy.isEmpty ? "" : ", chosen by \(blasCoreSelectedBy)"))
         }
         blas.append(blasThreads > 0 ? "\(blasThreads) thread\(blasThreads == 1 ? "" : "s")" : "threads not known")
         let threads = hasOpenMP
