@@ -21,6 +21,12 @@ struct SystemLibraries {
 
     static func find() -> SystemLibraries {
         let script = Context.packageDirectory + "/Tools/find-libraries"
+        // SwiftPM also reads a dependency's manifest straight out of its git
+        // repository, to choose a version: the manifest then stands alone at
+        // "/" with no files beside it. Only the products and dependencies
+        // count there, so nothing is looked up; the checkout's manifest,
+        // read before anything is built, looks.
+        guard FileManager.default.fileExists(atPath: script) else { return SystemLibraries(found: [:]) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["bash", script]

@@ -87,6 +87,8 @@ static int blas_thread_count(void) {
         return get ? get() : 0;
     }
     case BLAS_BLIS: {
+        /* dim_t is BLIS's integer, 64 bits unless built otherwise; read as
+         * int, the low half is right for either width. */
         int64_t (*get)(void) = (int64_t (*)(void))blas_function("bli_thread_get_num_threads");
         return get ? (int)get() : 0;
     }
