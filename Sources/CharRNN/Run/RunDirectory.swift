@@ -37,8 +37,6 @@ public final class RunDirectory {
     private var lockDescriptor: Int32
     /// Whether a checkpoint has been written since opening.
     private var wroteCheckpoint = false
-    /// The metrics file's descriptor (appending) once `startMetrics` opened it; -1 otherwise.
-    private var metricsDescriptor: Int32 = -1
 
     /// The name of the best checkpoint.
     public static let bestName = "best.safetensors"
@@ -275,7 +273,6 @@ public final class RunDirectory {
 
     deinit {
         close()
-        if metricsDescriptor >= 0 { Glibc.close(metricsDescriptor) }
     }
 
     /// Releases the lock (`lock()` takes it again). The directory and its files stay.
@@ -343,61 +340,7 @@ public final class RunDirectory {
         }
     }
 
-    // MARK: - Metrics and chart
-
-    /// Opens the metrics file for a run that continues after `iteration` (0
-    /// for a new run) and returns the records it keeps: those up to and
-    /// including `iteration`. Records past it, which a run interrupted after
-    /// its last checkpoint wrote, are removed (the file is replaced
-    /// atomically), so the resumed run's records follow without duplicates.
-    func startMetrics(after iteration: Int) throws(RunDirectoryError) -> [MetricsRecord] {
-        let file = url.appendingPathComponent(Self.metricsName)
-        var kept: [MetricsRecord] = []
-        if FileManager.default.fileExists(atPath: file.path) {
-            // Records are ASCII; bytes that are not UTF-8 (a torn write) only
-            // spoil their own line, which is then dropped.
-            guard let data = FileManager.default.contents(atPath: file.path) else {
-                throw .cannotRead(path: file.path, reason: String(cString: strerror(errno)))
-            }
-            let text = String(decoding: data, as: UTF8.self)
-            let all = MetricsRecord.records(inJSONLines: text)
-            kept = all.filter { $0.iteration <= iteration }
-            let keptText = kept.map { $0.jsonLine + "\n" }.joined()
-            if keptText != text {
-                do { try AtomicFile.write(Array(keptText.utf8), to: file) } catch {
-                    throw .cannotWrite(path: file.path, reason: error.problem.description)
-                }
-            }
-        }
-        if metricsDescriptor >= 0 { Glibc.close(metricsDescriptor) }
-        metricsDescriptor = open(file.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
-        guard metricsDescriptor >= 0 else { throw .cannotWrite(path: file.path, reason: String(cString: strerror(errno))) }
-        return kept
-    }
-
-    /// Appends `records` to the metrics file opened by `startMetrics`, as one write.
-    func appendMetrics(_ records: [MetricsRecord]) throws(RunDirectoryError) {
-        guard metricsDescriptor >= 0, !records.isEmpty else { return }
-        let bytes = Array(records.map { $0.jsonLine + "\n" }.joined().utf8)
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes[offset...].withUnsafeBytes { Glibc.write(metricsDescriptor, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                let path = url.appendingPathComponent(Self.metricsName).path
-                throw .cannotWrite(path: path, reason: n < 0 ? String(cString: strerror(errno)) : "nothing written")
-            }
-            offset += n
-        }
-    }
-
-    /// Replaces the run's loss chart with `svg`, atomically.
-    func writeChart(_ svg: String) throws(RunDirectoryError) {
-        let file = url.appendingPathComponent(Self.chartName)
-        do { try AtomicFile.write(Array(svg.utf8), to: file) } catch {
-            throw .cannotWrite(path: file.path, reason: error.problem.description)
-        }
-    }
+    // MARK: - Checkpoints
 
     /// A checkpoint written by `save`.
     struct Saved {
