@@ -229,7 +229,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CLITests",
-            dependencies: ["charrnn", "charrnn-server", "CharRNN"],
+            dependencies: ["charrnn", "charrnn-server", "CharRNN", "CCharRNN"],
             path: "Tests/CLITests",
             exclude: ["Fixtures"]
         ),

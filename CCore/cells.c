@@ -171,15 +171,15 @@ CHARRNN_VECTOR_CLONES static void rnn_backward(const cell_backward_args *a) {
 
 /* Initial input biases per gate block (charrnn.h says why): the LSTM's
  * forget gate starts open, everything else at zero. */
+static const float lstm_bias_ih_init[4] = {0.0f, 1.0f, 0.0f, 0.0f}; /* i, f, g, o */
+
 static const cell_kind cells[CHARRNN_CELL_COUNT] = {
     [CHARRNN_CELL_LSTM] = {.name = "lstm", .gates = 4, .split = 0, .states = 2, .has_aux = 1,
-                           .bias_ih_init = {0.0f, 1.0f, 0.0f, 0.0f},
+                           .bias_ih_init = lstm_bias_ih_init,
                            .forward = lstm_forward, .backward = lstm_backward},
     [CHARRNN_CELL_GRU] = {.name = "gru", .gates = 3, .split = 1, .states = 1, .has_aux = 1,
-                          .bias_ih_init = {0.0f, 0.0f, 0.0f},
                           .forward = gru_forward, .backward = gru_backward},
     [CHARRNN_CELL_RNN] = {.name = "rnn", .gates = 1, .split = 0, .states = 1, .has_aux = 0,
-                          .bias_ih_init = {0.0f},
                           .forward = rnn_forward, .backward = rnn_backward},
 };
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "charrnn.h"
+#include "charrnn_measure.h"
 
 #ifdef _OPENMP
 #include <omp.h> /* before the visibility push below: its functions are the runtime's */
@@ -21,7 +22,6 @@
  * Tools/core-ab loads) never binds to it or clashes with it. */
 #pragma GCC visibility push(hidden)
 
-#define CHARRNN_MAX_LAYERS 64
 
 /* ---- cells ----
  * What a recurrent cell is, stated once (cells.c holds the table). Every
@@ -83,8 +83,9 @@ typedef struct {
     int has_aux;       /* keeps an [N, H] aux tensor per layer for backward */
     /* Initialisation: weights uniform in +-sqrt(6 / (I + H + gates*H)) (the
      * Glorot limit of the fused [I + H, gates*H] kernel), bias_hh zero and
-     * bias_ih of gate block q equal to bias_ih_init[q]. */
-    float bias_ih_init[4];
+     * bias_ih of gate block q equal to bias_ih_init[q] (`gates` values), or
+     * zero when bias_ih_init is NULL. */
+    const float *bias_ih_init;
     void (*forward)(const cell_forward_args *a);
     void (*backward)(const cell_backward_args *a);
 } cell_kind;
@@ -218,11 +219,13 @@ static inline float fast_tanh(float x) { return 2.0f / (1.0f + fast_exp(-2.0f * 
 /* ---- denormals ----
  * Gradients that underflow into the subnormal range make x86 floating point
  * take microcode assists, slowing every product that touches them many
- * times over. Each compute entry point flushes subnormals to zero (FTZ and
- * DAZ) on every thread of its team for its duration and restores the
- * threads' previous modes on the way out, so callers' own arithmetic is
- * untouched. Values below 1.2e-38 become 0: far below anything the model's
- * arithmetic can resolve in float32. */
+ * times over. The training passes (charrnn_forward, charrnn_backward and
+ * their products alone, in model.c) flush subnormals to zero (FTZ and DAZ)
+ * on every thread of their team for their duration and restore the threads'
+ * previous modes on the way out, so callers' own arithmetic is untouched.
+ * Values below 1.2e-38 become 0: far below anything the model's arithmetic
+ * can resolve in float32. The optimizer, clipping and charrnn_step leave
+ * the threads' modes as they are. */
 typedef struct {
     unsigned int caller;
 } float_mode;
@@ -291,6 +294,16 @@ void gemm_rows_parallel(int trans_a, int trans_b, size_t M, size_t N, size_t K, 
 void gemm_block(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
                 const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
                 size_t ldc);
+
+/* Every matrix product goes through gemm_block or the S = 1 matrix-vector
+ * product in sample.c, and each notes itself here: recorded only while a
+ * test has attached a log (charrnn_measure.h), a load and a branch otherwise. */
+extern charrnn_product_log *product_log;
+void record_product(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *C);
+static inline void note_product(int trans_a, int trans_b, size_t M, size_t N, size_t K,
+                                const float *C) {
+    if (__builtin_expect(product_log != NULL, 0)) record_product(trans_a, trans_b, M, N, K, C);
+}
 
 #pragma GCC visibility pop
 

@@ -6,14 +6,11 @@
 
 #include "internal.h"
 
-#define MAX_VOCAB (1 << 21)  /* every Unicode scalar fits */
-#define MAX_HIDDEN (1 << 14)
-#define MAX_ROWS (1 << 26)   /* T * B; keeps every BLAS dimension far inside int32 */
 
 charrnn_status check_config(const charrnn_config *c) {
     if (!c) return CHARRNN_ERR_NULL_POINTER;
-    if (c->vocab_size < 1 || c->vocab_size > MAX_VOCAB) return CHARRNN_ERR_INVALID_CONFIG;
-    if (c->hidden_size < 1 || c->hidden_size > MAX_HIDDEN) return CHARRNN_ERR_INVALID_CONFIG;
+    if (c->vocab_size < 1 || c->vocab_size > CHARRNN_MAX_VOCAB) return CHARRNN_ERR_INVALID_CONFIG;
+    if (c->hidden_size < 1 || c->hidden_size > CHARRNN_MAX_HIDDEN) return CHARRNN_ERR_INVALID_CONFIG;
     if (c->num_layers < 1 || c->num_layers > CHARRNN_MAX_LAYERS) return CHARRNN_ERR_INVALID_CONFIG;
     if (c->cell < 0 || c->cell >= CHARRNN_CELL_COUNT) return CHARRNN_ERR_INVALID_CONFIG;
     return CHARRNN_OK;
@@ -21,7 +18,7 @@ charrnn_status check_config(const charrnn_config *c) {
 
 charrnn_status check_batch_shape(int32_t batch_size, int32_t steps) {
     if (batch_size < 1 || steps < 1) return CHARRNN_ERR_INVALID_SHAPE;
-    if ((int64_t)batch_size * (int64_t)steps > MAX_ROWS) return CHARRNN_ERR_INVALID_SHAPE;
+    if ((int64_t)batch_size * (int64_t)steps > CHARRNN_MAX_BATCH_ROWS) return CHARRNN_ERR_INVALID_SHAPE;
     return CHARRNN_OK;
 }
 
@@ -226,7 +223,8 @@ charrnn_status charrnn_init_params(const charrnn_config *config, float *params, 
             p.weight_hh[k][i] = limit * (2.0f * uniform_at(s_hh, i) - 1.0f);
         memset(p.bias_hh[k], 0, GH * sizeof(float));
         for (int q = 0; q < cell->gates; q++)
-            for (size_t j = 0; j < H; j++) p.bias_ih[k][(size_t)q * H + j] = cell->bias_ih_init[q];
+            for (size_t j = 0; j < H; j++)
+                p.bias_ih[k][(size_t)q * H + j] = cell->bias_ih_init ? cell->bias_ih_init[q] : 0.0f;
     }
     uint64_t s_fc = stream + 4 * (uint64_t)config->num_layers + 1;
     for (size_t i = 0; i < V * H; i++) {

@@ -37,15 +37,20 @@
 
 #include "internal.h"
 
+/* A limit of charrnn.h as text, so the messages quote the header's numbers. */
+#define LIMIT_TEXT(x) #x
+#define LIMIT(x) LIMIT_TEXT(x)
+
 const char *charrnn_status_message(charrnn_status status) {
     switch (status) {
     case CHARRNN_OK: return "ok";
     case CHARRNN_ERR_NULL_POINTER: return "a required pointer argument is NULL";
     case CHARRNN_ERR_INVALID_CONFIG:
-        return "invalid model configuration: need 1 <= vocab_size <= 2^21, 1 <= hidden_size <= 2^14, "
-               "1 <= num_layers <= 64";
+        return "invalid model configuration: need 1 <= vocab_size <= " LIMIT(CHARRNN_MAX_VOCAB)
+               ", 1 <= hidden_size <= " LIMIT(CHARRNN_MAX_HIDDEN) ", 1 <= num_layers <= " LIMIT(CHARRNN_MAX_LAYERS);
     case CHARRNN_ERR_INVALID_SHAPE:
-        return "invalid batch shape: need batch_size >= 1, steps >= 1 and batch_size * steps <= 2^26";
+        return "invalid batch shape: need batch_size >= 1, steps >= 1, batch_size * steps <= "
+               LIMIT(CHARRNN_MAX_BATCH_ROWS) " and 1 to " LIMIT(CHARRNN_MAX_STREAMS) " sampling streams";
     case CHARRNN_ERR_TOKEN_OUT_OF_RANGE: return "an input or target token is outside [0, vocab_size)";
     case CHARRNN_ERR_INVALID_ARGUMENT: return "a scalar argument is outside its valid range";
     case CHARRNN_ERR_INDEX_OUT_OF_RANGE: return "tensor index outside [0, tensor count)";
@@ -298,10 +303,27 @@ void charrnn_runtime_get(charrnn_runtime *runtime) {
 
 /* ---- GEMM helpers ---- */
 
+charrnn_product_log *product_log;
+
+charrnn_status charrnn_log_products(charrnn_product_log *log) {
+    __atomic_store_n(&product_log, log, __ATOMIC_SEQ_CST);
+    return CHARRNN_OK;
+}
+
+void record_product(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *C) {
+    charrnn_product_log *log = __atomic_load_n(&product_log, __ATOMIC_RELAXED);
+    if (!log) return;
+    int64_t index = __atomic_fetch_add(&log->count, 1, __ATOMIC_RELAXED);
+    if (index < log->capacity)
+        log->entries[index] = (charrnn_product){C, omp_get_thread_num(), trans_a, trans_b,
+                                                (int32_t)M, (int32_t)N, (int32_t)K};
+}
+
 void gemm_block(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
                 const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
                 size_t ldc) {
     if (M == 0 || N == 0) return;
+    note_product(trans_a, trans_b, M, N, K, C);
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, alpha, A, (int)lda, B,
                 (int)ldb, beta, C, (int)ldc);

@@ -14,7 +14,6 @@
 
 #include "internal.h"
 
-#define MAX_STREAMS (1 << 20)
 
 /* The step's scratch, carved from one block (each region 16-float aligned):
  *   G [S, GH]: pre-activations, then activated gates; R [S, SH]: the split
@@ -51,7 +50,7 @@ charrnn_status charrnn_step_scratch_count(const charrnn_config *config, int32_t 
     charrnn_status s = check_config(config);
     if (s != CHARRNN_OK) return s;
     if (!count) return CHARRNN_ERR_NULL_POINTER;
-    if (streams < 1 || streams > MAX_STREAMS) return CHARRNN_ERR_INVALID_SHAPE;
+    if (streams < 1 || streams > CHARRNN_MAX_STREAMS) return CHARRNN_ERR_INVALID_SHAPE;
     *count = carve_step_scratch(config, (size_t)streams, NULL, NULL);
     return CHARRNN_OK;
 }
@@ -61,10 +60,11 @@ charrnn_status charrnn_step_scratch_count(const charrnn_config *config, int32_t 
 static void rows_times(size_t S, size_t rows, size_t K, const float *W, const float *x, float *out,
                        size_t ldo) {
     if (rows == 0) return;
-    if (S == 1)
+    if (S == 1) {
+        note_product(0, 1, 1, rows, K, out);
         cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)rows, (int)K, 1.0f, W, (int)K, x, 1, 1.0f,
                     out, 1);
-    else
+    } else
         gemm_block(0, 1, S, rows, K, 1.0f, x, K, W, K, 1.0f, out, ldo);
 }
 
@@ -73,7 +73,7 @@ charrnn_status charrnn_step(const charrnn_config *config, const float *params, i
     charrnn_status s = check_config(config);
     if (s != CHARRNN_OK) return s;
     if (!params || !tokens || !state || !scratch || !logits) return CHARRNN_ERR_NULL_POINTER;
-    if (streams < 1 || streams > MAX_STREAMS) return CHARRNN_ERR_INVALID_SHAPE;
+    if (streams < 1 || streams > CHARRNN_MAX_STREAMS) return CHARRNN_ERR_INVALID_SHAPE;
     for (int32_t i = 0; i < streams; i++)
         if (tokens[i] < 0 || tokens[i] >= config->vocab_size) return CHARRNN_ERR_TOKEN_OUT_OF_RANGE;
 
@@ -193,7 +193,7 @@ charrnn_sampling_params charrnn_sampling_default_params(void) {
 
 charrnn_status charrnn_sample_scratch_size(int32_t vocab_size, size_t *bytes) {
     if (!bytes) return CHARRNN_ERR_NULL_POINTER;
-    if (vocab_size < 1 || vocab_size > (1 << 21)) return CHARRNN_ERR_INVALID_CONFIG;
+    if (vocab_size < 1 || vocab_size > CHARRNN_MAX_VOCAB) return CHARRNN_ERR_INVALID_CONFIG;
     *bytes = 8 * (size_t)vocab_size;
     return CHARRNN_OK;
 }
@@ -248,7 +248,7 @@ charrnn_status charrnn_sample(const float *logits, int32_t vocab_size,
                               const charrnn_sampling_params *params, charrnn_rng *rng,
                               void *scratch, float *probs, int32_t *token) {
     if (!logits || !params || !token) return CHARRNN_ERR_NULL_POINTER;
-    if (vocab_size < 1 || vocab_size > (1 << 21)) return CHARRNN_ERR_INVALID_CONFIG;
+    if (vocab_size < 1 || vocab_size > CHARRNN_MAX_VOCAB) return CHARRNN_ERR_INVALID_CONFIG;
     float T = params->temperature;
     if (!(T >= 0.0f) || isinf(T)) return CHARRNN_ERR_INVALID_ARGUMENT;
     if (params->top_k < 0 || params->top_k > vocab_size) return CHARRNN_ERR_INVALID_ARGUMENT;
@@ -330,7 +330,7 @@ charrnn_status charrnn_step_products(const charrnn_config *config, const float *
     charrnn_status s = check_config(config);
     if (s != CHARRNN_OK) return s;
     if (!params || !state || !scratch || !logits) return CHARRNN_ERR_NULL_POINTER;
-    if (streams < 1 || streams > MAX_STREAMS) return CHARRNN_ERR_INVALID_SHAPE;
+    if (streams < 1 || streams > CHARRNN_MAX_STREAMS) return CHARRNN_ERR_INVALID_SHAPE;
     threads_wait_actively();
     const cell_kind *cell = cell_of(config);
     size_t S = (size_t)streams, H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;

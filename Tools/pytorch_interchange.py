@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Checks that CharRNN checkpoints and PyTorch models move both ways unchanged,
-for each cell (nn.LSTM, nn.GRU, nn.RNN with tanh).
+for the cell each checkpoint names (nn.LSTM, nn.GRU, nn.RNN with tanh).
 
 1. charrnn -> PyTorch: loads each checkpoint written by `charrnn train` into
-   nn.LSTM / nn.GRU / nn.RNN(V, H, L) + nn.Linear(H, V), the module chosen by
-   the file's tensor prefix (strict load_state_dict of the cell's and `fc.`
+   nn.LSTM / nn.GRU / nn.RNN(V, H, L) + nn.Linear(H, V), the module named by
+   the file's `cell` metadata (strict load_state_dict of the cell's and `fc.`
    tensors; the file's training state is skipped), computes the mean
    cross-entropy of the text as one stream from a zero state with one-hot
    input, and compares it with `charrnn eval` on the same text.
-2. PyTorch -> charrnn: builds a fresh module of each cell + nn.Linear for the
+2. PyTorch -> charrnn: builds a fresh module of each checkpoint's cell + nn.Linear for the
    text's vocabulary, saves it with safetensors.torch.save_file (the state
    dict under the cell's prefix and `fc.`, and only a `vocab` entry in the
    metadata), then checks that `charrnn eval` gives PyTorch's loss and that
@@ -33,7 +33,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
-CELLS = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
+def torch_module(cell):
+    """PyTorch's module for a cell named as a checkpoint's `cell` metadata
+    names it: "lstm" -> nn.LSTM, "gru" -> nn.GRU, "rnn" -> nn.RNN (tanh)."""
+    return getattr(torch.nn, cell.upper())
 
 
 class CharModel(torch.nn.Module):
@@ -43,7 +46,7 @@ class CharModel(torch.nn.Module):
     def __init__(self, cell, vocab_size, hidden_size, num_layers):
         super().__init__()
         self.cell = cell
-        setattr(self, cell, CELLS[cell](vocab_size, hidden_size, num_layers, batch_first=True))
+        setattr(self, cell, torch_module(cell)(vocab_size, hidden_size, num_layers, batch_first=True))
         self.fc = torch.nn.Linear(hidden_size, vocab_size)
 
     def loss(self, tokens):
@@ -74,7 +77,7 @@ def from_charrnn(args, path, text, failures):
     with open(path, "rb") as f:
         header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
     vocab = json.loads(header["__metadata__"]["vocab"])
-    cell = next(c for c in CELLS if f"{c}.weight_ih_l0" in tensors)
+    cell = header["__metadata__"].get("cell", "lstm")  # files before the cell setting are LSTMs
     V, H = tensors["fc.weight"].shape
     L = sum(1 for k in tensors if k.startswith(f"{cell}.weight_ih_l"))
     model = CharModel(cell, V, H, L)
@@ -85,10 +88,11 @@ def from_charrnn(args, path, text, failures):
     with torch.no_grad():
         torch_loss = model.loss(tokens)
     ours = charrnn_eval(args.charrnn, path, args.data)
-    print(f"charrnn -> PyTorch: nn.{CELLS[cell].__name__} V={V} H={H} L={L}, {len(text)} characters: "
+    print(f"charrnn -> PyTorch: nn.{torch_module(cell).__name__} V={V} H={H} L={L}, {len(text)} characters: "
           f"PyTorch {torch_loss:.6f}, charrnn eval {ours:.6f}, difference {abs(torch_loss - ours):.2e}")
     if not within(torch_loss, ours, args.tolerance):
         failures.append(f"charrnn -> PyTorch loss differs ({cell})")
+    return cell
 
 
 def to_charrnn(args, cell, text, failures):
@@ -104,7 +108,7 @@ def to_charrnn(args, cell, text, failures):
         ours = charrnn_eval(args.charrnn, path, args.data)
         sample = subprocess.run([args.charrnn, "sample", "--checkpoint", path, "--prime", text[:3],
                                  "--length", "80", "--seed", "1"], capture_output=True, text=True)
-    print(f"PyTorch -> charrnn: nn.{CELLS[cell].__name__} V={len(vocab)} H=48 L=2: PyTorch {torch_loss:.6f}, "
+    print(f"PyTorch -> charrnn: nn.{torch_module(cell).__name__} V={len(vocab)} H=48 L=2: PyTorch {torch_loss:.6f}, "
           f"charrnn eval {ours:.6f}, difference {abs(torch_loss - ours):.2e}")
     print(f"  charrnn sample from the PyTorch file (exit {sample.returncode}): {sample.stdout[:83]!r}")
     if not within(torch_loss, ours, args.tolerance):
@@ -124,9 +128,10 @@ def main():
     torch.manual_seed(0)
     failures = []
     text = text_of(args.data)
+    cells = []
     for path in args.checkpoint:
-        from_charrnn(args, path, text, failures)
-    for cell in CELLS:
+        cells.append(from_charrnn(args, path, text, failures))
+    for cell in dict.fromkeys(cells):  # each checkpoint's cell, once
         to_charrnn(args, cell, text, failures)
     print("FAILED: " + "; ".join(failures) if failures else "OK: both directions agree within %g" % args.tolerance)
     return 1 if failures else 0

@@ -179,9 +179,17 @@ charrnn_status charrnn_cell_from_name(const char *name, int32_t *cell);
 
 /* ---------------------------------------------------------------------------
  * Configuration and sizes. All counts are in floats (multiply by 4 for bytes).
- * Limits: 1 <= V <= 2^21, 1 <= H <= 2^14, 1 <= L <= 64, cell one of
- * charrnn_cell; 1 <= B, T and T * B <= 2^26.
+ * Limits: 1 <= V <= CHARRNN_MAX_VOCAB, 1 <= H <= CHARRNN_MAX_HIDDEN,
+ * 1 <= L <= CHARRNN_MAX_LAYERS, cell one of charrnn_cell; 1 <= B, T and
+ * T * B <= CHARRNN_MAX_BATCH_ROWS; sampling steps 1 <= S <= CHARRNN_MAX_STREAMS.
+ * These are the only statement of the limits: the Swift library, the CLI's
+ * help and the server ask for them here.
  */
+#define CHARRNN_MAX_VOCAB 2097152      /* 2^21: every Unicode scalar fits */
+#define CHARRNN_MAX_HIDDEN 16384       /* 2^14 */
+#define CHARRNN_MAX_LAYERS 64
+#define CHARRNN_MAX_BATCH_ROWS 67108864 /* 2^26 = T * B: every BLAS dimension stays far inside int32 */
+#define CHARRNN_MAX_STREAMS 1048576    /* 2^20 streams stepped together */
 typedef struct charrnn_config {
     int32_t vocab_size;   /* V */
     int32_t hidden_size;  /* H */
@@ -403,23 +411,8 @@ charrnn_status charrnn_sample(const float *logits, int32_t vocab_size,
                               void *scratch, float *probs, int32_t *token);
 
 /* ---------------------------------------------------------------------------
- * Measurement: the matrix products alone. Each runs exactly the BLAS calls
- * of the named operation (same shapes, same split across threads, same
- * order) and nothing else, so a benchmark can set a step's time beside the
- * time of the products it cannot avoid. The buffers' contents afterwards
- * are meaningless: pass scratch copies.
+ * Measurement.
  */
-
-/* The products of charrnn_forward followed by charrnn_backward on a B x T
- * batch (activations: charrnn_activation_count floats; grads: param count). */
-charrnn_status charrnn_training_products(const charrnn_config *config, const float *params,
-                                         int32_t batch_size, int32_t steps, float *activations,
-                                         float *grads);
-
-/* The products of one charrnn_step for S streams. */
-charrnn_status charrnn_step_products(const charrnn_config *config, const float *params,
-                                     int32_t streams, float *state, float *scratch,
-                                     float *logits);
 
 /* C[M, N] = A[M, K] B[N, K]^T (row-major), split by rows across the OpenMP
  * team exactly as the core's big products are: for measuring the machine's

@@ -147,7 +147,7 @@ struct Server: Sendable {
                     var event = "data: {"
                     if first { event += "\"seed\":\(stream.seed)," }
                     event += "\"text\":"
-                    Self.appendJSONString(chunk.text, to: &event)
+                    JSONString.append(chunk.text, to: &event)
                     event += "}\n\n"
                     first = false
                     try await writer.write(ByteBuffer(string: event))
@@ -168,27 +168,6 @@ struct Server: Sendable {
             }
             try await writer.finish(nil)
         })
-    }
-
-    /// Appends `text` as a JSON string (RFC 8259: quote, backslash and
-    /// control characters escaped; everything else as UTF-8).
-    static func appendJSONString(_ text: String, to out: inout String) {
-        out.append("\"")
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out.append("\\\"")
-            case "\\": out.append("\\\\")
-            case "\n": out.append("\\n")
-            case "\r": out.append("\\r")
-            case "\t": out.append("\\t")
-            case _ where scalar.value < 0x20:
-                out.append("\\u00")
-                out.append(String(scalar.value >> 4, radix: 16))
-                out.append(String(scalar.value & 0xF, radix: 16))
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        out.append("\"")
     }
 
     static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {

@@ -23,7 +23,8 @@ struct ServerCommand: AsyncParsableCommand {
             GET /v1/model, /health, /metrics (Prometheus) and /openapi.json describe the rest. \
             SIGTERM or Ctrl-C stops taking requests, lets those in flight finish for up to \
             --shutdown-grace seconds, ends the rest, and exits.
-            """)
+            """,
+        version: CharRNNVersion.current)
 
     @Option(name: .long, help: "A checkpoint file, or a training output directory (its best.safetensors).")
     var checkpoint: String

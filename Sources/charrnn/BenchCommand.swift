@@ -24,7 +24,7 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "Another configuration as H,L,B,T[,V] (repeatable).")
     var shape: [String] = []
 
-    @Option(name: .long, help: "Cells to measure each configuration with, comma-separated: lstm, gru, rnn. Configurations of other cells than the LSTM are named with the cell (reference-gru).")
+    @Option(name: .long, help: "Cells to measure each configuration with, comma-separated: \(Cell.names(or: "or")). Configurations of other cells than the LSTM are named with the cell (reference-gru).")
     var cell = "lstm"
 
     @Option(name: .long, help: "Train on this text's characters instead of random ones (its vocabulary sets V).")
@@ -102,7 +102,7 @@ struct BenchCommand: ParsableCommand {
             }
             if !cells.contains(cell) { cells.append(cell) }
         }
-        guard !cells.isEmpty else { throw UsageError("--cell needs at least one cell (lstm, gru, rnn)") }
+        guard !cells.isEmpty else { throw UsageError("--cell needs at least one cell (" + Cell.allCases.map(\.rawValue).joined(separator: ", ") + ")") }
         result = result.flatMap { shape in
             cells.map { cell in
                 var shaped = shape

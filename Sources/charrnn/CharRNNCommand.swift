@@ -1,4 +1,5 @@
 import ArgumentParser
+import CharRNN
 import Foundation
 
 /// The `charrnn` command: train character-level recurrent networks and write text with them.
@@ -7,7 +8,7 @@ struct CharRNNCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "charrnn",
         abstract: "Train a character-level LSTM, GRU or RNN on any text, in the style of Karpathy's char-rnn.",
-        version: "0.1.0",
+        version: CharRNNVersion.current,
         subcommands: [TrainCommand.self, SampleCommand.self, EvalCommand.self, InspectCommand.self, BenchCommand.self, PlotCommand.self])
 
     static func main() {

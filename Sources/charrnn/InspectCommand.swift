@@ -55,24 +55,10 @@ struct InspectCommand: ParsableCommand {
         }
     }
 
-    /// The vocabulary as one quoted line, control characters escaped.
+    /// The vocabulary as one JSON string, control characters escaped.
     static func printable(_ vocabulary: Vocabulary) -> String {
-        var out = "\""
-        for scalar in vocabulary.scalars {
-            switch scalar {
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            default:
-                if scalar.properties.generalCategory == .control || scalar.properties.generalCategory == .format {
-                    out += "\\u{\(String(scalar.value, radix: 16))}"
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\" (\(vocabulary.count) characters)"
+        var text = ""
+        text.unicodeScalars.append(contentsOf: vocabulary.scalars)
+        return JSONString.literal(text) + " (\(vocabulary.count) characters)"
     }
 }

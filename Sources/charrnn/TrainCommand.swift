@@ -10,7 +10,8 @@ struct TrainCommand: ParsableCommand {
         abstract: "Train a model on a UTF-8 text file, writing checkpoints to a directory.",
         discussion: """
             Defaults reproduce the original Anna Karenina notebook: 2 LSTM layers of 512 units \
-            (--cell gru or rnn for PyTorch's GRU or tanh RNN instead), \
+            (--cell \(Cell.allCases.dropFirst().map(\.rawValue).joined(separator: " or ")) for PyTorch's \
+            \(Cell.allCases.dropFirst().map(\.pytorchModule).joined(separator: " or ")) instead), \
             batch 100 × 100 steps, 20 epochs, Adam 0.001, dropout keep probability 0.5, gradient \
             clip 5. Every --save-every iterations and at the end it evaluates the validation split \
             and writes DIR/i{iteration}_l{hidden}_v{loss}.safetensors; DIR/best.safetensors is \
@@ -26,13 +27,15 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Directory for checkpoints (created if missing). With --resume, defaults to the checkpoint's directory.")
     var out: String?
 
-    @Option(name: .long, help: "The recurrent cell of every layer: lstm, gru or rnn (tanh), as PyTorch's nn.LSTM, nn.GRU, nn.RNN. (default: lstm)")
+    @Option(
+        name: .long,
+        help: "The recurrent cell of every layer: \(Cell.names(or: "or")), as PyTorch's \(Cell.allCases.map(\.pytorchModule).joined(separator: ", ")). (default: \(Cell.lstm))")
     var cell: String?
 
-    @Option(name: .long, help: "Units per recurrent layer, 1-16384. (default: 512)")
+    @Option(name: .long, help: "Units per recurrent layer, 1-\(ModelConfiguration.maximumHiddenSize). (default: 512)")
     var hidden: Int?
 
-    @Option(name: .long, help: "Stacked recurrent layers, 1-64. (default: 2)")
+    @Option(name: .long, help: "Stacked recurrent layers, 1-\(ModelConfiguration.maximumLayerCount). (default: 2)")
     var layers: Int?
 
     @Option(name: .long, help: "Streams per batch (B). (default: 100)")

@@ -67,6 +67,7 @@ public struct Checkpoint {
         if let optimizerStep { all["optimizer_step"] = String(optimizerStep) }
         all["format"] = "charrnn"
         all["format_version"] = Checkpoint.formatVersion
+        all["charrnn_version"] = CharRNNVersion.current
         all["vocab"] = Checkpoint.encodeVocabulary(vocabulary)
         all["vocab_size"] = String(configuration.vocabularySize)
         all["hidden_size"] = String(configuration.hiddenSize)
@@ -372,7 +373,7 @@ public struct Checkpoint {
     }
 
     static func encodeVocabulary(_ vocabulary: Vocabulary) -> String {
-        "[" + vocabulary.scalars.map { SafeTensors.jsonString(String($0)) }.joined(separator: ",") + "]"
+        "[" + vocabulary.scalars.map { JSONString.literal(String($0)) }.joined(separator: ",") + "]"
     }
 
     static func decodeVocabulary(_ json: String) throws(CheckpointProblem) -> Vocabulary {

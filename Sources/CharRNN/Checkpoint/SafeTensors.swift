@@ -51,13 +51,13 @@ enum SafeTensors {
     /// order of `tensors`.
     static func header(tensors: [Tensor], metadata: [String: String]) -> [UInt8] {
         var header = "{\"__metadata__\":{"
-        header += metadata.sorted { $0.key < $1.key }.map { "\(jsonString($0.key)):\(jsonString($0.value))" }
+        header += metadata.sorted { $0.key < $1.key }.map { "\(JSONString.literal($0.key)):\(JSONString.literal($0.value))" }
             .joined(separator: ",")
         header += "}"
         var offset = 0
         for tensor in tensors {
             let bytes = tensor.values.count * 4
-            header += ",\(jsonString(tensor.name)):{\"dtype\":\"F32\",\"shape\":["
+            header += ",\(JSONString.literal(tensor.name)):{\"dtype\":\"F32\",\"shape\":["
                 + tensor.shape.map(String.init).joined(separator: ",")
                 + "],\"data_offsets\":[\(offset),\(offset + bytes)]}"
             offset += bytes
@@ -163,28 +163,6 @@ enum SafeTensors {
                 destination[index] = Float(bitPattern: UInt32(littleEndian: destination[index].bitPattern))
             }
         #endif
-    }
-
-    /// A JSON string literal for `text`.
-    static func jsonString(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
     }
 
     /// The header's entries, decoded strictly: integers must be integers

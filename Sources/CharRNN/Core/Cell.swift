@@ -37,6 +37,28 @@ public enum Cell: String, CaseIterable, Codable, Sendable {
 
     /// The name people write it with: "LSTM", "GRU", "RNN".
     public var displayName: String { rawValue.uppercased() }
+
+    /// PyTorch's module for the cell: `nn.LSTM`, `nn.GRU`, `nn.RNN` (tanh).
+    public var pytorchModule: String { "nn.\(displayName)" + (self == .rnn ? " (tanh)" : "") }
+
+    /// Every cell's name, as a list for messages: "lstm, gru or rnn" with `or`.
+    public static func names(or conjunction: String) -> String {
+        let names = allCases.map(\.rawValue)
+        guard names.count > 1 else { return names.joined() }
+        return names.dropLast().joined(separator: ", ") + " \(conjunction) " + names[names.count - 1]
+    }
+
+    /// The cells the linked core has, by name, in its own order
+    /// (`charrnn_cell_info_get` for 0 ..< `CHARRNN_CELL_COUNT`); a test
+    /// checks that they are exactly `allCases`.
+    public static var coreCellNames: [String] {
+        (0..<CHARRNN_CELL_COUNT).map { index in
+            var info = charrnn_cell_info()
+            let status = charrnn_cell_info_get(Int32(index), &info)
+            precondition(status == CHARRNN_OK, "the core's cell table has no entry \(index)")
+            return String(cString: info.name)
+        }
+    }
 }
 
 extension Cell: LosslessStringConvertible {

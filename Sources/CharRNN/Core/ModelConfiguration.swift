@@ -37,12 +37,16 @@ public struct ModelConfiguration: Hashable, Sendable, Codable {
         }
     }
 
-    /// The largest sizes the core accepts (`charrnn.h`).
-    public static let maximumVocabularySize = 1 << 21
-    /// The most units per layer.
-    public static let maximumHiddenSize = 1 << 14
-    /// The most layers.
-    public static let maximumLayerCount = 64
+    /// The largest vocabulary the core accepts (`CHARRNN_MAX_VOCAB`).
+    public static let maximumVocabularySize = Int(CHARRNN_MAX_VOCAB)
+    /// The most units per layer (`CHARRNN_MAX_HIDDEN`).
+    public static let maximumHiddenSize = Int(CHARRNN_MAX_HIDDEN)
+    /// The most layers (`CHARRNN_MAX_LAYERS`).
+    public static let maximumLayerCount = Int(CHARRNN_MAX_LAYERS)
+    /// The most characters in one batch, B × T (`CHARRNN_MAX_BATCH_ROWS`).
+    public static let maximumBatchCharacters = Int(CHARRNN_MAX_BATCH_ROWS)
+    /// The most streams sampled together (`CHARRNN_MAX_STREAMS`).
+    public static let maximumStreams = Int(CHARRNN_MAX_STREAMS)
 
     /// Floats in the parameter block (and in the gradient block), as the core
     /// counts them; 0 for a configuration the core refuses (see `validate()`).

@@ -71,17 +71,18 @@ public struct TrainingOptions: Sendable, Equatable, Codable {
         case patience, keepProbability, gradientClip, validationFraction, saveEvery, seed, maxIterations, keepBest
     }
 
-    /// The largest number of characters in one batch (B × T): keeps every
-    /// dimension the core hands to BLAS far inside 32 bits.
-    public static let maximumBatchCharacters = 1 << 26
+    /// The largest number of characters in one batch (B × T), as the core
+    /// states it: keeps every dimension it hands to BLAS far inside 32 bits.
+    public static var maximumBatchCharacters: Int { ModelConfiguration.maximumBatchCharacters }
 
     /// Throws `TrainingError.invalidOption` naming the first value out of range.
     public func validate() throws(TrainingError) {
         func require(_ condition: Bool, _ option: Option, _ value: CustomStringConvertible, _ requirement: String) throws(TrainingError) {
             if !condition { throw .invalidOption(option, value: value.description, requirement: requirement) }
         }
-        try require((1...16384).contains(hiddenSize), .hiddenSize, hiddenSize, "between 1 and 16384")
-        try require((1...64).contains(layerCount), .layerCount, layerCount, "between 1 and 64")
+        let hidden = ModelConfiguration.maximumHiddenSize, layers = ModelConfiguration.maximumLayerCount
+        try require((1...hidden).contains(hiddenSize), .hiddenSize, hiddenSize, "between 1 and \(hidden)")
+        try require((1...layers).contains(layerCount), .layerCount, layerCount, "between 1 and \(layers)")
         try require(batchSize >= 1, .batchSize, batchSize, "at least 1")
         try require(steps >= 1, .steps, steps, "at least 1")
         if batchSize > Self.maximumBatchCharacters / steps {

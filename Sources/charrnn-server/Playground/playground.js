@@ -39,7 +39,7 @@ async function loadModel() {
   }
   if (response.status === 401) { needKey("This server needs an API key."); $("model-line").textContent = "Model: needs the API key."; return; }
   const model = await response.json();
-  const cell = { lstm: "LSTM", gru: "GRU", rnn: "RNN" }[model.cell] || model.cell;
+  const cell = model.cell.toUpperCase(); // as the library's Cell.displayName; the cells come from the server
   $("model-line").textContent =
     `${model.layers} ${cell} layer${model.layers === 1 ? "" : "s"} × ${model.hidden_size} units, ` +
     `${model.vocabulary_size} characters, ${model.parameters.toLocaleString("en")} parameters`;
