@@ -30,7 +30,8 @@ struct SystemLibraries {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["bash", script]
-        let output = Pipe(), message = Pipe()
+        let output = Pipe()
+        let message = Pipe()
         process.standardOutput = output
         process.standardError = message
         do { try process.run() } catch { stop("charrnn: could not run \(script): \(error)") }
@@ -97,7 +98,7 @@ let systemLibraries = SystemLibraries.find()
 // The core is always built optimised, even in debug builds: tests and the
 // CLI would otherwise run it 10x slower. -fno-trapping-math lets the clamped
 // polynomial loops vectorise; -fno-math-errno lets sqrtf in them.
-let coreCFlags = systemLibraries.coreCFlags + ["-O3", "-fno-trapping-math", "-fno-math-errno"]
+let coreCFlags = systemLibraries.coreCFlags + ["-O3", "-fno-trapping-math", "-fno-math-errno", "-Wall", "-Wextra"]
 
 // MARK: - MPI (Open MPI by default), only with the MPI trait
 //

@@ -252,7 +252,10 @@ void flush_denormals_end(float_mode saved);
  * alone, and these stand-ins make the thread queries say so: one team of
  * one, the arithmetic of one OpenMP thread in the same order. `#pragma omp
  * simd` still applies where the compiler has -fopenmp-simd. */
-#ifndef _OPENMP
+#ifdef _OPENMP
+#define THREADS_BARRIER _Pragma("omp barrier")
+#else
+#define THREADS_BARRIER /* one thread: nothing to wait for */
 static inline int omp_get_thread_num(void) { return 0; }
 static inline int omp_get_num_threads(void) { return 1; }
 static inline int omp_get_max_threads(void) { return 1; }

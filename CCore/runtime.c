@@ -334,6 +334,7 @@ void gemm_rows_parallel(int trans_a, int trans_b, size_t M, size_t N, size_t K, 
                         float *C, size_t ldc) {
     /* Below ~1 MFLOP a fork costs more than it saves. */
     int parallel = (double)M * (double)N * (double)K > 5e5 && M >= 32;
+    (void)parallel; /* read by the pragma alone, which a build without OpenMP drops */
 #pragma omp parallel if (parallel)
     {
         size_t begin, end;

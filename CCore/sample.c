@@ -132,7 +132,7 @@ charrnn_status charrnn_step(const charrnn_config *config, const float *params, i
             };
             cell->forward(&args);
             /* the next layer, and the logits, read every unit of the new h */
-#pragma omp barrier
+            THREADS_BARRIER;
         }
         /* Every product that read the old h is done (barrier above); each
          * thread copies its own units of the new state. */
@@ -354,7 +354,7 @@ charrnn_status charrnn_step_products(const charrnn_config *config, const float *
                 else
                     rows_times(S, u1 - u0, H, p.weight_hh[l] + row0 * H, state + l * plane, x.R + row0 - w.FH, w.SH);
             }
-#pragma omp barrier
+            THREADS_BARRIER;
         }
         size_t v0, v1;
         thread_range(V, thread, threads, 8, &v0, &v1);

@@ -28,7 +28,8 @@
         /// - Throws: `ProcessGroupError` if MPI cannot start.
         public static func world() throws(ProcessGroupError) -> MPIProcessGroup {
             if let shared { return shared }
-            var rank: Int32 = 0, size: Int32 = 0
+            var rank: Int32 = 0
+            var size: Int32 = 0
             try check(charrnn_mpi_init(&rank, &size), "start MPI")
             let group = MPIProcessGroup(rank: Int(rank), size: Int(size))
             shared = group

@@ -15,10 +15,13 @@ extension JSONValue {
             "cell": .string(c.cell.rawValue), "layers": .int(c.layerCount), "hidden_size": .int(c.hiddenSize),
             "vocabulary_size": .int(c.vocabularySize), "parameters": .int(c.parameterCount),
             "vocabulary": .array(checkpoint.vocabulary.scalars.map { .string(String($0)) }),
-            "tensors": .array(c.tensors.map { tensor in
-                .object(["name": .string(tensor.name), "shape": .array(tensor.shape.map { .int($0) }),
-                         "dtype": .string("F32"), "offset": .int(tensor.offset)])
-            }),
+            "tensors": .array(
+                c.tensors.map { tensor in
+                    .object([
+                        "name": .string(tensor.name), "shape": .array(tensor.shape.map { .int($0) }),
+                        "dtype": .string("F32"), "offset": .int(tensor.offset),
+                    ])
+                }),
             "can_resume": .bool(checkpoint.hasTrainingState && checkpoint.progress != nil && checkpoint.trainingOptions != nil),
         ]
         if let progress = checkpoint.progress, let options = checkpoint.trainingOptions {
@@ -29,9 +32,11 @@ extension JSONValue {
                 "lr": progress.learningRate.json { .float($0) },
             ])
         }
-        let trainingKeys = ["cell", "hidden_size", "num_layers", "batch_size", "steps", "epochs", "learning_rate", "lr_schedule",
-                            "warmup", "lr_decay", "lr_decay_after", "lr_min", "lr_schedule_iterations", "patience", "keep_prob",
-                            "grad_clip", "val_frac", "save_every", "seed", "max_iterations", "keep"]
+        let trainingKeys = [
+            "cell", "hidden_size", "num_layers", "batch_size", "steps", "epochs", "learning_rate", "lr_schedule",
+            "warmup", "lr_decay", "lr_decay_after", "lr_min", "lr_schedule_iterations", "patience", "keep_prob",
+            "grad_clip", "val_frac", "save_every", "seed", "max_iterations", "keep",
+        ]
         let options = trainingKeys.compactMap { key in meta[key].map { (key, key == "seed" ? JSONValue.string($0) : .parsing($0)) } }
         object["options"] = options.isEmpty ? .null : .object(Dictionary(uniqueKeysWithValues: options))
         return .object(object)

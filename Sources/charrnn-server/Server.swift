@@ -1,202 +1,219 @@
 #if Server
-import CharRNN
-import CharRNNTools
-import Foundation
-import Hummingbird
-import NIOCore
-import Synchronization
+    import CharRNN
+    import CharRNNTools
+    import Foundation
+    import Hummingbird
+    import NIOCore
+    import Synchronization
 
-/// What the routes share: the scheduler, the model's facts, the limits, the metrics.
-struct ServerSettings: Sendable {
-    /// Bytes a request body may have.
-    var maxBodyBytes = 1 << 20
-    /// The longest a generate request may take, waiting included.
-    var requestTimeout: Duration = .seconds(300)
-    /// When set, every route but /health and the playground's files needs `Authorization: Bearer <key>`.
-    var apiKey: String? = nil
-}
-
-/// The HTTP layer over a `GenerationScheduler`: routes, errors as JSON,
-/// bearer authentication and metrics.
-struct Server: Sendable {
-    let scheduler: GenerationScheduler
-    let settings: ServerSettings
-    /// `charrnn inspect --json`'s object for the checkpoint, and the server's limits.
-    let model: JSONValue
-    let metrics = ServerMetrics()
-
-    init(scheduler: GenerationScheduler, checkpoint: Checkpoint, url: URL, settings: ServerSettings) {
-        self.scheduler = scheduler
-        self.settings = settings
-        let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
-        guard case .object(var facts) = JSONValue.describing(checkpoint, url: url, size: size) else {
-            preconditionFailure("a checkpoint is described as a JSON object")
-        }
-        facts["server"] = .object([
-            "max_length": .int(scheduler.limits.maxLength), "max_streams": .int(scheduler.limits.maxStreams),
-            "max_queued": .int(scheduler.limits.maxQueued), "max_body_bytes": .int(settings.maxBodyBytes),
-            "timeout_seconds": .double(Double(settings.requestTimeout.components.seconds)
-                                       + Double(settings.requestTimeout.components.attoseconds) * 1e-18),
-            "defaults": .object([
-                "prime": .string(TextGenerator.defaultPrime), "length": .int(TextGenerator.defaultLength),
-                "temperature": .double(1), "top_k": .int(SamplingOptions.notebookTopK(vocabularySize: checkpoint.vocabulary.count)),
-            ]),
-        ])
-        model = .object(facts)
+    /// What the routes share: the scheduler, the model's facts, the limits, the metrics.
+    struct ServerSettings: Sendable {
+        /// Bytes a request body may have.
+        var maxBodyBytes = 1 << 20
+        /// The longest a generate request may take, waiting included.
+        var requestTimeout: Duration = .seconds(300)
+        /// When set, every route but /health and the playground's files needs `Authorization: Bearer <key>`.
+        var apiKey: String? = nil
     }
 
-    /// Every route, behind the error, metrics and authentication middleware.
-    func router() -> Router<ServerContext> {
-        let router = Router(context: ServerContext.self)
-        router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics))
-        router.add(middleware: BearerAuthMiddleware(key: settings.apiKey, open: ["/health"] + Playground.paths))
-        router.get("/health") { _, _ in
-            let shuttingDown = scheduler.isShuttingDown
-            return Self.json(.object(["status": .string(shuttingDown ? "shutting down" : "ok")]),
-                             status: shuttingDown ? .serviceUnavailable : .ok)
-        }
-        router.get("/v1/model") { _, _ in Self.json(model) }
-        router.get("/metrics") { _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(string: metrics.exposition(scheduler: scheduler))))
-        }
-        router.get("/openapi.json") { _, _ in
-            Response(status: .ok, headers: [.contentType: "application/json"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: PackageResources.openapi_json)))
-        }
-        for file in Playground.files {
-            router.get(RouterPath(file.path)) { _, _ in
-                Response(status: .ok, headers: [.contentType: file.contentType, .cacheControl: "no-cache"],
-                         body: .init(byteBuffer: ByteBuffer(bytes: file.bytes)))
+    /// The HTTP layer over a `GenerationScheduler`: routes, errors as JSON,
+    /// bearer authentication and metrics.
+    struct Server: Sendable {
+        let scheduler: GenerationScheduler
+        let settings: ServerSettings
+        /// `charrnn inspect --json`'s object for the checkpoint, and the server's limits.
+        let model: JSONValue
+        let metrics = ServerMetrics()
+
+        init(scheduler: GenerationScheduler, checkpoint: Checkpoint, url: URL, settings: ServerSettings) {
+            self.scheduler = scheduler
+            self.settings = settings
+            let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
+            guard case .object(var facts) = JSONValue.describing(checkpoint, url: url, size: size) else {
+                preconditionFailure("a checkpoint is described as a JSON object")
             }
+            facts["server"] = .object([
+                "max_length": .int(scheduler.limits.maxLength), "max_streams": .int(scheduler.limits.maxStreams),
+                "max_queued": .int(scheduler.limits.maxQueued), "max_body_bytes": .int(settings.maxBodyBytes),
+                "timeout_seconds": .double(
+                    Double(settings.requestTimeout.components.seconds)
+                        + Double(settings.requestTimeout.components.attoseconds) * 1e-18),
+                "defaults": .object([
+                    "prime": .string(TextGenerator.defaultPrime), "length": .int(TextGenerator.defaultLength),
+                    "temperature": .double(1), "top_k": .int(SamplingOptions.notebookTopK(vocabularySize: checkpoint.vocabulary.count)),
+                ]),
+            ])
+            model = .object(facts)
         }
-        router.post("/v1/generate") { request, context in try await generate(request, connection: context.channel) }
-        return router
-    }
 
-    /// `POST /v1/generate`: the whole text as JSON, or Server-Sent Events as it is made.
-    func generate(_ request: Request, connection: any Channel) async throws -> Response {
-        let arrived = ContinuousClock.now
-        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > settings.maxBodyBytes {
-            throw APIError(.contentTooLarge, "the body is \(declared) bytes; the most this server takes is \(settings.maxBodyBytes)")
+        /// Every route, behind the error, metrics and authentication middleware.
+        func router() -> Router<ServerContext> {
+            let router = Router(context: ServerContext.self)
+            router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics))
+            router.add(middleware: BearerAuthMiddleware(key: settings.apiKey, open: ["/health"] + Playground.paths))
+            router.get("/health") { _, _ in
+                let shuttingDown = scheduler.isShuttingDown
+                return Self.json(
+                    .object(["status": .string(shuttingDown ? "shutting down" : "ok")]),
+                    status: shuttingDown ? .serviceUnavailable : .ok)
+            }
+            router.get("/v1/model") { _, _ in Self.json(model) }
+            router.get("/metrics") { _, _ in
+                Response(
+                    status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                    body: .init(byteBuffer: ByteBuffer(string: metrics.exposition(scheduler: scheduler))))
+            }
+            router.get("/openapi.json") { _, _ in
+                Response(
+                    status: .ok, headers: [.contentType: "application/json"],
+                    body: .init(byteBuffer: ByteBuffer(bytes: PackageResources.openapi_json)))
+            }
+            for file in Playground.files {
+                router.get(RouterPath(file.path)) { _, _ in
+                    Response(
+                        status: .ok, headers: [.contentType: file.contentType, .cacheControl: "no-cache"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: file.bytes)))
+                }
+            }
+            router.post("/v1/generate") { request, context in try await generate(request, connection: context.channel) }
+            return router
         }
-        var request = request
-        let body: ByteBuffer
-        do {
-            body = try await request.collectBody(upTo: settings.maxBodyBytes)
-        } catch is NIOTooManyBytesError {
-            throw APIError(.contentTooLarge, "the body is over \(settings.maxBodyBytes) bytes, the most this server takes")
-        }
-        let parameters = try GenerateParameters.decode(body)
-        let generation = parameters.request(vocabularySize: scheduler.vocabulary.count, timeout: settings.requestTimeout)
-        let stream: GenerationStream
-        do { stream = try scheduler.submit(generation) } catch { throw APIError(error) }
-        let reporter = LatencyReporter(metrics: metrics, arrived: arrived)
-        if parameters.stream == true { return events(stream, reporter: reporter, connection: connection) }
 
-        var text = ""
-        var end = GenerationEnd.cancelled
-        let primeCount = stream.prime.unicodeScalars.count
-        var received = 0
-        for await chunk in stream {
-            // A client that went away ends its request at the next chunk (the
-            // connection notices the close while the answer is being made).
-            if !connection.isActive { stream.cancel() }
-            received += chunk.text.unicodeScalars.count
-            if received > primeCount { reporter.firstCharacter() }
-            text += chunk.text
-            if let chunkEnd = chunk.end { end = chunkEnd }
-        }
-        let generated = received - primeCount
-        reporter.finished()
-        switch end {
-        case .completed:
-            return Self.json(.object([
-                "text": .string(text), "seed": .unsigned(stream.seed), "prime": .string(stream.prime),
-                "length": .int(generated), "finish_reason": .string("length"),
-            ]))
-        case .timedOut:
-            throw APIError(.gatewayTimeout, "the request took longer than \(settings.requestTimeout) and was ended after \(generated) characters")
-        case .shutDown:
-            throw APIError(.serviceUnavailable, "the server shut down before the text was finished")
-        case .failed(let error):
-            throw APIError(.internalServerError, "generation failed: \(error)")
-        case .cancelled:
-            throw APIError(.internalServerError, "the request was cancelled")
-        }
-    }
+        /// `POST /v1/generate`: the whole text as JSON, or Server-Sent Events as it is made.
+        func generate(_ request: Request, connection: any Channel) async throws -> Response {
+            let arrived = ContinuousClock.now
+            if let declared = request.headers[.contentLength].flatMap(Int.init), declared > settings.maxBodyBytes {
+                throw APIError(.contentTooLarge, "the body is \(declared) bytes; the most this server takes is \(settings.maxBodyBytes)")
+            }
+            var request = request
+            let body: ByteBuffer
+            do {
+                body = try await request.collectBody(upTo: settings.maxBodyBytes)
+            } catch is NIOTooManyBytesError {
+                throw APIError(.contentTooLarge, "the body is over \(settings.maxBodyBytes) bytes, the most this server takes")
+            }
+            let parameters = try GenerateParameters.decode(body)
+            let generation = parameters.request(vocabularySize: scheduler.vocabulary.count, timeout: settings.requestTimeout)
+            let stream: GenerationStream
+            do { stream = try scheduler.submit(generation) } catch { throw APIError(error) }
+            let reporter = LatencyReporter(metrics: metrics, arrived: arrived)
+            if parameters.stream == true { return events(stream, reporter: reporter, connection: connection) }
 
-    /// Server-Sent Events: `data: {"text": …}` per chunk (the first holds
-    /// the prime and the seed), then `event: end` with how it ended. When the
-    /// client goes away the connection closes (or the next write fails), the
-    /// loop ends and dropping the stream frees its place in the batch.
-    private func events(_ stream: GenerationStream, reporter: LatencyReporter, connection: any Channel) -> Response {
-        let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-cache"]
-        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-            defer { reporter.finished() }
-            var first = true
-            var generated = 0
+            var text = ""
+            var end = GenerationEnd.cancelled
+            let primeCount = stream.prime.unicodeScalars.count
+            var received = 0
             for await chunk in stream {
-                if !connection.isActive { stream.cancel() }  // gone before a write could fail
-                if !chunk.text.isEmpty || first {
-                    let count = chunk.text.unicodeScalars.count - (first ? stream.prime.unicodeScalars.count : 0)
-                    if generated == 0 && count > 0 { reporter.firstCharacter() }
-                    generated += count
-                    // The one event sent per character under light load: built
-                    // directly, not through an encoder (see docs/PERFORMANCE.md).
-                    var event = "data: {"
-                    if first { event += "\"seed\":\(stream.seed)," }
-                    event += "\"text\":"
-                    JSONString.append(chunk.text, to: &event)
-                    event += "}\n\n"
-                    first = false
-                    try await writer.write(ByteBuffer(string: event))
-                }
-                if let end = chunk.end {
-                    let reason: String
-                    var fields: [String: JSONValue] = ["seed": .unsigned(stream.seed), "length": .int(generated)]
-                    switch end {
-                    case .completed: reason = "length"
-                    case .timedOut: reason = "timeout"
-                    case .shutDown: reason = "shutdown"
-                    case .cancelled: reason = "cancelled"
-                    case .failed(let error): reason = "error"; fields["error"] = .string(error.description)
-                    }
-                    fields["finish_reason"] = .string(reason)
-                    try await writer.write(ByteBuffer(string: "event: end\ndata: " + JSONValue.object(fields).line + "\n\n"))
-                }
+                // A client that went away ends its request at the next chunk (the
+                // connection notices the close while the answer is being made).
+                if !connection.isActive { stream.cancel() }
+                received += chunk.text.unicodeScalars.count
+                if received > primeCount { reporter.firstCharacter() }
+                text += chunk.text
+                if let chunkEnd = chunk.end { end = chunkEnd }
             }
-            try await writer.finish(nil)
-        })
-    }
+            let generated = received - primeCount
+            reporter.finished()
+            switch end {
+            case .completed:
+                return Self.json(
+                    .object([
+                        "text": .string(text), "seed": .unsigned(stream.seed), "prime": .string(stream.prime),
+                        "length": .int(generated), "finish_reason": .string("length"),
+                    ]))
+            case .timedOut:
+                throw APIError(.gatewayTimeout, "the request took longer than \(settings.requestTimeout) and was ended after \(generated) characters")
+            case .shutDown:
+                throw APIError(.serviceUnavailable, "the server shut down before the text was finished")
+            case .failed(let error):
+                throw APIError(.internalServerError, "generation failed: \(error)")
+            case .cancelled:
+                throw APIError(.internalServerError, "the request was cancelled")
+            }
+        }
 
-    static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
-        Response(status: status, headers: [.contentType: "application/json; charset=utf-8"],
-                 body: .init(byteBuffer: ByteBuffer(string: value.line + "\n")))
-    }
-}
+        /// Server-Sent Events: `data: {"text": …}` per chunk (the first holds
+        /// the prime and the seed), then `event: end` with how it ended. When the
+        /// client goes away the connection closes (or the next write fails), the
+        /// loop ends and dropping the stream frees its place in the batch.
+        private func events(_ stream: GenerationStream, reporter: LatencyReporter, connection: any Channel) -> Response {
+            let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-cache"]
+            return Response(
+                status: .ok, headers: headers,
+                body: ResponseBody { writer in
+                    defer { reporter.finished() }
+                    var first = true
+                    var generated = 0
+                    for await chunk in stream {
+                        if !connection.isActive { stream.cancel() }  // gone before a write could fail
+                        if !chunk.text.isEmpty || first {
+                            let count = chunk.text.unicodeScalars.count - (first ? stream.prime.unicodeScalars.count : 0)
+                            if generated == 0 && count > 0 { reporter.firstCharacter() }
+                            generated += count
+                            // The one event sent per character under light load: built
+                            // directly, not through an encoder (see docs/PERFORMANCE.md).
+                            var event = "data: {"
+                            if first { event += "\"seed\":\(stream.seed)," }
+                            event += "\"text\":"
+                            JSONString.append(chunk.text, to: &event)
+                            event += "}\n\n"
+                            first = false
+                            try await writer.write(ByteBuffer(string: event))
+                        }
+                        if let end = chunk.end {
+                            let reason: String
+                            var fields: [String: JSONValue] = ["seed": .unsigned(stream.seed), "length": .int(generated)]
+                            switch end {
+                            case .completed: reason = "length"
+                            case .timedOut: reason = "timeout"
+                            case .shutDown: reason = "shutdown"
+                            case .cancelled: reason = "cancelled"
+                            case .failed(let error):
+                                reason = "error"
+                                fields["error"] = .string(error.description)
+                            }
+                            fields["finish_reason"] = .string(reason)
+                            try await writer.write(ByteBuffer(string: "event: end\ndata: " + JSONValue.object(fields).line + "\n\n"))
+                        }
+                    }
+                    try await writer.finish(nil)
+                })
+        }
 
-/// Records a request's time to first character and total time, once each.
-final class LatencyReporter: Sendable {
-    let metrics: ServerMetrics
-    let arrived: ContinuousClock.Instant
-    private let done = Mutex((first: false, finished: false))
-
-    init(metrics: ServerMetrics, arrived: ContinuousClock.Instant) {
-        self.metrics = metrics
-        self.arrived = arrived
-    }
-
-    func firstCharacter() {
-        if done.withLock({ state in defer { state.first = true }; return !state.first }) {
-            metrics.recordFirstCharacter(ContinuousClock.now - arrived)
+        static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
+            Response(
+                status: status, headers: [.contentType: "application/json; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: value.line + "\n")))
         }
     }
 
-    func finished() {
-        if done.withLock({ state in defer { state.finished = true }; return !state.finished }) {
-            metrics.recordDuration(ContinuousClock.now - arrived)
+    /// Records a request's time to first character and total time, once each.
+    final class LatencyReporter: Sendable {
+        let metrics: ServerMetrics
+        let arrived: ContinuousClock.Instant
+        private let done = Mutex((first: false, finished: false))
+
+        init(metrics: ServerMetrics, arrived: ContinuousClock.Instant) {
+            self.metrics = metrics
+            self.arrived = arrived
+        }
+
+        func firstCharacter() {
+            if done.withLock({ state in
+                defer { state.first = true }
+                return !state.first
+            }) {
+                metrics.recordFirstCharacter(ContinuousClock.now - arrived)
+            }
+        }
+
+        func finished() {
+            if done.withLock({ state in
+                defer { state.finished = true }
+                return !state.finished
+            }) {
+                metrics.recordDuration(ContinuousClock.now - arrived)
+            }
         }
     }
-}
 #endif

@@ -2,11 +2,12 @@ import ArgumentParser
 import CharRNN
 import CharRNNTools
 import Foundation
+
 #if Server
-import Hummingbird
-import Logging
-import NIOCore
-import ServiceLifecycle
+    import Hummingbird
+    import Logging
+    import NIOCore
+    import ServiceLifecycle
 #endif
 
 /// `charrnn-server`: a trained model behind an HTTP API and a playground page.
@@ -35,7 +36,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "The port to listen on (0: any free port, printed at start).")
     var port = 8080
 
-    @Option(name: .long, help: "Require Authorization: Bearer KEY on every route but /health and the playground's files. (default: $CHARRNN_API_KEY, else none)")
+    @Option(
+        name: .long,
+        help: "Require Authorization: Bearer KEY on every route but /health and the playground's files. (default: $CHARRNN_API_KEY, else none)")
     var apiKey: String?
 
     @Option(name: .long, help: "Requests stepped together at most; more wait in the queue.")
@@ -68,69 +71,76 @@ struct ServerCommand: AsyncParsableCommand {
 
     private func serve() async throws {
         #if !Server
-        throw Self.fail("this charrnn-server was built without the Server trait (--disable-default-traits); build it with `swift build --product charrnn-server`")
+            throw Self.fail(
+                "this charrnn-server was built without the Server trait (--disable-default-traits); build it with `swift build --product charrnn-server`"
+            )
         #else
-        guard (1...65_535).contains(maxStreams) else { throw Self.fail("--max-streams must be between 1 and 65535 (got \(maxStreams))") }
-        guard maxQueued >= 0 else { throw Self.fail("--max-queued must be 0 or more (got \(maxQueued))") }
-        guard maxLength >= 0 else { throw Self.fail("--max-length must be 0 or more (got \(maxLength))") }
-        guard maxBodyBytes >= 1 else { throw Self.fail("--max-body-bytes must be at least 1 (got \(maxBodyBytes))") }
-        guard timeout > 0, timeout.isFinite else { throw Self.fail("--timeout must be a positive number of seconds (got \(timeout))") }
-        guard shutdownGrace >= 0, shutdownGrace.isFinite else {
-            throw Self.fail("--shutdown-grace must be 0 or more seconds (got \(shutdownGrace))")
-        }
-        guard (0...65_535).contains(port) else { throw Self.fail("--port must be between 0 and 65535 (got \(port))") }
-        let key = apiKey ?? ProcessInfo.processInfo.environment["CHARRNN_API_KEY"]
-        if let key, key.isEmpty { throw Self.fail("the API key is empty: give --api-key a value, or unset CHARRNN_API_KEY") }
+            guard (1...65_535).contains(maxStreams) else { throw Self.fail("--max-streams must be between 1 and 65535 (got \(maxStreams))") }
+            guard maxQueued >= 0 else { throw Self.fail("--max-queued must be 0 or more (got \(maxQueued))") }
+            guard maxLength >= 0 else { throw Self.fail("--max-length must be 0 or more (got \(maxLength))") }
+            guard maxBodyBytes >= 1 else { throw Self.fail("--max-body-bytes must be at least 1 (got \(maxBodyBytes))") }
+            guard timeout > 0, timeout.isFinite else { throw Self.fail("--timeout must be a positive number of seconds (got \(timeout))") }
+            guard shutdownGrace >= 0, shutdownGrace.isFinite else {
+                throw Self.fail("--shutdown-grace must be 0 or more seconds (got \(shutdownGrace))")
+            }
+            guard (0...65_535).contains(port) else { throw Self.fail("--port must be between 0 and 65535 (got \(port))") }
+            let key = apiKey ?? ProcessInfo.processInfo.environment["CHARRNN_API_KEY"]
+            if let key, key.isEmpty { throw Self.fail("the API key is empty: give --api-key a value, or unset CHARRNN_API_KEY") }
 
-        let url: URL
-        let loaded: Checkpoint
-        let generator: TextGenerator
-        do {
-            url = try CheckpointLocator.best(checkpoint)
-            loaded = try Checkpoint(contentsOf: url, trainingState: false)
-            generator = try TextGenerator(checkpoint: loaded)
-        } catch {
-            throw Self.fail("cannot load --checkpoint '\(checkpoint)': \(error)")
-        }
-        var limits = GenerationScheduler.Limits()
-        limits.maxStreams = maxStreams
-        limits.maxQueued = maxQueued
-        limits.maxLength = maxLength
-        let scheduler: GenerationScheduler
-        do { scheduler = try GenerationScheduler(generator: generator, limits: limits) } catch {
-            throw Self.fail("cannot serve \(maxStreams) streams: \(error)")
-        }
-        var settings = ServerSettings()
-        settings.maxBodyBytes = maxBodyBytes
-        settings.requestTimeout = .milliseconds(Int64(timeout * 1000))
-        settings.apiKey = key
-        let server = Server(scheduler: scheduler, checkpoint: loaded, url: url, settings: settings)
+            let url: URL
+            let loaded: Checkpoint
+            let generator: TextGenerator
+            do {
+                url = try CheckpointLocator.best(checkpoint)
+                loaded = try Checkpoint(contentsOf: url, trainingState: false)
+                generator = try TextGenerator(checkpoint: loaded)
+            } catch {
+                throw Self.fail("cannot load --checkpoint '\(checkpoint)': \(error)")
+            }
+            var limits = GenerationScheduler.Limits()
+            limits.maxStreams = maxStreams
+            limits.maxQueued = maxQueued
+            limits.maxLength = maxLength
+            let scheduler: GenerationScheduler
+            do { scheduler = try GenerationScheduler(generator: generator, limits: limits) } catch {
+                throw Self.fail("cannot serve \(maxStreams) streams: \(error)")
+            }
+            var settings = ServerSettings()
+            settings.maxBodyBytes = maxBodyBytes
+            settings.requestTimeout = .milliseconds(Int64(timeout * 1000))
+            settings.apiKey = key
+            let server = Server(scheduler: scheduler, checkpoint: loaded, url: url, settings: settings)
 
-        var logger = Logger(label: "charrnn-server")
-        logger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
-        let c = loaded.configuration
-        let summary = "\(c.layerCount) \(c.cell.displayName) \(c.layerCount == 1 ? "layer" : "layers") × \(c.hiddenSize) units, "
-            + "vocabulary \(c.vocabularySize)" + (key == nil ? "" : ", API key required")
-        let app = Application(
-            router: server.router(),
-            server: .http1(configuration: .init(idleTimeout: .seconds(60))),
-            configuration: .init(address: .hostname(host, port: port), serverName: "charrnn-server"),
-            onServerRunning: { channel in
-                let bound = channel.localAddress?.port ?? port
-                let shown = host.contains(":") ? "[\(host)]" : host
-                Self.say("charrnn-server: listening on http://\(shown):\(bound)/ (\(summary))")
-            },
-            logger: logger)
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: app), .init(service: SchedulerService(scheduler: scheduler, gracePeriod: .milliseconds(Int64(shutdownGrace * 1000))))],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger))
-        do {
-            try await group.run()
-        } catch {
-            throw Self.fail("cannot serve on \(host):\(port): \(Self.reason(error))")
-        }
-        Self.say("charrnn-server: stopped")
+            var logger = Logger(label: "charrnn-server")
+            logger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+            let c = loaded.configuration
+            let summary =
+                "\(c.layerCount) \(c.cell.displayName) \(c.layerCount == 1 ? "layer" : "layers") × \(c.hiddenSize) units, "
+                + "vocabulary \(c.vocabularySize)" + (key == nil ? "" : ", API key required")
+            let app = Application(
+                router: server.router(),
+                server: .http1(configuration: .init(idleTimeout: .seconds(60))),
+                configuration: .init(address: .hostname(host, port: port), serverName: "charrnn-server"),
+                onServerRunning: { channel in
+                    let bound = channel.localAddress?.port ?? port
+                    let shown = host.contains(":") ? "[\(host)]" : host
+                    Self.say("charrnn-server: listening on http://\(shown):\(bound)/ (\(summary))")
+                },
+                logger: logger)
+            let group = ServiceGroup(
+                configuration: .init(
+                    services: [
+                        .init(service: app),
+                        .init(service: SchedulerService(scheduler: scheduler, gracePeriod: .milliseconds(Int64(shutdownGrace * 1000)))),
+                    ],
+                    gracefulShutdownSignals: [.sigterm, .sigint],
+                    logger: logger))
+            do {
+                try await group.run()
+            } catch {
+                throw Self.fail("cannot serve on \(host):\(port): \(Self.reason(error))")
+            }
+            Self.say("charrnn-server: stopped")
         #endif
     }
 
@@ -146,29 +156,29 @@ struct ServerCommand: AsyncParsableCommand {
     }
 
     #if Server
-    /// What went wrong when the server could not start, in words.
-    static func reason(_ error: Error) -> String {
-        if let error = error as? IOError { return String(cString: strerror(error.errnoCode)).lowercased() }
-        if let error = error as? SocketAddressError.UnknownHost {
-            return "'\(error.host)' is not an address, or a name this machine can resolve"
+        /// What went wrong when the server could not start, in words.
+        static func reason(_ error: Error) -> String {
+            if let error = error as? IOError { return String(cString: strerror(error.errnoCode)).lowercased() }
+            if let error = error as? SocketAddressError.UnknownHost {
+                return "'\(error.host)' is not an address, or a name this machine can resolve"
+            }
+            return "\(error)"
         }
-        return "\(error)"
-    }
     #endif
 }
 
 #if Server
-/// Drains the scheduler when the service group shuts down. It is listed
-/// after the HTTP server, so the group stops it first: new requests get 503
-/// at once, streams in flight run for up to the grace period and then end,
-/// and only then does the server close.
-struct SchedulerService: Service {
-    let scheduler: GenerationScheduler
-    let gracePeriod: Duration
+    /// Drains the scheduler when the service group shuts down. It is listed
+    /// after the HTTP server, so the group stops it first: new requests get 503
+    /// at once, streams in flight run for up to the grace period and then end,
+    /// and only then does the server close.
+    struct SchedulerService: Service {
+        let scheduler: GenerationScheduler
+        let gracePeriod: Duration
 
-    func run() async throws {
-        try? await gracefulShutdown()
-        await scheduler.shutDown(gracePeriod: gracePeriod)
+        func run() async throws {
+            try? await gracefulShutdown()
+            await scheduler.shutDown(gracePeriod: gracePeriod)
+        }
     }
-}
 #endif

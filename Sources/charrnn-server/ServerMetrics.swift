@@ -1,68 +1,72 @@
 #if Server
-import CharRNN
-import Prometheus
-import Synchronization
+    import CharRNN
+    import Prometheus
+    import Synchronization
 
-/// What `/metrics` reports, in Prometheus's text format: requests by route
-/// and status, characters, steps, the batch and the queue, and latencies.
-final class ServerMetrics: Sendable {
-    private let registry = PrometheusCollectorRegistry()
-    private let characters: Counter
-    private let steps: Counter
-    private let activeStreams: Gauge
-    private let queuedRequests: Gauge
-    private let requestDuration: DurationHistogram
-    private let firstCharacter: DurationHistogram
-    /// The scheduler's totals when last reported, so the counters advance by the difference.
-    private let reported = Mutex(GenerationScheduler.Statistics())
+    /// What `/metrics` reports, in Prometheus's text format: requests by route
+    /// and status, characters, steps, the batch and the queue, and latencies.
+    final class ServerMetrics: Sendable {
+        private let registry = PrometheusCollectorRegistry()
+        private let characters: Counter
+        private let steps: Counter
+        private let activeStreams: Gauge
+        private let queuedRequests: Gauge
+        private let requestDuration: DurationHistogram
+        private let firstCharacter: DurationHistogram
+        /// The scheduler's totals when last reported, so the counters advance by the difference.
+        private let reported = Mutex(GenerationScheduler.Statistics())
 
-    private static let latencyBuckets: [Duration] = [
-        .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
-        .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5),
-        .seconds(10), .seconds(30), .seconds(60), .seconds(120), .seconds(300),
-    ]
+        private static let latencyBuckets: [Duration] = [
+            .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+            .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5),
+            .seconds(10), .seconds(30), .seconds(60), .seconds(120), .seconds(300),
+        ]
 
-    /// `charrnn_<name>_<unit>`, with its help line.
-    private static func name(_ name: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
-        MetricNameDescriptor(namespace: "charrnn", metricName: name, unitName: unit, helpText: help)
-    }
-
-    private static var requests: MetricNameDescriptor { name("http_requests", "total", "HTTP requests answered, by route and status.") }
-
-    init() {
-        characters = registry.makeCounter(descriptor: Self.name("generated_characters", "total", "Characters generated after the primes."))
-        steps = registry.makeCounter(descriptor: Self.name(
-            "steps", "total", "Batched model steps run (every stream in the batch advances one character)."))
-        activeStreams = registry.makeGauge(descriptor: Self.name("active", "streams", "Requests in the batch, generating or feeding their prime."))
-        queuedRequests = registry.makeGauge(descriptor: Self.name("queued", "requests", "Requests waiting for a place in the batch."))
-        requestDuration = registry.makeDurationHistogram(descriptor: Self.name(
-            "generate_duration", "seconds", "Time from a generate request's arrival to its last character."), buckets: Self.latencyBuckets)
-        firstCharacter = registry.makeDurationHistogram(descriptor: Self.name(
-            "time_to_first_character", "seconds", "Time from a generate request's arrival to its first generated character."),
-            buckets: Self.latencyBuckets)
-    }
-
-    /// Counts one answered request.
-    func countRequest(route: String, status: Int) {
-        registry.makeCounter(descriptor: Self.requests, labels: [("route", route), ("status", String(status))]).increment()
-    }
-
-    func recordDuration(_ duration: Duration) { requestDuration.record(duration) }
-
-    func recordFirstCharacter(_ duration: Duration) { firstCharacter.record(duration) }
-
-    /// The text format, with the scheduler's state as of now.
-    func exposition(scheduler: GenerationScheduler) -> String {
-        let now = scheduler.statistics
-        let previous = reported.withLock { last in
-            defer { last = now }
-            return last
+        /// `charrnn_<name>_<unit>`, with its help line.
+        private static func name(_ name: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+            MetricNameDescriptor(namespace: "charrnn", metricName: name, unitName: unit, helpText: help)
         }
-        characters.increment(by: Int64(max(0, now.characters - previous.characters)))
-        steps.increment(by: Int64(max(0, now.steps - previous.steps)))
-        activeStreams.set(Double(now.activeStreams))
-        queuedRequests.set(Double(now.queuedRequests))
-        return registry.emitToString()
+
+        private static var requests: MetricNameDescriptor { name("http_requests", "total", "HTTP requests answered, by route and status.") }
+
+        init() {
+            characters = registry.makeCounter(descriptor: Self.name("generated_characters", "total", "Characters generated after the primes."))
+            steps = registry.makeCounter(
+                descriptor: Self.name(
+                    "steps", "total", "Batched model steps run (every stream in the batch advances one character)."))
+            activeStreams = registry.makeGauge(
+                descriptor: Self.name("active", "streams", "Requests in the batch, generating or feeding their prime."))
+            queuedRequests = registry.makeGauge(descriptor: Self.name("queued", "requests", "Requests waiting for a place in the batch."))
+            requestDuration = registry.makeDurationHistogram(
+                descriptor: Self.name(
+                    "generate_duration", "seconds", "Time from a generate request's arrival to its last character."), buckets: Self.latencyBuckets)
+            firstCharacter = registry.makeDurationHistogram(
+                descriptor: Self.name(
+                    "time_to_first_character", "seconds", "Time from a generate request's arrival to its first generated character."),
+                buckets: Self.latencyBuckets)
+        }
+
+        /// Counts one answered request.
+        func countRequest(route: String, status: Int) {
+            registry.makeCounter(descriptor: Self.requests, labels: [("route", route), ("status", String(status))]).increment()
+        }
+
+        func recordDuration(_ duration: Duration) { requestDuration.record(duration) }
+
+        func recordFirstCharacter(_ duration: Duration) { firstCharacter.record(duration) }
+
+        /// The text format, with the scheduler's state as of now.
+        func exposition(scheduler: GenerationScheduler) -> String {
+            let now = scheduler.statistics
+            let previous = reported.withLock { last in
+                defer { last = now }
+                return last
+            }
+            characters.increment(by: Int64(max(0, now.characters - previous.characters)))
+            steps.increment(by: Int64(max(0, now.steps - previous.steps)))
+            activeStreams.set(Double(now.activeStreams))
+            queuedRequests.set(Double(now.queuedRequests))
+            return registry.emitToString()
+        }
     }
-}
 #endif

@@ -24,7 +24,11 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "Another configuration as H,L,B,T[,V] (repeatable).")
     var shape: [String] = []
 
-    @Option(name: .long, help: "Cells to measure each configuration with, comma-separated: \(Cell.names(or: "or")). Configurations of other cells than the LSTM are named with the cell (reference-gru).")
+    @Option(
+        name: .long,
+        help:
+            "Cells to measure each configuration with, comma-separated: \(Cell.names(or: "or")). Configurations of other cells than the LSTM are named with the cell (reference-gru)."
+    )
     var cell = "lstm"
 
     @Option(name: .long, help: "Train on this text's characters instead of random ones (its vocabulary sets V).")
@@ -90,9 +94,11 @@ struct BenchCommand: ParsableCommand {
             guard numbers.count == 4 || numbers.count == 5, numbers.allSatisfy({ $0 >= 1 }) else {
                 throw UsageError("--shape needs H,L,B,T or H,L,B,T,V, all positive (got '\(text)')")
             }
-            result.append(Benchmark.Shape(name: "H\(numbers[0])xL\(numbers[1]) B\(numbers[2])xT\(numbers[3])",
-                                          vocabularySize: numbers.count == 5 ? numbers[4] : 83, hiddenSize: numbers[0],
-                                          layerCount: numbers[1], batchSize: numbers[2], steps: numbers[3]))
+            result.append(
+                Benchmark.Shape(
+                    name: "H\(numbers[0])xL\(numbers[1]) B\(numbers[2])xT\(numbers[3])",
+                    vocabularySize: numbers.count == 5 ? numbers[4] : 83, hiddenSize: numbers[0],
+                    layerCount: numbers[1], batchSize: numbers[2], steps: numbers[3]))
         }
         guard !result.isEmpty else { throw UsageError("nothing to measure: --configs is empty and no --shape") }
         var cells: [Cell] = []
@@ -102,7 +108,9 @@ struct BenchCommand: ParsableCommand {
             }
             if !cells.contains(cell) { cells.append(cell) }
         }
-        guard !cells.isEmpty else { throw UsageError("--cell needs at least one cell (" + Cell.allCases.map(\.rawValue).joined(separator: ", ") + ")") }
+        guard !cells.isEmpty else {
+            throw UsageError("--cell needs at least one cell (" + Cell.allCases.map(\.rawValue).joined(separator: ", ") + ")")
+        }
         result = result.flatMap { shape in
             cells.map { cell in
                 var shaped = shape
@@ -128,7 +136,9 @@ struct BenchCommand: ParsableCommand {
             for index in shapes.indices {
                 shapes[index].vocabularySize = vocabulary.count
                 guard tokens!.count > shapes[index].batchSize * shapes[index].steps + 1 else {
-                    throw UsageError("--data has \(tokens!.count) characters; \(shapes[index].name) needs more than \(shapes[index].batchSize * shapes[index].steps + 1)")
+                    throw UsageError(
+                        "--data has \(tokens!.count) characters; \(shapes[index].name) needs more than \(shapes[index].batchSize * shapes[index].steps + 1)"
+                    )
                 }
             }
         }
@@ -136,9 +146,10 @@ struct BenchCommand: ParsableCommand {
         if contended && !runtime.hasOpenMP {
             throw UsageError("--contended compares 1 and 2 OpenMP threads, and this build has no OpenMP (\(runtime.threading))")
         }
-        var report = Report(runtime: runtime.description, blasLibrary: runtime.blasLibrary, blasCore: runtime.blasCore,
-                            blasThreads: runtime.blasThreads, threading: runtime.threading,
-                            computeThreads: runtime.computeThreads, threadWaiting: runtime.threadWaiting)
+        var report = Report(
+            runtime: runtime.description, blasLibrary: runtime.blasLibrary, blasCore: runtime.blasCore,
+            blasThreads: runtime.blasThreads, threading: runtime.threading,
+            computeThreads: runtime.computeThreads, threadWaiting: runtime.threadWaiting)
         let log = ProgressLog(enabled: !json)
         log.say("Compute: \(runtime); \(ProcessInfo.processInfo.activeProcessorCount) CPUs")
 
@@ -155,7 +166,9 @@ struct BenchCommand: ParsableCommand {
             }
         }
         for shape in shapes {
-            let n = shape.batchSize * shape.steps, h = shape.hiddenSize, gh = shape.cell.gateCount * h
+            let n = shape.batchSize * shape.steps
+            let h = shape.hiddenSize
+            let gh = shape.cell.gateCount * h
             log.say("sgemm at \(shape.name)'s shapes …")
             report.gemm.append(try Benchmark.gemm(label: "\(shape.name): input projection, all steps", m: n, n: gh, k: h, repeats: 5))
             report.gemm.append(try Benchmark.gemm(label: "\(shape.name): recurrent, one step", m: shape.batchSize, n: gh, k: h, repeats: 50))
@@ -164,8 +177,10 @@ struct BenchCommand: ParsableCommand {
         for shape in shapes {
             for streams in [1, 32] {
                 log.say("sampling \(shape.name), \(streams) stream\(streams == 1 ? "" : "s") …")
-                report.sampling.append(try Benchmark.sampling(shape, streams: streams,
-                                                              characters: streams == 1 ? samplingCharacters : max(100, samplingCharacters / 4), repeats: 5))
+                report.sampling.append(
+                    try Benchmark.sampling(
+                        shape, streams: streams,
+                        characters: streams == 1 ? samplingCharacters : max(100, samplingCharacters / 4), repeats: 5))
             }
         }
         if contended {
@@ -174,8 +189,9 @@ struct BenchCommand: ParsableCommand {
             for shape in shapes {
                 let count = iterations ?? max(5, min(40, Int(6e11 / shape.trainingFlops)))
                 log.say("contended \(shape.name): 1 and 2 threads in turn, another process busy …")
-                let timings = try Benchmark.trainingByThreads(shape, tokens: tokens, threadCounts: [1, 2], warmup: 1,
-                                                              iterations: count)
+                let timings = try Benchmark.trainingByThreads(
+                    shape, tokens: tokens, threadCounts: [1, 2], warmup: 1,
+                    iterations: count)
                 report.contended.append(ContendedResult(name: shape.name, oneThread: timings[0], twoThreads: timings[1]))
             }
             try Benchmark.setComputeThreads(runtime.computeThreads)
@@ -197,41 +213,50 @@ struct BenchCommand: ParsableCommand {
         var lines = ["", "Compute: \(r.runtime)", "", "Training step (median of the measured steps; min in brackets):"]
         lines.append("  config          step s            fwd s   bwd s   opt s    chars/s   GFLOP/s   products s  prod GFLOP/s  step/products")
         for t in r.training {
-            lines.append("  " + t.shape.name.padding(toLength: 14, withPad: " ", startingAt: 0)
-                + "  \(f(t.step.median)) (\(f(t.step.minimum)))".padding(toLength: 18, withPad: " ", startingAt: 0)
-                + "  \(f(t.forward.median))   \(f(t.backward.median))   \(f(t.optimizer.median, 4))"
-                + "  \(String(format: "%9.0f", t.charactersPerSecond))   \(String(format: "%6.1f", t.gflops))"
-                + "     \(f(t.products.median))       \(String(format: "%6.1f", t.productsGflops))        \(f(t.ratioToProducts, 2))")
+            lines.append(
+                "  " + t.shape.name.padding(toLength: 14, withPad: " ", startingAt: 0)
+                    + "  \(f(t.step.median)) (\(f(t.step.minimum)))".padding(toLength: 18, withPad: " ", startingAt: 0)
+                    + "  \(f(t.forward.median))   \(f(t.backward.median))   \(f(t.optimizer.median, 4))"
+                    + "  \(String(format: "%9.0f", t.charactersPerSecond))   \(String(format: "%6.1f", t.gflops))"
+                    + "     \(f(t.products.median))       \(String(format: "%6.1f", t.productsGflops))        \(f(t.ratioToProducts, 2))")
         }
-        lines.append("  (operations per step: " + r.training.map { "\($0.shape.name) \(String(format: "%.3g", $0.flops))" }.joined(separator: ", ") + ")")
+        lines.append(
+            "  (operations per step: " + r.training.map { "\($0.shape.name) \(String(format: "%.3g", $0.flops))" }.joined(separator: ", ") + ")")
         lines.append("")
         lines.append("sgemm on this machine, C = A·Bᵀ split across threads as the core does (median):")
         for g in r.gemm {
-            lines.append("  " + g.label.padding(toLength: 40, withPad: " ", startingAt: 0)
-                + "\(g.m) × \(g.n) × \(g.k)".padding(toLength: 20, withPad: " ", startingAt: 0)
-                + "\(f(g.time.median * 1000, 3)) ms  \(String(format: "%6.1f", g.gflops)) GFLOP/s")
+            lines.append(
+                "  " + g.label.padding(toLength: 40, withPad: " ", startingAt: 0)
+                    + "\(g.m) × \(g.n) × \(g.k)".padding(toLength: 20, withPad: " ", startingAt: 0)
+                    + "\(f(g.time.median * 1000, 3)) ms  \(String(format: "%6.1f", g.gflops)) GFLOP/s")
         }
         lines.append("")
         lines.append("Sampling (top-k 5; one step = one character per stream):")
         lines.append("  config          streams   chars/s    ms/step   products ms/step   step/products")
         for s in r.sampling {
-            lines.append("  " + s.shape.name.padding(toLength: 14, withPad: " ", startingAt: 0)
-                + String(format: "  %7d  %8.0f   %8.3f   %16.3f   %13.2f", s.streams, s.charactersPerSecond,
-                         s.perStep.median * 1000, s.productsPerStep.median * 1000, s.ratioToProducts))
+            lines.append(
+                "  " + s.shape.name.padding(toLength: 14, withPad: " ", startingAt: 0)
+                    + String(
+                        format: "  %7d  %8.0f   %8.3f   %16.3f   %13.2f", s.streams, s.charactersPerSecond,
+                        s.perStep.median * 1000, s.productsPerStep.median * 1000, s.ratioToProducts))
         }
         lines.append("")
         let mb = { (bytes: Int) in String(format: "%.0f MB", Double(bytes) / 1e6) }
         if let first = r.training.first {
-            lines.append("Memory: peak resident \(mb(r.trainingPeakResidentBytes)) after training \(first.shape.name); "
-                + "it must hold \(mb(r.trainingRequiredBytes)) (parameters, gradients, Adam, activations, and the process at start): "
-                + "ratio \(f(Double(r.trainingPeakResidentBytes) / Double(r.trainingRequiredBytes), 2)). Peak for the whole run \(mb(r.peakResidentBytes)).")
+            lines.append(
+                "Memory: peak resident \(mb(r.trainingPeakResidentBytes)) after training \(first.shape.name); "
+                    + "it must hold \(mb(r.trainingRequiredBytes)) (parameters, gradients, Adam, activations, and the process at start): "
+                    + "ratio \(f(Double(r.trainingPeakResidentBytes) / Double(r.trainingRequiredBytes), 2)). Peak for the whole run \(mb(r.peakResidentBytes))."
+            )
         }
         if !r.contended.isEmpty {
             lines.append("")
             lines.append("With another process keeping one core busy (training step, median):")
             for c in r.contended {
-                lines.append("  " + c.name.padding(toLength: 14, withPad: " ", startingAt: 0)
-                    + "  1 thread \(f(c.oneThread.median)) s   2 threads \(f(c.twoThreads.median)) s   2/1 = \(f(c.twoThreads.median / c.oneThread.median, 2))")
+                lines.append(
+                    "  " + c.name.padding(toLength: 14, withPad: " ", startingAt: 0)
+                        + "  1 thread \(f(c.oneThread.median)) s   2 threads \(f(c.twoThreads.median)) s   2/1 = \(f(c.twoThreads.median / c.oneThread.median, 2))"
+                )
             }
         }
         return lines.joined(separator: "\n")

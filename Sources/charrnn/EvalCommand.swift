@@ -44,8 +44,9 @@ struct EvalCommand: ParsableCommand {
             let tokens: [Int32]
             do { tokens = try loaded.vocabulary.encode(corpus.scalars) } catch {
                 guard case .unknownScalars(let unknown) = error else { throw error }
-                throw UsageError("the text has characters the model's vocabulary lacks: "
-                    + unknown.prefix(20).map(Vocabulary.describe).joined(separator: ", "))
+                throw UsageError(
+                    "the text has characters the model's vocabulary lacks: "
+                        + unknown.prefix(20).map(Vocabulary.describe).joined(separator: ", "))
             }
             let model = try loaded.makeModel(purpose: .inference)
             let result: Evaluation.Result
@@ -60,8 +61,9 @@ struct EvalCommand: ParsableCommand {
                 }
                 let batches: BatchedCorpus
                 do {
-                    batches = try BatchedCorpus(tokens: tokens, batchSize: options.batchSize, steps: options.steps,
-                                                validationFraction: options.validationFraction)
+                    batches = try BatchedCorpus(
+                        tokens: tokens, batchSize: options.batchSize, steps: options.steps,
+                        validationFraction: options.validationFraction)
                 } catch {
                     // eval has no --batch or --steps: the split is the run's.
                     throw UsageError(error.description + " (--split val makes the run's split; use --split all for a shorter text)")
@@ -77,8 +79,10 @@ struct EvalCommand: ParsableCommand {
                 ]).print()
                 return
             }
-            print(String(format: "cross-entropy %.6f nats/char, %.6f bits/char over %@ predictions: %@",
-                         result.meanLoss, result.bitsPerCharacter, "\(result.predictions)", description))
+            print(
+                String(
+                    format: "cross-entropy %.6f nats/char, %.6f bits/char over %@ predictions: %@",
+                    result.meanLoss, result.bitsPerCharacter, "\(result.predictions)", description))
         } catch {
             throw fail(error)
         }

@@ -27,23 +27,30 @@ struct InspectCommand: ParsableCommand {
                 return
             }
             print("File: \(url.path) (\(size) bytes), format \(meta["format"] ?? "unnamed") \(meta["format_version"] ?? "")")
-            print("Model: \(c.layerCount) \(c.cell.displayName) \(c.layerCount == 1 ? "layer" : "layers") × \(c.hiddenSize) units, vocabulary \(c.vocabularySize), \(c.parameterCount) parameters")
+            print(
+                "Model: \(c.layerCount) \(c.cell.displayName) \(c.layerCount == 1 ? "layer" : "layers") × \(c.hiddenSize) units, vocabulary \(c.vocabularySize), \(c.parameterCount) parameters"
+            )
             print("Vocabulary: \(Self.printable(checkpoint.vocabulary))")
             print("Tensors:")
             for tensor in c.tensors {
                 let shape = "[" + tensor.shape.map(String.init).joined(separator: ", ") + "]"
-                print("  \(tensor.name.padding(toLength: 20, withPad: " ", startingAt: 0)) \(shape.padding(toLength: 12, withPad: " ", startingAt: 0)) F32  offset \(tensor.offset)")
+                print(
+                    "  \(tensor.name.padding(toLength: 20, withPad: " ", startingAt: 0)) \(shape.padding(toLength: 12, withPad: " ", startingAt: 0)) F32  offset \(tensor.offset)"
+                )
             }
             if let progress = checkpoint.progress, let options = checkpoint.trainingOptions {
                 print("Run: \(progress.runIdentity(options: options))" + (progress.runID == nil ? " (written before runs had identities)" : ""))
-                print("Training: iteration \(progress.iteration), epoch \(progress.epoch) of \(options.epochs), "
-                      + "validation loss \(progress.validationLoss), best so far \(progress.bestValidationLoss), "
-                      + "training loss \(progress.trainingLoss)" + (progress.learningRate.map { ", learning rate \($0)" } ?? ""))
+                print(
+                    "Training: iteration \(progress.iteration), epoch \(progress.epoch) of \(options.epochs), "
+                        + "validation loss \(progress.validationLoss), best so far \(progress.bestValidationLoss), "
+                        + "training loss \(progress.trainingLoss)" + (progress.learningRate.map { ", learning rate \($0)" } ?? ""))
             }
-            let settings = ["batch_size", "steps", "learning_rate", "lr_schedule", "warmup", "lr_decay", "lr_decay_after", "lr_min",
-                            "lr_schedule_iterations", "keep_prob", "grad_clip", "val_frac", "save_every", "seed",
-                            "max_iterations", "keep", "patience"]
-                .compactMap { key in meta[key].map { "\(key) \($0)" } }
+            let settings = [
+                "batch_size", "steps", "learning_rate", "lr_schedule", "warmup", "lr_decay", "lr_decay_after", "lr_min",
+                "lr_schedule_iterations", "keep_prob", "grad_clip", "val_frac", "save_every", "seed",
+                "max_iterations", "keep", "patience",
+            ]
+            .compactMap { key in meta[key].map { "\(key) \($0)" } }
             if !settings.isEmpty { print("Hyperparameters: " + settings.joined(separator: ", ")) }
             if checkpoint.hasTrainingState, let progress = checkpoint.progress, let options = checkpoint.trainingOptions {
                 print("Can resume: yes (Adam step \(progress.iteration), carried state for \(options.batchSize) streams)")

@@ -28,7 +28,8 @@ final class InterruptHandler {
     /// - Parameter announces: whether the first signal's notice is printed
     ///   (in a run of several processes, rank 0 alone prints it).
     init(announces: Bool = true) {
-        let stop = self.stop, first = self.first
+        let stop = self.stop
+        let first = self.first
         var sources: [any DispatchSourceSignal] = []
         for number in [SIGINT, SIGTERM, SIGUSR1] {
             signal(number, SIG_IGN)  // delivered to the dispatch source instead
@@ -41,8 +42,9 @@ final class InterruptHandler {
                     signal(number, SIG_DFL)
                     raise(number)
                 } else if announces {
-                    FileHandle.standardError.write(Data(
-                        "charrnn: stopping after this iteration and saving a checkpoint (press Ctrl-C again to stop at once)\n".utf8))
+                    FileHandle.standardError.write(
+                        Data(
+                            "charrnn: stopping after this iteration and saving a checkpoint (press Ctrl-C again to stop at once)\n".utf8))
                 }
             }
             source.resume()

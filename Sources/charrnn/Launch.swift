@@ -35,16 +35,19 @@ struct Launch {
         guard launched > 1 else { return Launch(group: SingleProcess(), end: {}) }
         #if MPI
             let world = try MPIProcessGroup.world()
-            return Launch(group: try FaultyGroup.wrapping(world), end: {
-                do {
-                    try world.finalize()
-                } catch {
-                    FileHandle.standardError.write(Data("charrnn: warning: \(error)\n".utf8))
-                }
-            })
+            return Launch(
+                group: try FaultyGroup.wrapping(world),
+                end: {
+                    do {
+                        try world.finalize()
+                    } catch {
+                        FileHandle.standardError.write(Data("charrnn: warning: \(error)\n".utf8))
+                    }
+                })
         #else
-            throw UsageError("this charrnn was built without MPI, but was started as one of \(launched) processes; "
-                             + "build it with: swift build -c release --traits MPI")
+            throw UsageError(
+                "this charrnn was built without MPI, but was started as one of \(launched) processes; "
+                    + "build it with: swift build -c release --traits MPI")
         #endif
     }
 

@@ -156,8 +156,10 @@ struct SampleCommand: ParsableCommand {
         guard !order.isEmpty else { return }
         let total = counts.values.reduce(0, +)
         let listed = order.prefix(20).map { "\(Vocabulary.describe($0)) ×\(counts[$0] ?? 0)" }.joined(separator: ", ")
-        FileHandle.standardError.write(Data(("charrnn: dropped \(total) prime character\(total == 1 ? "" : "s") the model does not know: "
-            + listed + (order.count > 20 ? ", and \(order.count - 20) more kinds" : "") + "\n").utf8))
+        FileHandle.standardError.write(
+            Data(
+                ("charrnn: dropped \(total) prime character\(total == 1 ? "" : "s") the model does not know: "
+                    + listed + (order.count > 20 ? ", and \(order.count - 20) more kinds" : "") + "\n").utf8))
     }
 
     private func loadCheckpoint() throws -> Checkpoint {

@@ -29,7 +29,9 @@ struct TrainCommand: ParsableCommand {
 
     @Option(
         name: .long,
-        help: "The recurrent cell of every layer: \(Cell.names(or: "or")), as PyTorch's \(Cell.allCases.map(\.pytorchModule).joined(separator: ", ")). (default: \(Cell.lstm))")
+        help:
+            "The recurrent cell of every layer: \(Cell.names(or: "or")), as PyTorch's \(Cell.allCases.map(\.pytorchModule).joined(separator: ", ")). (default: \(Cell.lstm))"
+    )
     var cell: String?
 
     @Option(name: .long, help: "Units per recurrent layer, 1-\(ModelConfiguration.maximumHiddenSize). (default: 512)")
@@ -50,7 +52,11 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Adam learning rate, > 0. (default: 0.001)")
     var learningRate: Float?
 
-    @Option(name: .long, help: "How the learning rate changes: constant, step (× --lr-decay each epoch after --lr-decay-after) or cosine (down to --lr-min at the end of the run). (default: constant; step if --lr-decay or --lr-decay-after is given)")
+    @Option(
+        name: .long,
+        help:
+            "How the learning rate changes: constant, step (× --lr-decay each epoch after --lr-decay-after) or cosine (down to --lr-min at the end of the run). (default: constant; step if --lr-decay or --lr-decay-after is given)"
+    )
     var lrSchedule: String?
 
     @Option(name: .long, help: "Raise the learning rate linearly over the first N iterations. (default: 0)")
@@ -65,10 +71,12 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Cosine schedule: the rate at the end of the run, below --learning-rate. (default: 0)")
     var lrMin: Float?
 
-    @Option(name: .long, help: "Cosine schedule: the iteration the curve ends at, counted from the start of the run. (default: the run's last iteration)")
+    @Option(
+        name: .long, help: "Cosine schedule: the iteration the curve ends at, counted from the start of the run. (default: the run's last iteration)")
     var lrScheduleIterations: Int?
 
-    @Option(name: .long, help: "Stop after K validations in a row without a new best validation loss (best.safetensors keeps the best). (default: never)")
+    @Option(
+        name: .long, help: "Stop after K validations in a row without a new best validation loss (best.safetensors keeps the best). (default: never)")
     var patience: Int?
 
     @Option(name: .long, help: "Dropout keep probability on each layer's output, in (0, 1]. (default: 0.5)")
@@ -89,16 +97,25 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Stop after N iterations in all, counted from the start of the run (default: all epochs).")
     var maxIterations: Int?
 
-    @Option(name: .long, help: "Keep only the N periodic checkpoints with the lowest validation loss, and the latest (default: keep all; a resumed run keeps its own).")
+    @Option(
+        name: .long,
+        help: "Keep only the N periodic checkpoints with the lowest validation loss, and the latest (default: keep all; a resumed run keeps its own)."
+    )
     var keep: Int?
 
-    @Option(name: .long, help: "Continue the run that wrote this checkpoint (a file, or a run directory: its latest checkpoint), exactly where it stopped, with its settings (--max-iterations and --keep included, unless given).")
+    @Option(
+        name: .long,
+        help:
+            "Continue the run that wrote this checkpoint (a file, or a run directory: its latest checkpoint), exactly where it stopped, with its settings (--max-iterations and --keep included, unless given)."
+    )
     var resume: String?
 
     @Option(name: .long, help: "Start a new run from this checkpoint's weights (only); the corpus must have its vocabulary.")
     var initFrom: String?
 
-    @Option(name: .long, help: "When the output is not a terminal, print every N-th iteration's line (validations always). (default: 1, the notebook's log)")
+    @Option(
+        name: .long,
+        help: "When the output is not a terminal, print every N-th iteration's line (validations always). (default: 1, the notebook's log)")
     var printEvery: Int?
 
     @Flag(name: .long, help: "Print nothing but errors.")
@@ -185,9 +202,12 @@ struct TrainCommand: ParsableCommand {
     /// The command that continues a run in `directory`.
     private func resumeCommand(_ directory: URL, _ launch: Launch) -> String {
         func quoted(_ text: String) -> String {
-            text.allSatisfy { $0.isLetter || $0.isNumber || "/._-+=:,".contains($0) } ? text : "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'"
+            text.allSatisfy { $0.isLetter || $0.isNumber || "/._-+=:,".contains($0) }
+                ? text : "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'"
         }
-        var command = (launch.group.size > 1 ? "mpirun -np \(launch.group.size) " : "") + "charrnn train --resume \(quoted(directory.path)) --data \(quoted(data))"
+        var command =
+            (launch.group.size > 1 ? "mpirun -np \(launch.group.size) " : "")
+            + "charrnn train --resume \(quoted(directory.path)) --data \(quoted(data))"
         if lineEndings != Corpus.LineEndings.universal.rawValue { command += " --line-endings \(lineEndings)" }
         return command
     }
@@ -219,8 +239,11 @@ struct TrainCommand: ParsableCommand {
             let corpus = try trainingText(endings)
             let output = out.map { URL(fileURLWithPath: $0) } ?? url.deletingLastPathComponent()
             reachedTrainer = true
-            return (try Trainer(resuming: checkpoint, corpus: corpus, outputDirectory: output,
-                                maxIterations: maxIterations, keepBest: keep, patience: patience, group: group), url)
+            return (
+                try Trainer(
+                    resuming: checkpoint, corpus: corpus, outputDirectory: output,
+                    maxIterations: maxIterations, keepBest: keep, patience: patience, group: group), url
+            )
         }
 
         guard let out else { throw UsageError("--out is required: the directory for checkpoints") }
@@ -250,8 +273,11 @@ struct TrainCommand: ParsableCommand {
         try options.validate()
         let corpus = try trainingText(endings)
         reachedTrainer = true
-        return (try Trainer(corpus: corpus, options: options, outputDirectory: URL(fileURLWithPath: out), initialWeights: initial,
-                            group: group), nil)
+        return (
+            try Trainer(
+                corpus: corpus, options: options, outputDirectory: URL(fileURLWithPath: out), initialWeights: initial,
+                group: group), nil
+        )
     }
 
     /// The corpus, streamed from its file in two passes so that only the
@@ -269,8 +295,9 @@ struct TrainCommand: ParsableCommand {
     private func chosenSchedule() throws -> LearningRateSchedule? {
         guard let lrSchedule else { return lrDecay != nil || lrDecayAfter != nil ? .step : nil }
         guard let schedule = LearningRateSchedule(lrSchedule) else {
-            throw UsageError("--lr-schedule must be one of " + LearningRateSchedule.allCases.map(\.rawValue).joined(separator: ", ")
-                             + " (got '\(lrSchedule)')")
+            throw UsageError(
+                "--lr-schedule must be one of " + LearningRateSchedule.allCases.map(\.rawValue).joined(separator: ", ")
+                    + " (got '\(lrSchedule)')")
         }
         return schedule
     }
@@ -296,7 +323,8 @@ struct TrainCommand: ParsableCommand {
     private func refuseChangedSettings(_ saved: TrainingOptions, cell: Cell?) throws {
         func same<T: Equatable>(_ given: T?, _ kept: T, _ flag: String) throws {
             if let given, given != kept {
-                throw UsageError("\(flag) \(given) differs from the resumed run's \(kept); a resumed run keeps its settings (use --init-from to start a new run)")
+                throw UsageError(
+                    "\(flag) \(given) differs from the resumed run's \(kept); a resumed run keeps its settings (use --init-from to start a new run)")
             }
         }
         try same(cell, saved.cell, "--cell")

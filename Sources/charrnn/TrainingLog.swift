@@ -89,24 +89,32 @@ final class TrainingLog {
             bestValidation = plan.bestValidationLoss
             let o = plan.options
             line("Corpus: \(dataPath), \(grouped(plan.corpusLength)) characters, \(plan.vocabularySize) distinct")
-            line("Model: \(o.layerCount) \(o.cell.displayName) \(o.layerCount == 1 ? "layer" : "layers") × \(o.hiddenSize) units, \(grouped(plan.parameterCount)) parameters")
-            line("Batches: \(o.batchSize) streams × \(o.steps) steps; \(plan.trainingBatches) training and "
-                 + "\(plan.validationBatches) validation batches per epoch; \(o.epochs) epochs; "
-                 + "\(plan.totalIterations) iterations")
-            line("Training: Adam \(o.learningRate)" + (o.learningRateSchedule == .constant && o.warmupIterations == 0 ? "" : " \(o.scheduleSummary)")
-                 + ", keep probability \(o.keepProbability), gradient clip \(o.gradientClip), validation every \(o.saveEvery)"
-                 + (o.patience.map { ", patience \($0)" } ?? "") + ", seed \(o.seed)")
-            line("Compute: \(plan.runtime)" + (plan.processCount > 1
-                ? "; \(plan.processCount) processes (MPI), \(o.batchSize / plan.processCount) streams each, gradients summed every step" : ""))
+            line(
+                "Model: \(o.layerCount) \(o.cell.displayName) \(o.layerCount == 1 ? "layer" : "layers") × \(o.hiddenSize) units, \(grouped(plan.parameterCount)) parameters"
+            )
+            line(
+                "Batches: \(o.batchSize) streams × \(o.steps) steps; \(plan.trainingBatches) training and "
+                    + "\(plan.validationBatches) validation batches per epoch; \(o.epochs) epochs; "
+                    + "\(plan.totalIterations) iterations")
+            line(
+                "Training: Adam \(o.learningRate)" + (o.learningRateSchedule == .constant && o.warmupIterations == 0 ? "" : " \(o.scheduleSummary)")
+                    + ", keep probability \(o.keepProbability), gradient clip \(o.gradientClip), validation every \(o.saveEvery)"
+                    + (o.patience.map { ", patience \($0)" } ?? "") + ", seed \(o.seed)")
+            line(
+                "Compute: \(plan.runtime)"
+                    + (plan.processCount > 1
+                        ? "; \(plan.processCount) processes (MPI), \(o.batchSize / plan.processCount) streams each, gradients summed every step" : "")
+            )
             if let resumed = plan.resumedFromIteration {
                 line("Resuming from iteration \(resumed) of \(plan.totalIterations)" + (resumedFrom.map { " (\($0.path))" } ?? ""))
             }
         case .iteration(let r):
             if let printEvery {
                 guard r.iteration % printEvery == 0 || r.iteration == r.totalIterations else { return }
-                line("Epoch \(r.epoch)/\(r.epochs)  Iteration \(r.iteration)/\(r.totalIterations)  "
-                     + "Training loss: \(String(format: "%.4f", r.runningLoss))  "
-                     + "\(String(format: "%.4f", r.secondsPerBatch)) sec/batch")
+                line(
+                    "Epoch \(r.epoch)/\(r.epochs)  Iteration \(r.iteration)/\(r.totalIterations)  "
+                        + "Training loss: \(String(format: "%.4f", r.runningLoss))  "
+                        + "\(String(format: "%.4f", r.secondsPerBatch)) sec/batch")
             } else {
                 status(r)
             }
@@ -118,16 +126,18 @@ final class TrainingLog {
             pendingValidation = nil
             line("Saved \(url.path)\(isBest ? " (best so far: best.safetensors)" : "")")
         case .stopped(let summary):
-            line("Stopped at iteration \(summary.iterations), best validation loss "
-                 + "\(String(format: "%.4f", summary.bestValidationLoss))")
+            line(
+                "Stopped at iteration \(summary.iterations), best validation loss "
+                    + "\(String(format: "%.4f", summary.bestValidationLoss))")
         case .finished(let summary):
             if summary.stoppedByPatience, let patience = plan?.options.patience {
                 line("Stopped early at iteration \(summary.iterations): \(patience) validations without a new best (--patience \(patience))")
             }
-            line("Done: \(summary.iterations) iterations, final validation loss "
-                 + "\(String(format: "%.4f", summary.finalValidationLoss)), best "
-                 + "\(String(format: "%.4f", summary.bestValidationLoss)), median "
-                 + "\(String(format: "%.3f", summary.medianSecondsPerBatch)) sec/batch")
+            line(
+                "Done: \(summary.iterations) iterations, final validation loss "
+                    + "\(String(format: "%.4f", summary.finalValidationLoss)), best "
+                    + "\(String(format: "%.4f", summary.bestValidationLoss)), median "
+                    + "\(String(format: "%.3f", summary.medianSecondsPerBatch)) sec/batch")
         }
     }
 

@@ -7,8 +7,10 @@ import Testing
 struct BenchCommandTests {
     @Test("bench --json reports every section for a custom shape, with positive figures")
     func jsonReportHasEverySection() throws {
-        let result = try CLI.run(["bench", "--configs", "", "--shape", "16,2,4,8,11", "--iterations", "2", "--warmup", "1",
-                                  "--sampling-characters", "20", "--json"])
+        let result = try CLI.run([
+            "bench", "--configs", "", "--shape", "16,2,4,8,11", "--iterations", "2", "--warmup", "1",
+            "--sampling-characters", "20", "--json",
+        ])
         #expect(result.status == 0, "\(result.stderr)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
         // The library's own report, as the core gives it.
@@ -29,11 +31,14 @@ struct BenchCommandTests {
         #expect((report["trainingPeakResidentBytes"] as? Int ?? 0) > 0)
     }
 
-    @Test("bench reports how idle threads wait: charrnn's choice by default, the user's when KMP_BLOCKTIME is set",
-          .enabled(if: ComputeRuntime.current.threading.contains("libomp"), "only LLVM's OpenMP runtime lets charrnn choose"))
+    @Test(
+        "bench reports how idle threads wait: charrnn's choice by default, the user's when KMP_BLOCKTIME is set",
+        .enabled(if: ComputeRuntime.current.threading.contains("libomp"), "only LLVM's OpenMP runtime lets charrnn choose"))
     func benchReportsTheWaitPolicy() throws {
-        let arguments = ["bench", "--configs", "", "--shape", "16,1,4,8,11", "--iterations", "1", "--warmup", "0",
-                         "--sampling-characters", "5", "--json"]
+        let arguments = [
+            "bench", "--configs", "", "--shape", "16,1,4,8,11", "--iterations", "1", "--warmup", "0",
+            "--sampling-characters", "5", "--json",
+        ]
         func waiting(_ environment: [String: String]) throws -> String {
             let result = try CLI.run(arguments, extraEnvironment: environment)
             #expect(result.status == 0, "\(result.stderr)")

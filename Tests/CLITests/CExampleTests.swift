@@ -12,26 +12,32 @@ struct CExampleTests {
     static func compileExample(in scratch: Scratch) throws -> String {
         let library = try #require(CLI.executable?.deletingLastPathComponent(), "build directory not found")
         let sanitizer = Sanitizer.compilerFlags
-        let compile = try Shell.run("/usr/bin/env", [
-            sanitizer.isEmpty ? "cc" : "clang", "-std=c11", "-Wall", "-Wextra", "-Werror", "-O2"] + sanitizer + [
-            repository.appendingPathComponent("Tools/c-example/example.c").path,
-            "-I", repository.appendingPathComponent("include").path,
-            "-L", library.path, "-lCCharRNN", "-Wl,-rpath,\(library.path)",
-            "-o", scratch.path("example"),
-        ])
+        let compile = try Shell.run(
+            "/usr/bin/env",
+            [
+                sanitizer.isEmpty ? "cc" : "clang", "-std=c11", "-Wall", "-Wextra", "-Werror", "-O2",
+            ] + sanitizer + [
+                repository.appendingPathComponent("Tools/c-example/example.c").path,
+                "-I", repository.appendingPathComponent("include").path,
+                "-L", library.path, "-lCCharRNN", "-Wl,-rpath,\(library.path)",
+                "-o", scratch.path("example"),
+            ])
         #expect(compile.status == 0, "cc failed: \(compile.stderr)")
         return scratch.path("example")
     }
 
-    @Test("A C program samples from a checkpoint charrnn train wrote, in place, the text charrnn sample writes",
-          arguments: ["lstm", "gru", "rnn"])
+    @Test(
+        "A C program samples from a checkpoint charrnn train wrote, in place, the text charrnn sample writes",
+        arguments: ["lstm", "gru", "rnn"])
     func cProgramSamplesFromATrainedCheckpoint(cell: String) throws {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
         try scratch.write("corpus.txt", text(length: 4000))
-        let train = try CLI.run(["train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("run"), "--cell", cell,
-                                 "--hidden", "24", "--batch", "4", "--steps", "16", "--max-iterations", "30",
-                                 "--save-every", "30", "--learning-rate", "0.01"])
+        let train = try CLI.run([
+            "train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("run"), "--cell", cell,
+            "--hidden", "24", "--batch", "4", "--steps", "16", "--max-iterations", "30",
+            "--save-every", "30", "--learning-rate", "0.01",
+        ])
         #expect(train.status == 0, "\(train.stderr)")
         let checkpoint = scratch.path("run/best.safetensors")
         let example = try Self.compileExample(in: scratch)
@@ -60,21 +66,25 @@ struct CExampleTests {
     @Test("Tools/c-example compiles with cc against the built library, trains, and samples")
     func cProgramTrainsAndSamples() throws {
         let library = try #require(CLI.executable?.deletingLastPathComponent(), "build directory not found")
-        #expect(FileManager.default.fileExists(atPath: library.appendingPathComponent("libCCharRNN.so").path),
-                "libCCharRNN.so is built by `swift build` and `swift test`")
+        #expect(
+            FileManager.default.fileExists(atPath: library.appendingPathComponent("libCCharRNN.so").path),
+            "libCCharRNN.so is built by `swift build` and `swift test`")
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
         // Under Tools/sanitize the library is instrumented: the example is then
         // built by the toolchain's clang with the same sanitizer, so it links
         // the sanitizer's runtime.
         let sanitizer = Sanitizer.compilerFlags
-        let compile = try Shell.run("/usr/bin/env", [
-            sanitizer.isEmpty ? "cc" : "clang", "-std=c11", "-Wall", "-Wextra", "-Werror", "-O2"] + sanitizer + [
-            Self.repository.appendingPathComponent("Tools/c-example/example.c").path,
-            "-I", Self.repository.appendingPathComponent("include").path,
-            "-L", library.path, "-lCCharRNN", "-Wl,-rpath,\(library.path)",
-            "-o", scratch.path("example"),
-        ])
+        let compile = try Shell.run(
+            "/usr/bin/env",
+            [
+                sanitizer.isEmpty ? "cc" : "clang", "-std=c11", "-Wall", "-Wextra", "-Werror", "-O2",
+            ] + sanitizer + [
+                Self.repository.appendingPathComponent("Tools/c-example/example.c").path,
+                "-I", Self.repository.appendingPathComponent("include").path,
+                "-L", library.path, "-lCCharRNN", "-Wl,-rpath,\(library.path)",
+                "-o", scratch.path("example"),
+            ])
         #expect(compile.status == 0, "cc failed: \(compile.stderr)")
         let run = try Shell.run(scratch.path("example"), [])
         #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
@@ -88,15 +98,18 @@ struct CExampleTests {
 enum Shell {
     /// Runs `executable`; `extraEnvironment` is added to this process's
     /// environment; `input`, if given, is its standard input.
-    static func run(_ executable: String, _ arguments: [String], extraEnvironment: [String: String] = [:],
-                    input: Data? = nil) throws -> CLI.Result {
+    static func run(
+        _ executable: String, _ arguments: [String], extraEnvironment: [String: String] = [:],
+        input: Data? = nil
+    ) throws -> CLI.Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         if !extraEnvironment.isEmpty {
             process.environment = ProcessInfo.processInfo.environment.merging(extraEnvironment) { _, new in new }
         }
-        let out = Pipe(), err = Pipe()
+        let out = Pipe()
+        let err = Pipe()
         process.standardOutput = out
         process.standardError = err
         let stdin = Pipe()
@@ -114,7 +127,8 @@ enum Shell {
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         let errData = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return CLI.Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                          stderr: String(decoding: errData, as: UTF8.self))
+        return CLI.Result(
+            status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+            stderr: String(decoding: errData, as: UTF8.self))
     }
 }

@@ -25,8 +25,10 @@ enum CLI {
             .first { FileManager.default.isExecutableFile(atPath: $0.path) }
     }
 
-    static func run(_ arguments: [String], extraEnvironment: [String: String] = [:], input: Data? = nil,
-                    binary name: String = "charrnn") throws -> Result {
+    static func run(
+        _ arguments: [String], extraEnvironment: [String: String] = [:], input: Data? = nil,
+        binary name: String = "charrnn"
+    ) throws -> Result {
         guard let executable = binary(name) else { throw CLIError.binaryNotFound }
         return try Shell.run(executable.path, arguments, extraEnvironment: extraEnvironment, input: input)
     }

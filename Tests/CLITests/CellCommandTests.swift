@@ -7,8 +7,11 @@ import Testing
 struct CellCommandTests {
     /// Trains a short run of `cell` in `scratch/run`; returns its output.
     static func train(_ cell: String, in scratch: Scratch, extra: [String] = []) throws -> CLI.Result {
-        try CLI.run(["train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("run"), "--cell", cell,
-                     "--hidden", "16", "--batch", "4", "--steps", "20", "--max-iterations", "8", "--save-every", "4"] + extra)
+        try CLI.run(
+            [
+                "train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("run"), "--cell", cell,
+                "--hidden", "16", "--batch", "4", "--steps", "20", "--max-iterations", "8", "--save-every", "4",
+            ] + extra)
     }
 
     @Test("A GRU or RNN run trains, logs its cell, and inspect, eval and sample use it", arguments: ["gru", "rnn"])
@@ -31,8 +34,10 @@ struct CellCommandTests {
 
         // eval on the validation split gives the loss training reported there
         let checkpoint = try FileManager.default.contentsOfDirectory(atPath: scratch.path("run")).first { $0.hasPrefix("i8_") }
-        let eval = try CLI.run(["eval", "--checkpoint", scratch.path("run/\(try #require(checkpoint))"),
-                                "--data", scratch.path("corpus.txt"), "--split", "val"])
+        let eval = try CLI.run([
+            "eval", "--checkpoint", scratch.path("run/\(try #require(checkpoint))"),
+            "--data", scratch.path("corpus.txt"), "--split", "val",
+        ])
         #expect(eval.status == 0, "\(eval.stderr)")
         let reported = try #require(Double(lastValidation.dropFirst("Validation loss: ".count).prefix(6)))
         let evaluated = try #require(eval.stdout.firstMatch(of: #/cross-entropy ([0-9.]+) nats/#).map { Double($0.1) ?? -1 })
@@ -45,8 +50,10 @@ struct CellCommandTests {
         #expect(one.status == 0 && one.stdout.unicodeScalars.count == 83, "\(one.stderr)")
         let again = try CLI.run(["sample", "--checkpoint", scratch.path("run"), "--prime", "it ", "--length", "80", "--seed", "4"])
         #expect(again.stdout == one.stdout)
-        let three = try CLI.run(["sample", "--checkpoint", scratch.path("run"), "--prime", "it ", "--length", "80",
-                                 "--seed", "4", "--count", "3"])
+        let three = try CLI.run([
+            "sample", "--checkpoint", scratch.path("run"), "--prime", "it ", "--length", "80",
+            "--seed", "4", "--count", "3",
+        ])
         #expect(three.status == 0)
         #expect(three.stdout.hasPrefix("----- sample 1 of 3 -----\n" + one.stdout), "the first of a batch is the single sample")
     }
@@ -56,14 +63,20 @@ struct CellCommandTests {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
         try scratch.write("corpus.txt", text(length: 3000))
-        let whole = try CLI.run(["train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("whole"), "--cell", cell,
-                                 "--hidden", "16", "--batch", "4", "--steps", "20", "--max-iterations", "8", "--save-every", "4"])
+        let whole = try CLI.run([
+            "train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("whole"), "--cell", cell,
+            "--hidden", "16", "--batch", "4", "--steps", "20", "--max-iterations", "8", "--save-every", "4",
+        ])
         #expect(whole.status == 0)
-        let half = try CLI.run(["train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("run"), "--cell", cell,
-                                "--hidden", "16", "--batch", "4", "--steps", "20", "--max-iterations", "4", "--save-every", "4"])
+        let half = try CLI.run([
+            "train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("run"), "--cell", cell,
+            "--hidden", "16", "--batch", "4", "--steps", "20", "--max-iterations", "4", "--save-every", "4",
+        ])
         #expect(half.status == 0)
-        let resumed = try CLI.run(["train", "--resume", scratch.path("run"), "--data", scratch.path("corpus.txt"),
-                                   "--max-iterations", "8"])
+        let resumed = try CLI.run([
+            "train", "--resume", scratch.path("run"), "--data", scratch.path("corpus.txt"),
+            "--max-iterations", "8",
+        ])
         #expect(resumed.status == 0, "\(resumed.stderr)")
         func losses(_ text: String) -> [String] {  // every training and validation loss, in order
             text.matches(of: #/(Training|Validation) loss: [0-9.]+/#).map { String($0.output.0) }
@@ -80,18 +93,25 @@ struct CellCommandTests {
         defer { scratch.cleanUp() }
         try scratch.write("corpus.txt", text(length: 3000))
         #expect(try Self.train("gru", in: scratch).status == 0)
-        let next = try CLI.run(["train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("next"),
-                                "--init-from", scratch.path("run"), "--batch", "4", "--steps", "20", "--max-iterations", "2"])
+        let next = try CLI.run([
+            "train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("next"),
+            "--init-from", scratch.path("run"), "--batch", "4", "--steps", "20", "--max-iterations", "2",
+        ])
         #expect(next.status == 0, "\(next.stderr)")
         #expect(next.stdout.contains("Model: 2 GRU layers × 16 units"))
-        let other = try CLI.run(["train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("other"), "--cell", "lstm",
-                                 "--init-from", scratch.path("run"), "--batch", "4", "--steps", "20", "--max-iterations", "2"])
+        let other = try CLI.run([
+            "train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("other"), "--cell", "lstm",
+            "--init-from", scratch.path("run"), "--batch", "4", "--steps", "20", "--max-iterations", "2",
+        ])
         #expect(other.status != 0)
         #expect(other.stderr.split(separator: "\n").count == 1, "\(other.stderr)")
         #expect(other.stderr.contains("2 GRU layers of 16") && other.stderr.contains("--cell gru"), "\(other.stderr)")
         let resume = try CLI.run(["train", "--resume", scratch.path("run"), "--data", scratch.path("corpus.txt"), "--cell", "rnn"])
         #expect(resume.status != 0)
-        #expect(resume.stderr == "charrnn: error: --cell rnn differs from the resumed run's gru; a resumed run keeps its settings (use --init-from to start a new run)\n")
+        #expect(
+            resume.stderr
+                == "charrnn: error: --cell rnn differs from the resumed run's gru; a resumed run keeps its settings (use --init-from to start a new run)\n"
+        )
     }
 
     @Test("An unknown --cell gets one error line naming the cells, and nothing is written")
@@ -118,12 +138,13 @@ struct CellCommandTests {
         try Data(bytes).write(to: URL(fileURLWithPath: path))
     }
 
-    @Test("A checkpoint whose tensors mix cells, or whose cell entry disagrees with its tensors, gets one error line",
-          arguments: [
+    @Test(
+        "A checkpoint whose tensors mix cells, or whose cell entry disagrees with its tensors, gets one error line",
+        arguments: [
             ("\"gru.bias_hh_l1\"", "\"rnn.bias_hh_l1\"", "its tensors mix cells (gru.*, rnn.*)"),
             ("\"cell\":\"gru\"", "\"cell\":\"rnn\"", "metadata 'cell' says rnn but the tensors have gru tensors"),
             ("\"cell\":\"gru\"", "\"cell\":\"xyz\"", "metadata 'cell' has an invalid value 'xyz'"),
-          ])
+        ])
     func inconsistentCellsAreRefused(old: String, new: String, message: String) throws {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }

@@ -1,6 +1,7 @@
-@testable import CharRNN
 import Foundation
 import Testing
+
+@testable import CharRNN
 
 /// Protects checkpoints as a user meets them: resume, kills mid-write, inspect, eval.
 @Suite("Checkpoints from the command line")
@@ -17,13 +18,18 @@ struct CheckpointCommandTests {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
         let data = try Self.corpus(scratch)
-        let whole = try CLI.run(["train", "--data", data, "--out", scratch.path("whole"), "--max-iterations", "10", "--save-every", "5"] + Self.small)
+        let whole = try CLI.run(
+            ["train", "--data", data, "--out", scratch.path("whole"), "--max-iterations", "10", "--save-every", "5"] + Self.small)
         let first = try CLI.run(["train", "--data", data, "--out", scratch.path("part"), "--max-iterations", "5", "--save-every", "5"] + Self.small)
         let second = try CLI.run(["train", "--data", data, "--resume", scratch.path("part"), "--max-iterations", "10"])
         #expect(whole.status == 0 && first.status == 0 && second.status == 0, "\(second.stderr)")
         func losses(_ output: String) -> [String] {
             output.split(separator: "\n").filter { $0.hasPrefix("Epoch") || $0.hasPrefix("Validation") }
-                .map { String($0).replacing(#/  [0-9.]+ sec\/batch/#, with: "").replacing(#/Iteration (\d+)\/\d+/#) { "Iteration \(String($0.output.1))" } }
+                .map {
+                    String($0).replacing(#/  [0-9.]+ sec\/batch/#, with: "").replacing(#/Iteration (\d+)\/\d+/#) {
+                        "Iteration \(String($0.output.1))"
+                    }
+                }
         }
         #expect(second.stdout.contains("Resuming from iteration 5 of 10"))
         #expect(losses(second.stdout).first?.contains("Iteration 6 ") == true)
@@ -63,7 +69,8 @@ struct CheckpointCommandTests {
         let changed = try CLI.run(["train", "--data", data, "--resume", scratch.path("run"), "--hidden", "32"])
         #expect(changed.status != 0 && changed.stderr.contains("--hidden 32 differs from the resumed run's 16"))
         try scratch.write("other.txt", Array((String(decoding: text(length: 4000), as: UTF8.self) + "XYZ").utf8))
-        let other = try CLI.run(["train", "--data", scratch.path("other.txt"), "--out", scratch.path("new"), "--init-from", scratch.path("run")] + Self.small)
+        let other = try CLI.run(
+            ["train", "--data", scratch.path("other.txt"), "--out", scratch.path("new"), "--init-from", scratch.path("run")] + Self.small)
         #expect(other.status != 0 && other.stderr.contains("only in the corpus"))
         #expect(!FileManager.default.fileExists(atPath: scratch.path("new")))
     }
@@ -77,7 +84,8 @@ struct CheckpointCommandTests {
         var generator = SystemRandomNumberGenerator()
         for round in 0..<6 {
             let hasCheckpoint = FileManager.default.fileExists(atPath: out + "/best.safetensors")
-            let arguments = hasCheckpoint
+            let arguments =
+                hasCheckpoint
                 ? ["train", "--data", data, "--resume", out]
                 : ["train", "--data", data, "--out", out, "--save-every", "1", "--epochs", "1000"] + Self.small
             let process = Process()
@@ -94,10 +102,13 @@ struct CheckpointCommandTests {
             let names = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.hasSuffix(".safetensors") && !$0.hasPrefix(".") }
             #expect(!names.isEmpty || round == 0)
             for name in names {
-                #expect(throws: Never.self, "round \(round): \(name) must load") { try Checkpoint(contentsOf: URL(fileURLWithPath: out + "/" + name)) }
+                #expect(throws: Never.self, "round \(round): \(name) must load") {
+                    try Checkpoint(contentsOf: URL(fileURLWithPath: out + "/" + name))
+                }
             }
         }
-        let latest = try FileManager.default.contentsOfDirectory(atPath: out)
+        let latest =
+            try FileManager.default.contentsOfDirectory(atPath: out)
             .compactMap { $0.wholeMatch(of: #/i(\d+)_l16_v.*\.safetensors/#).flatMap { Int($0.output.1) } }.max() ?? 0
         let finish = try CLI.run(["train", "--data", data, "--resume", out, "--max-iterations", String(latest + 3)])
         #expect(finish.status == 0, "\(finish.stderr)")
@@ -114,8 +125,10 @@ struct CheckpointCommandTests {
         _ = try CLI.run(["train", "--data", data, "--out", scratch.path("run"), "--max-iterations", "3"] + Self.small)
         let result = try CLI.run(["inspect", scratch.path("run")])
         #expect(result.status == 0)
-        for expected in ["Model: 2 LSTM layers × 16 units", "Vocabulary: \"\\n ,", "lstm.weight_hh_l1    [64, 16]",
-                         "fc.bias", "Training: iteration 3,", "Can resume: yes (Adam step 3, carried state for 4 streams)"] {
+        for expected in [
+            "Model: 2 LSTM layers × 16 units", "Vocabulary: \"\\n ,", "lstm.weight_hh_l1    [64, 16]",
+            "fc.bias", "Training: iteration 3,", "Can resume: yes (Adam step 3, carried state for 4 streams)",
+        ] {
             #expect(result.stdout.contains(expected), "missing '\(expected)' in:\n\(result.stdout)")
         }
         let bad = try CLI.run(["inspect", data])
@@ -139,7 +152,8 @@ struct CheckpointCommandTests {
         // The whole-text loss, computed here another way: the core's one-step
         // inference path, one character at a time, summing -log p(next).
         let checkpoint = try Checkpoint(contentsOf: URL(fileURLWithPath: scratch.path("run/best.safetensors")))
-        let tokens = try checkpoint.vocabulary.encode(String(decoding: try Data(contentsOf: URL(fileURLWithPath: data)), as: UTF8.self).unicodeScalars)
+        let tokens = try checkpoint.vocabulary.encode(
+            String(decoding: try Data(contentsOf: URL(fileURLWithPath: data)), as: UTF8.self).unicodeScalars)
         var session = try InferenceSession(model: checkpoint.makeModel(purpose: .inference), streams: 1, options: SamplingOptions())
         var total = 0.0
         for index in 0..<(tokens.count - 1) {

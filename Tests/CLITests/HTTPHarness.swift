@@ -1,6 +1,7 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A running `charrnn-server`, started on a free loopback port (`--port 0`;
@@ -80,7 +81,8 @@ struct HTTPReply {
     var events: [(name: String, data: [String: Any])] {
         text.components(separatedBy: "\n\n").compactMap { block in
             guard !block.isEmpty else { return nil }
-            var name = "message", data = ""
+            var name = "message"
+            var data = ""
             for line in block.split(separator: "\n", omittingEmptySubsequences: false) {
                 if line.hasPrefix("event: ") { name = String(line.dropFirst(7)) }
                 if line.hasPrefix("data: ") { data += line.dropFirst(6) }
@@ -94,7 +96,12 @@ struct HTTPReply {
 /// A small HTTP/1.1 client over a loopback socket, for tests only: one
 /// request per connection (`Connection: close`), chunked bodies decoded.
 enum HTTP {
-    enum Failure: Error { case connect(Int32), send, timeout, malformed(String) }
+    enum Failure: Error {
+        case connect(Int32)
+        case send
+        case timeout
+        case malformed(String)
+    }
 
     /// A connected socket to 127.0.0.1:`port`, reads timing out after `timeout`.
     static func connect(port: Int, timeout: TimeInterval = 60) throws -> Int32 {
@@ -107,7 +114,11 @@ enum HTTP {
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard connected == 0 else { let code = errno; close(descriptor); throw Failure.connect(code) }
+        guard connected == 0 else {
+            let code = errno
+            close(descriptor)
+            throw Failure.connect(code)
+        }
         var limit = timeval(tv_sec: Int(timeout), tv_usec: 0)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
         return descriptor
@@ -135,7 +146,11 @@ enum HTTP {
         while true {
             let count = recv(descriptor, &buffer, buffer.count, 0)
             if count == 0 { break }
-            if count < 0 { if errno == EINTR { continue }; if received.isEmpty { throw Failure.timeout }; break }
+            if count < 0 {
+                if errno == EINTR { continue }
+                if received.isEmpty { throw Failure.timeout }
+                break
+            }
             received.append(contentsOf: buffer[0..<count])
         }
         return try parse(received)
@@ -165,7 +180,10 @@ enum HTTP {
             let sizeText = String(decoding: data[index..<lineEnd.lowerBound], as: UTF8.self).split(separator: ";").first ?? ""
             guard let size = Int(sizeText, radix: 16), size > 0 else { break }
             let start = lineEnd.upperBound
-            guard start + size <= data.endIndex else { out.append(data[start...]); break }
+            guard start + size <= data.endIndex else {
+                out.append(data[start...])
+                break
+            }
             out.append(data[start..<start + size])
             index = start + size + 2
             if index >= data.endIndex { break }

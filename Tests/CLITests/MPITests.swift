@@ -28,8 +28,9 @@ struct MPITests {
         /// `mpirun -np N charrnn ARGUMENTS`.
         static func mpi(_ processes: Int, _ arguments: [String], environment: [String: String] = [:]) throws -> CLI.Result {
             guard let mpirun, let executable = CLI.executable else { throw CLI.CLIError.binaryNotFound }
-            return try Shell.run(mpirun, ["-np", String(processes), "--oversubscribe", executable.path] + arguments,
-                                 extraEnvironment: rootEnvironment.merging(environment) { _, new in new })
+            return try Shell.run(
+                mpirun, ["-np", String(processes), "--oversubscribe", executable.path] + arguments,
+                extraEnvironment: rootEnvironment.merging(environment) { _, new in new })
         }
 
         /// Each iteration's batch loss and each validation loss from a run's metrics.jsonl.
@@ -54,7 +55,8 @@ struct MPITests {
             let one = try CLI.run(["train", "--data", data, "--out", scratch.path("one"), "--max-iterations", "20"] + Self.settings)
             let two = try Self.mpi(2, ["train", "--data", data, "--out", scratch.path("two"), "--max-iterations", "20"] + Self.settings)
             #expect(one.status == 0 && two.status == 0, "\(two.stderr)")
-            let expected = try Self.losses(scratch.path("one")), got = try Self.losses(scratch.path("two"))
+            let expected = try Self.losses(scratch.path("one"))
+            let got = try Self.losses(scratch.path("two"))
             #expect(expected.training.count == 20 && expected.validation.count == 2)
             #expect(Self.close(got.training, expected.training), "\(got.training) vs \(expected.training)")
             #expect(Self.close(got.validation, expected.validation))
@@ -92,8 +94,9 @@ struct MPITests {
             defer { scratch.cleanUp() }
             let data = try Self.corpus(scratch)
             let start = Date()
-            let result = try Self.mpi(2, ["train", "--data", data, "--out", scratch.path("run"), "--max-iterations", "20"] + Self.settings,
-                                      environment: ["CHARRNN_FAULT": "nan-gradient:1:14"])
+            let result = try Self.mpi(
+                2, ["train", "--data", data, "--out", scratch.path("run"), "--max-iterations", "20"] + Self.settings,
+                environment: ["CHARRNN_FAULT": "nan-gradient:1:14"])
             #expect(Date().timeIntervalSince(start) < 60)
             #expect(result.status != 0)
             let lines = result.stderr.split(separator: "\n").filter { $0.contains("charrnn: error:") }
@@ -131,7 +134,8 @@ struct MPITests {
         }
 
         /// Python that unblocks every signal, then replaces itself with argv[1:].
-        static let withSignalsUnblocked = "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])"
+        static let withSignalsUnblocked =
+            "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])"
 
         /// Starts `mpirun -np 2 charrnn train` on a long run, its output in files `out` and `err`.
         static func startLongRun(_ scratch: Scratch, saveEvery: Int) throws -> Process {
@@ -142,9 +146,11 @@ struct MPITests {
             // inherits the mask, so mpirun is started through a step that
             // clears it, as a shell would have it.
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = ["python3", "-c", Self.withSignalsUnblocked, mpirun,
-                                 "-np", "2", "--oversubscribe", executable.path, "train", "--data", data, "--out", scratch.path("run"),
-                                 "--hidden", "32", "--batch", "8", "--steps", "20", "--save-every", String(saveEvery), "--epochs", "50"]
+            process.arguments = [
+                "python3", "-c", Self.withSignalsUnblocked, mpirun,
+                "-np", "2", "--oversubscribe", executable.path, "train", "--data", data, "--out", scratch.path("run"),
+                "--hidden", "32", "--batch", "8", "--steps", "20", "--save-every", String(saveEvery), "--epochs", "50",
+            ]
             process.environment = ProcessInfo.processInfo.environment.merging(Self.rootEnvironment) { _, new in new }
             _ = FileManager.default.createFile(atPath: scratch.path("out"), contents: nil)
             _ = FileManager.default.createFile(atPath: scratch.path("err"), contents: nil)
@@ -164,7 +170,8 @@ struct MPITests {
             // A terminal's Ctrl-C reaches the whole foreground process group: mpirun and its processes.
             let start = Date()
             for pid in [process.processIdentifier] + Self.processes(withRank: 0, under: executable.path)
-                + Self.processes(withRank: 1, under: executable.path) {
+                + Self.processes(withRank: 1, under: executable.path)
+            {
                 kill(pid, SIGINT)
             }
             let seconds = Self.secondsUntilExit(process, atMost: 60, since: start)
@@ -203,7 +210,7 @@ struct MPITests {
             let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
             return entries.compactMap(Int32.init).filter { pid in
                 guard let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe"), link == executable,
-                      let environment = FileManager.default.contents(atPath: "/proc/\(pid)/environ")
+                    let environment = FileManager.default.contents(atPath: "/proc/\(pid)/environ")
                 else { return false }
                 return environment.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == "OMPI_COMM_WORLD_RANK=\(rank)" }
             }
@@ -214,10 +221,12 @@ struct MPITests {
             let scratch = try Scratch()
             defer { scratch.cleanUp() }
             try scratch.write("corpus.txt", text(length: 20_000))
-            let result = try CLI.run(["train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("run"), "--max-iterations", "3"] + Self.settings,
-                                     extraEnvironment: ["OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "0"])
+            let result = try CLI.run(
+                ["train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("run"), "--max-iterations", "3"] + Self.settings,
+                extraEnvironment: ["OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "0"])
             #expect(result.status != 0)
-            #expect(result.stderr == "charrnn: error: this charrnn was built without MPI, but was started as one of 2 processes; "
+            #expect(
+                result.stderr == "charrnn: error: this charrnn was built without MPI, but was started as one of 2 processes; "
                     + "build it with: swift build -c release --traits MPI\n")
             #expect(!FileManager.default.fileExists(atPath: scratch.path("run")))
         }

@@ -26,7 +26,8 @@ struct RunSafetyTests {
         let after = try contents(path)
         func checkpoints(_ files: [String: Data]) -> [String: Data] { files.filter { $0.key.hasSuffix(".safetensors") } }
         #expect(checkpoints(after) == checkpoints(before), "the checkpoints already written are intact")
-        let metrics = try #require(after["metrics.jsonl"]), old = try #require(before["metrics.jsonl"])
+        let metrics = try #require(after["metrics.jsonl"])
+        let old = try #require(before["metrics.jsonl"])
         #expect(metrics.starts(with: old), "no metrics record is lost")
     }
 
@@ -41,7 +42,9 @@ struct RunSafetyTests {
     /// The log lines that carry losses, without timings and totals.
     static func losses(_ output: String) -> [String] {
         output.split(separator: "\n").filter { $0.hasPrefix("Epoch") }
-            .map { String($0).replacing(#/  [0-9.]+ sec\/batch/#, with: "").replacing(#/Iteration (\d+)\/\d+/#) { "Iteration \(String($0.output.1))" } }
+            .map {
+                String($0).replacing(#/  [0-9.]+ sec\/batch/#, with: "").replacing(#/Iteration (\d+)\/\d+/#) { "Iteration \(String($0.output.1))" }
+            }
     }
 
     @Test("A second run into a directory with another run's checkpoints is refused in one line; the first run's files stay byte for byte")
@@ -54,7 +57,8 @@ struct RunSafetyTests {
         let before = try Self.contents(scratch.path("run"))
         #expect(before.count == 5, "two checkpoints, best, metrics.jsonl, loss.svg")
         for extra in [["--keep", "1"], []] {
-            let second = try CLI.run(["train", "--data", data, "--out", scratch.path("run"), "--max-iterations", "4", "--seed", "5"] + Self.small + extra)
+            let second = try CLI.run(
+                ["train", "--data", data, "--out", scratch.path("run"), "--max-iterations", "4", "--seed", "5"] + Self.small + extra)
             #expect(second.status != 0 && second.stdout.isEmpty)
             #expect(second.stderr.split(separator: "\n").count == 1, "\(second.stderr)")
             #expect(second.stderr.contains("already holds another run's checkpoints (3 checkpoints, the latest at iteration 4"))
@@ -66,9 +70,10 @@ struct RunSafetyTests {
     /// Starts `charrnn train` with its output in files; returns the process and the stdout file.
     static func startTraining(_ scratch: Scratch, _ arguments: [String], name: String) throws -> (Process, String) {
         guard let executable = CLI.executable else { throw CLI.CLIError.binaryNotFound }
-        let outPath = scratch.path("\(name).out"), errPath = scratch.path("\(name).err")
-        FileManager.default.createFile(atPath: outPath, contents: nil)
-        FileManager.default.createFile(atPath: errPath, contents: nil)
+        let outPath = scratch.path("\(name).out")
+        let errPath = scratch.path("\(name).err")
+        guard FileManager.default.createFile(atPath: outPath, contents: nil), FileManager.default.createFile(atPath: errPath, contents: nil)
+        else { throw CocoaError(.fileWriteUnknown) }
         let process = Process()
         process.executableURL = executable
         process.arguments = ["train"] + arguments
@@ -88,8 +93,9 @@ struct RunSafetyTests {
         return false
     }
 
-    @Test("SIGINT and SIGTERM finish the iteration, write a checkpoint there, say how to continue, exit 130 and 143; resuming is exact",
-          arguments: [(SIGINT, Int32(130)), (SIGTERM, Int32(143))])
+    @Test(
+        "SIGINT and SIGTERM finish the iteration, write a checkpoint there, say how to continue, exit 130 and 143; resuming is exact",
+        arguments: [(SIGINT, Int32(130)), (SIGTERM, Int32(143))])
     func signalStopsCleanly(signal: Int32, status: Int32) throws {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
@@ -144,28 +150,36 @@ struct RunSafetyTests {
         #expect(process.terminationStatus == 143)
     }
 
-    @Test("A model too large for a lowered address-space limit is refused in one line with both figures, and nothing is written",
-          .disabled(if: Sanitizer.distortsMemory, "the sanitizer's shadow memory fills any address-space limit"))
+    @Test(
+        "A model too large for a lowered address-space limit is refused in one line with both figures, and nothing is written",
+        .disabled(if: Sanitizer.distortsMemory, "the sanitizer's shadow memory fills any address-space limit"))
     func tooLargeForTheAddressSpace() throws {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
         let data = try Self.corpus(scratch)
         guard let executable = CLI.executable else { throw CLI.CLIError.binaryNotFound }
-        let result = try Shell.run("/bin/sh", ["-c", "ulimit -v 3000000; exec \"$0\" train --data \"$1\" --out \"$2\" --hidden 4096 --layers 4",
-                                               executable.path, data, scratch.path("big")])
+        let result = try Shell.run(
+            "/bin/sh",
+            [
+                "-c", "ulimit -v 3000000; exec \"$0\" train --data \"$1\" --out \"$2\" --hidden 4096 --layers 4",
+                executable.path, data, scratch.path("big"),
+            ])
         #expect(result.status != 0 && result.stdout.isEmpty)
         #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
         #expect(result.stderr.contains("training needs 14.") && result.stderr.contains("address-space limit (ulimit -v)"), "\(result.stderr)")
         #expect(result.stderr.contains("--hidden"))
         #expect(!FileManager.default.fileExists(atPath: scratch.path("big")))
         // The same for sampling: a checkpoint too large to load under the limit.
-        let huge = try CLI.run(["train", "--data", data, "--out", scratch.path("h"), "--hidden", "1024", "--layers", "1",
-                                "--batch", "2", "--steps", "20", "--max-iterations", "1"])
+        let huge = try CLI.run([
+            "train", "--data", data, "--out", scratch.path("h"), "--hidden", "1024", "--layers", "1",
+            "--batch", "2", "--steps", "20", "--max-iterations", "1",
+        ])
         #expect(huge.status == 0, "\(huge.stderr)")
         // 600 MB: room for the BLAS to load (Debian 13's OpenBLAS 0.3.29 maps 300-450 MB as it
         // loads and spins forever below that, before charrnn runs), and less than loading the
         // model needs with what is kept back for the compute threads.
-        let sample = try Shell.run("/bin/sh", ["-c", "ulimit -v 600000; exec \"$0\" sample --checkpoint \"$1\" --length 5", executable.path, scratch.path("h")])
+        let sample = try Shell.run(
+            "/bin/sh", ["-c", "ulimit -v 600000; exec \"$0\" sample --checkpoint \"$1\" --length 5", executable.path, scratch.path("h")])
         #expect(sample.status != 0 && sample.stdout.isEmpty && sample.stderr.split(separator: "\n").count == 1, "\(sample.stderr)")
     }
 
@@ -181,8 +195,9 @@ struct RunSafetyTests {
         }
     }
 
-    @Test("A save that fails (file-size limit) stops with one message and how to resume; the checkpoints already written stay byte for byte, and no partial file is left",
-          .disabled(if: Sanitizer.current == "thread", "TSan's runtime itself faults (SIGBUS) under a file-size limit, even for --version"))
+    @Test(
+        "A save that fails (file-size limit) stops with one message and how to resume; the checkpoints already written stay byte for byte, and no partial file is left",
+        .disabled(if: Sanitizer.current == "thread", "TSan's runtime itself faults (SIGBUS) under a file-size limit, even for --version"))
     func failedSaveKeepsWhatWasWritten() throws {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
@@ -192,11 +207,16 @@ struct RunSafetyTests {
         let before = try Self.contents(scratch.path("run"))
         guard let executable = CLI.executable else { throw CLI.CLIError.binaryNotFound }
         // 50 KB: enough for the directory's test write, not for a checkpoint (about 100 KB).
-        let result = try Shell.run("/bin/sh", ["-c", "ulimit -f 50; exec \"$0\" train --resume \"$1\" --data \"$2\" --max-iterations 4",
-                                               executable.path, scratch.path("run"), data])
+        let result = try Shell.run(
+            "/bin/sh",
+            [
+                "-c", "ulimit -f 50; exec \"$0\" train --resume \"$1\" --data \"$2\" --max-iterations 4",
+                executable.path, scratch.path("run"), data,
+            ])
         #expect(result.status == 1)
         #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
-        #expect(result.stderr.contains("File too large") && result.stderr.contains("the checkpoints already written are intact")
+        #expect(
+            result.stderr.contains("File too large") && result.stderr.contains("the checkpoints already written are intact")
                 && result.stderr.contains("continue with: charrnn train --resume \(scratch.path("run"))"), "\(result.stderr)")
         #expect(!result.stdout.contains("Saving checkpoint!"), "no save is announced that did not happen")
         try Self.expectIntact(scratch.path("run"), before)
@@ -204,8 +224,9 @@ struct RunSafetyTests {
         #expect(hidden.isEmpty, "no temporary file left: \(hidden)")
     }
 
-    @Test("A full disk (a file system with room for two checkpoints) stops the run with one message and how to resume; what was written stays",
-          .enabled(if: getuid() == 0, "mounting a small file system needs root"))
+    @Test(
+        "A full disk (a file system with room for two checkpoints) stops the run with one message and how to resume; what was written stays",
+        .enabled(if: getuid() == 0, "mounting a small file system needs root"))
     func fullDisk() throws {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
@@ -225,7 +246,8 @@ struct RunSafetyTests {
         let before = try Self.contents(run)
         let full = try CLI.run(["train", "--data", data, "--resume", run, "--max-iterations", "6"])
         #expect(full.status == 1)
-        #expect(full.stderr.split(separator: "\n").count == 1 && full.stderr.contains("No space left on device")
+        #expect(
+            full.stderr.split(separator: "\n").count == 1 && full.stderr.contains("No space left on device")
                 && full.stderr.contains("continue with: charrnn train --resume \(run)"), "\(full.stderr)")
         try Self.expectIntact(run, before)
         let hidden = try leftoverTemporaries(in: run)
@@ -237,25 +259,36 @@ struct RunSafetyTests {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
         let data = try Self.corpus(scratch)
-        let epochs = try CLI.run(["train", "--data", data, "--out", scratch.path("run"), "--epochs", "9223372036854775807",
-                                  "--max-iterations", "2"] + Self.small)
+        let epochs = try CLI.run(
+            [
+                "train", "--data", data, "--out", scratch.path("run"), "--epochs", "9223372036854775807",
+                "--max-iterations", "2",
+            ] + Self.small)
         #expect(epochs.status == 0, "\(epochs.stderr)")
         #expect(epochs.stdout.contains("Epoch 1/9223372036854775807  Iteration 2/2"))
 
         let best = try Data(contentsOf: URL(fileURLWithPath: scratch.path("run/best.safetensors")))
         func rewrite(_ change: (inout [String: String]) -> Void) throws -> String {
             let name = "m\(UUID().uuidString.prefix(8)).safetensors"
-            try scratch.write(name, Self.rewritingHeader(of: best) { header, _ in
-                var metadata = header["__metadata__"] as! [String: String]
-                change(&metadata)
-                header["__metadata__"] = metadata
-            }.bytes)
+            try scratch.write(
+                name,
+                Self.rewritingHeader(of: best) { header, _ in
+                    var metadata = header["__metadata__"] as! [String: String]
+                    change(&metadata)
+                    header["__metadata__"] = metadata
+                }.bytes)
             return scratch.path(name)
         }
         let cases: [(String, (inout [String: String]) -> Void, String)] = [
             ("epochs overflow", { $0["epochs"] = "99999999999999999999" }, "metadata 'epochs' has an invalid value"),
             ("optimizer step at the maximum", { $0["optimizer_step"] = "9223372036854775807" }, "metadata 'optimizer_step'"),
-            ("sizes that lie", { $0["hidden_size"] = "64"; $0["num_layers"] = "3" }, "says 64 but the tensors have 16"),
+            (
+                "sizes that lie",
+                {
+                    $0["hidden_size"] = "64"
+                    $0["num_layers"] = "3"
+                }, "says 64 but the tensors have 16"
+            ),
             ("best loss NaN", { $0["best_val_loss"] = "nan" }, "metadata 'best_val_loss' has an invalid value 'nan'"),
         ]
         for (name, change, message) in cases {
@@ -294,7 +327,7 @@ struct RunSafetyTests {
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 2, scratch.path("err"), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
+        defer { for argument in argv { free(argument) } }
         var pid: pid_t = 0
         guard posix_spawn(&pid, executable, &actions, nil, argv, environ) == 0 else { throw CLI.CLIError.binaryNotFound }
         var status: Int32 = 0
@@ -304,8 +337,9 @@ struct RunSafetyTests {
         return ((status >> 8) & 0xFF, usage.ru_maxrss, stderr)
     }
 
-    @Test("A 2 GB file with a small valid header, or with a 2 GB tensor of an unknown name, is refused without reading it",
-          .disabled(if: Sanitizer.distortsMemory, "the sanitizer's shadow memory hides the process's own"))
+    @Test(
+        "A 2 GB file with a small valid header, or with a 2 GB tensor of an unknown name, is refused without reading it",
+        .disabled(if: Sanitizer.distortsMemory, "the sanitizer's shadow memory hides the process's own"))
     func hugeFilesAreRefusedFromTheirHeader() throws {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
@@ -355,8 +389,10 @@ struct RunSafetyTests {
         let configuration = ModelConfiguration(vocabularySize: vocabulary.count, hiddenSize: 8, layerCount: 1)
         let model = try Model(configuration: configuration, parameters: [Float](repeating: 3e38, count: configuration.parameterCount))
         try Checkpoint(model: model, vocabulary: vocabulary).write(to: URL(fileURLWithPath: scratch.path("huge.safetensors")))
-        for arguments in [["eval", "--checkpoint", scratch.path("huge.safetensors"), "--data", data],
-                          ["sample", "--checkpoint", scratch.path("huge.safetensors"), "--prime", "it ", "--length", "20", "--seed", "1"]] {
+        for arguments in [
+            ["eval", "--checkpoint", scratch.path("huge.safetensors"), "--data", data],
+            ["sample", "--checkpoint", scratch.path("huge.safetensors"), "--prime", "it ", "--length", "20", "--seed", "1"],
+        ] {
             let result = try CLI.run(arguments)
             #expect(result.status != 0 && !result.stdout.lowercased().contains("nan"), "\(arguments): \(result.stdout)")
             #expect(result.stderr.split(separator: "\n").count == 1 && result.stderr.contains("too large for float arithmetic"), "\(result.stderr)")

@@ -5,13 +5,15 @@ import Testing
 @Suite("charrnn sample")
 struct SampleCommandTests {
     /// A checkpoint made by `charrnn train` on a small text, shared by the tests.
-    static let run = trainedRun(on: "Ёлки-палки, «ёж» идёт домой; the cat sat on the mat.\n", repeated: 40,
-                                ["--hidden", "16", "--batch", "4", "--steps", "20", "--max-iterations", "3"])
+    static let run = trainedRun(
+        on: "Ёлки-палки, «ёж» идёт домой; the cat sat on the mat.\n", repeated: 40,
+        ["--hidden", "16", "--batch", "4", "--steps", "20", "--max-iterations", "3"])
 
     @Test("It prints the prime and then exactly --length characters, the same on every run")
     func printsPrimeAndLength() throws {
         let arguments = ["sample", "--checkpoint", Self.run.directory + "/best.safetensors", "--prime", "the", "--length", "200", "--seed", "1"]
-        let first = try CLI.run(arguments), second = try CLI.run(arguments)
+        let first = try CLI.run(arguments)
+        let second = try CLI.run(arguments)
         #expect(first.status == 0, "\(first.stderr)")
         #expect(first.stdout.hasPrefix("the"))
         #expect(first.stdout.unicodeScalars.count == 203)
@@ -23,7 +25,9 @@ struct SampleCommandTests {
 
     @Test("A training directory stands for its best.safetensors")
     func directoryMeansBest() throws {
-        let viaFile = try CLI.run(["sample", "--checkpoint", Self.run.directory + "/best.safetensors", "--length", "50", "--seed", "3", "--prime", "ё"])
+        let viaFile = try CLI.run([
+            "sample", "--checkpoint", Self.run.directory + "/best.safetensors", "--length", "50", "--seed", "3", "--prime", "ё",
+        ])
         let viaDirectory = try CLI.run(["sample", "--checkpoint", Self.run.directory, "--length", "50", "--seed", "3", "--prime", "ё"])
         #expect(viaFile.status == 0 && viaFile.stdout == viaDirectory.stdout)
     }
@@ -39,7 +43,9 @@ struct SampleCommandTests {
 
     @Test("Multi-byte characters come out as valid UTF-8")
     func outputIsValidUTF8() throws {
-        let result = try CLI.run(["sample", "--checkpoint", Self.run.directory, "--length", "400", "--prime", "«Ёлки", "--seed", "5", "--temperature", "1.5", "--no-top-k"])
+        let result = try CLI.run([
+            "sample", "--checkpoint", Self.run.directory, "--length", "400", "--prime", "«Ёлки", "--seed", "5", "--temperature", "1.5", "--no-top-k",
+        ])
         #expect(result.status == 0)
         #expect(result.stdout.hasPrefix("«Ёлки"))
         #expect(result.stdout.unicodeScalars.count == 405)
@@ -65,12 +71,15 @@ struct SampleCommandTests {
         let refused = try CLI.run(["sample", "--checkpoint", Self.run.directory, "--prime", "Zthe", "--seed", "1"])
         #expect(refused.status != 0 && refused.stdout.isEmpty)
         #expect(refused.stderr.contains("'Z' (U+005A)") && refused.stderr.contains("--drop-unknown"))
-        let dropped = try CLI.run(["sample", "--checkpoint", Self.run.directory, "--prime", "Zthe", "--seed", "1", "--length", "10", "--drop-unknown"])
+        let dropped = try CLI.run([
+            "sample", "--checkpoint", Self.run.directory, "--prime", "Zthe", "--seed", "1", "--length", "10", "--drop-unknown",
+        ])
         #expect(dropped.status == 0 && dropped.stdout.hasPrefix("the") && dropped.stdout.unicodeScalars.count == 13)
     }
 
-    @Test("Bad options and bad checkpoints get one error line, a non-zero exit and no text",
-          arguments: [
+    @Test(
+        "Bad options and bad checkpoints get one error line, a non-zero exit and no text",
+        arguments: [
             (["--length=-1"], "--length must be 0 or more"),
             (["--temperature=-0.5"], "--temperature must be 0 or more"),
             (["--top-k", "0"], "--top-k must be between 1 and"),
@@ -81,7 +90,7 @@ struct SampleCommandTests {
             (["--checkpoint", "/nonexistent/x.safetensors"], "no such file"),
             (["--checkpoint", "@corpus"], "header length"),
             (["--checkpoint", "@dir"], "holds no checkpoint of a training run"),
-          ])
+        ])
     func badInput(_ extra: [String], _ message: String) throws {
         let scratch = Self.run.scratch
         let emptyDirectory = scratch.path("empty-\(UUID().uuidString)")

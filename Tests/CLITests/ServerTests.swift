@@ -10,15 +10,19 @@ import Testing
 struct ServerTests {
     /// A checkpoint made by `charrnn train` on a small text, shared by the tests.
     static let run: (scratch: Scratch, checkpoint: String) = {
-        let (scratch, directory) = trainedRun(on: "Ёлки-палки, «ёж» идёт домой; The cat sat on the mat.\n", repeated: 40,
-                                              ["--hidden", "48", "--batch", "4", "--steps", "20", "--max-iterations", "30"])
+        let (scratch, directory) = trainedRun(
+            on: "Ёлки-палки, «ёж» идёт домой; The cat sat on the mat.\n", repeated: 40,
+            ["--hidden", "48", "--batch", "4", "--steps", "20", "--max-iterations", "30"])
         return (scratch, directory + "/best.safetensors")
     }()
 
     /// `charrnn sample`'s text for these options (the same names as the API's, as flags).
     static func sample(_ prime: String, length: Int, seed: UInt64, _ extra: [String] = []) throws -> String {
-        let result = try CLI.run(["sample", "--checkpoint", run.checkpoint, "--prime", prime, "--length", String(length),
-                                  "--seed", String(seed)] + extra)
+        let result = try CLI.run(
+            [
+                "sample", "--checkpoint", run.checkpoint, "--prime", prime, "--length", String(length),
+                "--seed", String(seed),
+            ] + extra)
         #expect(result.status == 0, "\(result.stderr)")
         return result.stdout
     }
@@ -28,276 +32,287 @@ struct ServerTests {
     }
 
     #if Server
-    @Test("An answer is charrnn sample's text for the same prime, options and seed, and a chosen seed is returned")
-    func answerEqualsSample() throws {
-        let server = try ServerProcess(["--checkpoint", Self.run.checkpoint])
-        defer { server.stop() }
-        #expect(server.listeningLine.contains("http://127.0.0.1:"), "binds to loopback unless told otherwise")
-        let cases: [([String: Any], [String])] = [
-            ([:], []),  // top_k absent: the notebook's 5, as charrnn sample
-            (["top_p": 0.9], ["--top-p", "0.9"]),
-            (["top_k": 0, "temperature": 1.4], ["--no-top-k", "--temperature", "1.4"]),
-            (["top_k": 3, "temperature": 0.7], ["--top-k", "3", "--temperature", "0.7"]),
-            (["temperature": 0], ["--temperature", "0"]),
-        ]
-        for (index, (options, flags)) in cases.enumerated() {
-            let seed = UInt64(100 + index)
-            var fields = options
-            fields["prime"] = "«Ёлки"
-            fields["length"] = 300
-            fields["seed"] = seed
-            let reply = try server.request("POST", "/v1/generate", json: Self.body(fields))
-            #expect(reply.status == 200, "\(reply.text)")
-            #expect(reply.json["text"] as? String == (try Self.sample("«Ёлки", length: 300, seed: seed, flags)), "\(options)")
-            #expect((reply.json["seed"] .flatMap(integer)).map(UInt64.init) == seed)
-            #expect(reply.json["finish_reason"] as? String == "length")
+        @Test("An answer is charrnn sample's text for the same prime, options and seed, and a chosen seed is returned")
+        func answerEqualsSample() throws {
+            let server = try ServerProcess(["--checkpoint", Self.run.checkpoint])
+            defer { server.stop() }
+            #expect(server.listeningLine.contains("http://127.0.0.1:"), "binds to loopback unless told otherwise")
+            let cases: [([String: Any], [String])] = [
+                ([:], []),  // top_k absent: the notebook's 5, as charrnn sample
+                (["top_p": 0.9], ["--top-p", "0.9"]),
+                (["top_k": 0, "temperature": 1.4], ["--no-top-k", "--temperature", "1.4"]),
+                (["top_k": 3, "temperature": 0.7], ["--top-k", "3", "--temperature", "0.7"]),
+                (["temperature": 0], ["--temperature", "0"]),
+            ]
+            for (index, (options, flags)) in cases.enumerated() {
+                let seed = UInt64(100 + index)
+                var fields = options
+                fields["prime"] = "«Ёлки"
+                fields["length"] = 300
+                fields["seed"] = seed
+                let reply = try server.request("POST", "/v1/generate", json: Self.body(fields))
+                #expect(reply.status == 200, "\(reply.text)")
+                #expect(reply.json["text"] as? String == (try Self.sample("«Ёлки", length: 300, seed: seed, flags)), "\(options)")
+                #expect((reply.json["seed"].flatMap(integer)).map(UInt64.init) == seed)
+                #expect(reply.json["finish_reason"] as? String == "length")
+            }
+            // No seed: one is chosen and returned, and it reproduces the text; defaults as charrnn sample's.
+            let reply = try server.request("POST", "/v1/generate", json: #"{"length": 120}"#)
+            let seed = try #require((reply.json["seed"].flatMap(integer)).map(UInt64.init))
+            #expect(reply.json["text"] as? String == (try Self.sample("The ", length: 120, seed: seed)))
+            let empty = try server.request("POST", "/v1/generate")
+            #expect(empty.status == 200)
+            #expect((empty.json["text"] as? String)?.unicodeScalars.count == 4 + 2000, "an empty body takes every default")
         }
-        // No seed: one is chosen and returned, and it reproduces the text; defaults as charrnn sample's.
-        let reply = try server.request("POST", "/v1/generate", json: #"{"length": 120}"#)
-        let seed = try #require((reply.json["seed"] .flatMap(integer)).map(UInt64.init))
-        #expect(reply.json["text"] as? String == (try Self.sample("The ", length: 120, seed: seed)))
-        let empty = try server.request("POST", "/v1/generate")
-        #expect(empty.status == 200)
-        #expect((empty.json["text"] as? String)?.unicodeScalars.count == 4 + 2000, "an empty body takes every default")
-    }
 
-    @Test("Forty concurrent requests, stepped together, each get charrnn sample's text")
-    func concurrentAnswersEqualSample() throws {
-        let server = try ServerProcess(["--checkpoint", Self.run.checkpoint])
-        defer { server.stop() }
-        let count = 40
-        struct Request: Sendable { let prime: String, length: Int, seed: UInt64, topK: Int }
-        let primes = ["the", "Ёлки", "«ёж» ", "cat sat"]
-        let requests = (0..<count).map { index in
-            Request(prime: primes[index % 4], length: 150 + 13 * index, seed: UInt64(7_000 + index), topK: index % 3 == 0 ? 0 : 5)
-        }
-        let answers = Mutex([String?](repeating: nil, count: count))
-        let group = DispatchGroup()
-        for (index, request) in requests.enumerated() {
-            group.enter()
-            Thread.detachNewThread {
-                defer { group.leave() }
-                let fields: [String: Any] = ["prime": request.prime, "length": request.length, "seed": request.seed, "top_k": request.topK,
-                                             "stream": index % 2 == 1]
-                guard let reply = try? server.request("POST", "/v1/generate", json: Self.body(fields)), reply.status == 200 else { return }
-                let text = index % 2 == 1 ? reply.events.compactMap { $0.data["text"] as? String }.joined() : reply.json["text"] as? String
-                answers.withLock { $0[index] = text }
+        @Test("Forty concurrent requests, stepped together, each get charrnn sample's text")
+        func concurrentAnswersEqualSample() throws {
+            let server = try ServerProcess(["--checkpoint", Self.run.checkpoint])
+            defer { server.stop() }
+            let count = 40
+            struct Request: Sendable { let prime: String, length: Int, seed: UInt64, topK: Int }
+            let primes = ["the", "Ёлки", "«ёж» ", "cat sat"]
+            let requests = (0..<count).map { index in
+                Request(prime: primes[index % 4], length: 150 + 13 * index, seed: UInt64(7_000 + index), topK: index % 3 == 0 ? 0 : 5)
+            }
+            let answers = Mutex([String?](repeating: nil, count: count))
+            let group = DispatchGroup()
+            for (index, request) in requests.enumerated() {
+                group.enter()
+                Thread.detachNewThread {
+                    defer { group.leave() }
+                    let fields: [String: Any] = [
+                        "prime": request.prime, "length": request.length, "seed": request.seed, "top_k": request.topK,
+                        "stream": index % 2 == 1,
+                    ]
+                    guard let reply = try? server.request("POST", "/v1/generate", json: Self.body(fields)), reply.status == 200 else { return }
+                    let text = index % 2 == 1 ? reply.events.compactMap { $0.data["text"] as? String }.joined() : reply.json["text"] as? String
+                    answers.withLock { $0[index] = text }
+                }
+            }
+            #expect(group.wait(timeout: .now() + 300) == .success)
+            let steps = try #require(try server.metric("charrnn_steps_total"))
+            let characters = try #require(try server.metric("charrnn_generated_characters_total"))
+            #expect(characters == Double(requests.reduce(0) { $0 + $1.length }))
+            #expect(steps < characters / 4, "the requests shared steps (\(steps) steps for \(characters) characters)")
+            let texts = answers.withLock { $0 }
+            for (request, text) in zip(requests, texts) {
+                let flags: [String] = request.topK == 0 ? ["--no-top-k"] : []
+                #expect(text == (try Self.sample(request.prime, length: request.length, seed: request.seed, flags)), "seed \(request.seed)")
             }
         }
-        #expect(group.wait(timeout: .now() + 300) == .success)
-        let steps = try #require(try server.metric("charrnn_steps_total"))
-        let characters = try #require(try server.metric("charrnn_generated_characters_total"))
-        #expect(characters == Double(requests.reduce(0) { $0 + $1.length }))
-        #expect(steps < characters / 4, "the requests shared steps (\(steps) steps for \(characters) characters)")
-        let texts = answers.withLock { $0 }
-        for (request, text) in zip(requests, texts) {
-            let flags: [String] = request.topK == 0 ? ["--no-top-k"] : []
-            #expect(text == (try Self.sample(request.prime, length: request.length, seed: request.seed, flags)), "seed \(request.seed)")
-        }
-    }
 
-    @Test("Server-Sent Events start with the prime and the seed, add up to the text, and end with a final event")
-    func eventsAddUp() throws {
-        let server = try ServerProcess(["--checkpoint", Self.run.checkpoint])
-        defer { server.stop() }
-        let reply = try server.request("POST", "/v1/generate", json: #"{"prime": "the", "length": 400, "seed": 11, "stream": true}"#)
-        #expect(reply.status == 200)
-        #expect(reply.headers["content-type"]?.hasPrefix("text/event-stream") == true)
-        let events = reply.events
-        #expect(events.first?.data["text"] as? String == "the")
-        #expect((events.first?.data["seed"] .flatMap(integer)) == 11)
-        #expect(events.count > 2)
-        let end = try #require(events.last)
-        #expect(end.name == "end")
-        #expect(end.data["finish_reason"] as? String == "length")
-        #expect((end.data["length"] .flatMap(integer)) == 400)
-        #expect(events.dropLast().allSatisfy { $0.name == "message" })
-        #expect(events.compactMap { $0.data["text"] as? String }.joined() == (try Self.sample("the", length: 400, seed: 11)))
-    }
-
-    @Test("Each bad input gets its status and a message naming what is wrong, and the server stays up")
-    func badInputIsAnswered() throws {
-        let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--max-length", "5000", "--max-body-bytes", "4096"])
-        defer { server.stop() }
-        let cases: [(body: String, status: Int, field: String?, message: String)] = [
-            (#"{"prime": "the", "length": 10"#, 400, nil, "not valid JSON"),
-            (#"["the"]"#, 400, nil, "must be a JSON object"),
-            (#"{"temperature": "hot"}"#, 400, "temperature", "temperature must be a number"),
-            (#"{"length": 2.5}"#, 400, "length", "length must be a whole number"),
-            (#"{"seed": -1}"#, 400, "seed", "seed must be a whole number"),
-            (#"{"stream": "yes"}"#, 400, "stream", "stream must be true or false"),
-            (#"{"prime": 42}"#, 400, "prime", "prime must be a string"),
-            (#"{"topk": 3}"#, 400, "topk", "unknown field 'topk'"),
-            (#"{"top_k": 9999}"#, 400, "top_k", "top_k must be between 1 and the vocabulary size"),
-            (#"{"top_p": 1.5}"#, 400, "top_p", "top_p must be in (0, 1]"),
-            (#"{"temperature": -1}"#, 400, "temperature", "temperature must be 0 or more"),
-            (#"{"length": -3}"#, 400, "length", "length must be 0 or more"),
-            (#"{"length": 5001}"#, 400, "length", "length must be at most 5000"),
-            (#"{"prime": ""}"#, 400, "prime", "prime must have at least one character"),
-            (#"{"prime": "the QZ€"}"#, 422, "prime", "lacks: 'Q' (U+0051), 'Z' (U+005A)"),
-            (Self.body(["prime": String(repeating: "the ", count: 2000)]), 413, nil, "the most this server takes is 4096"),
-        ]
-        for bad in cases {
-            let reply = try server.request("POST", "/v1/generate", json: bad.body)
-            #expect(reply.status == bad.status, "\(bad.body.prefix(60)): \(reply.text)")
-            #expect((reply.json["error"] as? String)?.contains(bad.message) == true, "\(bad.body.prefix(60)): \(reply.text)")
-            #expect(reply.json["field"] as? String == bad.field, "\(bad.body.prefix(60))")
-        }
-        let unknown = try server.request("POST", "/v1/generate", json: #"{"prime": "the QZ€"}"#)
-        #expect(unknown.json["unknown_characters"] as? [String] == ["Q", "Z", "€"])
-        #expect(try server.request("GET", "/no-such-page").status == 404)
-        let wrongMethod = try server.request("GET", "/v1/generate")
-        #expect([404, 405].contains(wrongMethod.status) && wrongMethod.json["error"] != nil)
-        #expect(try server.request("GET", "/health").status == 200)
-        let good = try server.request("POST", "/v1/generate", json: #"{"prime": "the", "length": 20, "seed": 1}"#)
-        let expected = try Self.sample("the", length: 20, seed: 1)
-        #expect(good.status == 200 && good.json["text"] as? String == expected)
-        #expect(server.process.isRunning)
-    }
-
-    @Test("Beyond the streams and the queue a request gets 503 with Retry-After; past the timeout, 504")
-    func busyAndTimeout() throws {
-        let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--max-streams", "1", "--max-queued", "0", "--timeout", "4",
-                                        "--max-length", "10000000"])
-        defer { server.stop() }
-        let long = Thread.detachedResult {
-            try? server.request("POST", "/v1/generate", json: #"{"length": 10000000, "seed": 1}"#)
-        }
-        #expect(eventually { (try? server.metric("charrnn_active_streams")) == 1 })
-        let refused = try server.request("POST", "/v1/generate", json: #"{"length": 10}"#)
-        #expect(refused.status == 503)
-        #expect(refused.headers["retry-after"] == "1")
-        #expect((refused.json["error"] as? String)?.contains("busy") == true)
-        let timedOut = try #require(long.wait(seconds: 60) ?? nil)
-        #expect(timedOut.status == 504, "\(timedOut.text)")
-        #expect((timedOut.json["error"] as? String)?.contains("longer than") == true)
-        #expect(try server.request("POST", "/v1/generate", json: #"{"length": 10}"#).status == 200, "the place is free again")
-    }
-
-    @Test("With an API key every route but /health and the playground needs the bearer token")
-    func apiKeyIsRequired() throws {
-        let server = try ServerProcess(["--checkpoint", Self.run.checkpoint], environment: ["CHARRNN_API_KEY": "s3cret"])
-        defer { server.stop() }
-        #expect(server.listeningLine.contains("API key required"))
-        for (method, path) in [("POST", "/v1/generate"), ("GET", "/v1/model"), ("GET", "/metrics"), ("GET", "/openapi.json")] {
-            let none = try server.request(method, path, json: method == "POST" ? "{}" : nil)
-            #expect(none.status == 401, "\(path)")
-            #expect(none.headers["www-authenticate"] == "Bearer")
-            let wrong = try server.request(method, path, json: method == "POST" ? "{}" : nil, headers: ["Authorization": "Bearer nope"])
-            #expect(wrong.status == 401 && (wrong.json["error"] as? String)?.contains("wrong") == true, "\(path)")
-        }
-        #expect(try server.request("GET", "/health").status == 200)
-        #expect(try server.request("GET", "/").status == 200)
-        let allowed = try server.request("POST", "/v1/generate", json: #"{"length": 5}"#, headers: ["Authorization": "Bearer s3cret"])
-        #expect(allowed.status == 200)
-    }
-
-    @Test("A client that disconnects mid-stream frees its stream at once")
-    func disconnectFreesStream() throws {
-        let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--max-length", "10000000"])
-        defer { server.stop() }
-
-        let socket = try HTTP.connect(port: server.port)
-        let body = Data(#"{"length": 10000000, "stream": true}"#.utf8)
-        try HTTP.send(socket, method: "POST", path: "/v1/generate", body: body, headers: [:])
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        var received = 0
-        while received < 600 { let count = recv(socket, &buffer, buffer.count, 0); guard count > 0 else { break }; received += count }
-        #expect(received >= 600, "events arrived")
-        #expect(try server.metric("charrnn_active_streams") == 1)
-        close(socket)
-        #expect(eventually(within: 5) { (try? server.metric("charrnn_active_streams")) == 0 })
-        let characters = try server.metric("charrnn_generated_characters_total") ?? 0
-        #expect(characters < 10_000_000, "the stream stopped")
-        Thread.sleep(forTimeInterval: 0.2)
-        #expect(try server.metric("charrnn_generated_characters_total") == characters, "and stays stopped")
-    }
-
-    @Test("SIGTERM refuses new requests, lets short ones finish, ends long ones after the grace period, and exits 0")
-    func sigtermDrains() throws {
-        // The grace period leaves time to see the refusals on a busy machine.
-        let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--shutdown-grace", "3", "--max-length", "10000000"])
-        let long = Thread.detachedResult {
-            try? server.request("POST", "/v1/generate", json: #"{"length": 10000000, "stream": true}"#)
-        }
-        #expect(eventually { (try? server.metric("charrnn_active_streams")) == 1 })
-        kill(server.process.processIdentifier, SIGTERM)
-        #expect(eventually { (try? server.request("GET", "/health").status) == 503 })
-        let refused = try server.request("POST", "/v1/generate", json: #"{"length": 5}"#)
-        #expect(refused.status == 503 && (refused.json["error"] as? String)?.contains("shutting down") == true)
-        let ended = try #require(long.wait(seconds: 30) ?? nil)
-        #expect(ended.events.last?.name == "end")
-        #expect(ended.events.last?.data["finish_reason"] as? String == "shutdown")
-        #expect(server.stop(timeout: 30) == 0)
-        #expect(server.remainingOutput.contains("stopped"))
-    }
-
-    @Test("GET /v1/model is charrnn inspect --json with the server's limits; /metrics is Prometheus text; the OpenAPI document lists the routes")
-    func describingRoutes() throws {
-        let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--max-length", "777"])
-        defer { server.stop() }
-        var model = try server.request("GET", "/v1/model").json
-        let limits = try #require(model.removeValue(forKey: "server") as? [String: Any])
-        #expect(limits["max_length"] as? Int == 777)
-        let inspect = try CLI.run(["inspect", Self.run.checkpoint, "--json"])
-        let inspected = try #require(try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any])
-        func canonical(_ object: [String: Any]) throws -> String {
-            String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
-        }
-        #expect(try canonical(model) == canonical(inspected))
-
-        _ = try server.request("POST", "/v1/generate", json: #"{"length": 30, "seed": 2}"#)
-        let metrics = try server.request("GET", "/metrics")
-        #expect(metrics.headers["content-type"]?.hasPrefix("text/plain") == true)
-        for name in ["charrnn_http_requests_total{route=\"/v1/generate\",status=\"200\"} 1", "charrnn_generated_characters_total 30",
-                     "charrnn_active_streams 0", "charrnn_queued_requests 0", "charrnn_time_to_first_character_seconds_count 1",
-                     "charrnn_generate_duration_seconds_count 1"] {
-            #expect(metrics.text.contains(name), "\(name)")
+        @Test("Server-Sent Events start with the prime and the seed, add up to the text, and end with a final event")
+        func eventsAddUp() throws {
+            let server = try ServerProcess(["--checkpoint", Self.run.checkpoint])
+            defer { server.stop() }
+            let reply = try server.request("POST", "/v1/generate", json: #"{"prime": "the", "length": 400, "seed": 11, "stream": true}"#)
+            #expect(reply.status == 200)
+            #expect(reply.headers["content-type"]?.hasPrefix("text/event-stream") == true)
+            let events = reply.events
+            #expect(events.first?.data["text"] as? String == "the")
+            #expect((events.first?.data["seed"].flatMap(integer)) == 11)
+            #expect(events.count > 2)
+            let end = try #require(events.last)
+            #expect(end.name == "end")
+            #expect(end.data["finish_reason"] as? String == "length")
+            #expect((end.data["length"].flatMap(integer)) == 400)
+            #expect(events.dropLast().allSatisfy { $0.name == "message" })
+            #expect(events.compactMap { $0.data["text"] as? String }.joined() == (try Self.sample("the", length: 400, seed: 11)))
         }
 
-        let document = try server.request("GET", "/openapi.json").json
-        #expect((document["openapi"] as? String)?.hasPrefix("3.") == true)
-        let paths = try #require(document["paths"] as? [String: [String: Any]])
-        #expect(Set(paths.keys) == ["/v1/generate", "/v1/model", "/health", "/metrics", "/openapi.json", "/"])
-        for (path, operations) in paths {
-            for method in operations.keys {
-                let reply = try server.request(method.uppercased(), path, json: method == "post" ? #"{"length": 1}"# : nil)
-                #expect(reply.status == 200, "\(method) \(path)")
+        @Test("Each bad input gets its status and a message naming what is wrong, and the server stays up")
+        func badInputIsAnswered() throws {
+            let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--max-length", "5000", "--max-body-bytes", "4096"])
+            defer { server.stop() }
+            let cases: [(body: String, status: Int, field: String?, message: String)] = [
+                (#"{"prime": "the", "length": 10"#, 400, nil, "not valid JSON"),
+                (#"["the"]"#, 400, nil, "must be a JSON object"),
+                (#"{"temperature": "hot"}"#, 400, "temperature", "temperature must be a number"),
+                (#"{"length": 2.5}"#, 400, "length", "length must be a whole number"),
+                (#"{"seed": -1}"#, 400, "seed", "seed must be a whole number"),
+                (#"{"stream": "yes"}"#, 400, "stream", "stream must be true or false"),
+                (#"{"prime": 42}"#, 400, "prime", "prime must be a string"),
+                (#"{"topk": 3}"#, 400, "topk", "unknown field 'topk'"),
+                (#"{"top_k": 9999}"#, 400, "top_k", "top_k must be between 1 and the vocabulary size"),
+                (#"{"top_p": 1.5}"#, 400, "top_p", "top_p must be in (0, 1]"),
+                (#"{"temperature": -1}"#, 400, "temperature", "temperature must be 0 or more"),
+                (#"{"length": -3}"#, 400, "length", "length must be 0 or more"),
+                (#"{"length": 5001}"#, 400, "length", "length must be at most 5000"),
+                (#"{"prime": ""}"#, 400, "prime", "prime must have at least one character"),
+                (#"{"prime": "the QZ€"}"#, 422, "prime", "lacks: 'Q' (U+0051), 'Z' (U+005A)"),
+                (Self.body(["prime": String(repeating: "the ", count: 2000)]), 413, nil, "the most this server takes is 4096"),
+            ]
+            for bad in cases {
+                let reply = try server.request("POST", "/v1/generate", json: bad.body)
+                #expect(reply.status == bad.status, "\(bad.body.prefix(60)): \(reply.text)")
+                #expect((reply.json["error"] as? String)?.contains(bad.message) == true, "\(bad.body.prefix(60)): \(reply.text)")
+                #expect(reply.json["field"] as? String == bad.field, "\(bad.body.prefix(60))")
             }
+            let unknown = try server.request("POST", "/v1/generate", json: #"{"prime": "the QZ€"}"#)
+            #expect(unknown.json["unknown_characters"] as? [String] == ["Q", "Z", "€"])
+            #expect(try server.request("GET", "/no-such-page").status == 404)
+            let wrongMethod = try server.request("GET", "/v1/generate")
+            #expect([404, 405].contains(wrongMethod.status) && wrongMethod.json["error"] != nil)
+            #expect(try server.request("GET", "/health").status == 200)
+            let good = try server.request("POST", "/v1/generate", json: #"{"prime": "the", "length": 20, "seed": 1}"#)
+            let expected = try Self.sample("the", length: 20, seed: 1)
+            #expect(good.status == 200 && good.json["text"] as? String == expected)
+            #expect(server.process.isRunning)
         }
-        #expect(try server.request("GET", "/").text.contains("CharRNN playground"))
-        #expect(try server.request("GET", "/playground.js").headers["content-type"]?.hasPrefix("text/javascript") == true)
-    }
 
-    @Test("Bad flags and a missing checkpoint get one error line and a non-zero exit")
-    func badFlags() throws {
-        let cases: [([String], String)] = [
-            (["--checkpoint", "/nonexistent/model.safetensors"], "cannot load --checkpoint '/nonexistent/model.safetensors'"),
-            (["--checkpoint", Self.run.checkpoint, "--max-streams", "0"], "--max-streams must be between 1 and 65535"),
-            (["--checkpoint", Self.run.checkpoint, "--timeout", "0"], "--timeout must be a positive number"),
-            (["--checkpoint", Self.run.checkpoint, "--api-key", ""], "the API key is empty"),
-        ]
-        for (arguments, message) in cases {
-            let result = try CLI.run(arguments, binary: "charrnn-server")
-            #expect(result.status != 0)
-            #expect(result.stderr.hasPrefix("charrnn-server: error: ") && result.stderr.contains(message), "\(result.stderr)")
-            #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+        @Test("Beyond the streams and the queue a request gets 503 with Retry-After; past the timeout, 504")
+        func busyAndTimeout() throws {
+            let server = try ServerProcess([
+                "--checkpoint", Self.run.checkpoint, "--max-streams", "1", "--max-queued", "0", "--timeout", "4",
+                "--max-length", "10000000",
+            ])
+            defer { server.stop() }
+            let long = Thread.detachedResult {
+                try? server.request("POST", "/v1/generate", json: #"{"length": 10000000, "seed": 1}"#)
+            }
+            #expect(eventually { (try? server.metric("charrnn_active_streams")) == 1 })
+            let refused = try server.request("POST", "/v1/generate", json: #"{"length": 10}"#)
+            #expect(refused.status == 503)
+            #expect(refused.headers["retry-after"] == "1")
+            #expect((refused.json["error"] as? String)?.contains("busy") == true)
+            let timedOut = try #require(long.wait(seconds: 60) ?? nil)
+            #expect(timedOut.status == 504, "\(timedOut.text)")
+            #expect((timedOut.json["error"] as? String)?.contains("longer than") == true)
+            #expect(try server.request("POST", "/v1/generate", json: #"{"length": 10}"#).status == 200, "the place is free again")
         }
-        let server = try ServerProcess(["--checkpoint", Self.run.checkpoint])
-        defer { server.stop() }
-        let taken = try CLI.run(["--checkpoint", Self.run.checkpoint, "--port", String(server.port)], binary: "charrnn-server")
-        #expect(taken.status != 0)
-        #expect(taken.stderr == "charrnn-server: error: cannot serve on 127.0.0.1:\(server.port): address already in use\n", "\(taken.stderr)")
-        let unknownHost = try CLI.run(["--checkpoint", Self.run.checkpoint, "--host", "no.such.host.invalid", "--port", "0"], binary: "charrnn-server")
-        #expect(unknownHost.status != 0 && unknownHost.stderr.contains("'no.such.host.invalid' is not an address"), "\(unknownHost.stderr)")
-    }
+
+        @Test("With an API key every route but /health and the playground needs the bearer token")
+        func apiKeyIsRequired() throws {
+            let server = try ServerProcess(["--checkpoint", Self.run.checkpoint], environment: ["CHARRNN_API_KEY": "s3cret"])
+            defer { server.stop() }
+            #expect(server.listeningLine.contains("API key required"))
+            for (method, path) in [("POST", "/v1/generate"), ("GET", "/v1/model"), ("GET", "/metrics"), ("GET", "/openapi.json")] {
+                let none = try server.request(method, path, json: method == "POST" ? "{}" : nil)
+                #expect(none.status == 401, "\(path)")
+                #expect(none.headers["www-authenticate"] == "Bearer")
+                let wrong = try server.request(method, path, json: method == "POST" ? "{}" : nil, headers: ["Authorization": "Bearer nope"])
+                #expect(wrong.status == 401 && (wrong.json["error"] as? String)?.contains("wrong") == true, "\(path)")
+            }
+            #expect(try server.request("GET", "/health").status == 200)
+            #expect(try server.request("GET", "/").status == 200)
+            let allowed = try server.request("POST", "/v1/generate", json: #"{"length": 5}"#, headers: ["Authorization": "Bearer s3cret"])
+            #expect(allowed.status == 200)
+        }
+
+        @Test("A client that disconnects mid-stream frees its stream at once")
+        func disconnectFreesStream() throws {
+            let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--max-length", "10000000"])
+            defer { server.stop() }
+
+            let socket = try HTTP.connect(port: server.port)
+            let body = Data(#"{"length": 10000000, "stream": true}"#.utf8)
+            try HTTP.send(socket, method: "POST", path: "/v1/generate", body: body, headers: [:])
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            var received = 0
+            while received < 600 {
+                let count = recv(socket, &buffer, buffer.count, 0)
+                guard count > 0 else { break }
+                received += count
+            }
+            #expect(received >= 600, "events arrived")
+            #expect(try server.metric("charrnn_active_streams") == 1)
+            close(socket)
+            #expect(eventually(within: 5) { (try? server.metric("charrnn_active_streams")) == 0 })
+            let characters = try server.metric("charrnn_generated_characters_total") ?? 0
+            #expect(characters < 10_000_000, "the stream stopped")
+            Thread.sleep(forTimeInterval: 0.2)
+            #expect(try server.metric("charrnn_generated_characters_total") == characters, "and stays stopped")
+        }
+
+        @Test("SIGTERM refuses new requests, lets short ones finish, ends long ones after the grace period, and exits 0")
+        func sigtermDrains() throws {
+            // The grace period leaves time to see the refusals on a busy machine.
+            let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--shutdown-grace", "3", "--max-length", "10000000"])
+            let long = Thread.detachedResult {
+                try? server.request("POST", "/v1/generate", json: #"{"length": 10000000, "stream": true}"#)
+            }
+            #expect(eventually { (try? server.metric("charrnn_active_streams")) == 1 })
+            kill(server.process.processIdentifier, SIGTERM)
+            #expect(eventually { (try? server.request("GET", "/health").status) == 503 })
+            let refused = try server.request("POST", "/v1/generate", json: #"{"length": 5}"#)
+            #expect(refused.status == 503 && (refused.json["error"] as? String)?.contains("shutting down") == true)
+            let ended = try #require(long.wait(seconds: 30) ?? nil)
+            #expect(ended.events.last?.name == "end")
+            #expect(ended.events.last?.data["finish_reason"] as? String == "shutdown")
+            #expect(server.stop(timeout: 30) == 0)
+            #expect(server.remainingOutput.contains("stopped"))
+        }
+
+        @Test("GET /v1/model is charrnn inspect --json with the server's limits; /metrics is Prometheus text; the OpenAPI document lists the routes")
+        func describingRoutes() throws {
+            let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--max-length", "777"])
+            defer { server.stop() }
+            var model = try server.request("GET", "/v1/model").json
+            let limits = try #require(model.removeValue(forKey: "server") as? [String: Any])
+            #expect(limits["max_length"] as? Int == 777)
+            let inspect = try CLI.run(["inspect", Self.run.checkpoint, "--json"])
+            let inspected = try #require(try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any])
+            func canonical(_ object: [String: Any]) throws -> String {
+                String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
+            }
+            #expect(try canonical(model) == canonical(inspected))
+
+            _ = try server.request("POST", "/v1/generate", json: #"{"length": 30, "seed": 2}"#)
+            let metrics = try server.request("GET", "/metrics")
+            #expect(metrics.headers["content-type"]?.hasPrefix("text/plain") == true)
+            for name in [
+                "charrnn_http_requests_total{route=\"/v1/generate\",status=\"200\"} 1", "charrnn_generated_characters_total 30",
+                "charrnn_active_streams 0", "charrnn_queued_requests 0", "charrnn_time_to_first_character_seconds_count 1",
+                "charrnn_generate_duration_seconds_count 1",
+            ] {
+                #expect(metrics.text.contains(name), "\(name)")
+            }
+
+            let document = try server.request("GET", "/openapi.json").json
+            #expect((document["openapi"] as? String)?.hasPrefix("3.") == true)
+            let paths = try #require(document["paths"] as? [String: [String: Any]])
+            #expect(Set(paths.keys) == ["/v1/generate", "/v1/model", "/health", "/metrics", "/openapi.json", "/"])
+            for (path, operations) in paths {
+                for method in operations.keys {
+                    let reply = try server.request(method.uppercased(), path, json: method == "post" ? #"{"length": 1}"# : nil)
+                    #expect(reply.status == 200, "\(method) \(path)")
+                }
+            }
+            #expect(try server.request("GET", "/").text.contains("CharRNN playground"))
+            #expect(try server.request("GET", "/playground.js").headers["content-type"]?.hasPrefix("text/javascript") == true)
+        }
+
+        @Test("Bad flags and a missing checkpoint get one error line and a non-zero exit")
+        func badFlags() throws {
+            let cases: [([String], String)] = [
+                (["--checkpoint", "/nonexistent/model.safetensors"], "cannot load --checkpoint '/nonexistent/model.safetensors'"),
+                (["--checkpoint", Self.run.checkpoint, "--max-streams", "0"], "--max-streams must be between 1 and 65535"),
+                (["--checkpoint", Self.run.checkpoint, "--timeout", "0"], "--timeout must be a positive number"),
+                (["--checkpoint", Self.run.checkpoint, "--api-key", ""], "the API key is empty"),
+            ]
+            for (arguments, message) in cases {
+                let result = try CLI.run(arguments, binary: "charrnn-server")
+                #expect(result.status != 0)
+                #expect(result.stderr.hasPrefix("charrnn-server: error: ") && result.stderr.contains(message), "\(result.stderr)")
+                #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+            }
+            let server = try ServerProcess(["--checkpoint", Self.run.checkpoint])
+            defer { server.stop() }
+            let taken = try CLI.run(["--checkpoint", Self.run.checkpoint, "--port", String(server.port)], binary: "charrnn-server")
+            #expect(taken.status != 0)
+            #expect(taken.stderr == "charrnn-server: error: cannot serve on 127.0.0.1:\(server.port): address already in use\n", "\(taken.stderr)")
+            let unknownHost = try CLI.run(
+                ["--checkpoint", Self.run.checkpoint, "--host", "no.such.host.invalid", "--port", "0"], binary: "charrnn-server")
+            #expect(unknownHost.status != 0 && unknownHost.stderr.contains("'no.such.host.invalid' is not an address"), "\(unknownHost.stderr)")
+        }
     #else
-    @Test("A build without the Server trait says so in one line")
-    func buildWithoutServerRefuses() throws {
-        let result = try CLI.run(["--checkpoint", "x"], binary: "charrnn-server")
-        #expect(result.status != 0)
-        #expect(result.stderr.contains("built without the Server trait"))
-    }
+        @Test("A build without the Server trait says so in one line")
+        func buildWithoutServerRefuses() throws {
+            let result = try CLI.run(["--checkpoint", "x"], binary: "charrnn-server")
+            #expect(result.status != 0)
+            #expect(result.stderr.contains("built without the Server trait"))
+        }
     #endif
 }
 

@@ -48,8 +48,10 @@ struct StatedOnceTests {
         #expect(TrainingOptions.maximumBatchCharacters == rows)
         var options = TrainingOptions()
         options.hiddenSize = ModelConfiguration.maximumHiddenSize + 1
-        #expect(throws: TrainingError.invalidOption(
-            .hiddenSize, value: "\(options.hiddenSize)", requirement: "between 1 and \(ModelConfiguration.maximumHiddenSize)")) {
+        #expect(
+            throws: TrainingError.invalidOption(
+                .hiddenSize, value: "\(options.hiddenSize)", requirement: "between 1 and \(ModelConfiguration.maximumHiddenSize)")
+        ) {
             try options.validate()
         }
     }
@@ -82,8 +84,9 @@ struct StatedOnceTests {
         #expect(cell["enum"] as? [String] == Cell.coreCellNames)
         let playground = try Self.source("Sources/charrnn-server/Playground/playground.js").lowercased()
         for name in Cell.coreCellNames {
-            #expect(playground.range(of: "\\b\(name)\\b", options: .regularExpression) == nil,
-                    "playground.js names the cell '\(name)' itself instead of showing the server's")
+            #expect(
+                playground.range(of: "\\b\(name)\\b", options: .regularExpression) == nil,
+                "playground.js names the cell '\(name)' itself instead of showing the server's")
         }
     }
 

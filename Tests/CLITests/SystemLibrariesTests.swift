@@ -43,8 +43,10 @@ struct SystemLibrariesTests {
         defer { scratch.cleanUp() }
         try FileManager.default.createDirectory(atPath: scratch.path("no-pc-files"), withIntermediateDirectories: true)
         // pkg-config sees no .pc file at all.
-        let result = try Self.findLibraries(["CHARRNN_BLAS": "openblas", "PKG_CONFIG_LIBDIR": scratch.path("no-pc-files"),
-                                             "PKG_CONFIG_PATH": scratch.path("no-pc-files"), "CHARRNN_BLAS_LIBS": ""])
+        let result = try Self.findLibraries([
+            "CHARRNN_BLAS": "openblas", "PKG_CONFIG_LIBDIR": scratch.path("no-pc-files"),
+            "PKG_CONFIG_PATH": scratch.path("no-pc-files"), "CHARRNN_BLAS_LIBS": "",
+        ])
         let line = try #require(Self.oneLine(result), "\(result)")
         #expect(line.hasPrefix("charrnn: BLAS 'openblas' not found (tried pkg-config openblas)"), "\(line)")
         for setting in ["PKG_CONFIG_PATH", "CHARRNN_BLAS_CFLAGS", "CHARRNN_BLAS_LIBS", "CHARRNN_BLAS", "libopenblas-dev"] {
@@ -86,9 +88,13 @@ struct SystemLibrariesTests {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
         let swift = try #require(Self.swiftExecutable, "swift not found beside the toolchain's swiftc")
-        let result = try Shell.run(swift, ["package", "--package-path", CExampleTests.repository.path,
-                                           "--scratch-path", scratch.path("build"), "dump-package"],
-                                   extraEnvironment: ["CHARRNN_BLAS": "no-such-blas"])
+        let result = try Shell.run(
+            swift,
+            [
+                "package", "--package-path", CExampleTests.repository.path,
+                "--scratch-path", scratch.path("build"), "dump-package",
+            ],
+            extraEnvironment: ["CHARRNN_BLAS": "no-such-blas"])
         #expect(result.status != 0)
         #expect(result.stderr.contains("charrnn: CHARRNN_BLAS=no-such-blas is not a BLAS charrnn knows"), "\(result.stderr)")
         #expect(!result.stderr.contains("file not found"))

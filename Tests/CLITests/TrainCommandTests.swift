@@ -9,8 +9,10 @@ struct TrainCommandTests {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
         try scratch.write("corpus.txt", text(length: 3000))
-        let result = try CLI.run(["train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("run"),
-                                  "--hidden", "16", "--batch", "4", "--steps", "20", "--max-iterations", "6", "--save-every", "3"])
+        let result = try CLI.run([
+            "train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("run"),
+            "--hidden", "16", "--batch", "4", "--steps", "20", "--max-iterations", "6", "--save-every", "3",
+        ])
         #expect(result.status == 0, "\(result.stderr)")
         let lines = result.stdout.split(separator: "\n").map(String.init)
         #expect(lines.first?.hasPrefix("Corpus: ") == true && lines.first?.contains("3,000 characters") == true)
@@ -44,7 +46,8 @@ struct TrainCommandTests {
         BadInput(name: "negative steps", arguments: ["--data", "@/ok.txt", "--steps=-5"], message: "--steps must be at least 1"),
         BadInput(name: "zero hidden", arguments: ["--data", "@/ok.txt", "--hidden", "0"], message: "--hidden must be between"),
         BadInput(name: "keep probability 0", arguments: ["--data", "@/ok.txt", "--keep-prob", "0"], message: "--keep-prob must be in (0, 1]"),
-        BadInput(name: "keep probability above 1", arguments: ["--data", "@/ok.txt", "--keep-prob", "1.5"], message: "--keep-prob must be in (0, 1]"),
+        BadInput(
+            name: "keep probability above 1", arguments: ["--data", "@/ok.txt", "--keep-prob", "1.5"], message: "--keep-prob must be in (0, 1]"),
         BadInput(name: "output is a file", arguments: ["--data", "@/ok.txt", "--out", "@/ok.txt"], message: "is a file"),
     ]
 

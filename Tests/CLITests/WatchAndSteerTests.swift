@@ -53,13 +53,15 @@ struct WatchAndSteerTests {
         #expect(both.status != 0 && both.stderr.contains("--quiet and --json"))
     }
 
-    @Test("On a terminal one status line is redrawn in place with percent, loss, speed and ETA; validations scroll above it",
-          .enabled(if: CLI.script != nil, "needs util-linux's script for a pseudo-terminal"))
+    @Test(
+        "On a terminal one status line is redrawn in place with percent, loss, speed and ETA; validations scroll above it",
+        .enabled(if: CLI.script != nil, "needs util-linux's script for a pseudo-terminal"))
     func terminalShowsAStatusLine() throws {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
-        let result = try CLI.runOnTerminal(["train", "--data", Self.corpus.path, "--out", scratch.path("run")] + Self.small
-                                           + ["--max-iterations", "40", "--save-every", "20"])
+        let result = try CLI.runOnTerminal(
+            ["train", "--data", Self.corpus.path, "--out", scratch.path("run")] + Self.small
+                + ["--max-iterations", "40", "--save-every", "20"])
         #expect(result.status == 0, "\(result.stdout)")
         let shown = result.stdout
         #expect(shown.contains("\r\u{1B}[2K"), "the line is redrawn in place")
@@ -74,11 +76,16 @@ struct WatchAndSteerTests {
     func trainSpeaksJSON() throws {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
-        let result = try Self.train(scratch.path("run"), ["--max-iterations", "10", "--save-every", "5", "--json",
-                                                          "--lr-schedule", "cosine", "--warmup", "2"])
+        let result = try Self.train(
+            scratch.path("run"),
+            [
+                "--max-iterations", "10", "--save-every", "5", "--json",
+                "--lr-schedule", "cosine", "--warmup", "2",
+            ])
         #expect(result.status == 0, "\(result.stderr)")
         let events = try Self.jsonLines(result.stdout)
-        #expect(events.map { $0["event"] as? String } == ["started"] + Array(repeating: "iteration", count: 5)
+        #expect(
+            events.map { $0["event"] as? String } == ["started"] + Array(repeating: "iteration", count: 5)
                 + ["validation", "checkpoint"] + Array(repeating: "iteration", count: 5) + ["validation", "checkpoint", "finished"])
         let started = events[0]
         #expect(started["hidden_size"] as? Int == 12 && started["total_iterations"] as? Int == 10)
@@ -90,20 +97,23 @@ struct WatchAndSteerTests {
         }
         let validation = events[6]
         #expect(validation["iteration"] as? Int == 5 && validation["best"] as? Bool == true)
-        let loss = try #require(validation["val_loss"] as? Double), bpc = try #require(validation["bpc"] as? Double)
+        let loss = try #require(validation["val_loss"] as? Double)
+        let bpc = try #require(validation["bpc"] as? Double)
         #expect(abs(bpc - loss / log(2)) < 1e-5)
         let checkpoint = try #require(events[7]["path"] as? String)
         #expect(FileManager.default.fileExists(atPath: checkpoint))
         #expect(events.last?["iterations"] as? Int == 10 && events.last?["stopped_by_patience"] as? Bool == false)
 
         let thinned = try Self.train(scratch.path("thin"), ["--max-iterations", "10", "--save-every", "5", "--json", "--print-every", "4"])
-        #expect(try Self.jsonLines(thinned.stdout).filter { $0["event"] as? String == "iteration" }.map { $0["iteration"] as? Int }
+        #expect(
+            try Self.jsonLines(thinned.stdout).filter { $0["event"] as? String == "iteration" }.map { $0["iteration"] as? Int }
                 == [4, 8, 10])
 
         let failed = try CLI.run(["train", "--data", scratch.path("missing.txt"), "--out", scratch.path("x"), "--json"])
         #expect(failed.status != 0)
         let error = try Self.jsonLines(failed.stdout)
-        #expect(error.count == 1 && error[0]["event"] as? String == "error"
+        #expect(
+            error.count == 1 && error[0]["event"] as? String == "error"
                 && (error[0]["message"] as? String).map { failed.stderr.contains($0) } == true)
     }
 
@@ -111,8 +121,14 @@ struct WatchAndSteerTests {
     func evalAndInspectSpeakJSON() throws {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
-        #expect(try Self.train(scratch.path("run"), ["--max-iterations", "6", "--save-every", "6", "--lr-schedule", "step",
-                                                     "--lr-decay", "0.5", "--lr-decay-after", "0"]).status == 0)
+        #expect(
+            try Self.train(
+                scratch.path("run"),
+                [
+                    "--max-iterations", "6", "--save-every", "6", "--lr-schedule", "step",
+                    "--lr-decay", "0.5", "--lr-decay-after", "0",
+                ]
+            ).status == 0)
         let evalText = try CLI.run(["eval", "--checkpoint", scratch.path("run"), "--data", Self.corpus.path, "--split", "val"])
         let evalJSON = try CLI.run(["eval", "--checkpoint", scratch.path("run"), "--data", Self.corpus.path, "--split", "val", "--json"])
         let evaluated = try #require(try Self.jsonLines(evalJSON.stdout).first)
@@ -182,7 +198,8 @@ struct WatchAndSteerTests {
         #expect(high.status != 0 && high.stderr.contains("--lr-min must be at least 0 and below the learning rate"))
         #expect(!FileManager.default.fileExists(atPath: scratch.path("d")), "nothing is left of a refused run")
 
-        #expect(try Self.train(scratch.path("run"), ["--max-iterations", "4", "--save-every", "4", "--lr-schedule", "cosine", "--quiet"]).status == 0)
+        #expect(
+            try Self.train(scratch.path("run"), ["--max-iterations", "4", "--save-every", "4", "--lr-schedule", "cosine", "--quiet"]).status == 0)
         let changed = try CLI.run(["train", "--data", Self.corpus.path, "--resume", scratch.path("run"), "--lr-schedule", "step"])
         #expect(changed.status != 0 && changed.stderr.contains("--lr-schedule step differs from the resumed run's cosine"))
     }
@@ -192,8 +209,10 @@ struct WatchAndSteerTests {
     static let model: (scratch: Scratch, directory: String) = {
         let scratch = try! Scratch()
         try! scratch.write("corpus.txt", text(length: 2_000))
-        let result = try! CLI.run(["train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("run"),
-                                   "--hidden", "16", "--batch", "4", "--steps", "20", "--max-iterations", "3", "--quiet"])
+        let result = try! CLI.run([
+            "train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("run"),
+            "--hidden", "16", "--batch", "4", "--steps", "20", "--max-iterations", "3", "--quiet",
+        ])
         precondition(result.status == 0, result.stderr)
         return (scratch, scratch.path("run"))
     }()
@@ -231,14 +250,17 @@ struct WatchAndSteerTests {
         let nucleus = try Self.sample(["--top-p", "0.999", "--prime", "it"])
         #expect(nucleus.status == 0)
         #expect(nucleus.stdout == (try Self.sample(["--top-p", "0.999", "--no-top-k", "--prime", "it"])).stdout)
-        #expect(nucleus.stdout != (try Self.sample(["--top-p", "0.999", "--top-k", "5", "--prime", "it"])).stdout,
-                "asking for top-k 5 as well still stacks both")
+        #expect(
+            nucleus.stdout != (try Self.sample(["--top-p", "0.999", "--top-k", "5", "--prime", "it"])).stdout,
+            "asking for top-k 5 as well still stacks both")
     }
 
-    @Test("Options that contradict each other are refused in one line", arguments: [
-        ["--greedy", "--top-k", "3"], ["--greedy", "--top-p", "0.9"], ["--greedy", "--temperature", "0.5"],
-        ["--greedy", "--no-top-k"], ["--top-k", "3", "--no-top-k"],
-    ])
+    @Test(
+        "Options that contradict each other are refused in one line",
+        arguments: [
+            ["--greedy", "--top-k", "3"], ["--greedy", "--top-p", "0.9"], ["--greedy", "--temperature", "0.5"],
+            ["--greedy", "--no-top-k"], ["--top-k", "3", "--no-top-k"],
+        ])
     func contradictionsAreRefused(options: [String]) throws {
         let result = try Self.sample(options)
         #expect(result.status != 0 && result.stdout.isEmpty)
@@ -246,8 +268,9 @@ struct WatchAndSteerTests {
         #expect(options.filter { $0.hasPrefix("--") }.allSatisfy { result.stderr.contains($0) }, "the line names both options")
     }
 
-    @Test("On a terminal the text ends with a newline; piped it ends with the last character",
-          .enabled(if: CLI.script != nil, "needs util-linux's script for a pseudo-terminal"))
+    @Test(
+        "On a terminal the text ends with a newline; piped it ends with the last character",
+        .enabled(if: CLI.script != nil, "needs util-linux's script for a pseudo-terminal"))
     func finalNewlineOnTerminals() throws {
         let piped = try Self.sample(["--prime", "it was", "--length", "0"])
         #expect(piped.stdout == "it was")
@@ -260,7 +283,8 @@ struct WatchAndSteerTests {
         let result = try Self.sample(["--prime", "it ☃ was ☃ é", "--drop-unknown"])
         #expect(result.status == 0)
         #expect(result.stdout.hasPrefix("it  was  "))
-        #expect(result.stderr.contains("dropped 3 prime characters") && result.stderr.contains("'☃' (U+2603) ×2")
+        #expect(
+            result.stderr.contains("dropped 3 prime characters") && result.stderr.contains("'☃' (U+2603) ×2")
                 && result.stderr.contains("'é' (U+00E9) ×1"))
         #expect(try Self.sample(["--prime", "it was", "--drop-unknown"]).stderr.isEmpty, "nothing dropped, nothing said")
     }

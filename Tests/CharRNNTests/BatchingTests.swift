@@ -45,8 +45,9 @@ struct BatchingTests {
         #expect(throws: BatchingError.corpusTooShort(length: 20_000, required: 20_001, batchSize: 100, steps: 100)) {
             try BatchedCorpus(tokens: [Int32](repeating: 0, count: 20_000), batchSize: 100, steps: 100, validationFraction: 0.1)
         }
-        #expect(BatchingError.corpusTooShort(length: 812, required: 20_001, batchSize: 100, steps: 100).description
-            .contains("at least 20001"))
+        #expect(
+            BatchingError.corpusTooShort(length: 812, required: 20_001, batchSize: 100, steps: 100).description
+                .contains("at least 20001"))
     }
 
     @Test("Zero or negative sizes and a fraction outside (0, 1) are refused")
@@ -54,7 +55,9 @@ struct BatchingTests {
         let tokens = [Int32](repeating: 0, count: 1000)
         #expect(throws: BatchingError.invalidBatchSize(0)) { try BatchedCorpus(tokens: tokens, batchSize: 0, steps: 5, validationFraction: 0.1) }
         #expect(throws: BatchingError.invalidSteps(-2)) { try BatchedCorpus(tokens: tokens, batchSize: 2, steps: -2, validationFraction: 0.1) }
-        #expect(throws: BatchingError.invalidValidationFraction(1)) { try BatchedCorpus(tokens: tokens, batchSize: 2, steps: 5, validationFraction: 1) }
+        #expect(throws: BatchingError.invalidValidationFraction(1)) {
+            try BatchedCorpus(tokens: tokens, batchSize: 2, steps: 5, validationFraction: 1)
+        }
         #expect(throws: BatchingError.batchShapeMismatch(expected: 6, inputs: 5, targets: 6)) {
             try Batch(batchSize: 2, steps: 3, inputs: [0, 0, 0, 0, 0], targets: [0, 0, 0, 0, 0, 0])
         }

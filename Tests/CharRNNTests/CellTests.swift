@@ -1,13 +1,15 @@
-@testable import CharRNN
 import CCharRNN
 import Testing
+
+@testable import CharRNN
 
 /// Protects the Swift side's view of the core's cells: every `Cell` is a cell
 /// the core knows, under the same name, with the core's sizes.
 @Suite("Cells in the library")
 struct CellTests {
-    @Test("Every cell maps to the core's cell of the same name, with its gates and state tensors",
-          arguments: [(Cell.lstm, 4, 2), (.gru, 3, 1), (.rnn, 1, 1)])
+    @Test(
+        "Every cell maps to the core's cell of the same name, with its gates and state tensors",
+        arguments: [(Cell.lstm, 4, 2), (.gru, 3, 1), (.rnn, 1, 1)])
     func cellsMatchTheCore(cell: Cell, gates: Int, states: Int) {
         var info = charrnn_cell_info()
         #expect(charrnn_cell_info_get(cell.raw, &info) == CHARRNN_OK)

@@ -92,7 +92,12 @@ struct CheckpointTests {
         badJSON[8] = UInt8(ascii: "[")
         #expect(throws: CheckpointProblem.invalidJSON) { try Checkpoint(bytes: badJSON) }
         #expect(throws: CheckpointProblem.unsupportedDType(name: "fc.bias", dtype: "F16")) {
-            try Checkpoint(bytes: try withHeader { h in var e = h["fc.bias"] as! [String: Any]; e["dtype"] = "F16"; h["fc.bias"] = e })
+            try Checkpoint(
+                bytes: try withHeader { h in
+                    var e = h["fc.bias"] as! [String: Any]
+                    e["dtype"] = "F16"
+                    h["fc.bias"] = e
+                })
         }
         // Removing a tensor leaves a hole in the data, which is caught first; a tensor
         // that is present but named otherwise is a missing one.
@@ -104,13 +109,28 @@ struct CheckpointTests {
         }
         // Same number of elements, transposed: the shape itself is wrong.
         #expect(throws: CheckpointProblem.shapeMismatch(name: "lstm.weight_hh_l0", expected: [24, 6], actual: [6, 24])) {
-            try Checkpoint(bytes: try withHeader { h in var e = h["lstm.weight_hh_l0"] as! [String: Any]; e["shape"] = [6, 24]; h["lstm.weight_hh_l0"] = e })
+            try Checkpoint(
+                bytes: try withHeader { h in
+                    var e = h["lstm.weight_hh_l0"] as! [String: Any]
+                    e["shape"] = [6, 24]
+                    h["lstm.weight_hh_l0"] = e
+                })
         }
         #expect(throws: CheckpointProblem.invalidEntry(name: "fc.bias")) {
-            try Checkpoint(bytes: try withHeader { h in var e = h["fc.bias"] as! [String: Any]; e["shape"] = [true]; h["fc.bias"] = e })
+            try Checkpoint(
+                bytes: try withHeader { h in
+                    var e = h["fc.bias"] as! [String: Any]
+                    e["shape"] = [true]
+                    h["fc.bias"] = e
+                })
         }
         #expect(throws: CheckpointProblem.offsetsOutsideFile(name: "fc.bias")) {
-            try Checkpoint(bytes: try withHeader { h in var e = h["fc.bias"] as! [String: Any]; e["data_offsets"] = [0, 1 << 40]; h["fc.bias"] = e })
+            try Checkpoint(
+                bytes: try withHeader { h in
+                    var e = h["fc.bias"] as! [String: Any]
+                    e["data_offsets"] = [0, 1 << 40]
+                    h["fc.bias"] = e
+                })
         }
         #expect(throws: CheckpointProblem.missingVocabulary) {
             try Checkpoint(bytes: try withHeader { h in h["__metadata__"] = ["format": "charrnn"] })

@@ -11,8 +11,9 @@ struct CorpusFileTests {
     /// Multi-byte characters, CRLF and lone CR, so chunk edges fall inside sequences and line endings.
     static let text = "Ünïcödé lines\r\nwith CRLF,\rlone CR, emoji 🐈 and 中文.\n" + sampleText(length: 400) + "\r\nend\r"
 
-    @Test("Read in chunks of 1 to 7 bytes or 1 MiB, a file gives the whole text's alphabet, length, tokens and fingerprint",
-          arguments: [1, 2, 3, 5, 7, 1 << 20], Corpus.LineEndings.allCases)
+    @Test(
+        "Read in chunks of 1 to 7 bytes or 1 MiB, a file gives the whole text's alphabet, length, tokens and fingerprint",
+        arguments: [1, 2, 3, 5, 7, 1 << 20], Corpus.LineEndings.allCases)
     func chunkedReadingEqualsWholeReading(chunk: Int, endings: Corpus.LineEndings) throws {
         let directory = try TemporaryDirectory()
         defer { directory.cleanUp() }
@@ -23,7 +24,7 @@ struct CorpusFileTests {
         let survey = try file.survey()
         #expect(survey == (try whole.survey()))
         #expect(survey.characterCount == whole.count)
-        let stretch = 37 ..< 211
+        let stretch = 37..<211
         let streamed = try file.encode(stretch, with: survey.vocabulary)
         let held = try whole.encode(stretch, with: survey.vocabulary)
         let expected = try survey.vocabulary.encode(whole.scalars[stretch])
@@ -32,8 +33,9 @@ struct CorpusFileTests {
         #expect(streamed.fingerprint == held.fingerprint)
     }
 
-    @Test("Bad UTF-8 is reported at the same byte offset whole or in chunks, a cut-off sequence at the end included",
-          arguments: [[0x61, 0x62, 0xFF, 0x63], [0x61, 0xE4, 0xB8, 0x41], [0x61, 0x62, 0xE4, 0xB8], [0xC0, 0x80], [0xED, 0xA0, 0x80]] as [[UInt8]])
+    @Test(
+        "Bad UTF-8 is reported at the same byte offset whole or in chunks, a cut-off sequence at the end included",
+        arguments: [[0x61, 0x62, 0xFF, 0x63], [0x61, 0xE4, 0xB8, 0x41], [0x61, 0x62, 0xE4, 0xB8], [0xC0, 0x80], [0xED, 0xA0, 0x80]] as [[UInt8]])
     func badUTF8OffsetsAgree(bytes: [UInt8]) throws {
         let directory = try TemporaryDirectory()
         defer { directory.cleanUp() }
@@ -77,17 +79,20 @@ struct CorpusFileTests {
         let tokens = (0..<4_001).map { Int32($0 % 50) }
         let whole = try BatchedCorpus(tokens: tokens, batchSize: 4, steps: 10, validationFraction: 0.1)
         #expect(whole.tokenBytes == 4_001)
-        for (rank, streams) in [(0, 0 ..< 2), (1, 2 ..< 4)] {
+        for (rank, streams) in [(0, 0..<2), (1, 2..<4)] {
             let part = try BatchedCorpus(tokens: tokens, batchSize: 4, steps: 10, validationFraction: 0.1, streams: streams)
             #expect(part.tokenBytes == 2 * whole.layout.rowLength + 1, "member \(rank) holds half the text, plus one")
             for index in [0, whole.trainingBatchCount - 1] {
-                let full = whole.trainingBatch(index), mine = part.trainingBatch(index)
-                #expect(mine.inputs == Array(full.inputs[streams.lowerBound * 10 ..< streams.upperBound * 10]))
-                #expect(mine.targets == Array(full.targets[streams.lowerBound * 10 ..< streams.upperBound * 10]))
+                let full = whole.trainingBatch(index)
+                let mine = part.trainingBatch(index)
+                #expect(mine.inputs == Array(full.inputs[streams.lowerBound * 10..<streams.upperBound * 10]))
+                #expect(mine.targets == Array(full.targets[streams.lowerBound * 10..<streams.upperBound * 10]))
                 #expect(mine.firstStream == streams.lowerBound && mine.totalStreams == 4)
             }
             let lastValidation = part.validationBatch(part.validationBatchCount - 1)
-            #expect(lastValidation.targets == Array(whole.validationBatch(whole.validationBatchCount - 1).targets[streams.lowerBound * 10 ..< streams.upperBound * 10]))
+            #expect(
+                lastValidation.targets
+                    == Array(whole.validationBatch(whole.validationBatchCount - 1).targets[streams.lowerBound * 10..<streams.upperBound * 10]))
         }
     }
 
@@ -102,7 +107,8 @@ struct CorpusFileTests {
         let fromFile = try Trainer(corpus: CorpusFile(url: url, chunkSize: 100), options: options, outputDirectory: nil)
         let inMemory = try Trainer(corpus: Corpus(contentsOf: url), options: options, outputDirectory: nil)
         #expect(fromFile.batches.tokenBytes == fromFile.batches.layout.rowLength * 4 + 1)
-        var streamed: [Float] = [], held: [Float] = []
+        var streamed: [Float] = []
+        var held: [Float] = []
         try fromFile.run { if case .iteration(let r) = $0 { streamed.append(r.batchLoss) } }
         try inMemory.run { if case .iteration(let r) = $0 { held.append(r.batchLoss) } }
         #expect(streamed.map(\.bitPattern) == held.map(\.bitPattern))

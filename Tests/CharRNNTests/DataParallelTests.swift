@@ -47,8 +47,9 @@ struct DataParallelTests {
         a.count == b.count && zip(a, b).allSatisfy { abs($0 - $1) <= relative * max(abs($0), abs($1), 1e-3) }
     }
 
-    @Test("2 and 4 members give one process's training and validation losses, with identical weights on every member",
-          arguments: [2, 4])
+    @Test(
+        "2 and 4 members give one process's training and validation losses, with identical weights on every member",
+        arguments: [2, 4])
     func membersReproduceOneProcess(size: Int) throws {
         let one = Self.train { () throws(TrainingError) in
             try Trainer(corpus: Self.corpus, options: Self.options(maxIterations: 12), outputDirectory: nil)
@@ -78,15 +79,19 @@ struct DataParallelTests {
         var wholeState = RecurrentState(configuration: model.configuration, batchSize: 4)
         _ = try model.loss(on: whole, state: &wholeState, keepProbability: options.keepProbability, dropoutSeed: 77)
         for (first, placed) in [(2, true), (2, false)] {
-            let rows = first * 10 ..< (first + 2) * 10
-            let shard = try Batch(batchSize: 2, steps: 10, inputs: Array(tokens[rows]), targets: Array(targets[rows]),
-                                  firstStream: placed ? first : 0, totalStreams: placed ? 4 : nil)
+            let rows = first * 10..<(first + 2) * 10
+            let shard = try Batch(
+                batchSize: 2, steps: 10, inputs: Array(tokens[rows]), targets: Array(targets[rows]),
+                firstStream: placed ? first : 0, totalStreams: placed ? 4 : nil)
             var state = RecurrentState(configuration: model.configuration, batchSize: 2)
             _ = try model.loss(on: shard, state: &state, keepProbability: options.keepProbability, dropoutSeed: 77)
-            let expected = wholeState.streams(first ..< first + 2, configuration: model.configuration)
+            let expected = wholeState.streams(first..<first + 2, configuration: model.configuration)
             let same = Self.close(state.values, expected.values, relative: 1e-5)
-            #expect(same == placed, placed ? "streams 2 and 3 in their place draw the whole batch's masks"
-                                           : "as streams 0 and 1 of their own batch they draw other masks")
+            #expect(
+                same == placed,
+                placed
+                    ? "streams 2 and 3 in their place draw the whole batch's masks"
+                    : "as streams 0 and 1 of their own batch they draw other masks")
         }
         #expect(throws: BatchingError.streamsOutsideBatch(first: 3, count: 2, total: 4)) {
             try Batch(batchSize: 2, steps: 10, inputs: Array(tokens[0..<20]), targets: Array(targets[0..<20]), firstStream: 3, totalStreams: 4)
@@ -108,8 +113,9 @@ struct DataParallelTests {
         }
         #expect(firstHalf.allSatisfy { $0.error == nil })
         let written = try FileManager.default.contentsOfDirectory(atPath: directory.file("two").path).filter { $0.hasSuffix(".safetensors") }
-        #expect(written.sorted() == written.filter { $0.hasPrefix("i5_") || $0.hasPrefix("i10_") || $0 == "best.safetensors" }.sorted(),
-                "member 0 alone wrote the run's checkpoints: \(written)")
+        #expect(
+            written.sorted() == written.filter { $0.hasPrefix("i5_") || $0.hasPrefix("i10_") || $0 == "best.safetensors" }.sorted(),
+            "member 0 alone wrote the run's checkpoints: \(written)")
         let fromTwo = try Checkpoint(contentsOf: directory.file("two").appendingPathComponent(written.first { $0.hasPrefix("i10_") }!))
         #expect(fromTwo.resumeState?.carriedState.batchSize == 4, "the checkpoint holds the whole batch's carried state")
         let secondHalf = Self.train { () throws(TrainingError) in
@@ -121,8 +127,9 @@ struct DataParallelTests {
         _ = Self.train { () throws(TrainingError) in
             try Trainer(corpus: Self.corpus, options: Self.options(maxIterations: 10), outputDirectory: directory.file("one"))
         }
-        let fromOne = try Checkpoint(contentsOf: directory.file("one").appendingPathComponent(
-            try FileManager.default.contentsOfDirectory(atPath: directory.file("one").path).first { $0.hasPrefix("i10_") }!))
+        let fromOne = try Checkpoint(
+            contentsOf: directory.file("one").appendingPathComponent(
+                try FileManager.default.contentsOfDirectory(atPath: directory.file("one").path).first { $0.hasPrefix("i10_") }!))
         let resumed = ThreadGroup.run(size: 2) { member in
             Self.train { () throws(TrainingError) in
                 try Trainer(resuming: fromOne, corpus: Self.corpus, outputDirectory: directory.file("one"), maxIterations: 20, group: member)
@@ -218,7 +225,8 @@ struct DataParallelTests {
             let stop = StopSignal()
             var outcome = Outcome()
             do throws(TrainingError) {
-                let trainer = try Trainer(corpus: Self.corpus, options: Self.options(maxIterations: 12), outputDirectory: directory.url, group: member)
+                let trainer = try Trainer(
+                    corpus: Self.corpus, options: Self.options(maxIterations: 12), outputDirectory: directory.url, group: member)
                 try trainer.run(stop: stop) { event in
                     if case .iteration(let report) = event {
                         outcome.losses.append(report.batchLoss)

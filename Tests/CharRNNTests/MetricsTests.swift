@@ -1,6 +1,7 @@
-@testable import CharRNN
 import Foundation
 import Testing
+
+@testable import CharRNN
 
 #if canImport(FoundationXML)
     import FoundationXML
@@ -31,8 +32,9 @@ struct MetricsTests {
     func recordsMatchTheRun() throws {
         let directory = try TemporaryDirectory()
         defer { directory.cleanUp() }
-        let trainer = try Trainer(corpus: Self.corpus, options: ResumeTests.options(maxIterations: 12, saveEvery: 5),
-                                  outputDirectory: directory.url)
+        let trainer = try Trainer(
+            corpus: Self.corpus, options: ResumeTests.options(maxIterations: 12, saveEvery: 5),
+            outputDirectory: directory.url)
         var reports: [IterationReport] = []
         var validations: [(Int, Float, Bool)] = []
         try trainer.run { event in
@@ -66,8 +68,9 @@ struct MetricsTests {
     func resumeReplacesRecordsPastTheCheckpoint() throws {
         let directory = try TemporaryDirectory()
         defer { directory.cleanUp() }
-        let whole = try Trainer(corpus: Self.corpus, options: ResumeTests.options(maxIterations: 16, saveEvery: 8),
-                                outputDirectory: directory.file("whole"))
+        let whole = try Trainer(
+            corpus: Self.corpus, options: ResumeTests.options(maxIterations: 16, saveEvery: 8),
+            outputDirectory: directory.file("whole"))
         try whole.run()
 
         // A run that wrote records to 16 but whose resume point is 8 (as if it
@@ -87,8 +90,9 @@ struct MetricsTests {
         try resumed.run()
         let records = try Self.records(part)
         #expect(try records.map(\.iteration) == Self.records(directory.file("whole")).map(\.iteration))
-        #expect(Self.timeless(records) == Self.timeless(try Self.records(directory.file("whole"))),
-                "the resumed run's file equals the uninterrupted run's, times aside")
+        #expect(
+            Self.timeless(records) == Self.timeless(try Self.records(directory.file("whole"))),
+            "the resumed run's file equals the uninterrupted run's, times aside")
         let text = try String(contentsOf: metricsFile, encoding: .utf8)
         #expect(text.hasSuffix("}\n") && !text.contains("\"iter\n"), "the torn line is gone")
     }
@@ -97,8 +101,9 @@ struct MetricsTests {
     func chartHasTheCurves() throws {
         let directory = try TemporaryDirectory()
         defer { directory.cleanUp() }
-        let trainer = try Trainer(corpus: Self.corpus, options: ResumeTests.options(maxIterations: 12, saveEvery: 4),
-                                  outputDirectory: directory.url)
+        let trainer = try Trainer(
+            corpus: Self.corpus, options: ResumeTests.options(maxIterations: 12, saveEvery: 4),
+            outputDirectory: directory.url)
         try trainer.run()
         let svg = try String(contentsOf: directory.file(RunDirectory.chartName), encoding: .utf8)
         let chart = try ParsedChart(svg)
@@ -115,8 +120,10 @@ struct MetricsTests {
     func historyIsBounded() {
         var history = LossHistory()
         for iteration in 1...100_000 {
-            history.add(.iteration(iteration, epoch: 1, loss: Float(iteration % 2), runningLoss: 0, gradientNorm: 0,
-                                   learningRate: 0.001, seconds: 1, characters: 1))
+            history.add(
+                .iteration(
+                    iteration, epoch: 1, loss: Float(iteration % 2), runningLoss: 0, gradientNorm: 0,
+                    learningRate: 0.001, seconds: 1, characters: 1))
         }
         history.add(.validation(100_000, epoch: 1, loss: 1.5, isBest: true))
         let curve = history.curve(name: "long")
@@ -164,8 +171,10 @@ final class ParsedChart: NSObject, XMLParserDelegate {
 
     enum ChartError: Error { case notWellFormed(String) }
 
-    func parser(_ parser: XMLParser, didStartElement element: String, namespaceURI: String?, qualifiedName: String?,
-                attributes: [String: String] = [:]) {
+    func parser(
+        _ parser: XMLParser, didStartElement element: String, namespaceURI: String?, qualifiedName: String?,
+        attributes: [String: String] = [:]
+    ) {
         switch element {
         case "polyline":
             let points = (attributes["points"] ?? "").split(separator: " ").map { pair -> (Double, Double) in

@@ -23,20 +23,24 @@ struct ResumeTests {
         return losses
     }
 
-    @Test("N iterations, then resuming for N more, equal 2N in one go, bit for bit, for every cell",
-          arguments: Cell.allCases, [7, 12])
+    @Test(
+        "N iterations, then resuming for N more, equal 2N in one go, bit for bit, for every cell",
+        arguments: Cell.allCases, [7, 12])
     func resumeIsExact(cell: Cell, n: Int) throws {
         let directory = try TemporaryDirectory()
         defer { directory.cleanUp() }
-        let whole = try Trainer(corpus: Self.corpus, options: Self.options(maxIterations: 2 * n, saveEvery: n, cell: cell),
-                                outputDirectory: directory.file("whole"))
+        let whole = try Trainer(
+            corpus: Self.corpus, options: Self.options(maxIterations: 2 * n, saveEvery: n, cell: cell),
+            outputDirectory: directory.file("whole"))
         let wholeLosses = try Self.losses(whole)
 
-        let first = try Trainer(corpus: Self.corpus, options: Self.options(maxIterations: n, saveEvery: n, cell: cell),
-                                outputDirectory: directory.file("part"))
+        let first = try Trainer(
+            corpus: Self.corpus, options: Self.options(maxIterations: n, saveEvery: n, cell: cell),
+            outputDirectory: directory.file("part"))
         let firstLosses = try Self.losses(first)
-        let checkpoint = try Checkpoint(contentsOf: directory.file("part").appendingPathComponent(
-            try FileManager.default.contentsOfDirectory(atPath: directory.file("part").path).first { $0.hasPrefix("i\(n)_") }!))
+        let checkpoint = try Checkpoint(
+            contentsOf: directory.file("part").appendingPathComponent(
+                try FileManager.default.contentsOfDirectory(atPath: directory.file("part").path).first { $0.hasPrefix("i\(n)_") }!))
         let resumed = try Trainer(resuming: checkpoint, corpus: Self.corpus, outputDirectory: directory.file("part"), maxIterations: 2 * n)
         let resumedLosses = try Self.losses(resumed)
 
@@ -97,8 +101,9 @@ struct ResumeTests {
         #expect(throws: TrainingError.incompatible(.weightsOnly, resuming: true)) {
             try Trainer(resuming: weightsOnly, corpus: Self.corpus, outputDirectory: nil)
         }
-        let started = try Trainer(corpus: Self.corpus, options: Self.options(maxIterations: 2, saveEvery: 5),
-                                  outputDirectory: nil, initialWeights: weightsOnly)
+        let started = try Trainer(
+            corpus: Self.corpus, options: Self.options(maxIterations: 2, saveEvery: 5),
+            outputDirectory: nil, initialWeights: weightsOnly)
         #expect(started.model.parameters.toArray() == source.model.parameters.toArray())
         #expect(started.model.optimizerStep == 0)
         let losses = try Self.losses(started)

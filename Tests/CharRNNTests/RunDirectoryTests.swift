@@ -1,6 +1,7 @@
-@testable import CharRNN
 import Foundation
 import Testing
+
+@testable import CharRNN
 
 /// Protects a run's files: one run per directory, one writer at a time, the
 /// best and the latest, pruning by exact loss, clean stops.
@@ -65,9 +66,10 @@ struct RunDirectoryTests {
         let run = try RunDirectory.openForNewRun(at: directory.url, runID: "r1")
         let options = Self.options(maxIterations: 10, saveEvery: 1)
         func save(_ iteration: Int, _ loss: Float) throws -> RunDirectory.Saved {
-            let progress = RunProgress(runID: "r1", iteration: iteration, epoch: 1, validationLoss: loss, trainingLoss: 3,
-                                       bestValidationLoss: loss, epochLossSum: 3, trainingBatches: 12, corpusCharacters: 600,
-                                       corpusFingerprint: "f")
+            let progress = RunProgress(
+                runID: "r1", iteration: iteration, epoch: 1, validationLoss: loss, trainingLoss: 3,
+                bestValidationLoss: loss, epochLossSum: 3, trainingBatches: 12, corpusCharacters: 600,
+                corpusFingerprint: "f")
             let metadata = options.metadata.merging(progress.metadata) { _, new in new }.merging(["vocab": "[\"a\"]"]) { a, _ in a }
             return try run.save(progress: progress, hiddenSize: 16) { (sink) throws(FileSink.Failure) in
                 try sink.write(SafeTensors.encode(tensors: [], metadata: metadata))
@@ -166,8 +168,9 @@ struct RunDirectoryTests {
 
     @Test("Checkpoints of runs written before run identities belong to one run when its settings and corpus say so")
     func legacyIdentity() throws {
-        var progress = RunProgress(runID: nil, iteration: 3, epoch: 1, validationLoss: 2, trainingLoss: 2, bestValidationLoss: 2,
-                                   epochLossSum: 6, trainingBatches: 12, corpusCharacters: 600, corpusFingerprint: "abc")
+        var progress = RunProgress(
+            runID: nil, iteration: 3, epoch: 1, validationLoss: 2, trainingLoss: 2, bestValidationLoss: 2,
+            epochLossSum: 6, trainingBatches: 12, corpusCharacters: 600, corpusFingerprint: "abc")
         let options = Self.options(maxIterations: 9, saveEvery: 3)
         let identity = progress.runIdentity(options: options)
         #expect(identity.hasPrefix("legacy-"))
@@ -183,11 +186,15 @@ struct RunDirectoryTests {
 
     @Test("Run metadata that is out of range or inconsistent is refused, naming the entry")
     func runMetadataIsChecked() throws {
-        let good = RunProgress(runID: "r", iteration: 13, epoch: 2, validationLoss: 2, trainingLoss: 2.5, bestValidationLoss: 1.9,
-                               epochLossSum: 2.5, trainingBatches: 12, corpusCharacters: 600, corpusFingerprint: "f").metadata
+        let good = RunProgress(
+            runID: "r", iteration: 13, epoch: 2, validationLoss: 2, trainingLoss: 2.5, bestValidationLoss: 1.9,
+            epochLossSum: 2.5, trainingBatches: 12, corpusCharacters: 600, corpusFingerprint: "f"
+        ).metadata
         #expect(try RunProgress(metadata: good).epoch == 2)
-        let cases: [(String, String)] = [("best_val_loss", "nan"), ("best_val_loss", "2.5"), ("epoch", "1"), ("iteration", "0"),
-                                         ("iteration", "99999999999999999999"), ("val_loss", "inf"), ("training_batches", "0")]
+        let cases: [(String, String)] = [
+            ("best_val_loss", "nan"), ("best_val_loss", "2.5"), ("epoch", "1"), ("iteration", "0"),
+            ("iteration", "99999999999999999999"), ("val_loss", "inf"), ("training_batches", "0"),
+        ]
         for (key, value) in cases {
             var bad = good
             bad[key] = value
@@ -201,8 +208,9 @@ struct RunDirectoryTests {
     func generateThrows() throws {
         let vocabulary = Vocabulary(corpus: "abc".unicodeScalars)
         let configuration = ModelConfiguration(vocabularySize: 3, hiddenSize: 4, layerCount: 1)
-        let huge = try Model(configuration: configuration, parameters: [Float](repeating: 3e38, count: configuration.parameterCount),
-                             purpose: .inference)
+        let huge = try Model(
+            configuration: configuration, parameters: [Float](repeating: 3e38, count: configuration.parameterCount),
+            purpose: .inference)
         let generator = try TextGenerator(model: huge, vocabulary: vocabulary)
         var options = SamplingOptions()
         options.seed = 1

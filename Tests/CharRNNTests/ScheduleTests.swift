@@ -1,6 +1,7 @@
-@testable import CharRNN
 import Foundation
 import Testing
+
+@testable import CharRNN
 
 /// Protects the learning-rate schedules, --patience, and their exactness under resume.
 @Suite("Schedules and patience")
@@ -84,8 +85,9 @@ struct ScheduleTests {
     func cosineRunResumesExactly() throws {
         let directory = try TemporaryDirectory()
         defer { directory.cleanUp() }
-        let whole = try Trainer(corpus: Self.corpus, options: Self.cosineOptions(maxIterations: 20, saveEvery: 10),
-                                outputDirectory: directory.file("whole"))
+        let whole = try Trainer(
+            corpus: Self.corpus, options: Self.cosineOptions(maxIterations: 20, saveEvery: 10),
+            outputDirectory: directory.file("whole"))
         var wholeRates: [Float] = []
         let wholeLosses = try Self.lossesAndRates(whole, rates: &wholeRates)
         #expect(whole.options.scheduleIterations == 20, "the curve's end is the run's total")
@@ -114,8 +116,9 @@ struct ScheduleTests {
     func resumedCosineKeepsItsCurve() throws {
         let directory = try TemporaryDirectory()
         defer { directory.cleanUp() }
-        let first = try Trainer(corpus: Self.corpus, options: Self.cosineOptions(maxIterations: 10, saveEvery: 10),
-                                outputDirectory: directory.url)
+        let first = try Trainer(
+            corpus: Self.corpus, options: Self.cosineOptions(maxIterations: 10, saveEvery: 10),
+            outputDirectory: directory.url)
         try first.run()
         let checkpoint = try Checkpoint(contentsOf: RunDirectory.latest(in: directory.url).url)
         let resumed = try Trainer(resuming: checkpoint, corpus: Self.corpus, outputDirectory: directory.url, maxIterations: 14)

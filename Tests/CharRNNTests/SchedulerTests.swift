@@ -22,8 +22,10 @@ struct SchedulerTests {
     static let endless = 100_000_000
 
     /// A scheduler over `generator` whose requests may be `endless`.
-    static func scheduler(_ generator: TextGenerator, maxStreams: Int = 64, maxQueued: Int = 256,
-                          maxLength: Int = endless) throws -> GenerationScheduler {
+    static func scheduler(
+        _ generator: TextGenerator, maxStreams: Int = 64, maxQueued: Int = 256,
+        maxLength: Int = endless
+    ) throws -> GenerationScheduler {
         var limits = GenerationScheduler.Limits()
         limits.maxStreams = maxStreams
         limits.maxQueued = maxQueued
@@ -65,7 +67,9 @@ struct SchedulerTests {
                 switch index % 4 {
                 case 0: break
                 case 1: $0.options.topK = 5
-                case 2: $0.options.topP = 0.9; $0.options.temperature = 0.8
+                case 2:
+                    $0.options.topP = 0.9
+                    $0.options.temperature = 0.8
                 default: $0.options.temperature = 1.3
                 }
             }
@@ -73,7 +77,10 @@ struct SchedulerTests {
         let texts = try await withThrowingTaskGroup(of: (Int, String, GenerationEnd).self) { group in
             for (index, request) in requests.enumerated() {
                 let stream = try scheduler.submit(request)
-                group.addTask { let (text, end) = await stream.collect(); return (index, text, end) }
+                group.addTask {
+                    let (text, end) = await stream.collect()
+                    return (index, text, end)
+                }
             }
             var texts = [String](repeating: "", count: requests.count)
             for try await (index, text, end) in group {

@@ -1,6 +1,7 @@
-@testable import CharRNN
 import Foundation
 import Testing
+
+@testable import CharRNN
 
 /// Protects each part of the training path on its own: the set-up's checks,
 /// the step (one process, and a member of a group), and the run recorder.

@@ -22,8 +22,10 @@ struct TrainingTests {
         var loss = initial
         for step in 1...300 {
             state.reset()
-            loss = try model.trainStep(on: batch, state: &state, keepProbability: 1, dropoutSeed: UInt64(step),
-                                       clipNorm: 5, adam: AdamOptions(learningRate: 0.01)).loss
+            loss = try model.trainStep(
+                on: batch, state: &state, keepProbability: 1, dropoutSeed: UInt64(step),
+                clipNorm: 5, adam: AdamOptions(learningRate: 0.01)
+            ).loss
         }
         #expect(initial > 1.5, "starts near log(8) = 2.08")
         #expect(loss < 0.05, "final loss \(loss)")
@@ -32,8 +34,10 @@ struct TrainingTests {
     /// Trains `model` for `steps` steps on a fixed batch; returns the losses.
     static func train(_ model: Model, _ batch: Batch, steps: Range<Int>, state: inout RecurrentState) throws -> [Float] {
         try steps.map { step in
-            try model.trainStep(on: batch, state: &state, keepProbability: 0.7, dropoutSeed: UInt64(step),
-                                clipNorm: 5, adam: AdamOptions()).loss
+            try model.trainStep(
+                on: batch, state: &state, keepProbability: 0.7, dropoutSeed: UInt64(step),
+                clipNorm: 5, adam: AdamOptions()
+            ).loss
         }
     }
 
@@ -51,9 +55,12 @@ struct TrainingTests {
         let lossesB = try Self.train(aloneB, batch, steps: 0..<20, state: &stateB)
 
         // Interleaved, step by step, on one thread: bit for bit the same.
-        let a = try Model(configuration: configA, seed: 3), b = try Model(configuration: configB, seed: 4)
-        var sa = RecurrentState(configuration: configA, batchSize: 4), sb = RecurrentState(configuration: configB, batchSize: 4)
-        var interleavedA: [Float] = [], interleavedB: [Float] = []
+        let a = try Model(configuration: configA, seed: 3)
+        let b = try Model(configuration: configB, seed: 4)
+        var sa = RecurrentState(configuration: configA, batchSize: 4)
+        var sb = RecurrentState(configuration: configB, batchSize: 4)
+        var interleavedA: [Float] = []
+        var interleavedB: [Float] = []
         for step in 0..<20 {
             interleavedA += try Self.train(a, batch, steps: step..<step + 1, state: &sa)
             interleavedB += try Self.train(b, batch, steps: step..<step + 1, state: &sb)
@@ -101,6 +108,14 @@ struct TrainingTests {
 final class ResultBox: @unchecked Sendable {
     private var values: [Int: [Float]] = [:]
     private let lock = NSLock()
-    func set(_ index: Int, _ value: [Float]) { lock.lock(); values[index] = value; lock.unlock() }
-    func get(_ index: Int) -> [Float] { lock.lock(); defer { lock.unlock() }; return values[index] ?? [] }
+    func set(_ index: Int, _ value: [Float]) {
+        lock.lock()
+        values[index] = value
+        lock.unlock()
+    }
+    func get(_ index: Int) -> [Float] {
+        lock.lock()
+        defer { lock.unlock() }
+        return values[index] ?? []
+    }
 }

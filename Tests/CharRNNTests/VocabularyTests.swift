@@ -58,10 +58,10 @@ struct VocabularyTests {
         defer { directory.cleanUp() }
         let cases: [([UInt8], Int)] = [
             (Array("abc".utf8) + [0xFF] + Array("def".utf8), 3),
-            (Array("ab".utf8) + [0xE2, 0x82], 2),              // truncated 3-byte sequence at the end
-            (Array("ok ".utf8) + [0xC3, 0x28], 3),             // bad continuation byte
-            ([0xC0, 0xAF], 0),                                  // overlong
-            (Array("x".utf8) + [0xED, 0xA0, 0x80], 1),          // UTF-16 surrogate
+            (Array("ab".utf8) + [0xE2, 0x82], 2),  // truncated 3-byte sequence at the end
+            (Array("ok ".utf8) + [0xC3, 0x28], 3),  // bad continuation byte
+            ([0xC0, 0xAF], 0),  // overlong
+            (Array("x".utf8) + [0xED, 0xA0, 0x80], 1),  // UTF-16 surrogate
         ]
         for (bytes, offset) in cases {
             let url = directory.file("bad.txt")
@@ -84,8 +84,9 @@ struct VocabularyTests {
         #expect(throws: CorpusError.isDirectory(path: directory.url.path)) { try Corpus(contentsOf: directory.url) }
     }
 
-    @Test("The reference corpus has the notebook's 1,985,223 characters and 83 distinct",
-          .enabled(if: FileManager.default.fileExists(atPath: VocabularyTests.annaPath), "../shared/data/anna.txt is absent"))
+    @Test(
+        "The reference corpus has the notebook's 1,985,223 characters and 83 distinct",
+        .enabled(if: FileManager.default.fileExists(atPath: VocabularyTests.annaPath), "../shared/data/anna.txt is absent"))
     func referenceCorpusCounts() throws {
         let corpus = try Corpus(contentsOf: URL(fileURLWithPath: Self.annaPath))
         #expect(corpus.count == 1_985_223)

@@ -12,12 +12,15 @@ struct CoreHarness {
     var targets: [Int32]
     var initialState: [Float]
 
-    init(vocabularySize: Int, hiddenSize: Int, layerCount: Int, batchSize: Int, steps: Int, nonZeroState: Bool = true,
-         cell: ReferenceModel.Cell = .lstm) {
+    init(
+        vocabularySize: Int, hiddenSize: Int, layerCount: Int, batchSize: Int, steps: Int, nonZeroState: Bool = true,
+        cell: ReferenceModel.Cell = .lstm
+    ) {
         var cellValue: Int32 = -1
         precondition(charrnn_cell_from_name(cell.rawValue, &cellValue) == CHARRNN_OK, "the core knows no cell '\(cell)'")
-        config = charrnn_config(vocab_size: Int32(vocabularySize), hidden_size: Int32(hiddenSize), num_layers: Int32(layerCount),
-                                cell: cellValue)
+        config = charrnn_config(
+            vocab_size: Int32(vocabularySize), hidden_size: Int32(hiddenSize), num_layers: Int32(layerCount),
+            cell: cellValue)
         self.batchSize = batchSize
         self.steps = steps
         var count = 0
@@ -53,7 +56,9 @@ struct CoreHarness {
         var loss: Float = 0
         inputs.withUnsafeBufferPointer { inputs in
             targets.withUnsafeBufferPointer { targets in
-                var batch = charrnn_batch(batch_size: Int32(batchSize), steps: Int32(steps), inputs: inputs.baseAddress, targets: targets.baseAddress, first_stream: 0, total_streams: 0)
+                var batch = charrnn_batch(
+                    batch_size: Int32(batchSize), steps: Int32(steps), inputs: inputs.baseAddress, targets: targets.baseAddress, first_stream: 0,
+                    total_streams: 0)
                 let forward = charrnn_forward(&config, parameters, &batch, keep, seed, initialState, &finalState, &activations, &loss)
                 precondition(forward == CHARRNN_OK, "forward failed: \(forward)")
                 if wantGradients {
@@ -85,8 +90,9 @@ struct CoreHarness {
     }
 
     func reference() -> ReferenceModel {
-        ReferenceModel(vocabularySize: Int(config.vocab_size), hiddenSize: Int(config.hidden_size), layerCount: Int(config.num_layers),
-                       cell: cell)
+        ReferenceModel(
+            vocabularySize: Int(config.vocab_size), hiddenSize: Int(config.hidden_size), layerCount: Int(config.num_layers),
+            cell: cell)
     }
 }
 

@@ -24,11 +24,13 @@ struct CrossLanguageTests {
     static let absolute = 2e-5
     static let relative = 2e-3
 
-    @Test("The core's loss, final state and every gradient match the Swift reference, for every cell",
-          arguments: ReferenceModel.Cell.allCases, cases)
+    @Test(
+        "The core's loss, final state and every gradient match the Swift reference, for every cell",
+        arguments: ReferenceModel.Cell.allCases, cases)
     func coreMatchesReference(_ cell: ReferenceModel.Cell, _ c: Case) {
-        let harness = CoreHarness(vocabularySize: c.vocabulary, hiddenSize: c.hidden, layerCount: c.layers, batchSize: c.batch,
-                                  steps: c.steps, cell: cell)
+        let harness = CoreHarness(
+            vocabularySize: c.vocabulary, hiddenSize: c.hidden, layerCount: c.layers, batchSize: c.batch,
+            steps: c.steps, cell: cell)
         let core = harness.run(keep: c.keep, seed: 1234)
         let expected = harness.reference().run(
             parameters: harness.parameters.map(Double.init), inputs: harness.inputs, targets: harness.targets,
@@ -41,22 +43,25 @@ struct CrossLanguageTests {
             let range = tensor.offset..<(tensor.offset + tensor.count)
             let bad = mismatches(Array(core.gradients[range]), Array(expected.gradients[range]), absolute: Self.absolute, relative: Self.relative)
             #expect(bad.isEmpty, "\(tensor.name): \(bad.count) of \(tensor.count) differ, e.g. index \(bad.first ?? -1)")
-            let coreSum = weightedChecksum(core.gradients[range]), referenceSum = weightedChecksum(expected.gradients[range])
+            let coreSum = weightedChecksum(core.gradients[range])
+            let referenceSum = weightedChecksum(expected.gradients[range])
             #expect(abs(coreSum - referenceSum) <= 1e-4 * max(1, abs(referenceSum)), "\(tensor.name) checksum")
         }
     }
 
-    @Test("The tensor table uses PyTorch's names, shapes and order, and tiles the block exactly",
-          arguments: [(ReferenceModel.Cell.lstm, 64), (.gru, 48), (.rnn, 16)])
+    @Test(
+        "The tensor table uses PyTorch's names, shapes and order, and tiles the block exactly",
+        arguments: [(ReferenceModel.Cell.lstm, 64), (.gru, 48), (.rnn, 16)])
     func tensorTableFollowsPyTorch(_ cell: ReferenceModel.Cell, rows: Int) {
         let harness = CoreHarness(vocabularySize: 83, hiddenSize: 16, layerCount: 2, batchSize: 1, steps: 1, cell: cell)
         let tensors = harness.tensors()
         let p = cell.rawValue
-        #expect(tensors.map(\.name) == [
-            "\(p).weight_ih_l0", "\(p).weight_hh_l0", "\(p).bias_ih_l0", "\(p).bias_hh_l0",
-            "\(p).weight_ih_l1", "\(p).weight_hh_l1", "\(p).bias_ih_l1", "\(p).bias_hh_l1",
-            "fc.weight", "fc.bias",
-        ])
+        #expect(
+            tensors.map(\.name) == [
+                "\(p).weight_ih_l0", "\(p).weight_hh_l0", "\(p).bias_ih_l0", "\(p).bias_hh_l0",
+                "\(p).weight_ih_l1", "\(p).weight_hh_l1", "\(p).bias_ih_l1", "\(p).bias_hh_l1",
+                "fc.weight", "fc.bias",
+            ])
         #expect(tensors.map(\.shape) == [[rows, 83], [rows, 16], [rows], [rows], [rows, 16], [rows, 16], [rows], [rows], [83, 16], [83]])
         var offset = 0
         for tensor in tensors {

@@ -25,14 +25,17 @@ struct DeterminismTests {
         let (B, T) = (50, 40)
         let harness = CoreHarness(vocabularySize: 7, hiddenSize: 96, layerCount: 1, batchSize: B, steps: T)
         var config = harness.config
-        let hidden = 96, n = B * T
+        let hidden = 96
+        let n = B * T
         var activations = [Float](repeating: -1, count: harness.activationCount())
         var finalState = [Float](repeating: 0, count: harness.initialState.count)
         var loss: Float = 0
         let keep: Float = 0.3
         let status = harness.inputs.withUnsafeBufferPointer { inputs in
             harness.targets.withUnsafeBufferPointer { targets in
-                var batch = charrnn_batch(batch_size: Int32(B), steps: Int32(T), inputs: inputs.baseAddress, targets: targets.baseAddress, first_stream: 0, total_streams: 0)
+                var batch = charrnn_batch(
+                    batch_size: Int32(B), steps: Int32(T), inputs: inputs.baseAddress, targets: targets.baseAddress, first_stream: 0, total_streams: 0
+                )
                 return charrnn_forward(&config, harness.parameters, &batch, keep, 5, harness.initialState, &finalState, &activations, &loss)
             }
         }
@@ -44,8 +47,10 @@ struct DeterminismTests {
         #expect(kept.allSatisfy { $0 == 1 / keep }, "kept units are scaled by 1/keep")
         // And they are the documented function of (seed, layer, row, unit).
         let differing = (0..<masks.count).filter { index in
-            Double(masks[index]) != ReferenceModel.mask(seed: 5, layer: 0, row: index / hidden, unit: index % hidden,
-                                                       rows: n, hidden: hidden, keep: Double(keep))
+            Double(masks[index])
+                != ReferenceModel.mask(
+                    seed: 5, layer: 0, row: index / hidden, unit: index % hidden,
+                    rows: n, hidden: hidden, keep: Double(keep))
         }
         #expect(differing.isEmpty, "\(differing.count) masks differ from the documented function")
     }
@@ -55,7 +60,9 @@ struct DeterminismTests {
         var config = charrnn_config(vocab_size: 10, hidden_size: 8, num_layers: 2, cell: 0)
         var count = 0
         _ = charrnn_param_count(&config, &count)
-        var a = [Float](repeating: 0, count: count), b = a, c = a
+        var a = [Float](repeating: 0, count: count)
+        var b = a
+        var c = a
         _ = charrnn_init_params(&config, &a, 1)
         _ = charrnn_init_params(&config, &b, 1)
         _ = charrnn_init_params(&config, &c, 2)

@@ -9,8 +9,9 @@ struct GradientTests {
     /// Step 1e-2; float32 loss resolution and the O(step²) error make
     /// |numeric - analytic| <= 1e-3 + 2e-2 |analytic| the stated tolerance;
     /// a wrong sign, index or factor breaks it by orders of magnitude.
-    @Test("Every tensor's analytic gradient matches central differences of the loss, for every cell",
-          arguments: ReferenceModel.Cell.allCases)
+    @Test(
+        "Every tensor's analytic gradient matches central differences of the loss, for every cell",
+        arguments: ReferenceModel.Cell.allCases)
     func coreGradientMatchesNumerical(_ cell: ReferenceModel.Cell) {
         var harness = CoreHarness(vocabularySize: 6, hiddenSize: 5, layerCount: 2, batchSize: 3, steps: 4, cell: cell)
         let (_, _, analytic) = harness.run(keep: 0.7, seed: 99)
@@ -39,19 +40,24 @@ struct GradientTests {
 
     /// The Swift reference's own gradient in double precision, so the
     /// cross-language check compares against something known to be right.
-    @Test("The Swift reference's gradient matches central differences in double precision, for every cell",
-          arguments: ReferenceModel.Cell.allCases)
+    @Test(
+        "The Swift reference's gradient matches central differences in double precision, for every cell",
+        arguments: ReferenceModel.Cell.allCases)
     func referenceGradientMatchesNumerical(_ cell: ReferenceModel.Cell) {
         let harness = CoreHarness(vocabularySize: 5, hiddenSize: 3, layerCount: 2, batchSize: 2, steps: 3, cell: cell)
         let reference = harness.reference()
         var parameters = harness.parameters.map(Double.init)
         let state = harness.initialState.map(Double.init)
         func loss(_ p: [Double]) -> Double {
-            reference.run(parameters: p, inputs: harness.inputs, targets: harness.targets, batchSize: 2, steps: 3,
-                          initialState: state, keep: 0.6, seed: 7, wantGradients: false).loss
+            reference.run(
+                parameters: p, inputs: harness.inputs, targets: harness.targets, batchSize: 2, steps: 3,
+                initialState: state, keep: 0.6, seed: 7, wantGradients: false
+            ).loss
         }
-        let analytic = reference.run(parameters: parameters, inputs: harness.inputs, targets: harness.targets,
-                                     batchSize: 2, steps: 3, initialState: state, keep: 0.6, seed: 7).gradients
+        let analytic = reference.run(
+            parameters: parameters, inputs: harness.inputs, targets: harness.targets,
+            batchSize: 2, steps: 3, initialState: state, keep: 0.6, seed: 7
+        ).gradients
         var worstError = 0.0
         for index in parameters.indices {
             let original = parameters[index]

@@ -33,7 +33,8 @@ struct OptimizerTests {
         var params = (0..<n).map { Float(sin(Double($0))) }
         var state = [Float](repeating: 0, count: 2 * n)
         var expectedParams = params.map(Double.init)
-        var m = [Double](repeating: 0, count: n), v = m
+        var m = [Double](repeating: 0, count: n)
+        var v = m
         var adam = charrnn_adam_params(learning_rate: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-8)
         for step in 1...5 {
             let grads = (0..<n).map { Float(cos(Double($0 * step))) * 0.3 }

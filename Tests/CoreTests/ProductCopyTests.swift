@@ -45,13 +45,15 @@ struct ProductCopyTests {
         return a.map { $0.map(key) } == b.map { $0.map(key) }
     }
 
-    @Test("Training's products alone are the forward and backward passes' products, thread by thread, for every cell",
-          arguments: ReferenceModel.Cell.allCases)
+    @Test(
+        "Training's products alone are the forward and backward passes' products, thread by thread, for every cell",
+        arguments: ReferenceModel.Cell.allCases)
     func trainingCopyMatchesPasses(cell: ReferenceModel.Cell) {
         // 128 rows of 3 × 48 gates: large enough that the big products split across threads.
         let harness = CoreHarness(vocabularySize: 13, hiddenSize: 48, layerCount: 3, batchSize: 16, steps: 8, cell: cell)
         var config = harness.config
-        let activations = Self.block(harness.activationCount()), gradients = Self.block(harness.parameterCount)
+        let activations = Self.block(harness.activationCount())
+        let gradients = Self.block(harness.parameterCount)
         let finalState = Self.block(harness.initialState.count)
         defer { for block in [activations, gradients, finalState] { block.deallocate() } }
         let passes = Self.products(writingInto: [activations, gradients, finalState]) {
@@ -61,39 +63,50 @@ struct ProductCopyTests {
                         batch_size: 16, steps: 8, inputs: inputs.baseAddress, targets: targets.baseAddress, first_stream: 0,
                         total_streams: 0)
                     var loss: Float = 0
-                    #expect(charrnn_forward(&config, harness.parameters, &batch, 0.8, 3, harness.initialState,
-                                            finalState.baseAddress, activations.baseAddress, &loss) == CHARRNN_OK)
-                    #expect(charrnn_backward(&config, harness.parameters, &batch, activations.baseAddress, gradients.baseAddress)
-                                == CHARRNN_OK)
+                    #expect(
+                        charrnn_forward(
+                            &config, harness.parameters, &batch, 0.8, 3, harness.initialState,
+                            finalState.baseAddress, activations.baseAddress, &loss) == CHARRNN_OK)
+                    #expect(
+                        charrnn_backward(&config, harness.parameters, &batch, activations.baseAddress, gradients.baseAddress)
+                            == CHARRNN_OK)
                 }
             }
         }
         let copy = Self.products(writingInto: [activations, gradients, finalState]) {
-            #expect(charrnn_training_products(&config, harness.parameters, 16, 8, activations.baseAddress, gradients.baseAddress)
-                        == CHARRNN_OK)
+            #expect(
+                charrnn_training_products(&config, harness.parameters, 16, 8, activations.baseAddress, gradients.baseAddress)
+                    == CHARRNN_OK)
         }
         #expect(passes.joined().count > 3 * 8 * 2, "the passes made every time step's recurrent products")
         let same = Self.same(passes, copy)
         #expect(same, "\(passes.map(\.count)) products per thread in the passes, \(copy.map(\.count)) in the copy")
     }
 
-    @Test("A step's products alone are charrnn_step's products, thread by thread, for one stream and many, for every cell",
-          arguments: ReferenceModel.Cell.allCases, [1, 5])
+    @Test(
+        "A step's products alone are charrnn_step's products, thread by thread, for one stream and many, for every cell",
+        arguments: ReferenceModel.Cell.allCases, [1, 5])
     func stepCopyMatchesStep(cell: ReferenceModel.Cell, streams: Int) {
         let harness = CoreHarness(vocabularySize: 13, hiddenSize: 48, layerCount: 3, batchSize: streams, steps: 1, cell: cell)
         var config = harness.config
         var scratchCount = 0
         #expect(charrnn_step_scratch_count(&config, Int32(streams), &scratchCount) == CHARRNN_OK)
-        let state = Self.block(harness.initialState.count), scratch = Self.block(scratchCount), logits = Self.block(13 * streams)
+        let state = Self.block(harness.initialState.count)
+        let scratch = Self.block(scratchCount)
+        let logits = Self.block(13 * streams)
         defer { for block in [state, scratch, logits] { block.deallocate() } }
         let tokens = (0..<streams).map { Int32($0 % 13) }
         let step = Self.products(writingInto: [state, scratch, logits]) {
-            #expect(charrnn_step(&config, harness.parameters, Int32(streams), tokens, state.baseAddress, scratch.baseAddress,
-                                 logits.baseAddress) == CHARRNN_OK)
+            #expect(
+                charrnn_step(
+                    &config, harness.parameters, Int32(streams), tokens, state.baseAddress, scratch.baseAddress,
+                    logits.baseAddress) == CHARRNN_OK)
         }
         let copy = Self.products(writingInto: [state, scratch, logits]) {
-            #expect(charrnn_step_products(&config, harness.parameters, Int32(streams), state.baseAddress, scratch.baseAddress,
-                                          logits.baseAddress) == CHARRNN_OK)
+            #expect(
+                charrnn_step_products(
+                    &config, harness.parameters, Int32(streams), state.baseAddress, scratch.baseAddress,
+                    logits.baseAddress) == CHARRNN_OK)
         }
         #expect(!step.joined().isEmpty)
         let same = Self.same(step, copy)

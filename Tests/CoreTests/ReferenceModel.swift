@@ -1,3 +1,5 @@
+import Foundation
+
 /// An independent, plain Swift implementation of the model in Double
 /// precision, for each cell: written from the equations and the layout
 /// documented in charrnn.h (PyTorch's nn.LSTM, nn.GRU and nn.RNN), sharing no
@@ -27,16 +29,23 @@ struct ReferenceModel {
     var layout: Layout {
         var layout = Layout()
         var offset = 0
-        let H = hiddenSize, GH = cell.gates * H
+        let H = hiddenSize
+        let GH = cell.gates * H
         for layer in 0..<layerCount {
             let input = layer == 0 ? vocabularySize : H
-            layout.weightIH.append(offset); offset += GH * input
-            layout.weightHH.append(offset); offset += GH * H
-            layout.biasIH.append(offset); offset += GH
-            layout.biasHH.append(offset); offset += GH
+            layout.weightIH.append(offset)
+            offset += GH * input
+            layout.weightHH.append(offset)
+            offset += GH * H
+            layout.biasIH.append(offset)
+            offset += GH
+            layout.biasHH.append(offset)
+            offset += GH
         }
-        layout.fcWeight = offset; offset += vocabularySize * H
-        layout.fcBias = offset; offset += vocabularySize
+        layout.fcWeight = offset
+        offset += vocabularySize * H
+        layout.fcBias = offset
+        offset += vocabularySize
         layout.total = offset
         return layout
     }
@@ -53,8 +62,10 @@ struct ReferenceModel {
         if keep >= 1 { return 1 }
         let index = UInt64((layer * rows + row) * hidden + unit)
         var z = seed &+ 0x9E37_79B9_7F4A_7C15 &* (index &+ 1)
-        z ^= z >> 30; z = z &* 0xBF58_476D_1CE4_E5B9
-        z ^= z >> 27; z = z &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 30
+        z = z &* 0xBF58_476D_1CE4_E5B9
+        z ^= z >> 27
+        z = z &* 0x94D0_49BB_1331_11EB
         z ^= z >> 31
         let uniform = Double(Float(z >> 40) * (1.0 / 16_777_216.0))
         // The core compares and scales in float; so does this, to agree on every draw.
@@ -68,12 +79,15 @@ struct ReferenceModel {
     private func unitForward(x: [Double], h: [Double], hPrev: Double, cPrev: Double) -> (h: Double, c: Double) {
         switch cell {
         case .lstm:
-            let i = Self.sigmoid(x[0] + h[0]), f = Self.sigmoid(x[1] + h[1])
-            let g = (x[2] + h[2]).tanhValue, o = Self.sigmoid(x[3] + h[3])
+            let i = Self.sigmoid(x[0] + h[0])
+            let f = Self.sigmoid(x[1] + h[1])
+            let g = (x[2] + h[2]).tanhValue
+            let o = Self.sigmoid(x[3] + h[3])
             let c = f * cPrev + i * g
             return (o * c.tanhValue, c)
         case .gru:
-            let r = Self.sigmoid(x[0] + h[0]), z = Self.sigmoid(x[1] + h[1])
+            let r = Self.sigmoid(x[0] + h[0])
+            let z = Self.sigmoid(x[1] + h[1])
             let n = (x[2] + r * h[2]).tanhValue
             return ((1 - z) * n + z * hPrev, 0)
         case .rnn:
@@ -89,14 +103,18 @@ struct ReferenceModel {
     {
         switch cell {
         case .lstm:
-            let i = Self.sigmoid(x[0] + h[0]), f = Self.sigmoid(x[1] + h[1])
-            let g = (x[2] + h[2]).tanhValue, o = Self.sigmoid(x[3] + h[3])
-            let c = f * cPrev + i * g, tc = c.tanhValue
+            let i = Self.sigmoid(x[0] + h[0])
+            let f = Self.sigmoid(x[1] + h[1])
+            let g = (x[2] + h[2]).tanhValue
+            let o = Self.sigmoid(x[3] + h[3])
+            let c = f * cPrev + i * g
+            let tc = c.tanhValue
             let dc = dcOut + dh * o * (1 - tc * tc)
             let d = [dc * g * i * (1 - i), dc * cPrev * f * (1 - f), dc * i * (1 - g * g), dh * tc * o * (1 - o)]
             return (d, d, 0, dc * f)
         case .gru:
-            let r = Self.sigmoid(x[0] + h[0]), z = Self.sigmoid(x[1] + h[1])
+            let r = Self.sigmoid(x[0] + h[0])
+            let z = Self.sigmoid(x[1] + h[1])
             let n = (x[2] + r * h[2]).tanhValue
             let dPreN = dh * (1 - z) * (1 - n * n)
             let dPreR = dPreN * h[2] * r * (1 - r)
@@ -113,13 +131,20 @@ struct ReferenceModel {
         parameters p: [Double], inputs: [Int32], targets: [Int32], batchSize B: Int, steps T: Int,
         initialState: [Double]?, keep: Double, seed: UInt64, wantGradients: Bool = true
     ) -> Result {
-        let H = hiddenSize, V = vocabularySize, L = layerCount, N = B * T, G = cell.gates
+        let H = hiddenSize
+        let V = vocabularySize
+        let L = layerCount
+        let N = B * T
+        let G = cell.gates
         let lay = layout
         func state(_ which: Int, _ layer: Int, _ b: Int, _ j: Int) -> Double {
             initialState?[((which * L + layer) * B + b) * H + j] ?? 0
         }
         let zeros = Array(repeating: Array(repeating: Array(repeating: [Double](repeating: 0, count: H), count: B), count: T), count: L)
-        var hid = zeros, cellState = zeros, out = zeros, msk = zeros
+        var hid = zeros
+        var cellState = zeros
+        var out = zeros
+        var msk = zeros
         // The blocks' input and recurrent terms: [l][t][b][q * H + j].
         var xTerms = Array(repeating: Array(repeating: Array(repeating: [Double](repeating: 0, count: G * H), count: B), count: T), count: L)
         var hTerms = xTerms
@@ -131,7 +156,8 @@ struct ReferenceModel {
             for t in 0..<T {
                 for b in 0..<B {
                     for row in 0..<(G * H) {
-                        var x = p[lay.biasIH[l] + row], h = p[lay.biasHH[l] + row]
+                        var x = p[lay.biasIH[l] + row]
+                        var h = p[lay.biasHH[l] + row]
                         if l == 0 {
                             x += p[lay.weightIH[0] + row * V + Int(inputs[b * T + t])]
                         } else {
@@ -143,8 +169,9 @@ struct ReferenceModel {
                     }
                     for j in 0..<H {
                         let blocks = (0..<G).map { $0 * H + j }
-                        let step = unitForward(x: blocks.map { xTerms[l][t][b][$0] }, h: blocks.map { hTerms[l][t][b][$0] },
-                                               hPrev: hPrev(l, t, b, j), cPrev: cPrev(l, t, b, j))
+                        let step = unitForward(
+                            x: blocks.map { xTerms[l][t][b][$0] }, h: blocks.map { hTerms[l][t][b][$0] },
+                            hPrev: hPrev(l, t, b, j), cPrev: cPrev(l, t, b, j))
                         hid[l][t][b][j] = step.h
                         cellState[l][t][b][j] = step.c
                         let m = Self.mask(seed: seed, layer: l, row: t * B + b, unit: j, rows: N, hidden: H, keep: keep)
@@ -201,12 +228,15 @@ struct ReferenceModel {
                     for j in 0..<H {
                         let dh = dOut[t][b][j] * msk[l][t][b][j] + dhNext[b][j]
                         let blocks = (0..<G).map { $0 * H + j }
-                        let back = unitBackward(x: blocks.map { xTerms[l][t][b][$0] }, h: blocks.map { hTerms[l][t][b][$0] },
-                                                hPrev: hPrev(l, t, b, j), cPrev: cPrev(l, t, b, j), dh: dh, dc: dcNext[b][j])
+                        let back = unitBackward(
+                            x: blocks.map { xTerms[l][t][b][$0] }, h: blocks.map { hTerms[l][t][b][$0] },
+                            hPrev: hPrev(l, t, b, j), cPrev: cPrev(l, t, b, j), dh: dh, dc: dcNext[b][j])
                         dcNext[b][j] = back.dcPrev
                         dhToPrevious[b][j] += back.dhPrev
                         for q in 0..<G {
-                            let row = q * H + j, dx = back.dx[q], dhTerm = back.dhTerms[q]
+                            let row = q * H + j
+                            let dx = back.dx[q]
+                            let dhTerm = back.dhTerms[q]
                             grads[lay.biasIH[l] + row] += dx
                             grads[lay.biasHH[l] + row] += dhTerm
                             if l == 0 {
@@ -237,5 +267,3 @@ extension Double {
     var log: Double { Foundation.log(self) }
     var tanhValue: Double { Foundation.tanh(self) }
 }
-
-import Foundation

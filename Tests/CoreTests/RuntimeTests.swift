@@ -27,8 +27,9 @@ struct RuntimeTests {
         #expect(!library.isEmpty && library != "unknown")
         // The process's own map of loaded files agrees: that file is mapped.
         // (/proc reports a size of 0: read to the end rather than by size.)
-        let maps = String(decoding: try #require(FileHandle(forReadingAtPath: "/proc/self/maps")).readDataToEndOfFile(),
-                          as: UTF8.self)
+        let maps = String(
+            decoding: try #require(FileHandle(forReadingAtPath: "/proc/self/maps")).readDataToEndOfFile(),
+            as: UTF8.self)
         #expect(maps.contains(file), "\(file) is not mapped into the process")
     }
 
@@ -36,15 +37,15 @@ struct RuntimeTests {
     func theChosenBLASIsReported() {
         let library = Self.string(Self.report().blas_library)
         #if CHARRNN_BLAS_OPENBLAS
-        #expect(library.hasPrefix("OpenBLAS "), "\(library)")
+            #expect(library.hasPrefix("OpenBLAS "), "\(library)")
         #elseif CHARRNN_BLAS_BLIS
-        #expect(library.hasPrefix("BLIS "), "\(library)")
+            #expect(library.hasPrefix("BLIS "), "\(library)")
         #elseif CHARRNN_BLAS_FLEXIBLAS
-        #expect(library.hasPrefix("FlexiBLAS "), "\(library)")
+            #expect(library.hasPrefix("FlexiBLAS "), "\(library)")
         #else
-        // The reference CBLAS, or flags given by hand: whatever runs is named
-        // by its file (on Debian, libblas.so.3 may be OpenBLAS's).
-        #expect(!library.isEmpty, "\(library)")
+            // The reference CBLAS, or flags given by hand: whatever runs is named
+            // by its file (on Debian, libblas.so.3 may be OpenBLAS's).
+            #expect(!library.isEmpty, "\(library)")
         #endif
     }
 
@@ -63,23 +64,23 @@ struct RuntimeTests {
     }
 
     #if CHARRNN_BUILT_WITHOUT_OPENMP
-    @Test("Built without OpenMP, the core says so, runs one thread and refuses more")
-    func withoutOpenMPTheCoreRunsOneThread() {
-        let raw = Self.report()
-        #expect(Self.string(raw.threading) == "none (built without OpenMP)")
-        #expect(raw.compute_threads == 1)
-        #expect(charrnn_set_compute_threads(1) == CHARRNN_OK)
-        #expect(charrnn_set_compute_threads(2) == CHARRNN_ERR_INVALID_ARGUMENT)
-    }
+        @Test("Built without OpenMP, the core says so, runs one thread and refuses more")
+        func withoutOpenMPTheCoreRunsOneThread() {
+            let raw = Self.report()
+            #expect(Self.string(raw.threading) == "none (built without OpenMP)")
+            #expect(raw.compute_threads == 1)
+            #expect(charrnn_set_compute_threads(1) == CHARRNN_OK)
+            #expect(charrnn_set_compute_threads(2) == CHARRNN_ERR_INVALID_ARGUMENT)
+        }
     #else
-    @Test("Built with OpenMP, the core names its runtime and takes the thread count it is given")
-    func withOpenMPTheCoreNamesItsRuntime() {
-        let threading = Self.string(Self.report().threading)
-        #expect(threading.hasPrefix("OpenMP (libomp") || threading.hasPrefix("OpenMP (libgomp"), "\(threading)")
-        let outcome = ThreadCountOutcome.onNewThread()
-        #expect(outcome.settingThree == CHARRNN_OK && outcome.reported == 3)
-        #expect(outcome.settingZero == CHARRNN_ERR_INVALID_ARGUMENT)
-    }
+        @Test("Built with OpenMP, the core names its runtime and takes the thread count it is given")
+        func withOpenMPTheCoreNamesItsRuntime() {
+            let threading = Self.string(Self.report().threading)
+            #expect(threading.hasPrefix("OpenMP (libomp") || threading.hasPrefix("OpenMP (libgomp"), "\(threading)")
+            let outcome = ThreadCountOutcome.onNewThread()
+            #expect(outcome.settingThree == CHARRNN_OK && outcome.reported == 3)
+            #expect(outcome.settingZero == CHARRNN_ERR_INVALID_ARGUMENT)
+        }
     #endif
 }
 
@@ -91,7 +92,8 @@ private final class ThreadCountOutcome: @unchecked Sendable {
     var reported: Int32 = 0
 
     static func onNewThread() -> ThreadCountOutcome {
-        let outcome = ThreadCountOutcome(), done = DispatchSemaphore(value: 0)
+        let outcome = ThreadCountOutcome()
+        let done = DispatchSemaphore(value: 0)
         Thread {
             outcome.settingThree = charrnn_set_compute_threads(3)
             var raw = charrnn_runtime()

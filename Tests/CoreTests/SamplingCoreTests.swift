@@ -6,7 +6,8 @@ import Testing
 /// pass, and the sampler's distributions.
 @Suite("Sampling in the core")
 struct SamplingCoreTests {
-    static func draw(_ logits: [Float], _ params: charrnn_sampling_params, rng: inout charrnn_rng, probs: UnsafeMutablePointer<Float>? = nil) -> Int32 {
+    static func draw(_ logits: [Float], _ params: charrnn_sampling_params, rng: inout charrnn_rng, probs: UnsafeMutablePointer<Float>? = nil) -> Int32
+    {
         var params = params
         var bytes = 0
         _ = charrnn_sample_scratch_size(Int32(logits.count), &bytes)
@@ -90,7 +91,8 @@ struct SamplingCoreTests {
         _ = charrnn_rng_seed(&rng, 5)
         let exps = Self.logits.map { exp(Double($0)) }
         let total = exps.reduce(0, +)
-        let p1 = exps[1] / total, p5 = exps[5] / total
+        let p1 = exps[1] / total
+        let p5 = exps[5] / total
         var params = charrnn_sampling_default_params()
         params.top_p = Float(p1 + p5 / 2)  // more than the first alone, less than the first two
         var probs = [Float](repeating: 0, count: Self.logits.count)
@@ -116,7 +118,9 @@ struct SamplingCoreTests {
 
     @Test("The same generator state gives the same draws")
     func drawsAreSeeded() {
-        var a = charrnn_rng(), b = charrnn_rng(), c = charrnn_rng()
+        var a = charrnn_rng()
+        var b = charrnn_rng()
+        var c = charrnn_rng()
         _ = charrnn_rng_seed(&a, 99)
         _ = charrnn_rng_seed(&b, 99)
         _ = charrnn_rng_seed(&c, 100)
@@ -153,11 +157,13 @@ struct SamplingCoreTests {
     /// forward pass computes: the same final state, and logits whose
     /// cross-entropy is the forward pass's loss. S = 1 exercises the
     /// matrix-vector path, S = 3 the matrix-matrix path.
-    @Test("Stepping one character at a time matches the batched forward pass, for every cell",
-          arguments: ReferenceModel.Cell.allCases, [1, 3])
+    @Test(
+        "Stepping one character at a time matches the batched forward pass, for every cell",
+        arguments: ReferenceModel.Cell.allCases, [1, 3])
     func stepMatchesForward(_ cell: ReferenceModel.Cell, streams: Int) {
-        let harness = CoreHarness(vocabularySize: 9, hiddenSize: 40, layerCount: 2, batchSize: streams, steps: 7, nonZeroState: false,
-                                  cell: cell)
+        let harness = CoreHarness(
+            vocabularySize: 9, hiddenSize: 40, layerCount: 2, batchSize: streams, steps: 7, nonZeroState: false,
+            cell: cell)
         var config = harness.config
         let forward = harness.run(keep: 1, seed: 0, gradients: false)
         var state = [Float](repeating: 0, count: harness.initialState.count)

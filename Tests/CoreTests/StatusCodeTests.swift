@@ -4,8 +4,9 @@ import Testing
 /// Protects the core's contract: bad arguments give a status, never a crash.
 @Suite("Status codes")
 struct StatusCodeTests {
-    @Test("Invalid configurations are rejected by every size query",
-          arguments: [(0, 4, 1), (5, 0, 1), (5, 4, 0), (-1, 4, 1), (5, -3, 1), (5, 4, 65), (5, 20000, 1), (3_000_000, 4, 1)])
+    @Test(
+        "Invalid configurations are rejected by every size query",
+        arguments: [(0, 4, 1), (5, 0, 1), (5, 4, 0), (-1, 4, 1), (5, -3, 1), (5, 4, 65), (5, 20000, 1), (3_000_000, 4, 1)])
     func invalidConfigurations(_ shape: (Int32, Int32, Int32)) {
         var config = charrnn_config(vocab_size: shape.0, hidden_size: shape.1, num_layers: shape.2, cell: 0)
         var count = 0
@@ -41,12 +42,15 @@ struct StatusCodeTests {
         var config = harness.config
         var activations = [Float](repeating: 0, count: harness.activationCount())
         var loss: Float = 0
-        func forward(batchSize: Int32, steps: Int32, inputs: [Int32], targets: [Int32], keep: Float,
-                     firstStream: Int32 = 0, totalStreams: Int32 = 0) -> charrnn_status {
+        func forward(
+            batchSize: Int32, steps: Int32, inputs: [Int32], targets: [Int32], keep: Float,
+            firstStream: Int32 = 0, totalStreams: Int32 = 0
+        ) -> charrnn_status {
             inputs.withUnsafeBufferPointer { i in
                 targets.withUnsafeBufferPointer { t in
-                    var batch = charrnn_batch(batch_size: batchSize, steps: steps, inputs: i.baseAddress, targets: t.baseAddress,
-                                              first_stream: firstStream, total_streams: totalStreams)
+                    var batch = charrnn_batch(
+                        batch_size: batchSize, steps: steps, inputs: i.baseAddress, targets: t.baseAddress,
+                        first_stream: firstStream, total_streams: totalStreams)
                     return charrnn_forward(&config, harness.parameters, &batch, keep, 0, nil, nil, &activations, &loss)
                 }
             }
@@ -63,7 +67,8 @@ struct StatusCodeTests {
         // Streams placed in a larger batch: inside it is fine, outside it is refused.
         #expect(forward(batchSize: 2, steps: 3, inputs: good, targets: good, keep: 0.5, firstStream: 3, totalStreams: 5) == CHARRNN_OK)
         for (first, total) in [(Int32(4), Int32(5)), (-1, 5), (0, 1), (0, -2)] {
-            #expect(forward(batchSize: 2, steps: 3, inputs: good, targets: good, keep: 0.5, firstStream: first, totalStreams: total)
+            #expect(
+                forward(batchSize: 2, steps: 3, inputs: good, targets: good, keep: 0.5, firstStream: first, totalStreams: total)
                     == CHARRNN_ERR_INVALID_ARGUMENT, "streams \(first) of \(total)")
         }
         for keep in [Float(0), -0.5, 1.5, .nan] {

@@ -15,7 +15,8 @@ import Foundation
     func LLVMFuzzerRunDriver(
         _ argc: UnsafeMutablePointer<CInt>,
         _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-        _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt) -> CInt
+        _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt
+    ) -> CInt
 
     /// SwiftPM links an executable's entry point as `<module>_main`, so libFuzzer's
     /// own `main` is not used; this one hands control to libFuzzer's driver.

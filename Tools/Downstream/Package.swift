@@ -9,12 +9,12 @@ let charrnnURL = Context.environment["CHARRNN_PACKAGE_URL"] ?? "https://github.c
 let package = Package(
     name: "Downstream",
     dependencies: [
-        .package(url: charrnnURL, from: "0.1.0"),
+        .package(url: charrnnURL, from: "0.1.0")
     ],
     targets: [
         .executableTarget(
             name: "downstream",
             dependencies: [.product(name: "CharRNN", package: "CharRNN")]
-        ),
+        )
     ]
 )

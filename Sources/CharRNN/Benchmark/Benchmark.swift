@@ -26,8 +26,10 @@ public enum Benchmark {
         public var cell: Cell
 
         /// Creates a shape.
-        public init(name: String, vocabularySize: Int, hiddenSize: Int, layerCount: Int, batchSize: Int, steps: Int,
-                    cell: Cell = .lstm) {
+        public init(
+            name: String, vocabularySize: Int, hiddenSize: Int, layerCount: Int, batchSize: Int, steps: Int,
+            cell: Cell = .lstm
+        ) {
             self.name = name
             self.cell = cell
             self.vocabularySize = vocabularySize
@@ -54,7 +56,9 @@ public enum Benchmark {
         /// projection, dW_ih and dX (3 more); the output layer costs
         /// 3 × 2·N·V·H. Layer 0's input is a lookup.
         public var trainingFlops: Double {
-            let n = Double(batchSize * steps), h = Double(hiddenSize), v = Double(vocabularySize)
+            let n = Double(batchSize * steps)
+            let h = Double(hiddenSize)
+            let v = Double(vocabularySize)
             let unit = 2 * n * Double(cell.gateCount) * h * h
             return unit * (3 + 6 * Double(layerCount - 1)) + 3 * 2 * n * v * h
         }
@@ -114,7 +118,10 @@ public enum Benchmark {
     public static func training(_ shape: Shape, tokens: [Int32]? = nil, warmup: Int, iterations: Int) throws(ModelError) -> TrainingResult {
         let step = try TimedStep(shape, tokens: tokens)
         let model = step.model
-        var steps: [Double] = [], forwards: [Double] = [], backwards: [Double] = [], optimizers: [Double] = []
+        var steps: [Double] = []
+        var forwards: [Double] = []
+        var backwards: [Double] = []
+        var optimizers: [Double] = []
         var products: [Double] = []
         func trainingStep(record: Bool, iteration: Int) throws(ModelError) {
             let times = try step.run(iteration: iteration)
@@ -133,9 +140,11 @@ public enum Benchmark {
         let grads = try buffer(model.parameterCount)
         func productsOnly(record: Bool) throws(ModelError) {
             let t0 = ContinuousClock.now
-            try ModelError.check(charrnn_training_products(&config, model.parameters.baseAddress, Int32(shape.batchSize),
-                                                           Int32(shape.steps), activations.baseAddress, grads.baseAddress),
-                                 "charrnn_training_products")
+            try ModelError.check(
+                charrnn_training_products(
+                    &config, model.parameters.baseAddress, Int32(shape.batchSize),
+                    Int32(shape.steps), activations.baseAddress, grads.baseAddress),
+                "charrnn_training_products")
             if record { products.append((ContinuousClock.now - t0).seconds) }
         }
         try productsOnly(record: false)
@@ -144,9 +153,10 @@ public enum Benchmark {
             try trainingStep(record: true, iteration: warmup + iteration)
             try productsOnly(record: true)
         }
-        return TrainingResult(shape: shape, step: Timing(steps), forward: Timing(forwards), backward: Timing(backwards),
-                              optimizer: Timing(optimizers), products: Timing(products), flops: shape.trainingFlops,
-                              peakResidentBytesAfterSteps: peakAfterSteps)
+        return TrainingResult(
+            shape: shape, step: Timing(steps), forward: Timing(forwards), backward: Timing(backwards),
+            optimizer: Timing(optimizers), products: Timing(products), flops: shape.trainingFlops,
+            peakResidentBytesAfterSteps: peakAfterSteps)
     }
 
     /// The batch a benchmark trains on: from the middle of `tokens`, or
@@ -156,8 +166,9 @@ public enum Benchmark {
         let count = shape.batchSize * shape.steps
         let source = tokens ?? (0...count).map { _ in Int32(generator.next() % UInt64(shape.vocabularySize)) }
         let offset = max(0, (source.count - count - 1) / 2)
-        return Batch(unchecked: shape.batchSize, steps: shape.steps,
-                     inputs: Array(source[offset..<offset + count]), targets: Array(source[offset + 1...offset + count]))
+        return Batch(
+            unchecked: shape.batchSize, steps: shape.steps,
+            inputs: Array(source[offset..<offset + count]), targets: Array(source[offset + 1...offset + count]))
     }
 
     /// One model training on one batch, a step at a time, as the
@@ -193,8 +204,10 @@ public enum Benchmark {
     /// `threadCounts`, measured on one model with the counts taken in turn,
     /// step by step, so a shared machine's slow moments fall on all of them
     /// alike. Leaves the compute threads at the last count.
-    public static func trainingByThreads(_ shape: Shape, tokens: [Int32]? = nil, threadCounts: [Int], warmup: Int,
-                                         iterations: Int) throws(ModelError) -> [Timing] {
+    public static func trainingByThreads(
+        _ shape: Shape, tokens: [Int32]? = nil, threadCounts: [Int], warmup: Int,
+        iterations: Int
+    ) throws(ModelError) -> [Timing] {
         let step = try TimedStep(shape, tokens: tokens)
         var samples = Array(repeating: [Double](), count: threadCounts.count)
         for iteration in 0..<(warmup + iterations) {
@@ -228,7 +241,8 @@ public enum Benchmark {
         let model = try Model(configuration: shape.configuration, seed: 1)
         var options = SamplingOptions()
         options.topK = min(5, shape.vocabularySize)
-        var perStep: [Double] = [], products: [Double] = []
+        var perStep: [Double] = []
+        var products: [Double] = []
         var config = shape.configuration.raw
         let scratch = try buffer(shape.configuration.stepScratchCount(streams: streams))
         let state = try buffer(shape.configuration.stateCount(batchSize: streams))
@@ -241,13 +255,16 @@ public enum Benchmark {
             perStep.append((ContinuousClock.now - t0).seconds / Double(characters))
             let t1 = ContinuousClock.now
             for _ in 0..<characters {
-                try ModelError.check(charrnn_step_products(&config, model.parameters.baseAddress, Int32(streams), state.baseAddress,
-                                                           scratch.baseAddress, logits.baseAddress), "charrnn_step_products")
+                try ModelError.check(
+                    charrnn_step_products(
+                        &config, model.parameters.baseAddress, Int32(streams), state.baseAddress,
+                        scratch.baseAddress, logits.baseAddress), "charrnn_step_products")
             }
             products.append((ContinuousClock.now - t1).seconds / Double(characters))
         }
-        return SamplingResult(shape: shape, streams: streams, perStep: Timing(Array(perStep.dropFirst())),
-                              productsPerStep: Timing(Array(products.dropFirst())))
+        return SamplingResult(
+            shape: shape, streams: streams, perStep: Timing(Array(perStep.dropFirst())),
+            productsPerStep: Timing(Array(products.dropFirst())))
     }
 
     /// The machine's rate for C[M, N] = A[M, K] B[N, K]^T, split across
@@ -274,15 +291,18 @@ public enum Benchmark {
 
     /// Measures sgemm at one shape.
     public static func gemm(label: String, m: Int, n: Int, k: Int, repeats: Int) throws(ModelError) -> GemmRate {
-        let a = try buffer(m * k), b = try buffer(n * k), c = try buffer(m * n)
+        let a = try buffer(m * k)
+        let b = try buffer(n * k)
+        let c = try buffer(m * n)
         var generator = SplitMix(seed: 3)
         for i in 0..<a.count { a.baseAddress[i] = Float(generator.next() % 1000) / 1000 - 0.5 }
         for i in 0..<b.count { b.baseAddress[i] = Float(generator.next() % 1000) / 1000 - 0.5 }
         var times: [Double] = []
         for iteration in 0...repeats {
             let t0 = ContinuousClock.now
-            try ModelError.check(charrnn_gemm_nt(Int32(m), Int32(n), Int32(k), a.baseAddress, b.baseAddress, c.baseAddress),
-                                 "charrnn_gemm_nt")
+            try ModelError.check(
+                charrnn_gemm_nt(Int32(m), Int32(n), Int32(k), a.baseAddress, b.baseAddress, c.baseAddress),
+                "charrnn_gemm_nt")
             if iteration > 0 { times.append((ContinuousClock.now - t0).seconds) }
         }
         return GemmRate(label: label, m: m, n: n, k: k, time: Timing(times))

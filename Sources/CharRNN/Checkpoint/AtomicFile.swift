@@ -55,8 +55,10 @@ enum AtomicFile {
     /// file system has no hard links). So when both names are wanted, the
     /// second exists before the first, and a kill between the two renames
     /// leaves the second complete.
-    static func write(to url: URL, alsoAs second: URL? = nil,
-                      _ body: (FileSink) throws(FileSink.Failure) -> Void) throws(CheckpointError) {
+    static func write(
+        to url: URL, alsoAs second: URL? = nil,
+        _ body: (FileSink) throws(FileSink.Failure) -> Void
+    ) throws(CheckpointError) {
         let directory = url.deletingLastPathComponent().path
         func fail(_ failure: FileSink.Failure, _ temporaries: String...) -> CheckpointError {
             for temporary in temporaries { unlink(temporary) }
@@ -88,8 +90,10 @@ enum AtomicFile {
     }
 
     /// Creates, fills and flushes a temporary file next to `name`; returns its path.
-    private static func writeTemporary(in directory: String, for name: String,
-                                       _ body: (FileSink) throws(FileSink.Failure) -> Void) throws(CheckpointError) -> String {
+    private static func writeTemporary(
+        in directory: String, for name: String,
+        _ body: (FileSink) throws(FileSink.Failure) -> Void
+    ) throws(CheckpointError) -> String {
         let temporary = temporaryName(in: directory, for: name)
         let target = directory + "/" + name
         func fail(_ failure: FileSink.Failure) -> CheckpointError {

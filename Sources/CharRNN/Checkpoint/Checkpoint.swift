@@ -53,16 +53,19 @@ public struct Checkpoint {
         self.vocabulary = vocabulary
         self.parameters = model.parameters.toArray()
         self.resumeState = resumeState
-        self.metadata = Self.fullMetadata(metadata, configuration: model.configuration, vocabulary: vocabulary,
-                                          optimizerStep: resumeState?.optimizerStep)
+        self.metadata = Self.fullMetadata(
+            metadata, configuration: model.configuration, vocabulary: vocabulary,
+            optimizerStep: resumeState?.optimizerStep)
         self.trainingOptions = nil
         self.progress = nil
         self.hasTrainingState = resumeState != nil
     }
 
     /// `metadata` with the entries the format defines.
-    static func fullMetadata(_ metadata: [String: String], configuration: ModelConfiguration, vocabulary: Vocabulary,
-                             optimizerStep: Int64?) -> [String: String] {
+    static func fullMetadata(
+        _ metadata: [String: String], configuration: ModelConfiguration, vocabulary: Vocabulary,
+        optimizerStep: Int64?
+    ) -> [String: String] {
         var all = metadata
         if let optimizerStep { all["optimizer_step"] = String(optimizerStep) }
         all["format"] = "charrnn"
@@ -80,8 +83,10 @@ public struct Checkpoint {
     /// model's tensors in block order, then (with a training state) every
     /// tensor's first moments, every tensor's second moments, and the carried
     /// state tensors (`carried` is `[C, L, B, H]`, C the cell's state tensors).
-    static func tensors(configuration: ModelConfiguration, parameters: UnsafeBufferPointer<Float>,
-                        moments: UnsafeBufferPointer<Float>?, carried: (values: UnsafeBufferPointer<Float>, batchSize: Int)?)
+    static func tensors(
+        configuration: ModelConfiguration, parameters: UnsafeBufferPointer<Float>,
+        moments: UnsafeBufferPointer<Float>?, carried: (values: UnsafeBufferPointer<Float>, batchSize: Int)?
+    )
         -> [SafeTensors.Tensor]
     {
         func slice(_ buffer: UnsafeBufferPointer<Float>, _ start: Int, _ count: Int) -> UnsafeBufferPointer<Float> {
@@ -97,13 +102,15 @@ public struct Checkpoint {
                 SafeTensors.Tensor(name: firstMomentPrefix + $0.name, shape: $0.shape, values: slice(moments, $0.offset, $0.count))
             }
             tensors += descriptors.map {
-                SafeTensors.Tensor(name: secondMomentPrefix + $0.name, shape: $0.shape,
-                                   values: slice(moments, count + $0.offset, $0.count))
+                SafeTensors.Tensor(
+                    name: secondMomentPrefix + $0.name, shape: $0.shape,
+                    values: slice(moments, count + $0.offset, $0.count))
             }
         }
         if let carried {
             let shape = [configuration.layerCount, carried.batchSize, configuration.hiddenSize]
-            let names = carriedNames(configuration.cell), plane = carried.values.count / names.count
+            let names = carriedNames(configuration.cell)
+            let plane = carried.values.count / names.count
             for (index, name) in names.enumerated() {
                 tensors.append(SafeTensors.Tensor(name: name, shape: shape, values: slice(carried.values, index * plane, plane)))
             }
@@ -118,9 +125,10 @@ public struct Checkpoint {
         return parameters.withUnsafeBufferPointer { block in
             moments.withUnsafeBufferPointer { moments in
                 carried.withUnsafeBufferPointer { carried in
-                    body(Self.tensors(
-                        configuration: configuration, parameters: block, moments: resumeState == nil ? nil : moments,
-                        carried: resumeState.map { (carried, $0.carriedState.batchSize) }))
+                    body(
+                        Self.tensors(
+                            configuration: configuration, parameters: block, moments: resumeState == nil ? nil : moments,
+                            carried: resumeState.map { (carried, $0.carriedState.batchSize) }))
                 }
             }
         }
@@ -181,7 +189,8 @@ public struct Checkpoint {
 
     private init(source: ByteSource, trainingState: Bool) throws(CheckpointProblem) {
         let layout = try SafeTensors.readLayout(from: source)
-        let entries = layout.entries, metadata = layout.metadata
+        let entries = layout.entries
+        let metadata = layout.metadata
 
         // The shape, from the tensors.
         guard let fcWeight = entries["fc.weight"] else { throw .missingTensor(name: "fc.weight") }
@@ -195,11 +204,14 @@ public struct Checkpoint {
         let configuration = ModelConfiguration(
             vocabularySize: fcWeight.shape[0], hiddenSize: fcWeight.shape[1], layerCount: layers, cell: cell)
         do { try configuration.validate() } catch {
-            throw .unsupportedModel(vocabularySize: configuration.vocabularySize, hiddenSize: configuration.hiddenSize,
-                                    layerCount: layers)
+            throw .unsupportedModel(
+                vocabularySize: configuration.vocabularySize, hiddenSize: configuration.hiddenSize,
+                layerCount: layers)
         }
-        for (key, value) in [("vocab_size", configuration.vocabularySize), ("hidden_size", configuration.hiddenSize),
-                             ("num_layers", layers)] {
+        for (key, value) in [
+            ("vocab_size", configuration.vocabularySize), ("hidden_size", configuration.hiddenSize),
+            ("num_layers", layers),
+        ] {
             if let stated = metadata[key], stated != String(value) {
                 throw .metadataDisagrees(key: key, metadata: stated, tensors: String(value))
             }
@@ -245,8 +257,9 @@ public struct Checkpoint {
                 throw .metadataDisagrees(key: "cell", metadata: options.cell.rawValue, tensors: cell.rawValue)
             }
             guard options.hiddenSize == configuration.hiddenSize, options.layerCount == configuration.layerCount else {
-                throw .metadataDisagrees(key: "hidden_size", metadata: "\(options.layerCount) × \(options.hiddenSize)",
-                                         tensors: "\(layers) × \(configuration.hiddenSize)")
+                throw .metadataDisagrees(
+                    key: "hidden_size", metadata: "\(options.layerCount) × \(options.hiddenSize)",
+                    tensors: "\(layers) × \(configuration.hiddenSize)")
             }
             guard carriedShape[1] == options.batchSize else {
                 throw .metadataDisagrees(key: "batch_size", metadata: String(options.batchSize), tensors: String(carriedShape[1]))
@@ -259,7 +272,8 @@ public struct Checkpoint {
         }
 
         // Memory: the model, and the training state when it is to be read.
-        let parameterCount = configuration.parameterCount, momentCount = configuration.optimizerStateCount
+        let parameterCount = configuration.parameterCount
+        let momentCount = configuration.optimizerStateCount
         let readsTrainingState = hasTrainingState && trainingState
         var carriedCount = 0
         if readsTrainingState {
@@ -268,10 +282,11 @@ public struct Checkpoint {
             }
         }
         do {
-            try MemoryBudget.check(requiredBytes: MemoryBudget.sum(
-                MemoryBudget.floatBytes(parameterCount),
-                readsTrainingState ? MemoryBudget.floatBytes(momentCount) : 0,
-                MemoryBudget.floatBytes(carriedCount)))
+            try MemoryBudget.check(
+                requiredBytes: MemoryBudget.sum(
+                    MemoryBudget.floatBytes(parameterCount),
+                    readsTrainingState ? MemoryBudget.floatBytes(momentCount) : 0,
+                    MemoryBudget.floatBytes(carriedCount)))
         } catch {
             throw .insufficientMemory(error)
         }
@@ -300,7 +315,8 @@ public struct Checkpoint {
                 try read(Self.secondMomentPrefix + descriptor.name, into: &moments, at: parameterCount + descriptor.offset)
             }
             var carried = RecurrentState(configuration: configuration, batchSize: carriedShape[1])
-            let names = Self.carriedNames(cell), plane = carried.values.count / names.count
+            let names = Self.carriedNames(cell)
+            let plane = carried.values.count / names.count
             for (index, name) in names.enumerated() { try read(name, into: &carried.values, at: index * plane) }
             resumeState = ResumeState(optimizerState: moments, optimizerStep: optimizerStep, carriedState: carried)
         } else {
@@ -353,7 +369,8 @@ public struct Checkpoint {
         }
         let names = carriedNames(configuration.cell)
         guard let hidden = entries[names[0]] else { throw .missingTensor(name: names[0]) }
-        let layers = configuration.layerCount, units = configuration.hiddenSize
+        let layers = configuration.layerCount
+        let units = configuration.hiddenSize
         guard hidden.shape.count == 3, hidden.shape[0] == layers, hidden.shape[2] == units, hidden.shape[1] >= 1,
             hidden.shape[1] <= TrainingOptions.maximumBatchCharacters
         else {

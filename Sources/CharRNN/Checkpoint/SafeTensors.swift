@@ -57,7 +57,8 @@ enum SafeTensors {
         var offset = 0
         for tensor in tensors {
             let bytes = tensor.values.count * 4
-            header += ",\(JSONString.literal(tensor.name)):{\"dtype\":\"F32\",\"shape\":["
+            header +=
+                ",\(JSONString.literal(tensor.name)):{\"dtype\":\"F32\",\"shape\":["
                 + tensor.shape.map(String.init).joined(separator: ",")
                 + "],\"data_offsets\":[\(offset),\(offset + bytes)]}"
             offset += bytes
@@ -148,14 +149,17 @@ enum SafeTensors {
             expected = entry.end
         }
         guard expected == dataSize else { throw .trailingData(bytes: dataSize - expected) }
-        return Layout(metadata: header.metadata,
-                      entries: Dictionary(entries.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first }),
-                      dataStart: headerEnd)
+        return Layout(
+            metadata: header.metadata,
+            entries: Dictionary(entries.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first }),
+            dataStart: headerEnd)
     }
 
     /// Reads one tensor's floats into `destination` (exactly `entry.count` floats).
-    static func readFloats(_ entry: Entry, of layout: Layout, from source: ByteSource,
-                           into destination: UnsafeMutableBufferPointer<Float>) throws(CheckpointProblem) {
+    static func readFloats(
+        _ entry: Entry, of layout: Layout, from source: ByteSource,
+        into destination: UnsafeMutableBufferPointer<Float>
+    ) throws(CheckpointProblem) {
         precondition(destination.count == entry.count, "destination must hold the tensor exactly")
         try source.read(into: UnsafeMutableRawBufferPointer(destination), at: layout.dataStart + entry.begin)
         #if _endian(big)

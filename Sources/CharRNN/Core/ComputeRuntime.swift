@@ -66,7 +66,8 @@ public struct ComputeRuntime: Sendable, Equatable, CustomStringConvertible {
             blas.append("\(kind) \(blasCore)" + (blasCoreSelectedBy.isEmpty ? "" : ", chosen by \(blasCoreSelectedBy)"))
         }
         blas.append(blasThreads > 0 ? "\(blasThreads) thread\(blasThreads == 1 ? "" : "s")" : "threads not known")
-        let threads = hasOpenMP
+        let threads =
+            hasOpenMP
             ? "\(threading) with \(computeThreads) thread\(computeThreads == 1 ? "" : "s")"
             : "no OpenMP (built without): 1 thread"
         return "BLAS \(blasLibrary) (\(blas.joined(separator: "; "))), \(threads), idle threads: \(threadWaiting)"

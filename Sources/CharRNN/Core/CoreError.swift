@@ -21,4 +21,3 @@ public struct CoreError: Error, Equatable, CustomStringConvertible {
 
     public var description: String { "\(function): \(message)" }
 }
-

@@ -128,8 +128,10 @@ public enum MemoryBudget {
                 candidates = [("/sys/fs/cgroup\(path)/memory.max", "/sys/fs/cgroup\(path)/memory.current")]
             } else if fields[1].split(separator: ",").contains("memory") {
                 // Inside a container the group's own directory is often mounted as the root.
-                candidates = [("/sys/fs/cgroup/memory\(path)/memory.limit_in_bytes", "/sys/fs/cgroup/memory\(path)/memory.usage_in_bytes"),
-                              ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")]
+                candidates = [
+                    ("/sys/fs/cgroup/memory\(path)/memory.limit_in_bytes", "/sys/fs/cgroup/memory\(path)/memory.usage_in_bytes"),
+                    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+                ]
             }
             for candidate in candidates {
                 guard let limit = number(candidate.limit) else { continue }  // "max" (no limit) does not parse

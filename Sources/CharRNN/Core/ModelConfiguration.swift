@@ -88,8 +88,10 @@ public struct ModelConfiguration: Hashable, Sendable, Codable {
     }
 
     /// A size from one of the core's count functions, its status checked.
-    private func ask(_ function: String,
-                     _ query: (UnsafePointer<charrnn_config>, UnsafeMutablePointer<Int>) -> charrnn_status) throws(ModelError) -> Int {
+    private func ask(
+        _ function: String,
+        _ query: (UnsafePointer<charrnn_config>, UnsafeMutablePointer<Int>) -> charrnn_status
+    ) throws(ModelError) -> Int {
         var config = raw
         var count = 0
         try ModelError.check(query(&config, &count), function)

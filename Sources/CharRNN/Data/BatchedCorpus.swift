@@ -22,8 +22,10 @@ public struct Batch: Sendable, Equatable {
     /// - Parameters:
     ///   - firstStream: where row 0 sits in the whole batch (see `totalStreams`).
     ///   - totalStreams: the whole batch's streams; `nil` for `batchSize`.
-    public init(batchSize: Int, steps: Int, inputs: [Int32], targets: [Int32],
-                firstStream: Int = 0, totalStreams: Int? = nil) throws(BatchingError) {
+    public init(
+        batchSize: Int, steps: Int, inputs: [Int32], targets: [Int32],
+        firstStream: Int = 0, totalStreams: Int? = nil
+    ) throws(BatchingError) {
         guard batchSize >= 1 else { throw .invalidBatchSize(batchSize) }
         guard steps >= 1 else { throw .invalidSteps(steps) }
         guard inputs.count == batchSize * steps, targets.count == batchSize * steps else {
@@ -33,8 +35,9 @@ public struct Batch: Sendable, Equatable {
         guard firstStream >= 0, total <= Int(Int32.max), firstStream + batchSize <= total else {
             throw .streamsOutsideBatch(first: firstStream, count: batchSize, total: total)
         }
-        self.init(unchecked: batchSize, steps: steps, inputs: inputs, targets: targets,
-                  firstStream: firstStream, totalStreams: total)
+        self.init(
+            unchecked: batchSize, steps: steps, inputs: inputs, targets: targets,
+            firstStream: firstStream, totalStreams: total)
     }
 
     init(unchecked batchSize: Int, steps: Int, inputs: [Int32], targets: [Int32], firstStream: Int = 0, totalStreams: Int? = nil) {
@@ -94,14 +97,17 @@ public struct BatchedCorpus: Sendable {
     /// - Throws: `BatchingError` when a size is out of range, the text is
     ///   too short for one training and one validation batch, or `streams`
     ///   is not inside `0 ..< batchSize`.
-    public init(tokens: [Int32], batchSize: Int, steps: Int, validationFraction: Double,
-                streams: Range<Int>? = nil) throws(BatchingError) {
+    public init(
+        tokens: [Int32], batchSize: Int, steps: Int, validationFraction: Double,
+        streams: Range<Int>? = nil
+    ) throws(BatchingError) {
         let layout = try BatchLayout(
             characterCount: tokens.count, batchSize: batchSize, steps: steps, validationFraction: validationFraction)
-        let streams = streams ?? 0 ..< batchSize
+        let streams = streams ?? 0..<batchSize
         let stretch = try layout.stretch(of: streams)
-        try self.init(layout: layout, streams: streams,
-                      tokens: TokenStore(tokens[stretch], alphabetSize: Int(tokens.max() ?? 0) + 1))
+        try self.init(
+            layout: layout, streams: streams,
+            tokens: TokenStore(tokens[stretch], alphabetSize: Int(tokens.max() ?? 0) + 1))
     }
 
     /// Batches over the stretch `layout.stretch(of: streams)` of an encoded
@@ -146,14 +152,16 @@ public struct BatchedCorpus: Sendable {
         let rows = streams.count
         var inputs = [Int32](repeating: 0, count: rows * steps)
         var targets = inputs
-        let column = block * steps, rowLength = layout.rowLength
+        let column = block * steps
+        let rowLength = layout.rowLength
         for row in 0..<rows {
             let start = (streams.lowerBound + row) * rowLength + column - base
             tokens.copy(from: start, count: steps, into: &inputs, at: row * steps)
             tokens.copy(from: start + 1, count: steps, into: &targets, at: row * steps)
         }
-        return Batch(unchecked: rows, steps: steps, inputs: inputs, targets: targets,
-                     firstStream: streams.lowerBound, totalStreams: batchSize)
+        return Batch(
+            unchecked: rows, steps: steps, inputs: inputs, targets: targets,
+            firstStream: streams.lowerBound, totalStreams: batchSize)
     }
 }
 
@@ -210,7 +218,7 @@ public struct BatchLayout: Sendable, Equatable {
         guard !streams.isEmpty, streams.lowerBound >= 0, streams.upperBound <= batchSize else {
             throw .streamsOutsideBatch(first: streams.lowerBound, count: streams.count, total: batchSize)
         }
-        return streams.lowerBound * rowLength ..< streams.upperBound * rowLength + 1
+        return streams.lowerBound * rowLength..<streams.upperBound * rowLength + 1
     }
 
     /// The shortest text (in characters) that gives one training and one
@@ -259,7 +267,9 @@ public struct TokenStore: Sendable, Equatable {
         let value = UInt32(bitPattern: token)
         switch width {
         case 1: storage.append(UInt8(truncatingIfNeeded: value))
-        case 2: storage.append(UInt8(truncatingIfNeeded: value)); storage.append(UInt8(truncatingIfNeeded: value >> 8))
+        case 2:
+            storage.append(UInt8(truncatingIfNeeded: value))
+            storage.append(UInt8(truncatingIfNeeded: value >> 8))
         default: for shift in stride(from: 0, to: 32, by: 8) { storage.append(UInt8(truncatingIfNeeded: value >> UInt32(shift))) }
         }
     }

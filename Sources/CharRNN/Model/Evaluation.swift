@@ -22,8 +22,9 @@ public enum Evaluation {
         let predictions = tokens.count - 1
         while start < predictions {
             let steps = min(chunk, predictions - start)
-            let batch = Batch(unchecked: 1, steps: steps, inputs: Array(tokens[start..<start + steps]),
-                              targets: Array(tokens[start + 1...start + steps]))
+            let batch = Batch(
+                unchecked: 1, steps: steps, inputs: Array(tokens[start..<start + steps]),
+                targets: Array(tokens[start + 1...start + steps]))
             total += Double(try model.loss(on: batch, state: &state)) * Double(steps)
             start += steps
         }
@@ -34,7 +35,8 @@ public enum Evaluation {
     /// state carried through the validation batches.
     public static func validationSplit(of model: Model, batches: BatchedCorpus) throws(ModelError) -> Result {
         let loss = try Trainer.validationLoss(of: model, on: batches)
-        return Result(meanLoss: Double(loss),
-                      predictions: batches.validationBatchCount * batches.batchSize * batches.steps)
+        return Result(
+            meanLoss: Double(loss),
+            predictions: batches.validationBatchCount * batches.batchSize * batches.steps)
     }
 }

@@ -63,13 +63,16 @@ public final class Model {
     }
 
     /// The blocks, all checked against the memory budget before any is taken.
-    private static func allocate(_ configuration: ModelConfiguration, _ purpose: Purpose) throws(ModelError) -> (FloatBuffer, FloatBuffer, FloatBuffer) {
+    private static func allocate(_ configuration: ModelConfiguration, _ purpose: Purpose) throws(ModelError) -> (
+        FloatBuffer, FloatBuffer, FloatBuffer
+    ) {
         let count = configuration.parameterCount
         let gradientCount = purpose == .training ? count : 0
         let optimizerCount = purpose == .training ? configuration.optimizerStateCount : 0
         do {
-            try MemoryBudget.check(requiredBytes: MemoryBudget.sum(
-                MemoryBudget.floatBytes(count), MemoryBudget.floatBytes(gradientCount), MemoryBudget.floatBytes(optimizerCount)))
+            try MemoryBudget.check(
+                requiredBytes: MemoryBudget.sum(
+                    MemoryBudget.floatBytes(count), MemoryBudget.floatBytes(gradientCount), MemoryBudget.floatBytes(optimizerCount)))
             return (try FloatBuffer(count: count), try FloatBuffer(count: gradientCount), try FloatBuffer(count: optimizerCount))
         } catch {
             throw .insufficientMemory(error)
@@ -138,8 +141,9 @@ public final class Model {
         let (loss, activations) = try forward(batch, &state, keepProbability, dropoutSeed)
         gradients.zero()
         try withBatch(batch) { (raw: inout charrnn_batch) in
-            charrnn_backward(&rawConfig, parameters.baseAddress, &raw, activations.baseAddress,
-                             gradients.baseAddress)
+            charrnn_backward(
+                &rawConfig, parameters.baseAddress, &raw, activations.baseAddress,
+                gradients.baseAddress)
         }
         return loss
     }
@@ -160,8 +164,9 @@ public final class Model {
         optimizerStep += 1
         var params = adam.raw
         let step = optimizerStep
-        let update = charrnn_adam_update(&rawConfig, parameters.baseAddress, gradients.baseAddress,
-                                         optimizerState.baseAddress, step, &params)
+        let update = charrnn_adam_update(
+            &rawConfig, parameters.baseAddress, gradients.baseAddress,
+            optimizerState.baseAddress, step, &params)
         if update == CHARRNN_ERR_NON_FINITE { throw .nonFinite(.weights) }
         try call { update }
         return norm
@@ -185,7 +190,9 @@ public final class Model {
 
     // MARK: - For benchmarks: forward and backward timed separately
 
-    func forwardForBenchmark(_ batch: Batch, _ state: inout RecurrentState, keepProbability: Float, seed: UInt64) throws(ModelError) -> (FloatBuffer, Float) {
+    func forwardForBenchmark(_ batch: Batch, _ state: inout RecurrentState, keepProbability: Float, seed: UInt64) throws(ModelError) -> (
+        FloatBuffer, Float
+    ) {
         let (loss, activations) = try forward(batch, &state, keepProbability, seed)
         return (activations, loss)
     }
@@ -214,9 +221,10 @@ public final class Model {
         var loss: Float = 0
         try state.values.withUnsafeMutableBufferPointer { (stateBuffer) throws(ModelError) in
             try withBatch(batch) { (raw: inout charrnn_batch) in
-                charrnn_forward(&rawConfig, parameters.baseAddress, &raw, keepProbability, seed,
-                                stateBuffer.baseAddress, stateBuffer.baseAddress,
-                                activations.baseAddress, &loss)
+                charrnn_forward(
+                    &rawConfig, parameters.baseAddress, &raw, keepProbability, seed,
+                    stateBuffer.baseAddress, stateBuffer.baseAddress,
+                    activations.baseAddress, &loss)
             }
         }
         return (loss, activations)

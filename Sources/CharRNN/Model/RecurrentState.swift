@@ -36,7 +36,7 @@ public struct RecurrentState: Sendable, Equatable {
         for slab in 0..<slabs {
             for part in parts {
                 let rows = part.batchSize * width
-                values.append(contentsOf: part.values[slab * rows ..< (slab + 1) * rows])
+                values.append(contentsOf: part.values[slab * rows..<(slab + 1) * rows])
             }
         }
         self.init(values: values, batchSize: batchSize)
@@ -55,8 +55,9 @@ public struct RecurrentState: Sendable, Equatable {
             for (stream, source) in sources.enumerated() {
                 guard let source else { continue }
                 precondition(source >= 0 && source < batchSize, "stream outside the state")
-                let from = (slab * batchSize + source) * width, to = (slab * sources.count + stream) * width
-                result.replaceSubrange(to ..< to + width, with: values[from ..< from + width])
+                let from = (slab * batchSize + source) * width
+                let to = (slab * sources.count + stream) * width
+                result.replaceSubrange(to..<to + width, with: values[from..<from + width])
             }
         }
         return RecurrentState(values: result, batchSize: sources.count)

@@ -65,7 +65,7 @@ extension ProcessGroup {
     /// contiguous share, in rank order.
     public func streams(ofBatch batchSize: Int) -> Range<Int> {
         let share = batchSize / size
-        return rank * share ..< (rank + 1) * share
+        return rank * share..<(rank + 1) * share
     }
 
     /// How many members report `failed` (this one included); every member

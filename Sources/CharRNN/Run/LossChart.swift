@@ -85,15 +85,20 @@ public struct LossChart: Sendable {
     /// The chart as a standalone SVG document.
     public func svg(width: Int = 880, height: Int = 520) -> String {
         let all = curves + (reference.map { [$0] } ?? [])
-        let left = 70.0, right = 20.0, top = 44.0, bottom = 56.0
-        let plotWidth = Double(width) - left - right, plotHeight = Double(height) - top - bottom
+        let left = 70.0
+        let right = 20.0
+        let top = 44.0
+        let bottom = 56.0
+        let plotWidth = Double(width) - left - right
+        let plotHeight = Double(height) - top - bottom
 
         // Ranges. The top leaves out each run's first validation and the
         // first tenth of its training, where the loss falls from ln(V):
         // the part a reader compares is the long tail.
         let lastIteration = max(all.flatMap { $0.training.map(\.iteration) + $0.validation.map(\.iteration) }.max() ?? 1, 1)
         let trainingDrawn = curves.map { Self.spanMeans($0.training, spans: Self.trainingSpans) }
-        var values = all.flatMap { $0.validation.map { Double($0.loss) } }
+        var values =
+            all.flatMap { $0.validation.map { Double($0.loss) } }
             + trainingDrawn.flatMap { $0.map { Double($0.loss) } }
         if values.isEmpty { values = [0, 1] }
         let low = values.min() ?? 0
@@ -154,7 +159,8 @@ public struct LossChart: Sendable {
         if let reference {
             out += polyline(reference.validation, color: "#000", widthPx: 1.6, opacity: 0.85, dash: "6 4", kind: "reference")
             for point in reference.validation {
-                out += "<rect x=\"\(f(x(Double(point.iteration)) - 3))\" y=\"\(f(y(Double(point.loss)) - 3))\" width=\"6\" height=\"6\" fill=\"#000\"/>\n"
+                out +=
+                    "<rect x=\"\(f(x(Double(point.iteration)) - 3))\" y=\"\(f(y(Double(point.loss)) - 3))\" width=\"6\" height=\"6\" fill=\"#000\"/>\n"
             }
         }
         out += "</g>\n"
@@ -162,27 +168,34 @@ public struct LossChart: Sendable {
         for (index, curve) in curves.enumerated() {
             guard let best = curve.best else { continue }
             let color = Self.palette[index % Self.palette.count]
-            let cx = x(Double(best.iteration)), cy = y(Double(best.loss))
+            let cx = x(Double(best.iteration))
+            let cy = y(Double(best.loss))
             out += "<circle class=\"best\" cx=\"\(f(cx))\" cy=\"\(f(cy))\" r=\"6\" fill=\"white\" stroke=\"\(color)\" stroke-width=\"2.4\"/>\n"
             let anchorEnd = cx > left + plotWidth * 0.7
-            out += "<text x=\"\(f(cx + (anchorEnd ? -10 : 10)))\" y=\"\(f(cy + 16 + Double(index) * 14))\" fill=\"\(color)\" "
+            out +=
+                "<text x=\"\(f(cx + (anchorEnd ? -10 : 10)))\" y=\"\(f(cy + 16 + Double(index) * 14))\" fill=\"\(color)\" "
                 + "text-anchor=\"\(anchorEnd ? "end" : "start")\">best \(String(format: "%.4f", best.loss)) at \(best.iteration)</text>\n"
         }
 
         // Legend, top right inside the plot.
-        let entries = curves.enumerated().map { ($0.element.name, Self.palette[$0.offset % Self.palette.count], false) }
+        let entries =
+            curves.enumerated().map { ($0.element.name, Self.palette[$0.offset % Self.palette.count], false) }
             + (reference.map { [($0.name, "#000", true)] } ?? [])
         let legendWidth = 40 + 7.0 * Double(entries.map(\.0.count).max() ?? 10)
         let legendHeight = 20.0 * Double(entries.count) + 30
-        let lx = left + plotWidth - legendWidth - 10, ly = top + 10
-        out += "<g class=\"legend\"><rect x=\"\(f(lx))\" y=\"\(f(ly))\" width=\"\(f(legendWidth))\" height=\"\(f(legendHeight))\" fill=\"white\" fill-opacity=\"0.9\" stroke=\"#ccc\"/>\n"
+        let lx = left + plotWidth - legendWidth - 10
+        let ly = top + 10
+        out +=
+            "<g class=\"legend\"><rect x=\"\(f(lx))\" y=\"\(f(ly))\" width=\"\(f(legendWidth))\" height=\"\(f(legendHeight))\" fill=\"white\" fill-opacity=\"0.9\" stroke=\"#ccc\"/>\n"
         for (row, entry) in entries.enumerated() {
             let ey = ly + 18 + Double(row) * 20
-            out += "<line x1=\"\(f(lx + 8))\" y1=\"\(f(ey - 4))\" x2=\"\(f(lx + 30))\" y2=\"\(f(ey - 4))\" stroke=\"\(entry.1)\" stroke-width=\"2.4\""
+            out +=
+                "<line x1=\"\(f(lx + 8))\" y1=\"\(f(ey - 4))\" x2=\"\(f(lx + 30))\" y2=\"\(f(ey - 4))\" stroke=\"\(entry.1)\" stroke-width=\"2.4\""
                 + (entry.2 ? " stroke-dasharray=\"6 4\"" : "") + "/>\n"
             out += "<text x=\"\(f(lx + 36))\" y=\"\(f(ey))\">\(Self.escape(entry.0))</text>\n"
         }
-        out += "<text x=\"\(f(lx + 8))\" y=\"\(f(ly + legendHeight - 8))\" fill=\"#666\" font-size=\"11\">thick: validation · thin: training (mean over spans) · ring: best</text>\n"
+        out +=
+            "<text x=\"\(f(lx + 8))\" y=\"\(f(ly + legendHeight - 8))\" fill=\"#666\" font-size=\"11\">thick: validation · thin: training (mean over spans) · ring: best</text>\n"
         out += "</g>\n</svg>\n"
         return out
     }
@@ -205,7 +218,8 @@ public struct LossChart: Sendable {
         let raw = span / 6
         let magnitude = pow(10, floor(log10(raw)))
         let step = [1.0, 2, 5, 10].map { $0 * magnitude }.first { $0 >= raw } ?? 10 * magnitude
-        let start = floor(low / step) * step, end = ceil(high / step) * step
+        let start = floor(low / step) * step
+        let end = ceil(high / step) * step
         let ticks = stride(from: start, through: end + step / 2, by: step).map { $0 }
         return (start, end, step, ticks)
     }
@@ -251,8 +265,9 @@ struct LossHistory {
             if spans.count > 2 * LossChart.trainingSpans {
                 spans = stride(from: 0, to: spans.count, by: 2).map { index in
                     let pair = spans[index..<min(index + 2, spans.count)]
-                    return Span(lastIteration: pair.last?.lastIteration ?? 0, sum: pair.reduce(0) { $0 + $1.sum },
-                                count: pair.reduce(0) { $0 + $1.count })
+                    return Span(
+                        lastIteration: pair.last?.lastIteration ?? 0, sum: pair.reduce(0) { $0 + $1.sum },
+                        count: pair.reduce(0) { $0 + $1.count })
                 }
                 spanLength *= 2
             }

@@ -53,9 +53,17 @@ public struct MetricsRecord: Sendable, Equatable, Codable {
     public var time: Double
 
     enum CodingKeys: String, CodingKey {
-        case kind, iteration, epoch, loss, runningLoss = "running_loss", gradientNorm = "grad_norm"
-        case learningRate = "lr", seconds, charactersPerSecond = "chars_per_second", communicationSeconds = "comm_seconds"
-        case validationLoss = "val_loss", bitsPerCharacter = "bpc", isBest = "best", time
+        case kind, iteration, epoch, loss
+        case runningLoss = "running_loss"
+        case gradientNorm = "grad_norm"
+        case learningRate = "lr"
+        case seconds
+        case charactersPerSecond = "chars_per_second"
+        case communicationSeconds = "comm_seconds"
+        case validationLoss = "val_loss"
+        case bitsPerCharacter = "bpc"
+        case isBest = "best"
+        case time
     }
 
     /// An iteration's record.

@@ -82,9 +82,10 @@ public final class RunDirectory {
         /// A short account of one run's checkpoints, for messages.
         public func summary(of run: String) -> RunSummary {
             let mine = checkpoints(of: run)
-            return RunSummary(runIdentity: run, checkpointCount: mine.count,
-                              latestIteration: mine.map(\.progress.iteration).max() ?? 0,
-                              bestValidationLoss: mine.map(\.progress.validationLoss).min() ?? .nan)
+            return RunSummary(
+                runIdentity: run, checkpointCount: mine.count,
+                latestIteration: mine.map(\.progress.iteration).max() ?? 0,
+                bestValidationLoss: mine.map(\.progress.validationLoss).min() ?? .nan)
         }
 
     }
@@ -126,8 +127,10 @@ public final class RunDirectory {
             do {
                 let progress = try RunProgress(metadata: metadata)
                 let options = try TrainingOptions(checkpointMetadata: metadata)
-                listing.checkpoints.append(Entry(url: file, isBest: name == bestName,
-                                                 runIdentity: progress.runIdentity(options: options), progress: progress))
+                listing.checkpoints.append(
+                    Entry(
+                        url: file, isBest: name == bestName,
+                        runIdentity: progress.runIdentity(options: options), progress: progress))
             } catch {
                 listing.foreign.append(ForeignFile(name: name, problem: error.description))
             }
@@ -353,8 +356,10 @@ public final class RunDirectory {
     /// Writes a checkpoint of this run at `progress`: the periodic file, and
     /// first `best.safetensors` when its validation loss is below the current
     /// best's (read from that file's metadata, exactly).
-    func save(progress: RunProgress, hiddenSize: Int,
-              _ write: (FileSink) throws(FileSink.Failure) -> Void) throws(RunDirectoryError) -> Saved {
+    func save(
+        progress: RunProgress, hiddenSize: Int,
+        _ write: (FileSink) throws(FileSink.Failure) -> Void
+    ) throws(RunDirectoryError) -> Saved {
         try lock()
         let name = String(format: "i%d_l%d_v%.3f.safetensors", progress.iteration, hiddenSize, progress.validationLoss)
         let bestURL = url.appendingPathComponent(Self.bestName)

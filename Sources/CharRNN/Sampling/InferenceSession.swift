@@ -31,8 +31,9 @@ struct InferenceSession {
         let (logitCount, overflow) = streams.multipliedReportingOverflow(by: configuration.vocabularySize)
         guard !overflow else { throw .core(CoreError(CHARRNN_ERR_INVALID_SHAPE, function: "charrnn_step")) }
         do {
-            try MemoryBudget.check(requiredBytes: MemoryBudget.sum(
-                MemoryBudget.floatBytes(stateCount), MemoryBudget.floatBytes(scratchCount), MemoryBudget.floatBytes(logitCount)))
+            try MemoryBudget.check(
+                requiredBytes: MemoryBudget.sum(
+                    MemoryBudget.floatBytes(stateCount), MemoryBudget.floatBytes(scratchCount), MemoryBudget.floatBytes(logitCount)))
             stepScratch = try FloatBuffer(count: scratchCount)
             sampleScratch = try FloatBuffer(count: sampleScratchCount)
         } catch {
@@ -63,8 +64,9 @@ struct InferenceSession {
         try uniqueScratch()
         var tokens = [Int32](repeating: 0, count: streams)
         for stream in 0..<streams {
-            tokens[stream] = try model.drawToken(logits: logits, stream: stream, parameters: &params,
-                                                 generator: &generators[stream], scratch: sampleScratch)
+            tokens[stream] = try model.drawToken(
+                logits: logits, stream: stream, parameters: &params,
+                generator: &generators[stream], scratch: sampleScratch)
         }
         return tokens
     }
@@ -83,23 +85,29 @@ extension Model {
     /// One `charrnn_step` for `streams` streams: feeds `tokens`, advances
     /// `state` (laid out for `streams`) and writes each stream's scores for
     /// the next character into the first `streams × V` of `logits`.
-    func step(streams: Int, tokens: [Int32], state: inout [Float], scratch: FloatBuffer,
-              logits: inout [Float]) throws(ModelError) {
+    func step(
+        streams: Int, tokens: [Int32], state: inout [Float], scratch: FloatBuffer,
+        logits: inout [Float]
+    ) throws(ModelError) {
         var config = configuration.raw
-        let status = charrnn_step(&config, parameters.baseAddress, Int32(streams), tokens, &state,
-                                  scratch.baseAddress, &logits)
+        let status = charrnn_step(
+            &config, parameters.baseAddress, Int32(streams), tokens, &state,
+            scratch.baseAddress, &logits)
         if status != CHARRNN_OK { throw .core(CoreError(status, function: "charrnn_step")) }
     }
 
     /// Draws stream `stream`'s next token from its row of `logits`, with its
     /// own generator.
-    func drawToken(logits: [Float], stream: Int, parameters: inout charrnn_sampling_params,
-                   generator: inout charrnn_rng, scratch: FloatBuffer) throws(ModelError) -> Int32 {
+    func drawToken(
+        logits: [Float], stream: Int, parameters: inout charrnn_sampling_params,
+        generator: inout charrnn_rng, scratch: FloatBuffer
+    ) throws(ModelError) -> Int32 {
         let vocabularySize = configuration.vocabularySize
         var token: Int32 = 0
         let status = logits.withUnsafeBufferPointer { all in
-            charrnn_sample(all.baseAddress! + stream * vocabularySize, Int32(vocabularySize), &parameters,
-                           &generator, scratch.baseAddress, nil, &token)
+            charrnn_sample(
+                all.baseAddress! + stream * vocabularySize, Int32(vocabularySize), &parameters,
+                &generator, scratch.baseAddress, nil, &token)
         }
         // Non-finite logits come from weights so large that the arithmetic overflows.
         if status == CHARRNN_ERR_NON_FINITE { throw .nonFinite(.logits) }
@@ -111,8 +119,9 @@ extension Model {
 extension SamplingOptions {
     /// The options as the core's sampling parameters.
     var coreParameters: charrnn_sampling_params {
-        charrnn_sampling_params(temperature: temperature, top_k: Int32(topK ?? 0), top_p: topP ?? 1,
-                                greedy: greedy ? 1 : 0)
+        charrnn_sampling_params(
+            temperature: temperature, top_k: Int32(topK ?? 0), top_p: topP ?? 1,
+            greedy: greedy ? 1 : 0)
     }
 
     /// The seed of stream `stream` of a batch seeded with `seed`: the seed

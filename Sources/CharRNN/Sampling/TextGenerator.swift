@@ -67,8 +67,9 @@ public struct TextGenerator {
     public func characters(
         prime: String, length: Int, options: SamplingOptions, dropUnknown: Bool = false
     ) throws(SamplingError) -> GeneratedCharacters {
-        let session = try primedSession(try checkedPrime(prime, length: length, options: options, dropUnknown: dropUnknown),
-                                        streams: 1, options: options)
+        let session = try primedSession(
+            try checkedPrime(prime, length: length, options: options, dropUnknown: dropUnknown),
+            streams: 1, options: options)
         return GeneratedCharacters(session: session, vocabulary: vocabulary, length: length)
     }
 

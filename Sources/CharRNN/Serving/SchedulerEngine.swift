@@ -141,9 +141,10 @@ final class SchedulerEngine: @unchecked Sendable {
         let (logitCount, overflow) = limits.maxStreams.multipliedReportingOverflow(by: configuration.vocabularySize)
         guard !overflow else { throw .core(CoreError(CHARRNN_ERR_INVALID_SHAPE, function: "charrnn_step")) }
         do {
-            try MemoryBudget.check(requiredBytes: MemoryBudget.sum(
-                MemoryBudget.floatBytes(stepScratchCount), MemoryBudget.floatBytes(2 * maxStateCount),
-                MemoryBudget.floatBytes(logitCount)))
+            try MemoryBudget.check(
+                requiredBytes: MemoryBudget.sum(
+                    MemoryBudget.floatBytes(stepScratchCount), MemoryBudget.floatBytes(2 * maxStateCount),
+                    MemoryBudget.floatBytes(logitCount)))
             stepScratch = try FloatBuffer(count: stepScratchCount)
             sampleScratch = try FloatBuffer(count: sampleScratchCount)
         } catch {
@@ -242,8 +243,9 @@ final class SchedulerEngine: @unchecked Sendable {
 
             if survivors.count != rows.count || !joining.isEmpty {
                 let joined = joining.compactMap(makeRow)
-                state = state.rearranged(survivors.map { Optional($0) } + joined.map { _ in nil },
-                                         configuration: model.configuration)
+                state = state.rearranged(
+                    survivors.map { Optional($0) } + joined.map { _ in nil },
+                    configuration: model.configuration)
                 rows = survivors.map { rows[$0] } + joined
                 if rows.isEmpty { continue }
             }
@@ -297,8 +299,9 @@ final class SchedulerEngine: @unchecked Sendable {
             if row.fed < row.slot.primeTokens.count { row.fed += 1 }
             guard row.fed == row.slot.primeTokens.count else { continue }
             do {
-                let token = try model.drawToken(logits: logits, stream: index, parameters: &row.parameters,
-                                                generator: &row.generator, scratch: sampleScratch)
+                let token = try model.drawToken(
+                    logits: logits, stream: index, parameters: &row.parameters,
+                    generator: &row.generator, scratch: sampleScratch)
                 row.next = token
                 row.generated += 1
                 let last = row.generated == row.slot.length

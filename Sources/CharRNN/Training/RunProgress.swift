@@ -35,17 +35,25 @@ public struct RunProgress: Sendable, Equatable, Codable {
     public var validationsSinceBest: Int?
 
     enum CodingKeys: String, CodingKey {
-        case runID = "run_id", iteration, epoch, validationLoss = "val_loss", trainingLoss = "train_loss"
-        case bestValidationLoss = "best_val_loss", epochLossSum = "epoch_loss_sum"
-        case trainingBatches = "training_batches", corpusCharacters = "corpus_characters"
-        case corpusFingerprint = "corpus_fingerprint", learningRate = "lr"
+        case runID = "run_id"
+        case iteration, epoch
+        case validationLoss = "val_loss"
+        case trainingLoss = "train_loss"
+        case bestValidationLoss = "best_val_loss"
+        case epochLossSum = "epoch_loss_sum"
+        case trainingBatches = "training_batches"
+        case corpusCharacters = "corpus_characters"
+        case corpusFingerprint = "corpus_fingerprint"
+        case learningRate = "lr"
         case validationsSinceBest = "validations_since_best"
     }
 
     /// Bundles the values.
-    public init(runID: String?, iteration: Int, epoch: Int, validationLoss: Float, trainingLoss: Float,
-                bestValidationLoss: Float, epochLossSum: Double, trainingBatches: Int, corpusCharacters: Int,
-                corpusFingerprint: String, learningRate: Float? = nil, validationsSinceBest: Int? = nil) {
+    public init(
+        runID: String?, iteration: Int, epoch: Int, validationLoss: Float, trainingLoss: Float,
+        bestValidationLoss: Float, epochLossSum: Double, trainingBatches: Int, corpusCharacters: Int,
+        corpusFingerprint: String, learningRate: Float? = nil, validationsSinceBest: Int? = nil
+    ) {
         self.runID = runID
         self.iteration = iteration
         self.epoch = epoch
@@ -79,7 +87,8 @@ public struct RunProgress: Sendable, Equatable, Codable {
         // used, so an old checkpoint's identity does not change with new options.
         var entries = MetadataCoding.encode(settings)
         for (key, value) in TrainingOptions.laterKeys where entries[key.rawValue] == value { entries[key.rawValue] = nil }
-        let text = entries.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        let text =
+            entries.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
             .joined(separator: ";") + ";corpus=\(corpusFingerprint);batches=\(trainingBatches)"
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325
         for byte in text.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
@@ -102,8 +111,10 @@ public struct RunProgress: Sendable, Equatable, Codable {
         try require(iteration >= 1, .iteration)
         try require(trainingBatches >= 1, .trainingBatches)
         try require(epoch == (iteration - 1) / trainingBatches + 1, .epoch)
-        for (value, key) in [(validationLoss, CodingKeys.validationLoss), (trainingLoss, .trainingLoss),
-                             (bestValidationLoss, .bestValidationLoss)] {
+        for (value, key) in [
+            (validationLoss, CodingKeys.validationLoss), (trainingLoss, .trainingLoss),
+            (bestValidationLoss, .bestValidationLoss),
+        ] {
             try require(value.isFinite && value >= 0, key)
         }
         try require(bestValidationLoss <= validationLoss, .bestValidationLoss)

@@ -111,7 +111,8 @@ public enum CheckpointMismatch: Error, Equatable, Sendable, CustomStringConverti
 
     /// Says which characters only one side has, or that the order differs.
     static func describeDifference(corpus: Vocabulary, checkpoint: Vocabulary) -> String {
-        let mine = Set(corpus.scalars), theirs = Set(checkpoint.scalars)
+        let mine = Set(corpus.scalars)
+        let theirs = Set(checkpoint.scalars)
         func list(_ scalars: [Unicode.Scalar]) -> String {
             scalars.prefix(10).map(Vocabulary.describe).joined(separator: ", ") + (scalars.count > 10 ? ", …" : "")
         }

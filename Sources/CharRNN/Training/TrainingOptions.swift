@@ -80,7 +80,8 @@ public struct TrainingOptions: Sendable, Equatable, Codable {
         func require(_ condition: Bool, _ option: Option, _ value: CustomStringConvertible, _ requirement: String) throws(TrainingError) {
             if !condition { throw .invalidOption(option, value: value.description, requirement: requirement) }
         }
-        let hidden = ModelConfiguration.maximumHiddenSize, layers = ModelConfiguration.maximumLayerCount
+        let hidden = ModelConfiguration.maximumHiddenSize
+        let layers = ModelConfiguration.maximumLayerCount
         try require((1...hidden).contains(hiddenSize), .hiddenSize, hiddenSize, "between 1 and \(hidden)")
         try require((1...layers).contains(layerCount), .layerCount, layerCount, "between 1 and \(layers)")
         try require(batchSize >= 1, .batchSize, batchSize, "at least 1")
@@ -93,16 +94,18 @@ public struct TrainingOptions: Sendable, Equatable, Codable {
         try require(warmupIterations >= 0, .warmupIterations, warmupIterations, "at least 0")
         try require(learningRateDecay > 0 && learningRateDecay <= 1, .learningRateDecay, learningRateDecay, "in (0, 1]")
         try require(learningRateDecayAfter >= 0, .learningRateDecayAfter, learningRateDecayAfter, "at least 0")
-        try require(minimumLearningRate >= 0 && minimumLearningRate < learningRate, .minimumLearningRate,
-                    minimumLearningRate, "at least 0 and below the learning rate \(learningRate)")
+        try require(
+            minimumLearningRate >= 0 && minimumLearningRate < learningRate, .minimumLearningRate,
+            minimumLearningRate, "at least 0 and below the learning rate \(learningRate)")
         if let scheduleIterations {
             try require(scheduleIterations >= 1, .scheduleIterations, scheduleIterations, "at least 1")
         }
         if let patience { try require(patience >= 1, .patience, patience, "at least 1") }
         try require(keepProbability > 0 && keepProbability <= 1, .keepProbability, keepProbability, "in (0, 1]")
         try require(gradientClip > 0 && gradientClip.isFinite, .gradientClip, gradientClip, "positive and finite")
-        try require(validationFraction > 0 && validationFraction < 1, .validationFraction, validationFraction,
-                    "between 0 and 1, exclusive")
+        try require(
+            validationFraction > 0 && validationFraction < 1, .validationFraction, validationFraction,
+            "between 0 and 1, exclusive")
         try require(saveEvery >= 1, .saveEvery, saveEvery, "at least 1")
         if let maxIterations { try require(maxIterations >= 1, .maxIterations, maxIterations, "at least 1") }
         if let keepBest { try require(keepBest >= 1, .keepBest, keepBest, "at least 1") }
@@ -177,13 +180,26 @@ public struct TrainingOptions: Sendable, Equatable, Codable {
 
     /// The names under which the options are stored in checkpoint metadata.
     enum CodingKeys: String, CodingKey {
-        case cell, hiddenSize = "hidden_size", layerCount = "num_layers", batchSize = "batch_size", steps, epochs
-        case learningRate = "learning_rate", learningRateSchedule = "lr_schedule", warmupIterations = "warmup"
-        case learningRateDecay = "lr_decay", learningRateDecayAfter = "lr_decay_after", minimumLearningRate = "lr_min"
-        case scheduleIterations = "lr_schedule_iterations", patience
-        case keepProbability = "keep_prob", gradientClip = "grad_clip"
-        case validationFraction = "val_frac", saveEvery = "save_every", seed
-        case maxIterations = "max_iterations", keepBest = "keep"
+        case cell
+        case hiddenSize = "hidden_size"
+        case layerCount = "num_layers"
+        case batchSize = "batch_size"
+        case steps, epochs
+        case learningRate = "learning_rate"
+        case learningRateSchedule = "lr_schedule"
+        case warmupIterations = "warmup"
+        case learningRateDecay = "lr_decay"
+        case learningRateDecayAfter = "lr_decay_after"
+        case minimumLearningRate = "lr_min"
+        case scheduleIterations = "lr_schedule_iterations"
+        case patience
+        case keepProbability = "keep_prob"
+        case gradientClip = "grad_clip"
+        case validationFraction = "val_frac"
+        case saveEvery = "save_every"
+        case seed
+        case maxIterations = "max_iterations"
+        case keepBest = "keep"
     }
 
     /// Keys added after the first checkpoints were written, with the value
@@ -191,8 +207,10 @@ public struct TrainingOptions: Sendable, Equatable, Codable {
     /// trained with that value.
     static let laterKeys: [CodingKeys: String] = {
         let defaults = TrainingOptions().metadata
-        let keys: [CodingKeys] = [.cell, .learningRateSchedule, .warmupIterations, .learningRateDecay,
-                                  .learningRateDecayAfter, .minimumLearningRate]
+        let keys: [CodingKeys] = [
+            .cell, .learningRateSchedule, .warmupIterations, .learningRateDecay,
+            .learningRateDecayAfter, .minimumLearningRate,
+        ]
         return Dictionary(uniqueKeysWithValues: keys.map { ($0, defaults[$0.rawValue] ?? "") })
     }()
 

@@ -24,9 +24,10 @@ do {
     let checkpoint = try Checkpoint(contentsOf: directory.appendingPathComponent("best.safetensors"))
     let model = try checkpoint.makeModel()
     print("downstream: \(ComputeRuntime.current)")
-    print("downstream: \(summary.iterations) iterations, first batch loss \(firstLoss ?? .nan), "
-          + "best validation loss \(summary.bestValidationLoss), reloaded \(model.parameterCount) parameters "
-          + "and \(checkpoint.vocabulary.count) characters")
+    print(
+        "downstream: \(summary.iterations) iterations, first batch loss \(firstLoss ?? .nan), "
+            + "best validation loss \(summary.bestValidationLoss), reloaded \(model.parameterCount) parameters "
+            + "and \(checkpoint.vocabulary.count) characters")
     guard let first = firstLoss, summary.bestValidationLoss < first else {
         print("downstream: FAILED: the model did not learn")
         exit(1)
