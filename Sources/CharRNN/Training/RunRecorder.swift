@@ -20,6 +20,8 @@ final class RunRecorder {
     private let run: RunFacts
     /// The losses so far, for the chart.
     private var history = LossHistory()
+    /// The checkpoint written last, if any.
+    private(set) var lastCheckpoint: URL? = nil
     /// The metrics file's descriptor (appending) once `begin` opened it; -1 otherwise.
     private var metricsDescriptor: Int32 = -1
 
@@ -146,6 +148,7 @@ final class RunRecorder {
         }
         do throws(RunDirectoryError) {
             let checkpoint = try saved.get()
+            lastCheckpoint = checkpoint.url
             if let keep = run.options.keepBest { try directory.prune(keeping: keep) }
             return checkpoint
         } catch {

@@ -159,26 +159,18 @@ public final class Trainer {
     public func run(stop: StopSignal? = nil, onEvent: (TrainingEvent) -> Void = { _ in }) throws(TrainingError) -> TrainingSummary {
         let total = totalIterations
         let perEpoch = batches.trainingBatchCount
-        onEvent(
-            .started(
-                TrainingPlan(
-                    corpusLength: corpusLength, vocabularySize: vocabulary.count, parameterCount: model.parameterCount,
-                    options: options, trainingBatches: perEpoch, validationBatches: batches.validationBatchCount,
-                    totalIterations: total, resumedFromIteration: progress.resumedFrom,
-                    bestValidationLoss: progress.bestValidation.isFinite ? progress.bestValidation : nil,
-                    runtime: ComputeRuntime.current, processCount: step.processCount)))
+        onEvent(.started(plan))
         try step.recording { () throws(TrainingError) in
             try recorder.begin(after: progress.iteration)
         }
         defer { recorder.end() }
         var lastValidation = Float.nan
-        var lastCheckpoint: URL? = nil
         var stepSeconds: [Double] = []
         func summary(interrupted: Bool) -> TrainingSummary {
             TrainingSummary(
                 iterations: progress.iteration, finalValidationLoss: lastValidation,
                 bestValidationLoss: progress.bestValidation, medianSecondsPerBatch: Self.median(stepSeconds),
-                interrupted: interrupted, lastCheckpoint: lastCheckpoint,
+                interrupted: interrupted, lastCheckpoint: recorder.lastCheckpoint,
                 stoppedByPatience: options.patience.map { progress.validationsSinceBest >= $0 } ?? false)
         }
         while progress.iteration < total {
@@ -237,7 +229,6 @@ public final class Trainer {
                 let position = recorder.progress(
                     progress, epoch: epoch, validationLoss: lastValidation, trainingLoss: runningLoss, learningRate: learningRate)
                 if let saved = try recorder.checkpoint(model, progress: position, carried: checkpointState) {
-                    lastCheckpoint = saved.url
                     onEvent(.checkpointSaved(url: saved.url, isBest: saved.isBest))
                 }
             }
@@ -251,6 +242,16 @@ public final class Trainer {
         let result = summary(interrupted: false)
         onEvent(.finished(result))
         return result
+    }
+
+    /// What the run is about to do, as its first event reports it.
+    private var plan: TrainingPlan {
+        TrainingPlan(
+            corpusLength: corpusLength, vocabularySize: vocabulary.count, parameterCount: model.parameterCount, options: options,
+            trainingBatches: batches.trainingBatchCount, validationBatches: batches.validationBatchCount,
+            totalIterations: totalIterations, resumedFromIteration: progress.resumedFrom,
+            bestValidationLoss: progress.bestValidation.isFinite ? progress.bestValidation : nil, runtime: ComputeRuntime.current,
+            processCount: step.processCount)
     }
 
     /// Mean loss over the validation split: zero initial state carried
