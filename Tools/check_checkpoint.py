@@ -35,14 +35,18 @@ def main(path: str) -> int:
         expected[f"{cell}.bias_hh_l{k}"] = (G * H,)
     problems = [f"{name}: expected {shape}, found {shapes.get(name)}"
                 for name, shape in expected.items() if shapes.get(name) != shape]
-    problems += [f"unexpected tensor {name}" for name in shapes if name not in expected]
+    # The training state (docs/CHECKPOINT.md) rides along under its own prefixes: not part of the state dict.
+    training_state = [name for name in shapes if name.startswith(("optimizer.", "train_state."))]
+    problems += [f"unexpected tensor {name}" for name in shapes if name not in expected and name not in training_state]
     problems += [f"{name} is {dtype}, not float32" for name, dtype in dtypes.items() if dtype != "float32"]
     if L == 0 or G == 0:
         problems.append(f"no {cell}.weight_ih_l0 / {cell}.weight_hh_l0 tensors for the cell '{cell}'")
     print(f"{path}: {cell} V={V} H={H} L={L} G={G}, {sum(1 for _ in shapes)} tensors, "
           f"{sum(int.__mul__(*s) if len(s) == 2 else s[0] for s in shapes.values()):,} parameters")
-    for name in sorted(shapes):
-        print(f"  {name:20s} {shapes[name]}")
+    for name in sorted(expected):
+        print(f"  {name:20s} {shapes.get(name)}")
+    if training_state:
+        print(f"  + {len(training_state)} training-state tensors (optimizer.*, train_state.*)")
     print("  metadata:", ", ".join(f"{k}={meta[k]}" for k in sorted(meta) if k != "vocab"))
     if problems:
         print("PROBLEMS:\n  " + "\n  ".join(problems))
