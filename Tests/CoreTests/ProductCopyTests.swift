@@ -14,12 +14,16 @@ struct ProductCopyTests {
     static func products(writingInto buffers: [UnsafeMutableBufferPointer<Float>], _ body: () -> Void) -> [[charrnn_product]] {
         var entries = [charrnn_product](repeating: charrnn_product(), count: 1 << 18)
         var count: Int64 = 0
+        // The core keeps the log's address until it is detached, so the log
+        // lives at a fixed address (not an inout argument's temporary).
+        let log = UnsafeMutablePointer<charrnn_product_log>.allocate(capacity: 1)
+        defer { log.deallocate() }
         entries.withUnsafeMutableBufferPointer { buffer in
-            var log = charrnn_product_log(entries: buffer.baseAddress, capacity: Int64(buffer.count), count: 0)
-            #expect(charrnn_log_products(&log) == CHARRNN_OK)
+            log.initialize(to: charrnn_product_log(entries: buffer.baseAddress, capacity: Int64(buffer.count), count: 0))
+            #expect(charrnn_log_products(log) == CHARRNN_OK)
             body()
             #expect(charrnn_log_products(nil) == CHARRNN_OK)
-            count = log.count
+            count = log.pointee.count
         }
         #expect(count < Int64(entries.count), "the log holds every product")
         let mine = entries.prefix(Int(min(count, Int64(entries.count)))).filter { product in
