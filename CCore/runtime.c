@@ -303,20 +303,37 @@ void charrnn_runtime_get(charrnn_runtime *runtime) {
 
 /* ---- GEMM helpers ---- */
 
+/* The product log (charrnn_measure.h): the log and the output range it
+ * records, each read and written atomically, since tests attach it while
+ * other threads compute. */
 charrnn_product_log *product_log;
+static uintptr_t logged_outputs_begin, logged_outputs_end;
 
-charrnn_status charrnn_log_products(charrnn_product_log *log) {
+charrnn_status charrnn_log_products(charrnn_product_log *log, const float *outputs, size_t count) {
+    if (log && !outputs) return CHARRNN_ERR_NULL_POINTER;
+    if (!log) {
+        __atomic_store_n(&product_log, NULL, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&logged_outputs_end, 0, __ATOMIC_SEQ_CST);
+        return CHARRNN_OK;
+    }
+    __atomic_store_n(&logged_outputs_begin, (uintptr_t)outputs, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&logged_outputs_end, (uintptr_t)(outputs + count), __ATOMIC_SEQ_CST);
     __atomic_store_n(&product_log, log, __ATOMIC_SEQ_CST);
     return CHARRNN_OK;
 }
 
 void record_product(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *C) {
-    charrnn_product_log *log = __atomic_load_n(&product_log, __ATOMIC_RELAXED);
+    /* Outside the range: another caller's product, which must not touch the log. */
+    uintptr_t c = (uintptr_t)C;
+    if (c < __atomic_load_n(&logged_outputs_begin, __ATOMIC_ACQUIRE) ||
+        c >= __atomic_load_n(&logged_outputs_end, __ATOMIC_ACQUIRE))
+        return;
+    charrnn_product_log *log = __atomic_load_n(&product_log, __ATOMIC_ACQUIRE);
     if (!log) return;
     int64_t index = __atomic_fetch_add(&log->count, 1, __ATOMIC_RELAXED);
     if (index < log->capacity)
-        log->entries[index] = (charrnn_product){C, omp_get_thread_num(), trans_a, trans_b,
-                                                (int32_t)M, (int32_t)N, (int32_t)K};
+        log->entries[index] = (charrnn_product){omp_get_thread_num(), trans_a, trans_b, (int32_t)M,
+                                                (int32_t)N, (int32_t)K};
 }
 
 void gemm_block(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,

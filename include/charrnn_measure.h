@@ -33,29 +33,31 @@ charrnn_status charrnn_step_products(const charrnn_config *config, const float *
                                      float *logits);
 
 /* One matrix product a pass made: C[m, n] (+)= op(A)[m, k] op(B)[k, n], run by
- * OpenMP thread `thread` (0 without OpenMP), writing at `c` (so a caller can
- * pick out the products made in its own buffers). A matrix-vector product is
+ * OpenMP thread `thread` (0 without OpenMP). A matrix-vector product is
  * recorded as m = 1, trans_b = 1. */
 typedef struct charrnn_product {
-    const float *c;
     int32_t thread;
     int32_t trans_a, trans_b;
     int32_t m, n, k;
 } charrnn_product;
 
-/* Where products are recorded: `count` is advanced for every product, and
- * the first `capacity` are stored in `entries` in the order each thread made
- * them (threads interleave; the order within one thread is the pass's). */
+/* Where products are recorded: `count` is advanced for every product
+ * recorded, and the first `capacity` are stored in `entries`, each thread's
+ * in the order it made them (threads interleave). */
 typedef struct charrnn_product_log {
     charrnn_product *entries;
     int64_t capacity;
     int64_t count;
 } charrnn_product_log;
 
-/* Attaches `log` (NULL detaches): from now on every matrix product any
- * compute entry makes, on any thread, is recorded there (one log for the
- * whole process: pick out your own products by `c`). For tests only. */
-charrnn_status charrnn_log_products(charrnn_product_log *log);
+/* Attaches `log` (NULL detaches): from now on every matrix product a compute
+ * entry makes, on any thread, whose output C lies in outputs[0, count) is
+ * recorded there. The range is how a test picks out its own calls while
+ * other threads compute: their products write elsewhere and never touch the
+ * log. A product in the range may still be recording for a moment after
+ * detaching only if another thread computes into that memory, so give a
+ * range no other thread writes (and that outlives the attachment). */
+charrnn_status charrnn_log_products(charrnn_product_log *log, const float *outputs, size_t count);
 
 #ifdef __cplusplus
 }

@@ -8,40 +8,45 @@ import Testing
 /// compare a step with products it no longer makes.
 @Suite("Products alone", .serialized)
 struct ProductCopyTests {
-    /// The products made while `body` runs whose output lies in one of
-    /// `buffers` (other tests may compute meanwhile: theirs write elsewhere),
-    /// each thread's in the order it made them.
-    static func products(writingInto buffers: [UnsafeMutableBufferPointer<Float>], _ body: () -> Void) -> [[charrnn_product]] {
-        var entries = [charrnn_product](repeating: charrnn_product(), count: 1 << 18)
-        var count: Int64 = 0
-        // The core keeps the log's address until it is detached, so the log
-        // lives at a fixed address (not an inout argument's temporary).
+    /// The memory every output of these tests is carved from, and their
+    /// product log: allocated once and never freed, so no other thread ever
+    /// computes into this range (the log records only products whose output
+    /// lies in it) and the log outlives every attachment.
+    nonisolated(unsafe) static let arena: UnsafeMutableBufferPointer<Float> = {
+        let arena = UnsafeMutableBufferPointer<Float>.allocate(capacity: 1 << 20)
+        arena.initialize(repeating: 0)
+        return arena
+    }()
+    nonisolated(unsafe) static let log: UnsafeMutablePointer<charrnn_product_log> = {
+        let capacity = 1 << 16
+        let entries = UnsafeMutablePointer<charrnn_product>.allocate(capacity: capacity)
         let log = UnsafeMutablePointer<charrnn_product_log>.allocate(capacity: 1)
-        defer { log.deallocate() }
-        entries.withUnsafeMutableBufferPointer { buffer in
-            log.initialize(to: charrnn_product_log(entries: buffer.baseAddress, capacity: Int64(buffer.count), count: 0))
-            #expect(charrnn_log_products(log) == CHARRNN_OK)
-            body()
-            #expect(charrnn_log_products(nil) == CHARRNN_OK)
-            count = log.pointee.count
+        log.initialize(to: charrnn_product_log(entries: entries, capacity: Int64(capacity), count: 0))
+        return log
+    }()
+
+    /// Consecutive blocks of the arena, of `counts` floats each.
+    static func blocks(_ counts: [Int]) -> [UnsafeMutableBufferPointer<Float>] {
+        precondition(counts.reduce(0, +) <= arena.count, "the arena holds every buffer")
+        var offset = 0
+        return counts.map { count in
+            defer { offset += count }
+            return UnsafeMutableBufferPointer(rebasing: arena[offset..<offset + count])
         }
-        #expect(count < Int64(entries.count), "the log holds every product")
-        let mine = entries.prefix(Int(min(count, Int64(entries.count)))).filter { product in
-            guard let c = product.c else { return false }
-            return buffers.contains { buffer in
-                guard let base = buffer.baseAddress else { return false }
-                return c >= UnsafePointer(base) && c < UnsafePointer(base + buffer.count)
-            }
-        }
-        let threads = (mine.map { Int($0.thread) }.max() ?? -1) + 1
-        return (0..<threads).map { thread in mine.filter { Int($0.thread) == thread } }
     }
 
-    /// `count` floats that stay where they are for the test's length.
-    static func block(_ count: Int) -> UnsafeMutableBufferPointer<Float> {
-        let block = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(count, 1))
-        block.initialize(repeating: 0)
-        return block
+    /// The products `body` makes into the arena (other tests may compute
+    /// meanwhile: theirs write elsewhere), each thread's in the order it made them.
+    static func products(_ body: () -> Void) -> [[charrnn_product]] {
+        log.pointee.count = 0
+        #expect(charrnn_log_products(log, arena.baseAddress, arena.count) == CHARRNN_OK)
+        body()
+        #expect(charrnn_log_products(nil, nil, 0) == CHARRNN_OK)
+        let count = Int(log.pointee.count)
+        #expect(count <= Int(log.pointee.capacity), "the log holds every product")
+        let made = UnsafeBufferPointer(start: log.pointee.entries, count: min(count, Int(log.pointee.capacity)))
+        let threads = (made.map { Int($0.thread) }.max() ?? -1) + 1
+        return (0..<threads).map { thread in made.filter { Int($0.thread) == thread } }
     }
 
     static func same(_ a: [[charrnn_product]], _ b: [[charrnn_product]]) -> Bool {
@@ -56,11 +61,9 @@ struct ProductCopyTests {
         // 128 rows of 3 × 48 gates: large enough that the big products split across threads.
         let harness = CoreHarness(vocabularySize: 13, hiddenSize: 48, layerCount: 3, batchSize: 16, steps: 8, cell: cell)
         var config = harness.config
-        let activations = Self.block(harness.activationCount())
-        let gradients = Self.block(harness.parameterCount)
-        let finalState = Self.block(harness.initialState.count)
-        defer { for block in [activations, gradients, finalState] { block.deallocate() } }
-        let passes = Self.products(writingInto: [activations, gradients, finalState]) {
+        let buffers = Self.blocks([harness.activationCount(), harness.parameterCount, harness.initialState.count])
+        let (activations, gradients, finalState) = (buffers[0], buffers[1], buffers[2])
+        let passes = Self.products {
             harness.inputs.withUnsafeBufferPointer { inputs in
                 harness.targets.withUnsafeBufferPointer { targets in
                     var batch = charrnn_batch(
@@ -77,7 +80,7 @@ struct ProductCopyTests {
                 }
             }
         }
-        let copy = Self.products(writingInto: [activations, gradients, finalState]) {
+        let copy = Self.products {
             #expect(
                 charrnn_training_products(&config, harness.parameters, 16, 8, activations.baseAddress, gradients.baseAddress)
                     == CHARRNN_OK)
@@ -95,18 +98,16 @@ struct ProductCopyTests {
         var config = harness.config
         var scratchCount = 0
         #expect(charrnn_step_scratch_count(&config, Int32(streams), &scratchCount) == CHARRNN_OK)
-        let state = Self.block(harness.initialState.count)
-        let scratch = Self.block(scratchCount)
-        let logits = Self.block(13 * streams)
-        defer { for block in [state, scratch, logits] { block.deallocate() } }
+        let buffers = Self.blocks([harness.initialState.count, scratchCount, 13 * streams])
+        let (state, scratch, logits) = (buffers[0], buffers[1], buffers[2])
         let tokens = (0..<streams).map { Int32($0 % 13) }
-        let step = Self.products(writingInto: [state, scratch, logits]) {
+        let step = Self.products {
             #expect(
                 charrnn_step(
                     &config, harness.parameters, Int32(streams), tokens, state.baseAddress, scratch.baseAddress,
                     logits.baseAddress) == CHARRNN_OK)
         }
-        let copy = Self.products(writingInto: [state, scratch, logits]) {
+        let copy = Self.products {
             #expect(
                 charrnn_step_products(
                     &config, harness.parameters, Int32(streams), state.baseAddress, scratch.baseAddress,
