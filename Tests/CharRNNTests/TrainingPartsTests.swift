@@ -122,19 +122,16 @@ struct TrainingPartsTests {
         defer { directory.cleanUp() }
         let setUp = try Self.setUp()
         let run = try RunDirectory.openForNewRun(at: directory.url, runID: setUp.runID)
-        let facts = RunRecorder.RunFacts(
-            options: setUp.options, vocabulary: setUp.vocabulary, runID: setUp.runID, corpusCharacters: setUp.corpusLength,
-            corpusFingerprint: setUp.corpusFingerprint, trainingBatches: setUp.batches.trainingBatchCount)
         func record(_ iteration: Int) -> MetricsRecord {
             .iteration(
                 iteration, epoch: 1, loss: 3, runningLoss: 3, gradientNorm: 1, learningRate: 0.01, seconds: 0.1, characters: 40,
                 communicationSeconds: nil)
         }
-        let first = RunRecorder(directory: run, run: facts)
+        let first = RunRecorder(directory: run, setUp: setUp)
         try first.begin(after: 0)
         try first.append((1...5).map(record))
         first.end()
-        let second = RunRecorder(directory: run, run: facts)
+        let second = RunRecorder(directory: run, setUp: setUp)
         try second.begin(after: 3)
         try second.append([record(4)])
         let metrics = try MetricsRecord.records(contentsOf: directory.file(RunDirectory.metricsName))
@@ -158,11 +155,7 @@ struct TrainingPartsTests {
     @Test("Without a directory the recorder writes no file and returns no checkpoint")
     func recorderWithoutDirectoryWritesNothing() throws {
         let setUp = try Self.setUp()
-        let recorder = RunRecorder(
-            directory: nil,
-            run: RunRecorder.RunFacts(
-                options: setUp.options, vocabulary: setUp.vocabulary, runID: setUp.runID, corpusCharacters: 600,
-                corpusFingerprint: setUp.corpusFingerprint, trainingBatches: 12))
+        let recorder = RunRecorder(directory: nil, setUp: setUp)
         try recorder.begin(after: 0)
         let progress = recorder.progress(setUp.progress, epoch: 1, validationLoss: 2, trainingLoss: 3, learningRate: 0.01)
         #expect(try recorder.checkpoint(setUp.model, progress: progress, carried: setUp.progress.carried) == nil)

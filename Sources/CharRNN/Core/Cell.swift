@@ -22,10 +22,14 @@ public enum Cell: String, CaseIterable, Codable, Sendable {
         return value
     }
 
-    private var info: charrnn_cell_info {
+    private var info: charrnn_cell_info { Self.coreInfo(raw) }
+
+    /// Entry `cell` of the core's cell table; every index asked for is one
+    /// the core has (a case of this type, or below `CHARRNN_CELL_COUNT`).
+    private static func coreInfo(_ cell: Int32) -> charrnn_cell_info {
         var info = charrnn_cell_info()
-        let status = charrnn_cell_info_get(raw, &info)
-        precondition(status == CHARRNN_OK, "the linked core has no cell '\(rawValue)'")
+        let status = charrnn_cell_info_get(cell, &info)
+        precondition(status == CHARRNN_OK, "the linked core has no cell \(cell)")
         return info
     }
 
@@ -52,12 +56,7 @@ public enum Cell: String, CaseIterable, Codable, Sendable {
     /// (`charrnn_cell_info_get` for 0 ..< `CHARRNN_CELL_COUNT`); a test
     /// checks that they are exactly `allCases`.
     public static var coreCellNames: [String] {
-        (0..<CHARRNN_CELL_COUNT).map { index in
-            var info = charrnn_cell_info()
-            let status = charrnn_cell_info_get(Int32(index), &info)
-            precondition(status == CHARRNN_OK, "the core's cell table has no entry \(index)")
-            return String(cString: info.name)
-        }
+        (0..<CHARRNN_CELL_COUNT).map { String(cString: coreInfo(Int32($0)).name) }
     }
 }
 

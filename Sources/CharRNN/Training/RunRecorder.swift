@@ -26,7 +26,7 @@ final class RunRecorder {
     private var metricsDescriptor: Int32 = -1
 
     /// The facts of a run that every checkpoint records.
-    struct RunFacts {
+    private struct RunFacts {
         /// The run's options (their metadata goes into every checkpoint).
         let options: TrainingOptions
         /// The corpus's alphabet.
@@ -41,10 +41,12 @@ final class RunRecorder {
         let trainingBatches: Int
     }
 
-    /// A recorder writing into `directory` (if any) for the run `run`.
-    init(directory: RunDirectory?, run: RunFacts) {
+    /// A recorder writing into `directory` (if any) for the run `setUp` prepared.
+    init(directory: RunDirectory?, setUp: TrainingSetUp) {
         self.directory = directory
-        self.run = run
+        self.run = RunFacts(
+            options: setUp.options, vocabulary: setUp.vocabulary, runID: setUp.runID, corpusCharacters: setUp.corpusLength,
+            corpusFingerprint: setUp.corpusFingerprint, trainingBatches: setUp.batches.trainingBatchCount)
     }
 
     deinit {

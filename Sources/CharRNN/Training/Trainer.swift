@@ -140,11 +140,7 @@ public final class Trainer {
         self.group = group
         let local = SingleProcessStep(model: setUp.model, batches: setUp.batches, options: setUp.options)
         self.step = group.size > 1 ? ProcessGroupStep(local: local, group: group) : local
-        self.recorder = RunRecorder(
-            directory: runDirectory,
-            run: RunRecorder.RunFacts(
-                options: setUp.options, vocabulary: setUp.vocabulary, runID: setUp.runID, corpusCharacters: setUp.corpusLength,
-                corpusFingerprint: setUp.corpusFingerprint, trainingBatches: setUp.batches.trainingBatchCount))
+        self.recorder = RunRecorder(directory: runDirectory, setUp: setUp)
     }
 
     /// Iterations the run will make in all: all epochs, or `maxIterations` if fewer.
