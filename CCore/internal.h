@@ -288,28 +288,35 @@ static inline void thread_range(size_t count, int thread, int threads, size_t al
 
 /* C[M, N] = alpha * op(A) op(B) + beta * C (row-major), with the M rows split
  * across the OpenMP team, each thread calling single-threaded sgemm on its
- * block. Must be called outside a parallel region. */
-void gemm_rows_parallel(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
-                        const float *A, size_t lda, const float *B, size_t ldb, float beta,
-                        float *C, size_t ldc);
+ * block. Must be called outside a parallel region. `name` says what the
+ * product is in the model (a string literal: the product log keeps it). */
+void gemm_rows_parallel(const char *name, int trans_a, int trans_b, size_t M, size_t N, size_t K,
+                        float alpha, const float *A, size_t lda, const float *B, size_t ldb,
+                        float beta, float *C, size_t ldc);
 
 /* The same for one thread's share, for use inside a parallel region. */
-void gemm_block(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
-                const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
-                size_t ldc);
+void gemm_block(const char *name, int trans_a, int trans_b, size_t M, size_t N, size_t K,
+                float alpha, const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                float *C, size_t ldc);
 
-/* Every matrix product goes through gemm_block or the S = 1 matrix-vector
- * product in sample.c, and each notes itself here: recorded only while a
- * test has attached a log (charrnn_measure.h), a load and a branch otherwise. */
+/* out[r] += W[r, :] x for the `rows` rows of W [rows, K] (row-major): the
+ * S = 1 product of sampling, which the log records as M = 1, trans_b. */
+void gemv_block(const char *name, size_t rows, size_t K, const float *W, const float *x,
+                float *out);
+
+/* Every matrix product goes through these three, and each is timed and
+ * recorded only while a log is attached (charrnn_measure.h, measure.c):
+ * otherwise it costs a load and a branch. */
 extern charrnn_product_log *product_log;
-void record_product(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *C);
-static inline void note_product(int trans_a, int trans_b, size_t M, size_t N, size_t K,
-                                const float *C) {
-    /* A relaxed atomic load (a plain load on x86 and ARM64): tests attach the
-     * log while other threads compute. */
-    if (__builtin_expect(__atomic_load_n(&product_log, __ATOMIC_RELAXED) != NULL, 0))
-        record_product(trans_a, trans_b, M, N, K, C);
+static inline int products_logged(void) {
+    /* A relaxed atomic load (a plain load on x86 and ARM64): tests and the
+     * bench attach the log while other threads compute. */
+    return __builtin_expect(__atomic_load_n(&product_log, __ATOMIC_RELAXED) != NULL, 0);
 }
+/* Seconds on a monotonic clock. */
+double product_clock(void);
+void record_product(const char *name, int trans_a, int trans_b, size_t M, size_t N, size_t K,
+                    const float *C, double seconds);
 
 #pragma GCC visibility pop
 

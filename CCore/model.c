@@ -49,7 +49,7 @@ static void input_projection_forward(size_t B, size_t T, gate_widths w, size_t V
         }
     } else {
         for (size_t j = 0; j < GH; j++) embed[j] = j < w.FH ? b_ih[j] + b_hh[j] : b_ih[j];
-        gemm_rows_parallel(0, 1, N, GH, w.H, 1.0f, X, w.H, W_ih, w.H, 0.0f, G, GH);
+        gemm_rows_parallel("input projection", 0, 1, N, GH, w.H, 1.0f, X, w.H, W_ih, w.H, 0.0f, G, GH);
     }
 }
 
@@ -90,7 +90,7 @@ static void input_projection_backward(size_t B, size_t T, gate_widths w, size_t 
                                       float *embed, float *dW_ih, float *db_ih, float *db_hh) {
     size_t N = T * B, GH = w.GH;
     if (layer > 0) {
-        gemm_rows_parallel(1, 0, GH, w.H, N, 1.0f, dG, GH, X, w.H, 1.0f, dW_ih, w.H);
+        gemm_rows_parallel("dW_ih", 1, 0, GH, w.H, N, 1.0f, dG, GH, X, w.H, 1.0f, dW_ih, w.H);
     }
 #pragma omp parallel
     {
@@ -219,11 +219,11 @@ static void recurrent_product(size_t b0, size_t b1, gate_widths w, const float *
      * adds G and the lookup row in every column). */
     if (beta == 0.0f && w.SH)
         for (size_t b = b0; b < b1; b++) memset(G_t + b * w.GH + w.FH, 0, w.SH * sizeof(float));
-    gemm_block(0, 1, b1 - b0, w.FH, H, 1.0f, h_prev + b0 * H, H, W_hh, H, beta,
+    gemm_block("recurrent", 0, 1, b1 - b0, w.FH, H, 1.0f, h_prev + b0 * H, H, W_hh, H, beta,
                G_t + b0 * w.GH, w.GH);
     if (w.SH)
-        gemm_block(0, 1, b1 - b0, w.SH, H, 1.0f, h_prev + b0 * H, H, W_hh + w.FH * H, H, 0.0f,
-                   R_t + b0 * w.SH, w.SH);
+        gemm_block("recurrent, split blocks", 0, 1, b1 - b0, w.SH, H, 1.0f, h_prev + b0 * H, H,
+                   W_hh + w.FH * H, H, 0.0f, R_t + b0 * w.SH, w.SH);
 }
 
 /* dh_rec[b0:b1] += dG_t[:, :FH] W_hh[:FH] + dR_t W_hh[FH:]: the gradient
@@ -231,11 +231,11 @@ static void recurrent_product(size_t b0, size_t b1, gate_widths w, const float *
 static void recurrent_product_backward(size_t b0, size_t b1, gate_widths w, const float *dG_t,
                                        const float *dR_t, const float *W_hh, float *dh_rec) {
     size_t H = w.H;
-    gemm_block(0, 0, b1 - b0, H, w.FH, 1.0f, dG_t + b0 * w.GH, w.GH, W_hh, H, 1.0f,
-               dh_rec + b0 * H, H);
+    gemm_block("recurrent backward", 0, 0, b1 - b0, H, w.FH, 1.0f, dG_t + b0 * w.GH, w.GH, W_hh,
+               H, 1.0f, dh_rec + b0 * H, H);
     if (w.SH)
-        gemm_block(0, 0, b1 - b0, H, w.SH, 1.0f, dR_t + b0 * w.SH, w.SH, W_hh + w.FH * H, H, 1.0f,
-                   dh_rec + b0 * H, H);
+        gemm_block("recurrent backward, split blocks", 0, 0, b1 - b0, H, w.SH, 1.0f,
+                   dR_t + b0 * w.SH, w.SH, W_hh + w.FH * H, H, 1.0f, dh_rec + b0 * H, H);
 }
 
 /* One layer's tensors as the recurrence sees them. */
@@ -348,7 +348,7 @@ static float output_forward(size_t B, size_t T, size_t H, size_t V, const int32_
     size_t N = T * B;
 #pragma omp parallel for schedule(static)
     for (size_t r = 0; r < N; r++) memcpy(probs + r * V, b_fc, V * sizeof(float));
-    gemm_rows_parallel(0, 1, N, V, H, 1.0f, Y, H, W_fc, H, 1.0f, probs, V);
+    gemm_rows_parallel("logits", 0, 1, N, V, H, 1.0f, Y, H, W_fc, H, 1.0f, probs, V);
     double total = 0.0;
 #pragma omp parallel reduction(+ : total)
     {
@@ -371,7 +371,7 @@ static void output_backward(size_t B, size_t T, size_t H, size_t V, const int32_
         for (size_t k = 0; k < V; k++) dlogits[r * V + k] = probs[r * V + k] * inv_n;
         dlogits[r * V + (size_t)targets[(r % B) * T + r / B]] -= inv_n;
     }
-    gemm_rows_parallel(1, 0, V, H, N, 1.0f, dlogits, V, Y, H, 1.0f, dW_fc, H);
+    gemm_rows_parallel("dW_fc", 1, 0, V, H, N, 1.0f, dlogits, V, Y, H, 1.0f, dW_fc, H);
     /* db_fc: column sums, each thread walking the rows over its columns (a
      * column at a time would touch a new cache line at every row) */
 #pragma omp parallel
@@ -380,7 +380,7 @@ static void output_backward(size_t B, size_t T, size_t H, size_t V, const int32_
         thread_range(V, omp_get_thread_num(), omp_get_num_threads(), 16, &k0, &k1);
         add_column_sums(N, V, k0, k1, dlogits, db_fc, NULL, 0);
     }
-    gemm_rows_parallel(0, 0, N, H, V, 1.0f, dlogits, V, W_fc, H, 0.0f, dY, H);
+    gemm_rows_parallel("dY from logits", 0, 0, N, H, V, 1.0f, dlogits, V, W_fc, H, 0.0f, dY, H);
 }
 
 /* ========================================================================
@@ -483,19 +483,19 @@ charrnn_status charrnn_backward(const charrnn_config *config, const float *param
         recurrence_backward(cell, B, T, w, &x, a.dy, a.dgates, a.dsplit, a.dh_rec, a.dc_next);
         /* dW_hh += sum_t dG_t^T h_{t-1}: h slots 0..T-1 are one [N, H] matrix;
          * the split blocks' rows from dR, with their b_hh */
-        gemm_rows_parallel(1, 0, w.FH, H, N, 1.0f, a.dgates, w.GH, a.h[l], H, 1.0f,
+        gemm_rows_parallel("dW_hh", 1, 0, w.FH, H, N, 1.0f, a.dgates, w.GH, a.h[l], H, 1.0f,
                            g.weight_hh[l], H);
         if (w.SH) {
-            gemm_rows_parallel(1, 0, w.SH, H, N, 1.0f, a.dsplit, w.SH, a.h[l], H, 1.0f,
-                               g.weight_hh[l] + w.FH * H, H);
+            gemm_rows_parallel("dW_hh, split blocks", 1, 0, w.SH, H, N, 1.0f, a.dsplit, w.SH,
+                               a.h[l], H, 1.0f, g.weight_hh[l] + w.FH * H, H);
             split_bias_backward(N, w.SH, a.dsplit, g.bias_hh[l] + w.FH);
         }
         input_projection_backward(B, T, w, V, (int)l, batch->inputs, a.dgates,
                                   l > 0 ? a.y[l - 1] : NULL, a.embed, g.weight_ih[l],
                                   g.bias_ih[l], g.bias_hh[l]);
         if (l > 0) /* the gradient reaching the layer below's output */
-            gemm_rows_parallel(0, 0, N, H, w.GH, 1.0f, a.dgates, w.GH, p.weight_ih[l], H, 0.0f,
-                               a.dy, H);
+            gemm_rows_parallel("dY from gates", 0, 0, N, H, w.GH, 1.0f, a.dgates, w.GH,
+                               p.weight_ih[l], H, 0.0f, a.dy, H);
     }
     flush_denormals_end(mode);
     return CHARRNN_OK;
@@ -549,20 +549,20 @@ charrnn_status charrnn_training_products(const charrnn_config *config, const flo
     carve_activations(config, B, T, activations, &a);
     float_mode mode = flush_denormals_begin(); /* as the step runs */
     for (size_t l = 0; l < L; l++) {
-        if (l > 0) gemm_rows_parallel(0, 1, N, w.GH, H, 1.0f, a.y[l - 1], H, p.weight_ih[l], H, 0.0f, a.gates[l], w.GH);
+        if (l > 0) gemm_rows_parallel("input projection", 0, 1, N, w.GH, H, 1.0f, a.y[l - 1], H, p.weight_ih[l], H, 0.0f, a.gates[l], w.GH);
         recurrence_products_forward(B, T, w, p.weight_hh[l], l > 0 ? 1.0f : 0.0f, a.gates[l], a.rec, a.h[l]);
     }
-    gemm_rows_parallel(0, 1, N, V, H, 1.0f, a.y[L - 1], H, p.fc_weight, H, 1.0f, a.probs, V);
-    gemm_rows_parallel(1, 0, V, H, N, 1.0f, a.dlogits, V, a.y[L - 1], H, 1.0f, g.fc_weight, H);
-    gemm_rows_parallel(0, 0, N, H, V, 1.0f, a.dlogits, V, p.fc_weight, H, 0.0f, a.dy, H);
+    gemm_rows_parallel("logits", 0, 1, N, V, H, 1.0f, a.y[L - 1], H, p.fc_weight, H, 1.0f, a.probs, V);
+    gemm_rows_parallel("dW_fc", 1, 0, V, H, N, 1.0f, a.dlogits, V, a.y[L - 1], H, 1.0f, g.fc_weight, H);
+    gemm_rows_parallel("dY from logits", 0, 0, N, H, V, 1.0f, a.dlogits, V, p.fc_weight, H, 0.0f, a.dy, H);
     for (size_t l = L; l-- > 0;) {
         recurrence_products_backward(B, T, w, p.weight_hh[l], a.dgates, a.dsplit, a.dh_rec);
-        gemm_rows_parallel(1, 0, w.FH, H, N, 1.0f, a.dgates, w.GH, a.h[l], H, 1.0f, g.weight_hh[l], H);
+        gemm_rows_parallel("dW_hh", 1, 0, w.FH, H, N, 1.0f, a.dgates, w.GH, a.h[l], H, 1.0f, g.weight_hh[l], H);
         if (w.SH)
-            gemm_rows_parallel(1, 0, w.SH, H, N, 1.0f, a.dsplit, w.SH, a.h[l], H, 1.0f, g.weight_hh[l] + w.FH * H, H);
+            gemm_rows_parallel("dW_hh, split blocks", 1, 0, w.SH, H, N, 1.0f, a.dsplit, w.SH, a.h[l], H, 1.0f, g.weight_hh[l] + w.FH * H, H);
         if (l > 0) {
-            gemm_rows_parallel(1, 0, w.GH, H, N, 1.0f, a.dgates, w.GH, a.y[l - 1], H, 1.0f, g.weight_ih[l], H);
-            gemm_rows_parallel(0, 0, N, H, w.GH, 1.0f, a.dgates, w.GH, p.weight_ih[l], H, 0.0f, a.dy, H);
+            gemm_rows_parallel("dW_ih", 1, 0, w.GH, H, N, 1.0f, a.dgates, w.GH, a.y[l - 1], H, 1.0f, g.weight_ih[l], H);
+            gemm_rows_parallel("dY from gates", 0, 0, N, H, w.GH, 1.0f, a.dgates, w.GH, p.weight_ih[l], H, 0.0f, a.dy, H);
         }
     }
     flush_denormals_end(mode);

@@ -303,52 +303,28 @@ void charrnn_runtime_get(charrnn_runtime *runtime) {
 
 /* ---- GEMM helpers ---- */
 
-/* The product log (charrnn_measure.h): the log and the output range it
- * records, each read and written atomically, since tests attach it while
- * other threads compute. */
-charrnn_product_log *product_log;
-static uintptr_t logged_outputs_begin, logged_outputs_end;
-
-charrnn_status charrnn_log_products(charrnn_product_log *log, const float *outputs, size_t count) {
-    if (log && !outputs) return CHARRNN_ERR_NULL_POINTER;
-    if (!log) {
-        __atomic_store_n(&product_log, NULL, __ATOMIC_SEQ_CST);
-        __atomic_store_n(&logged_outputs_end, 0, __ATOMIC_SEQ_CST);
-        return CHARRNN_OK;
-    }
-    __atomic_store_n(&logged_outputs_begin, (uintptr_t)outputs, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&logged_outputs_end, (uintptr_t)(outputs + count), __ATOMIC_SEQ_CST);
-    __atomic_store_n(&product_log, log, __ATOMIC_SEQ_CST);
-    return CHARRNN_OK;
-}
-
-void record_product(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *C) {
-    /* Outside the range: another caller's product, which must not touch the log. */
-    uintptr_t c = (uintptr_t)C;
-    if (c < __atomic_load_n(&logged_outputs_begin, __ATOMIC_ACQUIRE) ||
-        c >= __atomic_load_n(&logged_outputs_end, __ATOMIC_ACQUIRE))
-        return;
-    charrnn_product_log *log = __atomic_load_n(&product_log, __ATOMIC_ACQUIRE);
-    if (!log) return;
-    int64_t index = __atomic_fetch_add(&log->count, 1, __ATOMIC_RELAXED);
-    if (index < log->capacity)
-        log->entries[index] = (charrnn_product){omp_get_thread_num(), trans_a, trans_b, (int32_t)M,
-                                                (int32_t)N, (int32_t)K};
-}
-
-void gemm_block(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
-                const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
-                size_t ldc) {
+void gemm_block(const char *name, int trans_a, int trans_b, size_t M, size_t N, size_t K,
+                float alpha, const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                float *C, size_t ldc) {
     if (M == 0 || N == 0) return;
-    note_product(trans_a, trans_b, M, N, K, C);
+    double start = products_logged() ? product_clock() : -1.0;
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, alpha, A, (int)lda, B,
                 (int)ldb, beta, C, (int)ldc);
+    if (start >= 0.0) record_product(name, trans_a, trans_b, M, N, K, C, product_clock() - start);
 }
 
-void gemm_rows_parallel(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
-                        const float *A, size_t lda, const float *B, size_t ldb, float beta,
-                        float *C, size_t ldc) {
+void gemv_block(const char *name, size_t rows, size_t K, const float *W, const float *x,
+                float *out) {
+    if (rows == 0) return;
+    double start = products_logged() ? product_clock() : -1.0;
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)rows, (int)K, 1.0f, W, (int)K, x, 1, 1.0f, out, 1);
+    if (start >= 0.0) record_product(name, 0, 1, 1, rows, K, out, product_clock() - start);
+}
+
+void gemm_rows_parallel(const char *name, int trans_a, int trans_b, size_t M, size_t N, size_t K,
+                        float alpha, const float *A, size_t lda, const float *B, size_t ldb,
+                        float beta, float *C, size_t ldc) {
     /* Below ~1 MFLOP a fork costs more than it saves. */
     int parallel = (double)M * (double)N * (double)K > 5e5 && M >= 32;
     (void)parallel; /* read by the pragma alone, which a build without OpenMP drops */
@@ -358,8 +334,8 @@ void gemm_rows_parallel(int trans_a, int trans_b, size_t M, size_t N, size_t K, 
         thread_range(M, omp_get_thread_num(), omp_get_num_threads(), 16, &begin, &end);
         if (end > begin) {
             const float *A_block = trans_a ? A + begin : A + begin * lda;
-            gemm_block(trans_a, trans_b, end - begin, N, K, alpha, A_block, lda, B, ldb, beta,
-                       C + begin * ldc, ldc);
+            gemm_block(name, trans_a, trans_b, end - begin, N, K, alpha, A_block, lda, B, ldb,
+                       beta, C + begin * ldc, ldc);
         }
     }
 }
@@ -369,8 +345,8 @@ charrnn_status charrnn_gemm_nt(int32_t m, int32_t n, int32_t k, const float *a, 
     if (!a || !b || !c) return CHARRNN_ERR_NULL_POINTER;
     if (m < 1 || n < 1 || k < 1) return CHARRNN_ERR_INVALID_SHAPE;
     threads_wait_passively();
-    gemm_rows_parallel(0, 1, (size_t)m, (size_t)n, (size_t)k, 1.0f, a, (size_t)k, b, (size_t)k, 0.0f,
-                       c, (size_t)n);
+    gemm_rows_parallel("gemm_nt", 0, 1, (size_t)m, (size_t)n, (size_t)k, 1.0f, a, (size_t)k, b,
+                       (size_t)k, 0.0f, c, (size_t)n);
     return CHARRNN_OK;
 }
 

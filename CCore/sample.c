@@ -10,8 +10,6 @@
  * reads stay in its own cache from one character to the next, then does its
  * units' gates with the cell's kernel (cells.c); one barrier per layer.
  */
-#include <cblas.h>
-
 #include "internal.h"
 
 
@@ -57,15 +55,12 @@ charrnn_status charrnn_step_scratch_count(const charrnn_config *config, int32_t 
 
 /* out[s, r] += sum_k W[r, k] x[s, k] for the `rows` rows of W (row-major,
  * leading dimension K); out has leading dimension ldo. */
-static void rows_times(size_t S, size_t rows, size_t K, const float *W, const float *x, float *out,
-                       size_t ldo) {
-    if (rows == 0) return;
-    if (S == 1) {
-        note_product(0, 1, 1, rows, K, out);
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)rows, (int)K, 1.0f, W, (int)K, x, 1, 1.0f,
-                    out, 1);
-    } else
-        gemm_block(0, 1, S, rows, K, 1.0f, x, K, W, K, 1.0f, out, ldo);
+static void rows_times(const char *name, size_t S, size_t rows, size_t K, const float *W,
+                       const float *x, float *out, size_t ldo) {
+    if (S == 1)
+        gemv_block(name, rows, K, W, x, out);
+    else
+        gemm_block(name, 0, 1, S, rows, K, 1.0f, x, K, W, K, 1.0f, out, ldo);
 }
 
 charrnn_status charrnn_step(const charrnn_config *config, const float *params, int32_t streams,
@@ -116,12 +111,12 @@ charrnn_status charrnn_step(const charrnn_config *config, const float *params, i
             }
             for (size_t q = 0; q < (size_t)cell->gates && u1 > u0; q++) {
                 size_t row0 = q * H + u0;
-                if (l > 0) rows_times(S, u1 - u0, H, p.weight_ih[l] + row0 * H, in, x.G + row0, w.GH);
+                if (l > 0) rows_times("step input", S, u1 - u0, H, p.weight_ih[l] + row0 * H, in, x.G + row0, w.GH);
                 if (row0 < w.FH)
-                    rows_times(S, u1 - u0, H, p.weight_hh[l] + row0 * H, h_old, x.G + row0, w.GH);
+                    rows_times("step recurrent", S, u1 - u0, H, p.weight_hh[l] + row0 * H, h_old, x.G + row0, w.GH);
                 else
-                    rows_times(S, u1 - u0, H, p.weight_hh[l] + row0 * H, h_old,
-                               x.R + row0 - w.FH, w.SH);
+                    rows_times("step recurrent, split blocks", S, u1 - u0, H, p.weight_hh[l] + row0 * H,
+                               h_old, x.R + row0 - w.FH, w.SH);
             }
             cell_forward_args args = {
                 .H = H, .u0 = u0, .u1 = u1, .b0 = 0, .b1 = S,
@@ -147,7 +142,7 @@ charrnn_status charrnn_step(const charrnn_config *config, const float *params, i
         thread_range(V, thread, threads, 8, &v0, &v1);
         for (size_t st = 0; st < S; st++)
             for (size_t v = v0; v < v1; v++) logits[st * V + v] = p.fc_bias[v];
-        rows_times(S, v1 - v0, H, p.fc_weight + v0 * H, x.h + (L - 1) * plane, logits + v0, V);
+        rows_times("step logits", S, v1 - v0, H, p.fc_weight + v0 * H, x.h + (L - 1) * plane, logits + v0, V);
     }
     return CHARRNN_OK;
 }
@@ -348,17 +343,17 @@ charrnn_status charrnn_step_products(const charrnn_config *config, const float *
         for (size_t l = 0; l < L; l++) {
             for (size_t q = 0; q < (size_t)cell->gates && u1 > u0; q++) {
                 size_t row0 = q * H + u0;
-                if (l > 0) rows_times(S, u1 - u0, H, p.weight_ih[l] + row0 * H, x.h + (l - 1) * plane, x.G + row0, w.GH);
+                if (l > 0) rows_times("step input", S, u1 - u0, H, p.weight_ih[l] + row0 * H, x.h + (l - 1) * plane, x.G + row0, w.GH);
                 if (row0 < w.FH)
-                    rows_times(S, u1 - u0, H, p.weight_hh[l] + row0 * H, state + l * plane, x.G + row0, w.GH);
+                    rows_times("step recurrent", S, u1 - u0, H, p.weight_hh[l] + row0 * H, state + l * plane, x.G + row0, w.GH);
                 else
-                    rows_times(S, u1 - u0, H, p.weight_hh[l] + row0 * H, state + l * plane, x.R + row0 - w.FH, w.SH);
+                    rows_times("step recurrent, split blocks", S, u1 - u0, H, p.weight_hh[l] + row0 * H, state + l * plane, x.R + row0 - w.FH, w.SH);
             }
             THREADS_BARRIER;
         }
         size_t v0, v1;
         thread_range(V, thread, threads, 8, &v0, &v1);
-        rows_times(S, v1 - v0, H, p.fc_weight + v0 * H, x.h + (L - 1) * plane, logits + v0, V);
+        rows_times("step logits", S, v1 - v0, H, p.fc_weight + v0 * H, x.h + (L - 1) * plane, logits + v0, V);
     }
     return CHARRNN_OK;
 }

@@ -34,11 +34,16 @@ charrnn_status charrnn_step_products(const charrnn_config *config, const float *
 
 /* One matrix product a pass made: C[m, n] (+)= op(A)[m, k] op(B)[k, n], run by
  * OpenMP thread `thread` (0 without OpenMP). A matrix-vector product is
- * recorded as m = 1, trans_b = 1. */
+ * recorded as m = 1, trans_b = 1. `name` says what the product is in the
+ * model ("recurrent", "dW_hh", "logits", ...: a string the core owns, valid
+ * for the life of the process); `seconds` is how long the call took on its
+ * thread. */
 typedef struct charrnn_product {
     int32_t thread;
     int32_t trans_a, trans_b;
     int32_t m, n, k;
+    const char *name;
+    double seconds;
 } charrnn_product;
 
 /* Where products are recorded: `count` is advanced for every product
@@ -58,6 +63,26 @@ typedef struct charrnn_product_log {
  * detaching only if another thread computes into that memory, so give a
  * range no other thread writes (and that outlives the attachment). */
 charrnn_status charrnn_log_products(charrnn_product_log *log, const float *outputs, size_t count);
+
+/* The machine's own rate for one product's shape: every thread of the team
+ * makes `product` (its m, n, k and transpositions; the rest is ignored)
+ * `repeats` times at the same time, single-threaded, as the passes make
+ * their products, with C accumulated (beta 1). a: m*k floats; b: k*n
+ * floats; c: m*n floats per thread of the team (omp_get_max_threads()),
+ * thread t writing the t-th. *seconds_per_call receives the slowest
+ * thread's time from a common start, divided by `repeats`. */
+charrnn_status charrnn_product_on_every_thread(const charrnn_product *product, int32_t repeats,
+                                               const float *a, const float *b, float *c,
+                                               double *seconds_per_call);
+
+/* The FMA units' own rate: every thread of the team runs `rounds` rounds of
+ * independent multiply-adds in the widest vectors the CPU has (chosen at
+ * run time), and nothing else. *flops_per_thread receives the operations
+ * each thread made, *seconds the slowest thread's time from a common start
+ * (so flops_per_thread / seconds is a rate per core), and *instructions
+ * names what ran, e.g. "AVX2 FMA" (a string the core owns). */
+charrnn_status charrnn_fma_loop(int64_t rounds, double *flops_per_thread, double *seconds,
+                                const char **instructions);
 
 #ifdef __cplusplus
 }

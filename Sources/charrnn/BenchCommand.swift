@@ -6,12 +6,15 @@ import Foundation
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure training and sampling speed, the machine's sgemm rate at the model's shapes, and memory.",
+        abstract: "Measure training and sampling speed, each product's rate against the machine's, and memory.",
         discussion: """
             For each configuration: training step time (forward, backward, clipping, Adam) as median \
             and minimum after warm-up, characters per second, achieved GFLOP/s (operation count in \
             docs/PERFORMANCE.md), and the time of the step's matrix products alone, measured in the \
-            same run with the same shapes and threads; sampling speed at 1 and 32 streams beside the \
+            same run with the same shapes and threads; those products by kind (recurrent, dW_hh, \
+            logits, ...: shape, calls per step, GFLOP/s per core in the step) beside the same product \
+            made alone on every core at once and the FMA units' peak, the limits a faster step can \
+            reach; sampling speed at 1 and 32 streams beside the \
             time of their matrix-vector products; peak resident memory; and the BLAS kernels and \
             threads. Configurations: reference (2 × 512, batch 100 × 100, V 83) and small \
             (2 × 128, batch 50 × 50); --shape adds others. --contended repeats training with \
@@ -57,6 +60,7 @@ struct BenchCommand: ParsableCommand {
         var threading: String
         var computeThreads: Int
         var threadWaiting: String
+        var fmaPeak: Benchmark.FMAPeak? = nil
         var gemm: [Benchmark.GemmRate] = []
         var training: [Benchmark.TrainingResult] = []
         var sampling: [Benchmark.SamplingResult] = []
@@ -153,6 +157,8 @@ struct BenchCommand: ParsableCommand {
         let log = ProgressLog(enabled: !json)
         log.say("Compute: \(runtime); \(ProcessInfo.processInfo.activeProcessorCount) CPUs")
 
+        log.say("FMA peak …")
+        report.fmaPeak = try Benchmark.fmaPeak()
         // Training first, so the peak resident memory after it is training's.
         let baseline = Benchmark.peakResidentBytes
         for shape in shapes {
@@ -223,6 +229,8 @@ struct BenchCommand: ParsableCommand {
         lines.append(
             "  (operations per step: " + r.training.map { "\($0.shape.name) \(String(format: "%.3g", $0.flops))" }.joined(separator: ", ") + ")")
         lines.append("")
+        lines.append(contentsOf: productLines(r))
+        lines.append("")
         lines.append("sgemm on this machine, C = A·Bᵀ split across threads as the core does (median):")
         for g in r.gemm {
             lines.append(
@@ -260,6 +268,44 @@ struct BenchCommand: ParsableCommand {
             }
         }
         return lines.joined(separator: "\n")
+    }
+}
+
+extension BenchCommand {
+    /// The products of each configuration's training step by kind, beside
+    /// the same product made alone and the FMA units' peak, all per core.
+    static func productLines(_ r: Report) -> [String] {
+        var lines: [String] = []
+        let peak = r.fmaPeak.map { $0.gflopsPerCore } ?? .nan
+        if let fma = r.fmaPeak {
+            lines.append(
+                "Products of a training step by kind, one row per shape a thread makes one in (GFLOP/s per core; "
+                    + "alone: the same product on every core at once, fastest of 5; FMA peak \(String(format: "%.1f", fma.gflopsPerCore)) "
+                    + "per core with \(fma.instructions), \(fma.threads) thread\(fma.threads == 1 ? "" : "s") at once):")
+        }
+        lines.append(
+            "  product                           op      m × n × k                calls   s/step   in step    alone   in/alone   in/peak")
+        for t in r.training {
+            lines.append("  \(t.shape.name) (\(t.threads) thread\(t.threads == 1 ? "" : "s"); s/step is thread time ÷ threads)")
+            var total = 0.0
+            for p in t.productKinds {
+                let share = p.threadSecondsPerStep / Double(max(1, t.threads))
+                total += share
+                lines.append(
+                    "    " + p.name.padding(toLength: 32, withPad: " ", startingAt: 0)
+                        + p.operation.padding(toLength: 8, withPad: " ", startingAt: 0)
+                        + "\(p.m) × \(p.n) × \(p.k)".padding(toLength: 23, withPad: " ", startingAt: 0)
+                        + String(
+                            format: "%6d   %6.3f   %7.1f  %7.1f     %5.2f      %3.0f %%", p.callsPerStep, share, p.gflopsPerCoreInStep,
+                            p.gflopsPerCoreAlone, p.gflopsPerCoreInStep / p.gflopsPerCoreAlone, 100 * p.gflopsPerCoreInStep / peak))
+            }
+            lines.append(
+                "    " + "all products".padding(toLength: 63, withPad: " ", startingAt: 0)
+                    + String(
+                        format: "%6d   %6.3f   (products alone, wall: %.3f s)", t.productKinds.reduce(0) { $0 + $1.callsPerStep }, total,
+                        t.products.median))
+        }
+        return lines
     }
 }
 

@@ -5,7 +5,7 @@ import Testing
 /// Protects `charrnn bench`'s output (never its figures: no test asserts a time).
 @Suite("charrnn bench")
 struct BenchCommandTests {
-    @Test("bench --json reports every section for a custom shape, with positive figures")
+    @Test("bench --json reports every section for a custom shape, with positive figures, and its product breakdown covers the whole step")
     func jsonReportHasEverySection() throws {
         let result = try CLI.run([
             "bench", "--configs", "", "--shape", "16,2,4,8,11", "--iterations", "2", "--warmup", "1",
@@ -26,6 +26,20 @@ struct BenchCommandTests {
         let expectedFlops: Double = 9 * 2 * 32 * 64 * 16 + 3 * 2 * 32 * 11 * 16
         let flops = training[0]["flops"] as? Double ?? 0
         #expect(flops == expectedFlops)
+        // The breakdown accounts for every product of the step: all of its
+        // operations but the first time step's recurrent backward product in
+        // each layer, which the core skips (no gradient flows into the
+        // carried state): 2 × (2 · 4 · 64 · 16).
+        let kinds = try #require(training[0]["productKinds"] as? [[String: Any]])
+        let madeFlops = kinds.reduce(0.0) { sum, kind in
+            let shape = ["m", "n", "k", "callsPerStep"].map { kind[$0] as? Int ?? 0 }
+            return sum + 2 * Double(shape.reduce(1, *))
+        }
+        #expect(madeFlops == expectedFlops - 2 * (2 * 4 * 64 * 16), "\(kinds)")
+        #expect(Set(kinds.compactMap { $0["name"] as? String }).isSuperset(of: ["recurrent", "recurrent backward", "dW_hh", "logits"]))
+        #expect(kinds.allSatisfy { ($0["threadSecondsPerStep"] as? Double ?? 0) > 0 && ($0["aloneSecondsPerCall"] as? Double ?? 0) > 0 })
+        let peak = try #require(report["fmaPeak"] as? [String: Any])
+        #expect((peak["gflopsPerCore"] as? Double ?? 0) > 0 && !(peak["instructions"] as? String ?? "").isEmpty)
         #expect((report["sampling"] as? [Any])?.count == 2)
         #expect((report["gemm"] as? [Any])?.count == 3)
         #expect((report["trainingPeakResidentBytes"] as? Int ?? 0) > 0)

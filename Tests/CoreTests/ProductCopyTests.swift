@@ -49,9 +49,25 @@ struct ProductCopyTests {
         return (0..<threads).map { thread in made.filter { Int($0.thread) == thread } }
     }
 
+    /// Whether two recordings made the same products: name, transposition
+    /// and shape, thread by thread in order (the bench's breakdown groups by
+    /// name and shape, so a copy that renamed a product would mislabel it).
     static func same(_ a: [[charrnn_product]], _ b: [[charrnn_product]]) -> Bool {
-        func key(_ p: charrnn_product) -> [Int32] { [p.trans_a, p.trans_b, p.m, p.n, p.k] }
+        struct Key: Equatable {
+            let name: String
+            let shape: [Int32]
+        }
+        func key(_ p: charrnn_product) -> Key {
+            Key(name: p.name.map { String(cString: $0) } ?? "", shape: [p.trans_a, p.trans_b, p.m, p.n, p.k])
+        }
         return a.map { $0.map(key) } == b.map { $0.map(key) }
+    }
+
+    /// Every product is named and timed.
+    static func namedAndTimed(_ products: [[charrnn_product]]) -> Bool {
+        products.joined().allSatisfy { p in
+            p.seconds > 0 && !(p.name.map { String(cString: $0) } ?? "").isEmpty
+        }
     }
 
     @Test(
@@ -88,6 +104,7 @@ struct ProductCopyTests {
         #expect(passes.joined().count > 3 * 8 * 2, "the passes made every time step's recurrent products")
         let same = Self.same(passes, copy)
         #expect(same, "\(passes.map(\.count)) products per thread in the passes, \(copy.map(\.count)) in the copy")
+        #expect(Self.namedAndTimed(passes) && Self.namedAndTimed(copy))
     }
 
     @Test(
@@ -116,5 +133,6 @@ struct ProductCopyTests {
         #expect(!step.joined().isEmpty)
         let same = Self.same(step, copy)
         #expect(same, "\(step.map(\.count)) products per thread in the step, \(copy.map(\.count)) in the copy")
+        #expect(Self.namedAndTimed(step) && Self.namedAndTimed(copy))
     }
 }

@@ -98,6 +98,11 @@ public enum Benchmark {
         public let optimizer: Timing
         /// The step's matrix products alone (same calls, same shapes, same threads).
         public let products: Timing
+        /// The same products by kind, in the order the step first makes them,
+        /// each beside the machine's own rate for its shape.
+        public let productKinds: [ProductKind]
+        /// The threads that made them.
+        public let threads: Int
         /// Floating-point operations per step.
         public let flops: Double
         /// The process's peak resident memory after the training steps (before
@@ -136,26 +141,32 @@ public enum Benchmark {
         // Training's memory is all touched by now; the products-only buffers come after.
         let peakAfterSteps = peakResidentBytes
         var config = shape.configuration.raw
-        let activations = try buffer(shape.configuration.activationCount(batchSize: shape.batchSize, steps: shape.steps))
-        let grads = try buffer(model.parameterCount)
+        // One block for the products' outputs, so one log range holds them all.
+        let activationCount = try shape.configuration.activationCount(batchSize: shape.batchSize, steps: shape.steps)
+        let outputs = try buffer(activationCount + model.parameterCount)
+        let log = ProductLog()
         func productsOnly(record: Bool) throws(ModelError) {
             let t0 = ContinuousClock.now
             try ModelError.check(
                 charrnn_training_products(
                     &config, model.parameters.baseAddress, Int32(shape.batchSize),
-                    Int32(shape.steps), activations.baseAddress, grads.baseAddress),
+                    Int32(shape.steps), outputs.baseAddress, outputs.baseAddress + activationCount),
                 "charrnn_training_products")
             if record { products.append((ContinuousClock.now - t0).seconds) }
         }
-        try productsOnly(record: false)
+        // The warm-up run also sizes the log.
+        _ = try log.recording(into: outputs) { () throws(ModelError) in try productsOnly(record: false) }
         // Alternate the two, so a shared machine's slow moments fall on both alike.
+        var logged: [[ProductLog.Entry]] = []
         for iteration in 0..<iterations {
             try trainingStep(record: true, iteration: warmup + iteration)
-            try productsOnly(record: true)
+            logged.append(try log.recording(into: outputs) { () throws(ModelError) in try productsOnly(record: true) })
         }
+        let kinds = try ProductKind.kinds(of: logged).map { kind throws(ModelError) in try kind.measuredAlone() }
         return TrainingResult(
             shape: shape, step: Timing(steps), forward: Timing(forwards), backward: Timing(backwards),
-            optimizer: Timing(optimizers), products: Timing(products), flops: shape.trainingFlops,
+            optimizer: Timing(optimizers), products: Timing(products), productKinds: kinds,
+            threads: ComputeRuntime.current.computeThreads, flops: shape.trainingFlops,
             peakResidentBytesAfterSteps: peakAfterSteps)
     }
 
@@ -285,7 +296,7 @@ public enum Benchmark {
     }
 
     /// A block for a measurement.
-    private static func buffer(_ count: Int) throws(ModelError) -> FloatBuffer {
+    static func buffer(_ count: Int) throws(ModelError) -> FloatBuffer {
         do { return try FloatBuffer(count: count) } catch { throw .insufficientMemory(error) }
     }
 
