@@ -274,9 +274,23 @@ static inline int omp_get_max_threads(void) { return 1; }
  * says why. */
 void threads_wait_passively(void);
 void threads_wait_actively(void);
+/* Both also keep the calling thread's teams at the size asked: OMP_DYNAMIC
+ * may not shrink them (runtime.c says why). */
 
-/* The [begin, end) share of `count` items for thread `thread` of `threads`,
- * in multiples of `align` items where possible. */
+/* The fixed blocks the work whose result depends on its partition is split
+ * into (the rows of a matrix product: OpenBLAS rounds a row differently
+ * when it is made in a call of another height; partial sums), whatever the
+ * size of the team that runs them: so training gives the same bits with
+ * any number of threads. The count is the processors the process may run
+ * on when the core is loaded (runtime.c), so it matches the usual team and
+ * costs nothing there; a thread runs blocks thread, thread + team, ... */
+enum { MAX_WORK_BLOCKS = 64 };
+int work_blocks(void);
+#define FOR_EACH_OWN_BLOCK(block, blocks) \
+    for (int block = omp_get_thread_num(); block < (blocks); block += omp_get_num_threads())
+
+/* The [begin, end) share of `count` items for thread (or block) `thread` of
+ * `threads`, in multiples of `align` items where possible. */
 static inline void thread_range(size_t count, int thread, int threads, size_t align,
                                 size_t *begin, size_t *end) {
     size_t units = (count + align - 1) / align;

@@ -72,9 +72,7 @@ charrnn_status charrnn_product_on_every_thread(const charrnn_product *product, i
         float *own = c + (size_t)omp_get_thread_num() * M * N;
         /* Timed on each thread from a common start, so waking the team is
          * not counted; the slowest thread's time is the product's. */
-#ifdef _OPENMP /* (a lone thread has no one to wait for) */
-#pragma omp barrier
-#endif
+        THREADS_BARRIER;
         double start = product_clock();
         for (int32_t r = 0; r < repeats; r++) {
             if (M == 1 && trans_b) /* how the log records a matrix-vector product */
@@ -174,9 +172,7 @@ charrnn_status charrnn_fma_loop(int64_t rounds, double *flops_per_thread, double
 #pragma omp parallel reduction(max : slowest)
     {
         int thread = omp_get_thread_num();
-#ifdef _OPENMP /* (a lone thread has no one to wait for) */
-#pragma omp barrier
-#endif
+        THREADS_BARRIER;
         double start = product_clock();
         double made = loop(rounds, &sinks[thread % 256]);
         slowest = product_clock() - start;

@@ -260,10 +260,11 @@ static void recurrence_forward(const cell_kind *cell, size_t B, size_t T, gate_w
                                const dropout_params *drop, const layer_tensors *x) {
     size_t H = w.H, BH = B * H;
     float beta = tokens ? 0.0f : 1.0f;
+    int blocks = work_blocks();
 #pragma omp parallel
-    {
+    FOR_EACH_OWN_BLOCK(block, blocks) {
         size_t b0, b1;
-        thread_range(B, omp_get_thread_num(), omp_get_num_threads(), 1, &b0, &b1);
+        thread_range(B, block, blocks, 1, &b0, &b1);
         for (size_t t = 0; t < T && b1 > b0; t++) {
             float *G_t = x->G + t * B * w.GH;
             recurrent_product(b0, b1, w, x->h + t * BH, x->W_hh, beta, G_t, rec);
@@ -290,10 +291,11 @@ static void recurrence_backward(const cell_kind *cell, size_t B, size_t T, gate_
                                 const layer_tensors *x, const float *dy, float *dG, float *dR,
                                 float *dh_rec, float *dc_next) {
     size_t H = w.H, BH = B * H;
+    int blocks = work_blocks();
 #pragma omp parallel
-    {
+    FOR_EACH_OWN_BLOCK(block, blocks) {
         size_t b0, b1;
-        thread_range(B, omp_get_thread_num(), omp_get_num_threads(), 1, &b0, &b1);
+        thread_range(B, block, blocks, 1, &b0, &b1);
         if (b1 > b0) {
             memset(dh_rec + b0 * H, 0, (b1 - b0) * H * sizeof(float));
             if (dc_next) memset(dc_next + b0 * H, 0, (b1 - b0) * H * sizeof(float));
@@ -349,13 +351,18 @@ static float output_forward(size_t B, size_t T, size_t H, size_t V, const int32_
 #pragma omp parallel for schedule(static)
     for (size_t r = 0; r < N; r++) memcpy(probs + r * V, b_fc, V * sizeof(float));
     gemm_rows_parallel("logits", 0, 1, N, V, H, 1.0f, Y, H, W_fc, H, 1.0f, probs, V);
-    double total = 0.0;
-#pragma omp parallel reduction(+ : total)
-    {
+    /* One partial sum per fixed block, added in block order: the same
+     * loss for any team. */
+    double partial[MAX_WORK_BLOCKS];
+    int blocks = work_blocks();
+#pragma omp parallel
+    FOR_EACH_OWN_BLOCK(block, blocks) {
         size_t r0, r1;
-        thread_range(N, omp_get_thread_num(), omp_get_num_threads(), 1, &r0, &r1);
-        total += softmax_rows(r0, r1, B, T, V, targets, probs);
+        thread_range(N, block, blocks, 1, &r0, &r1);
+        partial[block] = softmax_rows(r0, r1, B, T, V, targets, probs);
     }
+    double total = 0.0;
+    for (int block = 0; block < blocks; block++) total += partial[block];
     return (float)(total / (double)N);
 }
 
@@ -509,10 +516,11 @@ charrnn_status charrnn_backward(const charrnn_config *config, const float *param
 static void recurrence_products_forward(size_t B, size_t T, gate_widths w, const float *W_hh,
                                         float beta, float *G, float *rec, const float *h) {
     size_t BH = B * w.H;
+    int blocks = work_blocks();
 #pragma omp parallel
-    {
+    FOR_EACH_OWN_BLOCK(block, blocks) {
         size_t b0, b1;
-        thread_range(B, omp_get_thread_num(), omp_get_num_threads(), 1, &b0, &b1);
+        thread_range(B, block, blocks, 1, &b0, &b1);
         for (size_t t = 0; t < T && b1 > b0; t++)
             recurrent_product(b0, b1, w, h + t * BH, W_hh, beta, G + t * B * w.GH, rec);
     }
@@ -520,10 +528,11 @@ static void recurrence_products_forward(size_t B, size_t T, gate_widths w, const
 
 static void recurrence_products_backward(size_t B, size_t T, gate_widths w, const float *W_hh,
                                          const float *dG, const float *dR, float *dh_rec) {
+    int blocks = work_blocks();
 #pragma omp parallel
-    {
+    FOR_EACH_OWN_BLOCK(block, blocks) {
         size_t b0, b1;
-        thread_range(B, omp_get_thread_num(), omp_get_num_threads(), 1, &b0, &b1);
+        thread_range(B, block, blocks, 1, &b0, &b1);
         for (size_t t = T; t-- > 1 && b1 > b0;)
             recurrent_product_backward(b0, b1, w, dG + t * B * w.GH, dR ? dR + t * B * w.SH : NULL,
                                        W_hh, dh_rec);

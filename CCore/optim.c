@@ -11,14 +11,19 @@ CHARRNN_VECTOR_CLONES static double sum_of_squares_range(const float *restrict x
     return total;
 }
 
+/* One partial sum per fixed block, added in block order: the same norm,
+ * and so the same clipping, for any team. */
 static double sum_of_squares(const float *x, size_t n) {
-    double total = 0.0;
-#pragma omp parallel reduction(+ : total)
-    {
+    double partial[MAX_WORK_BLOCKS];
+    int blocks = work_blocks();
+#pragma omp parallel
+    FOR_EACH_OWN_BLOCK(block, blocks) {
         size_t i0, i1;
-        thread_range(n, omp_get_thread_num(), omp_get_num_threads(), 16, &i0, &i1);
-        if (i1 > i0) total += sum_of_squares_range(x + i0, i1 - i0);
+        thread_range(n, block, blocks, 16, &i0, &i1);
+        partial[block] = i1 > i0 ? sum_of_squares_range(x + i0, i1 - i0) : 0.0;
     }
+    double total = 0.0;
+    for (int block = 0; block < blocks; block++) total += partial[block];
     return total;
 }
 

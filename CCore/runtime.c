@@ -22,12 +22,16 @@
  * What it finds is the only process-wide state the core has, it is written
  * once at load time, and it is read-only afterwards.
  */
-#define _GNU_SOURCE /* dladdr */
+#define _GNU_SOURCE /* dladdr, sched_getaffinity */
 #include <dlfcn.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sched.h>
+#endif
 
 #include <cblas.h>
 #if defined(__x86_64__) || defined(__i386__)
@@ -236,6 +240,46 @@ __attribute__((constructor)) static void charrnn_configure_blas(void) {
  * it keeps libomp's spinning. A user who sets KMP_BLOCKTIME or
  * OMP_WAIT_POLICY decides instead, and the core never changes it. Other
  * runtimes (GNU libgomp) have no call for it: their own defaults apply. */
+/* ---- teams of a fixed size, work in fixed blocks ----
+ * With OMP_DYNAMIC set, libomp shrinks a team when the machine is loaded
+ * (under load, every team to one thread) without saying so: speed figures
+ * then name threads that never ran, and the threads that did run may not
+ * be the ones whose flush-to-zero mode the passes set. The core's teams
+ * keep the size asked instead (omp_set_dynamic(0) for the calling thread's
+ * teams, on every entry that runs one). The result does not depend on the
+ * team's size either way: the work whose rounding depends on its partition
+ * is split into work_blocks() fixed blocks (internal.h). */
+static int work_block_count = 1;
+
+/* The processors the process may run on (its CPU mask), as OpenMP counts
+ * them; a build without OpenMP counts them the same way, so it cuts the
+ * work, and rounds, as the OpenMP build does with any team. */
+static int processors_available(void) {
+#ifdef _OPENMP
+    return omp_get_num_procs();
+#else
+#ifdef __linux__
+    cpu_set_t mask;
+    if (sched_getaffinity(0, sizeof mask, &mask) == 0) return CPU_COUNT(&mask);
+#endif
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online > INT_MAX ? INT_MAX : (int)online;
+#endif
+}
+
+__attribute__((constructor)) static void charrnn_configure_blocks(void) {
+    int processors = processors_available();
+    work_block_count = processors < 1 ? 1 : processors > MAX_WORK_BLOCKS ? MAX_WORK_BLOCKS : processors;
+}
+
+int work_blocks(void) { return work_block_count; }
+
+static void teams_keep_their_size(void) {
+#ifdef _OPENMP
+    omp_set_dynamic(0);
+#endif
+}
+
 #ifdef CHARRNN_HAS_KMP_BLOCKTIME
 static int wait_policy_from_user;
 static int spin_blocktime_ms = 200;
@@ -247,10 +291,12 @@ __attribute__((constructor)) static void charrnn_configure_waiting(void) {
 }
 
 void threads_wait_passively(void) {
+    teams_keep_their_size();
     if (!wait_policy_from_user) kmp_set_blocktime(0);
 }
 
 void threads_wait_actively(void) {
+    teams_keep_their_size();
     if (!wait_policy_from_user) kmp_set_blocktime(spin_blocktime_ms);
 }
 
@@ -261,8 +307,8 @@ static void describe_waiting(char *text, size_t size) {
         snprintf(text, size, "sleep in training, spin %d ms in stepping", spin_blocktime_ms);
 }
 #else
-void threads_wait_passively(void) {}
-void threads_wait_actively(void) {}
+void threads_wait_passively(void) { teams_keep_their_size(); }
+void threads_wait_actively(void) { teams_keep_their_size(); }
 
 static void describe_waiting(char *text, size_t size) {
 #ifdef _OPENMP
@@ -297,7 +343,16 @@ void charrnn_runtime_get(charrnn_runtime *runtime) {
                  blas.core_selected_by);
     runtime->blas_threads = blas_thread_count();
     describe_threading(runtime->threading, sizeof runtime->threading);
-    runtime->compute_threads = omp_get_max_threads();
+    /* The team a region of the calling thread actually gets, as the
+     * training entries set teams up. */
+    int team = 1;
+    teams_keep_their_size();
+#pragma omp parallel
+    {
+        if (omp_get_thread_num() == 0) team = omp_get_num_threads();
+    }
+    runtime->compute_threads = team;
+    runtime->work_blocks = work_blocks();
     describe_waiting(runtime->thread_waiting, sizeof runtime->thread_waiting);
 }
 
@@ -325,13 +380,15 @@ void gemv_block(const char *name, size_t rows, size_t K, const float *W, const f
 void gemm_rows_parallel(const char *name, int trans_a, int trans_b, size_t M, size_t N, size_t K,
                         float alpha, const float *A, size_t lda, const float *B, size_t ldb,
                         float beta, float *C, size_t ldc) {
-    /* Below ~1 MFLOP a fork costs more than it saves. */
+    /* Below ~1 MFLOP a fork costs more than it saves. Either way the rows
+     * are cut by the shape alone (one block, or the fixed work blocks), so
+     * every call, and so every row's rounding, is the same for any team. */
     int parallel = (double)M * (double)N * (double)K > 5e5 && M >= 32;
-    (void)parallel; /* read by the pragma alone, which a build without OpenMP drops */
+    int blocks = parallel ? work_blocks() : 1;
 #pragma omp parallel if (parallel)
-    {
+    FOR_EACH_OWN_BLOCK(block, blocks) {
         size_t begin, end;
-        thread_range(M, omp_get_thread_num(), omp_get_num_threads(), 16, &begin, &end);
+        thread_range(M, block, blocks, 16, &begin, &end);
         if (end > begin) {
             const float *A_block = trans_a ? A + begin : A + begin * lda;
             gemm_block(name, trans_a, trans_b, end - begin, N, K, alpha, A_block, lda, B, ldb,

@@ -439,8 +439,10 @@ typedef struct charrnn_runtime {
     char blas_core_selected_by[32]; /* OpenBLAS: "library", "charrnn", or "user (OPENBLAS_CORETYPE)" */
     int32_t blas_threads;      /* the BLAS's own thread count (1 under charrnn); 0: it does not say */
     char threading[64];        /* "OpenMP (libomp.so.5)", or "none (built without OpenMP)" */
-    int32_t compute_threads;   /* threads charrnn uses per call (1 without OpenMP) */
+    int32_t compute_threads;   /* threads a team of the calling thread has (1 without OpenMP) */
     char thread_waiting[48];   /* how idle threads wait: charrnn's choice, the user's, the runtime's */
+    int32_t work_blocks;       /* the fixed blocks training's work is split into, whatever the
+                                  team: the processors the process could use when loaded */
 } charrnn_runtime;
 
 void charrnn_runtime_get(charrnn_runtime *runtime);

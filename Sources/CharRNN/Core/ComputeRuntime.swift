@@ -24,8 +24,14 @@ public struct ComputeRuntime: Sendable, Equatable, CustomStringConvertible {
     /// The threading the core was built with: `OpenMP (libomp.so.5)`, or
     /// `none (built without OpenMP)`.
     public let threading: String
-    /// Threads the core uses per call (1 without OpenMP).
+    /// Threads a team of the core actually has (a region is run to count
+    /// them; teams keep this size, `OMP_DYNAMIC` does not shrink them); 1
+    /// without OpenMP.
     public let computeThreads: Int
+    /// The fixed blocks training's work is split into, whatever the team:
+    /// the processors the process could use when the core was loaded. A
+    /// run's bits depend on this, never on the thread count.
+    public let workBlocks: Int
     /// How idle compute threads wait: charrnn's choice (sleep in training,
     /// spin in stepping), the user's `KMP_BLOCKTIME` / `OMP_WAIT_POLICY`, or
     /// the OpenMP runtime's own.
@@ -52,12 +58,13 @@ public struct ComputeRuntime: Sendable, Equatable, CustomStringConvertible {
             blasThreads: Int(raw.blas_threads),
             threading: string(raw.threading),
             computeThreads: Int(raw.compute_threads),
+            workBlocks: Int(raw.work_blocks),
             threadWaiting: string(raw.thread_waiting))
     }
 
     /// One line, e.g. `BLAS OpenBLAS 0.3.21 (kernels Haswell, chosen by
-    /// charrnn; 1 thread), OpenMP (libomp.so.5) with 2 threads, idle threads:
-    /// sleep in training, spin 200 ms in stepping`.
+    /// charrnn; 1 thread), OpenMP (libomp.so.5) with 2 threads, work in 2
+    /// fixed blocks, idle threads: sleep in training, spin 200 ms in stepping`.
     public var description: String {
         var blas: [String] = []
         if !blasCore.isEmpty {
@@ -68,7 +75,7 @@ public struct ComputeRuntime: Sendable, Equatable, CustomStringConvertible {
         blas.append(blasThreads > 0 ? "\(blasThreads) thread\(blasThreads == 1 ? "" : "s")" : "threads not known")
         let threads =
             hasOpenMP
-            ? "\(threading) with \(computeThreads) thread\(computeThreads == 1 ? "" : "s")"
+            ? "\(threading) with \(computeThreads) thread\(computeThreads == 1 ? "" : "s"), work in \(workBlocks) fixed block\(workBlocks == 1 ? "" : "s")"
             : "no OpenMP (built without): 1 thread"
         return "BLAS \(blasLibrary) (\(blas.joined(separator: "; "))), \(threads), idle threads: \(threadWaiting)"
     }
