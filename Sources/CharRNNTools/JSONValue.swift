@@ -1,3 +1,4 @@
+import CharRNN
 import Foundation
 
 /// A JSON value the tools print or serve (`train --json`, `eval --json`,
@@ -59,5 +60,18 @@ extension Optional {
     /// The wrapped value as JSON, or `null`.
     public func json(_ transform: (Wrapped) -> JSONValue) -> JSONValue {
         map(transform) ?? .null
+    }
+}
+
+extension JSONValue {
+    /// A generated character's log-probability as `charrnn sample --logprobs`
+    /// and `/v1/generate` give it: `{"char", "logprob", "top_logprobs":
+    /// [{"char", "logprob"}, …]}`, most likely first.
+    public static func describing(_ logprob: CharacterLogprob) -> JSONValue {
+        .object([
+            "char": .string(String(logprob.character)), "logprob": .double(logprob.logprob),
+            "top_logprobs": .array(
+                logprob.top.map { .object(["char": .string(String($0.character)), "logprob": .double($0.logprob)]) }),
+        ])
     }
 }

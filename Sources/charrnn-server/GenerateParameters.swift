@@ -16,22 +16,31 @@
         var topP: Float?
         var seed: UInt64?
         var stream: Bool?
+        /// Stop strings: one string, or a list.
+        var stop: [String]?
+        /// Alternatives per character with its log-probability.
+        var logprobs: Int?
+
+        /// The most stop strings a request may give, and the most characters in each.
+        static let maxStopStrings = 16
+        static let maxStopLength = 256
 
         /// The body's fields, as JSON spells them.
         enum Field: String, CaseIterable {
             case prime, length, temperature
             case topK = "top_k"
             case topP = "top_p"
-            case seed, stream
+            case seed, stream, stop, logprobs
 
             /// What the field's value must be, for the error that names it.
             var expected: String {
                 switch self {
                 case .prime: return "a string"
-                case .length, .topK: return "a whole number"
+                case .length, .topK, .logprobs: return "a whole number"
                 case .temperature, .topP: return "a number"
                 case .seed: return "a whole number from 0 to 18446744073709551615"
                 case .stream: return "true or false"
+                case .stop: return "a string or a list of strings"
                 }
             }
         }
@@ -78,6 +87,11 @@
                 case .stream:
                     guard case .bool(let flag) = value else { throw wrongType }
                     parameters.stream = flag
+                case .logprobs:
+                    guard case .integer(let number) = value else { throw wrongType }
+                    parameters.logprobs = number
+                case .stop:
+                    parameters.stop = try stopStrings(value, wrongType: wrongType)
                 case .seed:
                     switch value {
                     case .integer(let number) where number >= 0: parameters.seed = UInt64(number)
@@ -90,6 +104,29 @@
         }
 
         private init() {}
+
+        /// `stop` as a list: one string or an array of them, within the limits.
+        static func stopStrings(_ value: JSONScalar, wrongType: APIError) throws(APIError) -> [String] {
+            let strings: [String]
+            switch value {
+            case .string(let text): strings = [text]
+            case .array(let items):
+                strings = try items.map { item throws(APIError) in
+                    guard case .string(let text) = item else { throw wrongType }
+                    return text
+                }
+            default: throw wrongType
+            }
+            guard strings.count <= maxStopStrings else {
+                throw APIError(.badRequest, "stop may have at most \(maxStopStrings) strings (got \(strings.count))", field: "stop")
+            }
+            if let long = strings.first(where: { $0.unicodeScalars.count > maxStopLength }) {
+                throw APIError(
+                    .badRequest, "each stop string may have at most \(maxStopLength) characters (got \(long.unicodeScalars.count))",
+                    field: "stop")
+            }
+            return strings
+        }
 
         /// The scheduler request: `charrnn sample`'s defaults where a field is
         /// absent, and `seed` drawn at random (as `charrnn sample` does) when absent.
@@ -104,12 +141,15 @@
             options.topP = topP
             options.seed = seed ?? SamplingOptions.randomSeed()
             request.options = options
+            request.completion.stop = stop ?? []
+            request.completion.logprobs = logprobs
             return request
         }
     }
 
     /// One JSON value as the request's fields are checked: its kind, and the
-    /// value where it is a scalar (integers kept exact up to UInt64's range).
+    /// value where it is a scalar (integers kept exact up to UInt64's range)
+    /// or an array (of such values).
     enum JSONScalar: Decodable {
         case null
         case bool(Bool)
@@ -117,6 +157,7 @@
         case integer(Int)
         case unsigned(UInt64)
         case real(Double)
+        case array([JSONScalar])
         case composite
 
         init(from decoder: Decoder) throws {
@@ -133,6 +174,8 @@
                 self = .unsigned(value)
             } else if let value = try? container.decode(Double.self) {
                 self = .real(value)
+            } else if let values = try? container.decode([JSONScalar].self) {
+                self = .array(values)
             } else {
                 self = .composite
             }
@@ -204,6 +247,8 @@
             case .topP: return "top_p"
             case .length: return "length"
             case .count: return "count"
+            case .stop: return "stop"
+            case .logprobs: return "logprobs"
             }
         }
     }

@@ -97,9 +97,12 @@
             let stream: GenerationStream
             do { stream = try scheduler.submit(generation) } catch { throw APIError(error) }
             let reporter = LatencyReporter(metrics: metrics, arrived: arrived)
-            if parameters.stream == true { return events(stream, reporter: reporter, connection: connection) }
+            if parameters.stream == true {
+                return events(stream, logprobs: parameters.logprobs != nil, reporter: reporter, connection: connection)
+            }
 
             var text = ""
+            var logprobs: [CharacterLogprob] = []
             var end = GenerationEnd.cancelled
             let primeCount = stream.prime.unicodeScalars.count
             var received = 0
@@ -110,17 +113,19 @@
                 received += chunk.text.unicodeScalars.count
                 if received > primeCount { reporter.firstCharacter() }
                 text += chunk.text
+                logprobs += chunk.logprobs
                 if let chunkEnd = chunk.end { end = chunkEnd }
             }
             let generated = received - primeCount
             reporter.finished()
             switch end {
-            case .completed:
-                return Self.json(
-                    .object([
-                        "text": .string(text), "seed": .unsigned(stream.seed), "prime": .string(stream.prime),
-                        "length": .int(generated), "finish_reason": .string("length"),
-                    ]))
+            case .completed, .stopped:
+                var fields: [String: JSONValue] = [
+                    "text": .string(text), "seed": .unsigned(stream.seed), "prime": .string(stream.prime),
+                    "length": .int(generated), "finish_reason": .string(end == .stopped ? "stop" : "length"),
+                ]
+                if parameters.logprobs != nil { fields["logprobs"] = .array(logprobs.map(JSONValue.describing)) }
+                return Self.json(.object(fields))
             case .timedOut:
                 throw APIError(.gatewayTimeout, "the request took longer than \(settings.requestTimeout) and was ended after \(generated) characters")
             case .shutDown:
@@ -136,7 +141,7 @@
         /// the prime and the seed), then `event: end` with how it ended. When the
         /// client goes away the connection closes (or the next write fails), the
         /// loop ends and dropping the stream frees its place in the batch.
-        private func events(_ stream: GenerationStream, reporter: LatencyReporter, connection: any Channel) -> Response {
+        private func events(_ stream: GenerationStream, logprobs: Bool, reporter: LatencyReporter, connection: any Channel) -> Response {
             let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-cache"]
             return Response(
                 status: .ok, headers: headers,
@@ -156,6 +161,9 @@
                             if first { event += "\"seed\":\(stream.seed)," }
                             event += "\"text\":"
                             JSONString.append(chunk.text, to: &event)
+                            if logprobs {  // (the prime's characters have none)
+                                event += ",\"logprobs\":" + JSONValue.array(chunk.logprobs.map(JSONValue.describing)).line
+                            }
                             event += "}\n\n"
                             first = false
                             try await writer.write(ByteBuffer(string: event))
@@ -165,6 +173,7 @@
                             var fields: [String: JSONValue] = ["seed": .unsigned(stream.seed), "length": .int(generated)]
                             switch end {
                             case .completed: reason = "length"
+                            case .stopped: reason = "stop"
                             case .timedOut: reason = "timeout"
                             case .shutDown: reason = "shutdown"
                             case .cancelled: reason = "cancelled"

@@ -18,7 +18,7 @@ struct ServerCommand: AsyncParsableCommand {
         abstract: "Serve a trained model over HTTP: a JSON API with streaming, and a playground page at /.",
         discussion: """
             POST /v1/generate takes {"prime", "length", "temperature", "top_k", "top_p", "seed", \
-            "stream"}, each optional with charrnn sample's defaults, and answers with the text \
+            "stream", "stop", "logprobs"}, each optional with charrnn sample's defaults, and answers with the text \
             charrnn sample prints for the same seed (or Server-Sent Events with "stream": true). \
             Concurrent requests are stepped together through the model (continuous batching). \
             GET /v1/model, /health, /metrics (Prometheus) and /openapi.json describe the rest. \

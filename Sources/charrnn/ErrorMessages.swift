@@ -46,6 +46,8 @@ enum ErrorMessage {
         case .topP: return "--top-p"
         case .length: return "--length"
         case .count: return "--count"
+        case .stop: return "--stop"
+        case .logprobs: return "--logprobs"
         }
     }
 

@@ -15,7 +15,10 @@ struct SampleCommand: ParsableCommand {
             the prime; a long prime can come from a file (--prime-file) or standard input \
             (--prime -). Only the text goes to standard output (with a final newline on a \
             terminal); without --seed a seed is chosen and printed on standard error, so any \
-            sample can be reproduced.
+            sample can be reproduced. --stop ends a sample before a string it generates; \
+            --logprobs K prints JSON lines instead of text: each generated character with its \
+            log-probability and the K likeliest characters (of softmax(logits / temperature), \
+            before any top-k or top-p cut), then a line with the text and why it ended.
             """)
 
     @Option(name: .long, help: "A checkpoint file, or a training output directory (its best.safetensors).")
@@ -54,6 +57,14 @@ struct SampleCommand: ParsableCommand {
     @Flag(name: .long, help: "Leave out prime characters the model does not know, instead of failing (standard error says which).")
     var dropUnknown = false
 
+    @Option(name: .long, help: "End a sample before this string when it generates it (not printed); repeat for several.")
+    var stop: [String] = []
+
+    @Option(
+        name: .long,
+        help: "Print JSON lines: each generated character with its log-probability and the K likeliest characters (0 to the vocabulary size).")
+    var logprobs: Int?
+
     func run() throws {
         let output = StreamingOutput()
         do {
@@ -69,6 +80,10 @@ struct SampleCommand: ParsableCommand {
             options.greedy = greedy
             options.seed = seed ?? SamplingOptions.randomSeed()
             try options.validate(vocabularySize: generator.vocabulary.count)
+            var completion = CompletionOptions()
+            completion.stop = stop
+            completion.logprobs = logprobs
+            try completion.validate(vocabularySize: generator.vocabulary.count)
             let prime = try primeText(vocabulary: generator.vocabulary)
             if dropUnknown { reportDropped(prime, vocabulary: generator.vocabulary) }
             let primeTokens = try generator.encodePrime(prime, dropUnknown: dropUnknown)
@@ -77,32 +92,63 @@ struct SampleCommand: ParsableCommand {
 
             if count == 1 {
                 // Check everything before the first byte goes out, then stream.
-                let characters = try generator.characters(prime: primeText, length: length, options: options)
-                output.write(primeText)
+                let characters = try generator.completion(prime: primeText, length: length, options: options, completion: completion)
                 var iterator = characters.makeIterator()
-                var last = primeText.unicodeScalars.last
-                while let scalar = iterator.next() {
-                    output.write(scalar)
-                    last = scalar
+                if logprobs == nil {
+                    output.write(primeText)
+                    var last = primeText.unicodeScalars.last
+                    while let character = iterator.next() {
+                        output.write(character.scalar)
+                        last = character.scalar
+                    }
+                    // A shell prompt should not start in the middle of the text's last line.
+                    if output.interactive && last != "\n" { output.write("\n") }
+                } else {
+                    var text = String.UnicodeScalarView()
+                    while let character = iterator.next() {
+                        text.append(character.scalar)
+                        if let logprob = character.logprob { output.write(JSONValue.describing(logprob).line + "\n") }
+                    }
+                    if iterator.error == nil {
+                        output.write(Self.endLine(text: String(text), finishReason: iterator.finishReason ?? .length, sample: nil))
+                    }
                 }
-                // A shell prompt should not start in the middle of the text's last line.
-                if output.interactive && last != "\n" { output.write("\n") }
                 output.finish()
                 if let error = iterator.error { throw error }
             } else {
-                let samples = try generator.samples(count: count, prime: primeText, length: length, options: options)
-                for (index, sample) in samples.enumerated() {
-                    if index > 0 { output.write("\n\n") }
-                    output.write("----- sample \(index + 1) of \(count) -----\n")
-                    output.write(sample)
+                let completions = try generator.completions(
+                    count: count, prime: primeText, length: length, options: options, completion: completion)
+                for (index, sample) in completions.enumerated() {
+                    if logprobs == nil {
+                        if index > 0 { output.write("\n\n") }
+                        output.write("----- sample \(index + 1) of \(count) -----\n")
+                        output.write(primeText + sample.text)
+                    } else {
+                        for logprob in sample.logprobs ?? [] {
+                            guard case .object(var fields) = JSONValue.describing(logprob) else { continue }
+                            fields["sample"] = .int(index + 1)
+                            output.write(JSONValue.object(fields).line + "\n")
+                        }
+                        output.write(Self.endLine(text: sample.text, finishReason: sample.finishReason, sample: index + 1))
+                    }
                 }
-                output.write("\n")
+                if logprobs == nil { output.write("\n") }
                 output.finish()
             }
         } catch {
             output.finish()
             throw fail(error)
         }
+    }
+
+    /// The JSON line that ends a sample under --logprobs: its generated text
+    /// (no prime, no stop string), why it ended, and which sample it is.
+    static func endLine(text: String, finishReason: FinishReason, sample: Int?) -> String {
+        var fields: [String: JSONValue] = [
+            "text": .string(text), "finish_reason": .string(finishReason.rawValue), "length": .int(text.unicodeScalars.count),
+        ]
+        if let sample { fields["sample"] = .int(sample) }
+        return JSONValue.object(fields).line + "\n"
     }
 
     /// Refuses options that ask for two different things.

@@ -77,6 +77,53 @@ struct SampleCommandTests {
         #expect(dropped.status == 0 && dropped.stdout.hasPrefix("the") && dropped.stdout.unicodeScalars.count == 13)
     }
 
+    @Test("--stop ends each sample before the first stop string it generates, which is not printed")
+    func stopStringsEndSamples() throws {
+        let base = ["sample", "--checkpoint", Self.run.directory, "--length", "300", "--prime", "the", "--seed", "4"]
+        let full = try CLI.run(base).stdout
+        let generated = Array(full.unicodeScalars.dropFirst(3))
+        let stop = String(String.UnicodeScalarView(generated[150..<153]))
+        let first = try #require(String(String.UnicodeScalarView(generated)).range(of: stop))
+        let expected = "the" + String(String(String.UnicodeScalarView(generated))[..<first.lowerBound])
+        let stopped = try CLI.run(base + ["--stop", "☃", "--stop", stop])
+        #expect(stopped.status == 0, "\(stopped.stderr)")
+        #expect(stopped.stdout == expected)
+        #expect(expected.unicodeScalars.count <= 153)
+        // With --count, each sample is cut at its own first stop string (sample 1 is the sample alone).
+        let batch = try CLI.run(base + ["--stop", stop, "--count", "2"])
+        #expect(batch.stdout.hasPrefix("----- sample 1 of 2 -----\n" + expected + "\n\n----- sample 2 of 2 -----\nthe"))
+    }
+
+    @Test("--logprobs prints each generated character with its log-probability and the likeliest, then the text and why it ended")
+    func logprobsPrintJSONLines() throws {
+        let base = ["sample", "--checkpoint", Self.run.directory, "--length", "40", "--prime", "the", "--seed", "6"]
+        let text = try CLI.run(base).stdout
+        let result = try CLI.run(base + ["--logprobs", "3"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = try result.stdout.split(separator: "\n").map {
+            try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+        }
+        #expect(lines.count == 41)
+        let characters = lines.dropLast().compactMap { $0["char"] as? String }.joined()
+        #expect("the" + characters == text, "the characters are the text's")
+        for line in lines.dropLast() {
+            let logprob = try #require(line["logprob"] as? Double)
+            let top = try #require(line["top_logprobs"] as? [[String: Any]])
+            let values = top.compactMap { $0["logprob"] as? Double }
+            #expect(top.count == 3 && values.count == 3 && logprob <= 0)
+            #expect(values == values.sorted(by: >), "most likely first")
+            #expect(logprob <= values[0], "no character is likelier than the likeliest")
+        }
+        let end = try #require(lines.last)
+        #expect(end["text"] as? String == characters && end["finish_reason"] as? String == "length" && integer(end["length"] ?? 0) == 40)
+        // With a stop string the last line says so, and the stop string's characters have no line.
+        let stop = String(characters.unicodeScalars.dropFirst(20).prefix(2))
+        let stopped = try CLI.run(base + ["--logprobs", "0", "--stop", stop]).stdout.split(separator: "\n")
+        let stoppedEnd = try #require(try JSONSerialization.jsonObject(with: Data(stopped.last!.utf8)) as? [String: Any])
+        #expect(stoppedEnd["finish_reason"] as? String == "stop")
+        #expect(stopped.count - 1 == (stoppedEnd["text"] as? String)?.unicodeScalars.count)
+    }
+
     @Test(
         "Bad options and bad checkpoints get one error line, a non-zero exit and no text",
         arguments: [
@@ -87,6 +134,9 @@ struct SampleCommandTests {
             (["--top-p", "0"], "--top-p must be in (0, 1]"),
             (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
             (["--count", "0"], "--count must be at least 1"),
+            (["--stop", "the", "--stop", ""], "--stop must be strings of at least one character (got \"\" as item 2)"),
+            (["--logprobs", "9999"], "--logprobs must be between 0 and the vocabulary size"),
+            (["--logprobs=-1"], "--logprobs must be between 0 and the vocabulary size"),
             (["--checkpoint", "/nonexistent/x.safetensors"], "no such file"),
             (["--checkpoint", "@corpus"], "header length"),
             (["--checkpoint", "@dir"], "holds no checkpoint of a training run"),

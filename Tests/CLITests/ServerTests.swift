@@ -102,6 +102,42 @@ struct ServerTests {
             }
         }
 
+        @Test("Stop strings and log-probabilities give charrnn sample's text and figures, whole and as events")
+        func stopAndLogprobsEqualSample() throws {
+            let server = try ServerProcess(["--checkpoint", Self.run.checkpoint])
+            defer { server.stop() }
+            let full = try Self.sample("the", length: 300, seed: 12)
+            let stop = String(full.unicodeScalars.dropFirst(200).prefix(3))
+            let flags = ["--stop", stop, "--stop", "☃", "--logprobs", "2"]
+            let lines = try Self.sample("the", length: 300, seed: 12, flags).split(separator: "\n").map {
+                try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+            }
+            let expectedText = try #require(lines.last?["text"] as? String)
+            #expect(lines.last?["finish_reason"] as? String == "stop")
+            let fields: [String: Any] = ["prime": "the", "length": 300, "seed": 12, "stop": [stop, "☃"], "logprobs": 2]
+            let reply = try server.request("POST", "/v1/generate", json: Self.body(fields))
+            #expect(reply.status == 200, "\(reply.text)")
+            #expect(reply.json["text"] as? String == "the" + expectedText)
+            #expect(reply.json["finish_reason"] as? String == "stop")
+            let logprobs = try #require(reply.json["logprobs"] as? [[String: Any]])
+            #expect(logprobs.count == lines.count - 1)
+            for (served, printed) in zip(logprobs, lines) {
+                #expect(served["char"] as? String == printed["char"] as? String)
+                let a = try #require(served["logprob"] as? Double)
+                let b = try #require(printed["logprob"] as? Double)
+                #expect(abs(a - b) < 1e-5)
+                #expect((served["top_logprobs"] as? [[String: Any]])?.count == 2)
+            }
+            var streamed = fields
+            streamed["stream"] = true
+            let events = try server.request("POST", "/v1/generate", json: Self.body(streamed)).events
+            #expect(events.compactMap { $0.data["text"] as? String }.joined() == "the" + expectedText)
+            let eventLogprobs = events.dropLast().flatMap { ($0.data["logprobs"] as? [[String: Any]]) ?? [] }
+            #expect(eventLogprobs.compactMap { $0["char"] as? String }.joined() == expectedText)
+            #expect(events.last?.name == "end" && events.last?.data["finish_reason"] as? String == "stop")
+            #expect(events.last?.data["length"].flatMap(integer) == expectedText.unicodeScalars.count)
+        }
+
         @Test("Server-Sent Events start with the prime and the seed, add up to the text, and end with a final event")
         func eventsAddUp() throws {
             let server = try ServerProcess(["--checkpoint", Self.run.checkpoint])
@@ -140,6 +176,13 @@ struct ServerTests {
                 (#"{"length": -3}"#, 400, "length", "length must be 0 or more"),
                 (#"{"length": 5001}"#, 400, "length", "length must be at most 5000"),
                 (#"{"prime": ""}"#, 400, "prime", "prime must have at least one character"),
+                (#"{"stop": 3}"#, 400, "stop", "stop must be a string or a list of strings"),
+                (#"{"stop": ["a", 3]}"#, 400, "stop", "stop must be a string or a list of strings"),
+                (#"{"stop": ["a", ""]}"#, 400, "stop", "stop must be strings of at least one character"),
+                (Self.body(["stop": Array(repeating: "a", count: 17)]), 400, "stop", "stop may have at most 16 strings (got 17)"),
+                (Self.body(["stop": String(repeating: "a", count: 257)]), 400, "stop", "at most 256 characters (got 257)"),
+                (#"{"logprobs": 1000}"#, 400, "logprobs", "logprobs must be between 0 and the vocabulary size"),
+                (#"{"logprobs": true}"#, 400, "logprobs", "logprobs must be a whole number"),
                 (#"{"prime": "the QZ€"}"#, 422, "prime", "lacks: 'Q' (U+0051), 'Z' (U+005A)"),
                 (Self.body(["prime": String(repeating: "the ", count: 2000)]), 413, nil, "the most this server takes is 4096"),
             ]

@@ -35,9 +35,10 @@ public struct SamplingOptions: Sendable, Equatable {
     public static func randomSeed() -> UInt64 { UInt64.random(in: 0...UInt64(UInt32.max)) }
 
     /// What a generation call is given, named as the properties and
-    /// parameters (`topK`, `length`, …), for errors that say which is out of range.
+    /// parameters (`topK`, `length`, …; `stop` and `logprobs` are
+    /// `CompletionOptions`'), for errors that say which is out of range.
     public enum Option: String, Sendable, CaseIterable {
-        case temperature, topK, topP, length, count
+        case temperature, topK, topP, length, count, stop, logprobs
     }
 
     /// Throws `SamplingError.invalidOption` naming the first value out of range.

@@ -91,21 +91,84 @@ public struct TextGenerator {
     public func samples(
         count: Int, prime: String, length: Int, options: SamplingOptions, dropUnknown: Bool = false
     ) throws(SamplingError) -> [String] {
+        let primeText = vocabulary.decode(try checkedPrime(prime, length: length, options: options, dropUnknown: dropUnknown))
+        return try completions(count: count, prime: prime, length: length, options: options, dropUnknown: dropUnknown)
+            .map { primeText + $0.text }
+    }
+
+    /// The characters that follow `prime`, up to `length` of them or until
+    /// one of `completion.stop` is generated (left out), each with its
+    /// log-probability when `completion.logprobs` asks; produced lazily as
+    /// the sequence is iterated. Its characters are `characters(…)`'s, cut
+    /// before the first stop string.
+    public func completion(
+        prime: String, length: Int, options: SamplingOptions, completion: CompletionOptions = CompletionOptions(),
+        dropUnknown: Bool = false
+    ) throws(SamplingError) -> CompletionCharacters {
+        let primeTokens = try checkedPrime(prime, length: length, options: options, dropUnknown: dropUnknown)
+        try completion.validate(vocabularySize: vocabulary.count)
+        let session = try primedSession(primeTokens, streams: 1, options: options)
+        return CompletionCharacters(session: session, vocabulary: vocabulary, length: length, completion: completion)
+    }
+
+    /// The whole continuation of `prime`: `completion(…)`'s characters
+    /// gathered, and why it ended.
+    /// - Throws: `SamplingError` for a bad option or prime, and for a core
+    ///   failure part-way (never a shortened text).
+    public func complete(
+        prime: String, length: Int, options: SamplingOptions, completion: CompletionOptions = CompletionOptions()
+    ) throws(SamplingError) -> Completion {
+        var iterator = try self.completion(prime: prime, length: length, options: options, completion: completion).makeIterator()
+        var text = String.UnicodeScalarView()
+        var logprobs: [CharacterLogprob] = []
+        while let character = iterator.next() {
+            text.append(character.scalar)
+            if let logprob = character.logprob { logprobs.append(logprob) }
+        }
+        if let error = iterator.error { throw .model(error) }
+        return Completion(
+            text: String(text), finishReason: iterator.finishReason ?? .length, logprobs: completion.logprobs == nil ? nil : logprobs)
+    }
+
+    /// `count` continuations of `prime` generated together through the
+    /// core's batched step (sample i seeded as `samples` says), each cut at
+    /// its own first stop string.
+    public func completions(
+        count: Int, prime: String, length: Int, options: SamplingOptions, completion: CompletionOptions = CompletionOptions(),
+        dropUnknown: Bool = false
+    ) throws(SamplingError) -> [Completion] {
         guard count >= 1 else { throw .invalidOption(.count, value: "\(count)", requirement: "at least 1") }
         let primeTokens = try checkedPrime(prime, length: length, options: options, dropUnknown: dropUnknown)
+        try completion.validate(vocabularySize: vocabulary.count)
         var session = try primedSession(primeTokens, streams: count, options: options)
-        var generated = [[Int32]](repeating: [], count: count)
+        var matchers = [StopMatcher<(Unicode.Scalar, CharacterLogprob?)>](repeating: StopMatcher(stops: completion.stop), count: count)
+        var released = [[(Unicode.Scalar, CharacterLogprob?)]](repeating: [], count: count)
+        let vocabularySize = vocabulary.count
         do {
             for position in 0..<length {
                 let tokens = try session.draw()
-                for stream in 0..<count { generated[stream].append(tokens[stream]) }
+                for stream in 0..<count where !matchers[stream].stopped {
+                    let scalar = vocabulary.scalars[Int(tokens[stream])]
+                    let logprob = completion.logprobs.map { top in
+                        CharacterLogprob(
+                            token: tokens[stream], logits: session.logits[stream * vocabularySize..<(stream + 1) * vocabularySize],
+                            options: options, top: top, vocabulary: vocabulary)
+                    }
+                    released[stream] += matchers[stream].push(scalar, (scalar, logprob))
+                }
+                if matchers.allSatisfy(\.stopped) { break }
                 if position + 1 < length { try session.feed(tokens) }
             }
         } catch {
             throw .model(error)
         }
-        let primeText = vocabulary.decode(primeTokens)
-        return generated.map { primeText + vocabulary.decode($0) }
+        return (0..<count).map { stream in
+            let stopped = matchers[stream].stopped
+            let characters = released[stream] + matchers[stream].flush()
+            return Completion(
+                text: String(String.UnicodeScalarView(characters.map(\.0))), finishReason: stopped ? .stop : .length,
+                logprobs: completion.logprobs == nil ? nil : characters.compactMap(\.1))
+        }
     }
 
     /// The prime's tokens, once the length and the options are checked: what
@@ -163,6 +226,74 @@ public struct GeneratedCharacters: Sequence {
                 self.error = error
                 return nil
             }
+        }
+
+        /// The log-probability of `token`, just drawn, and the `top` likeliest.
+        func logprob(of token: Int32, top: Int) -> CharacterLogprob {
+            CharacterLogprob(
+                token: token, logits: session.logits[0..<vocabulary.count], options: session.options, top: top,
+                vocabulary: vocabulary)
+        }
+    }
+}
+
+/// A generated character, and its log-probability when asked for.
+public struct CompletedCharacter: Sendable, Equatable {
+    /// The character.
+    public let scalar: Unicode.Scalar
+    /// Its log-probability and the likeliest alternatives, when asked for.
+    public let logprob: CharacterLogprob?
+}
+
+/// A completion's characters, produced as they are iterated (each step runs
+/// the model once; characters that may begin a stop string come out once
+/// they cannot). Iterating again replays the same characters.
+public struct CompletionCharacters: Sequence {
+    let session: InferenceSession
+    let vocabulary: Vocabulary
+    /// The most characters the sequence yields.
+    public let length: Int
+    /// The stop strings and log-probabilities asked for.
+    public let completion: CompletionOptions
+
+    /// An iterator that replays generation from the primed state.
+    public func makeIterator() -> Iterator {
+        Iterator(
+            characters: GeneratedCharacters(session: session, vocabulary: vocabulary, length: length).makeIterator(),
+            matcher: StopMatcher(stops: completion.stop), completion: completion)
+    }
+
+    /// Produces one character per `next()`.
+    public struct Iterator: IteratorProtocol {
+        var characters: GeneratedCharacters.Iterator
+        var matcher: StopMatcher<CompletedCharacter>
+        let completion: CompletionOptions
+        var ready: [CompletedCharacter] = []
+        var readyIndex = 0
+        /// Why the sequence ended, once it has (nil before, and after a core error).
+        public private(set) var finishReason: FinishReason? = nil
+        /// The error that ended the sequence early, if any.
+        public var error: ModelError? { characters.error }
+
+        /// The next character, or `nil` at the end.
+        public mutating func next() -> CompletedCharacter? {
+            while readyIndex == ready.count {
+                guard finishReason == nil, characters.error == nil else { return nil }
+                ready = []
+                readyIndex = 0
+                guard let scalar = characters.next() else {
+                    if characters.error == nil {
+                        ready = matcher.flush()
+                        finishReason = .length
+                    }
+                    continue
+                }
+                let logprob = completion.logprobs.map { characters.logprob(of: characters.pending ?? 0, top: $0) }
+                ready = matcher.push(scalar, CompletedCharacter(scalar: scalar, logprob: logprob))
+                if matcher.stopped { finishReason = .stop }
+            }
+            defer { readyIndex += 1 }
+            return ready[readyIndex]
         }
     }
 }

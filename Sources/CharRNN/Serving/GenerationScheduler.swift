@@ -88,13 +88,16 @@ public final class GenerationScheduler: Sendable {
     ///   `.shuttingDown` after `shutDown`.
     public func submit(_ request: GenerationRequest) throws(SchedulerError) -> GenerationStream {
         let primeTokens: [Int32]
-        do { primeTokens = try engine.checkedPrime(request) } catch { throw .invalidRequest(error) }
+        do {
+            primeTokens = try engine.checkedPrime(request)
+            try request.completion.validate(vocabularySize: vocabulary.count)
+        } catch { throw .invalidRequest(error) }
         guard request.length <= limits.maxLength else {
             throw .lengthAboveLimit(length: request.length, limit: limits.maxLength)
         }
         let slot = GenerationSlot(
             primeTokens: primeTokens, primeText: vocabulary.decode(primeTokens), length: request.length,
-            options: request.options, deadline: request.timeout.map { ContinuousClock.now.advanced(by: $0) })
+            options: request.options, completion: request.completion, deadline: request.timeout.map { ContinuousClock.now.advanced(by: $0) })
         try engine.enqueue(slot)
         return GenerationStream(slot: slot)
     }
@@ -116,7 +119,7 @@ public final class GenerationScheduler: Sendable {
 }
 
 /// One request for text: the same prime, length and options as
-/// `TextGenerator.generate` takes, and an optional time limit.
+/// `TextGenerator.complete` takes, and an optional time limit.
 public struct GenerationRequest: Sendable, Equatable {
     /// The text to start from; the stream begins with it.
     public var prime = TextGenerator.defaultPrime
@@ -124,6 +127,9 @@ public struct GenerationRequest: Sendable, Equatable {
     public var length = TextGenerator.defaultLength
     /// How characters are drawn, and the seed.
     public var options = SamplingOptions()
+    /// Stop strings (the text ends before the first one generated, with
+    /// `.stopped`), and whether chunks carry log-probabilities.
+    public var completion = CompletionOptions()
     /// The longest the request may take from `submit`, waiting included;
     /// then it ends with `.timedOut`. `nil`: no limit.
     public var timeout: Duration? = nil
@@ -160,6 +166,8 @@ public enum SchedulerError: Error, Equatable, CustomStringConvertible {
 public enum GenerationEnd: Sendable, Equatable {
     /// All the characters asked for were generated.
     case completed
+    /// A stop string was generated; the text ends before it.
+    case stopped
     /// The reader cancelled the request or let go of its stream.
     case cancelled
     /// The request's timeout passed first.
@@ -176,6 +184,9 @@ public enum GenerationEnd: Sendable, Equatable {
 public struct GenerationChunk: Sendable, Equatable {
     /// The new text (may be empty in the last chunk).
     public let text: String
+    /// When the request asked for them, one per generated character of
+    /// `text` (the prime has none).
+    public let logprobs: [CharacterLogprob]
     /// Set in the last chunk only.
     public let end: GenerationEnd?
 }

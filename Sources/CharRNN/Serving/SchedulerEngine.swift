@@ -10,6 +10,7 @@ final class GenerationSlot: @unchecked Sendable {
     let primeText: String
     let length: Int
     let options: SamplingOptions
+    let completion: CompletionOptions
     let deadline: ContinuousClock.Instant?
     private let lock = NSLock()
     private var shared: Shared  // under `lock`
@@ -17,17 +18,22 @@ final class GenerationSlot: @unchecked Sendable {
     private struct Shared {
         /// Delivered, not yet taken (starts as the prime).
         var pending: String.UnicodeScalarView
+        var pendingLogprobs: [CharacterLogprob] = []
         var end: GenerationEnd? = nil
         var taken = false
         /// The reader, when it waits for more.
         var waiter: CheckedContinuation<Void, Never>? = nil
     }
 
-    init(primeTokens: [Int32], primeText: String, length: Int, options: SamplingOptions, deadline: ContinuousClock.Instant?) {
+    init(
+        primeTokens: [Int32], primeText: String, length: Int, options: SamplingOptions, completion: CompletionOptions = CompletionOptions(),
+        deadline: ContinuousClock.Instant?
+    ) {
         self.primeTokens = primeTokens
         self.primeText = primeText
         self.length = length
         self.options = options
+        self.completion = completion
         self.deadline = deadline
         shared = Shared(pending: primeText.unicodeScalars)
     }
@@ -42,13 +48,17 @@ final class GenerationSlot: @unchecked Sendable {
     /// ends it as cancelled).
     var hasEnded: Bool { withShared { $0.end != nil } }
 
-    /// Adds one generated character and, with `end`, ends the text (the
-    /// engine, after a step); false when the text had already ended.
+    /// Adds generated characters (and their log-probabilities, when asked
+    /// for) and, with `end`, ends the text (the engine, after a step); false
+    /// when the text had already ended.
     @discardableResult
-    func deliver(_ scalar: Unicode.Scalar, end: GenerationEnd? = nil) -> Bool {
+    func deliver(
+        _ scalars: some Sequence<Unicode.Scalar>, logprobs: some Sequence<CharacterLogprob> = EmptyCollection(), end: GenerationEnd? = nil
+    ) -> Bool {
         let (delivered, waiter) = withShared { state -> (Bool, CheckedContinuation<Void, Never>?) in
             guard state.end == nil else { return (false, nil) }
-            state.pending.append(scalar)
+            state.pending.append(contentsOf: scalars)
+            state.pendingLogprobs.append(contentsOf: logprobs)
             state.end = end
             defer { state.waiter = nil }
             return (true, state.waiter)
@@ -76,8 +86,9 @@ final class GenerationSlot: @unchecked Sendable {
         withShared { state in
             guard !state.taken else { return nil }
             guard !state.pending.isEmpty || state.end != nil else { return nil }
-            let chunk = GenerationChunk(text: String(state.pending), end: state.end)
+            let chunk = GenerationChunk(text: String(state.pending), logprobs: state.pendingLogprobs, end: state.end)
             state.pending = String.UnicodeScalarView()
+            state.pendingLogprobs = []
             if state.end != nil { state.taken = true }
             return chunk
         }
@@ -123,6 +134,8 @@ final class SchedulerEngine: @unchecked Sendable {
         var fed = 0
         var generated = 0
         var next: Int32 = 0
+        /// Holds back what may begin a stop string (only when there are stop strings).
+        var matcher: StopMatcher<(Unicode.Scalar, CharacterLogprob?)>?
     }
     private var rows: [Row] = []
     private var state: RecurrentState
@@ -276,7 +289,9 @@ final class SchedulerEngine: @unchecked Sendable {
             slot.finish(.failed(.core(CoreError(status, function: "charrnn_rng_seed"))))
             return nil
         }
-        return Row(slot: slot, generator: generator, parameters: slot.options.coreParameters)
+        return Row(
+            slot: slot, generator: generator, parameters: slot.options.coreParameters,
+            matcher: slot.completion.stop.isEmpty ? nil : StopMatcher(stops: slot.completion.stop))
     }
 
     /// One step of every row: a prime character or the last drawn one in,
@@ -305,8 +320,26 @@ final class SchedulerEngine: @unchecked Sendable {
                 row.next = token
                 row.generated += 1
                 let last = row.generated == row.slot.length
+                let scalar = vocabulary.scalars[Int(token)]
+                let logprob = row.slot.completion.logprobs.map { top in
+                    CharacterLogprob(
+                        token: token, logits: logits[index * vocabulary.count..<(index + 1) * vocabulary.count],
+                        options: row.slot.options, top: top, vocabulary: vocabulary)
+                }
                 // A text that ended since the step began (cancelled) leaves at the next step.
-                if row.slot.deliver(vocabulary.scalars[Int(token)], end: last ? .completed : nil) { drawn += 1 }
+                if var matcher = row.matcher {
+                    var released = matcher.push(scalar, (scalar, logprob))
+                    if last && !matcher.stopped { released += matcher.flush() }
+                    let end: GenerationEnd? = matcher.stopped ? .stopped : last ? .completed : nil
+                    row.matcher = matcher
+                    if (!released.isEmpty || end != nil)
+                        && row.slot.deliver(released.map(\.0), logprobs: released.compactMap(\.1), end: end)
+                    {
+                        drawn += released.count
+                    }
+                } else if row.slot.deliver(CollectionOfOne(scalar), logprobs: logprob.map { [$0] } ?? [], end: last ? .completed : nil) {
+                    drawn += 1
+                }
             } catch {
                 row.slot.finish(.failed(error))
             }
