@@ -53,7 +53,7 @@
             let fields: [String: JSONScalar]
             do {
                 fields = try JSONDecoder().decode([String: JSONScalar].self, from: data)
-            } catch DecodingError.typeMismatch {
+            } catch DecodingError.typeMismatch, DecodingError.valueNotFound {  // another value, or null
                 throw APIError(.badRequest, "the body must be a JSON object, such as {\"prime\": \"The \", \"length\": 200}")
             } catch {
                 throw APIError(.badRequest, "the body is not valid JSON")
@@ -158,6 +158,7 @@
         case unsigned(UInt64)
         case real(Double)
         case array([JSONScalar])
+        case object([String: JSONScalar])
         case composite
 
         init(from decoder: Decoder) throws {
@@ -176,6 +177,8 @@
                 self = .real(value)
             } else if let values = try? container.decode([JSONScalar].self) {
                 self = .array(values)
+            } else if let values = try? container.decode([String: JSONScalar].self) {
+                self = .object(values)
             } else {
                 self = .composite
             }
@@ -208,8 +211,12 @@
 
         func response(from request: Request, context: some RequestContext) throws -> Response {
             var object = extra
-            object["error"] = .string(message)
-            if let field { object["field"] = .string(field) }
+            if OpenAICompletions.paths.contains(where: { request.uri.path.hasPrefix($0) }) {
+                object = ["error": OpenAICompletions.errorObject(self)]
+            } else {
+                object["error"] = .string(message)
+                if let field { object["field"] = .string(field) }
+            }
             var headers = headers
             headers[.contentType] = "application/json; charset=utf-8"
             return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(object).line + "\n")))

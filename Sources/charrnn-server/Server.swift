@@ -14,6 +14,10 @@
         var requestTimeout: Duration = .seconds(300)
         /// When set, every route but /health and the playground's files needs `Authorization: Bearer <key>`.
         var apiKey: String? = nil
+        /// The model's name in the completions API (`model`, `GET /v1/models`).
+        var modelName = "charrnn"
+        /// When the checkpoint was written, in seconds since 1970 (`GET /v1/models`' `created`).
+        var modelCreated = 0
     }
 
     /// The HTTP layer over a `GenerationScheduler`: routes, errors as JSON,
@@ -76,23 +80,23 @@
                 }
             }
             router.post("/v1/generate") { request, context in try await generate(request, connection: context.channel) }
+            router.post("/v1/completions") { request, context in try await completions(request, connection: context.channel) }
+            router.get("/v1/models") { _, _ in Self.json(.object(["object": .string("list"), "data": .array([modelObject])])) }
+            router.get("/v1/models/:id") { _, context in
+                guard context.parameters.get("id") == settings.modelName else {
+                    throw APIError(
+                        .notFound, "the model '\(context.parameters.get("id") ?? "")' does not exist; this server serves '\(settings.modelName)'",
+                        field: "model")
+                }
+                return Self.json(modelObject)
+            }
             return router
         }
 
         /// `POST /v1/generate`: the whole text as JSON, or Server-Sent Events as it is made.
         func generate(_ request: Request, connection: any Channel) async throws -> Response {
             let arrived = ContinuousClock.now
-            if let declared = request.headers[.contentLength].flatMap(Int.init), declared > settings.maxBodyBytes {
-                throw APIError(.contentTooLarge, "the body is \(declared) bytes; the most this server takes is \(settings.maxBodyBytes)")
-            }
-            var request = request
-            let body: ByteBuffer
-            do {
-                body = try await request.collectBody(upTo: settings.maxBodyBytes)
-            } catch is NIOTooManyBytesError {
-                throw APIError(.contentTooLarge, "the body is over \(settings.maxBodyBytes) bytes, the most this server takes")
-            }
-            let parameters = try GenerateParameters.decode(body)
+            let parameters = try GenerateParameters.decode(try await body(of: request))
             let generation = parameters.request(vocabularySize: scheduler.vocabulary.count, timeout: settings.requestTimeout)
             let stream: GenerationStream
             do { stream = try scheduler.submit(generation) } catch { throw APIError(error) }
@@ -134,6 +138,19 @@
                 throw APIError(.internalServerError, "generation failed: \(error)")
             case .cancelled:
                 throw APIError(.internalServerError, "the request was cancelled")
+            }
+        }
+
+        /// A request's body, refused with 413 beyond the server's limit.
+        func body(of request: Request) async throws -> ByteBuffer {
+            if let declared = request.headers[.contentLength].flatMap(Int.init), declared > settings.maxBodyBytes {
+                throw APIError(.contentTooLarge, "the body is \(declared) bytes; the most this server takes is \(settings.maxBodyBytes)")
+            }
+            var request = request
+            do {
+                return try await request.collectBody(upTo: settings.maxBodyBytes)
+            } catch is NIOTooManyBytesError {
+                throw APIError(.contentTooLarge, "the body is over \(settings.maxBodyBytes) bytes, the most this server takes")
             }
         }
 

@@ -20,6 +20,8 @@ struct ServerCommand: AsyncParsableCommand {
             POST /v1/generate takes {"prime", "length", "temperature", "top_k", "top_p", "seed", \
             "stream", "stop", "logprobs"}, each optional with charrnn sample's defaults, and answers with the text \
             charrnn sample prints for the same seed (or Server-Sent Events with "stream": true). \
+            POST /v1/completions and GET /v1/models speak OpenAI's completions API (a token is a \
+            character), so OpenAI's clients can use the model. \
             Concurrent requests are stepped together through the model (continuous batching). \
             GET /v1/model, /health, /metrics (Prometheus) and /openapi.json describe the rest. \
             SIGTERM or Ctrl-C stops taking requests, lets those in flight finish for up to \
@@ -40,6 +42,12 @@ struct ServerCommand: AsyncParsableCommand {
         name: .long,
         help: "Require Authorization: Bearer KEY on every route but /health and the playground's files. (default: $CHARRNN_API_KEY, else none)")
     var apiKey: String?
+
+    @Option(
+        name: .long,
+        help:
+            "The model's name in the OpenAI completions API (model, GET /v1/models). (default: the run directory's name, else the checkpoint file's)")
+    var modelName: String?
 
     @Option(name: .long, help: "Requests stepped together at most; more wait in the queue.")
     var maxStreams = 64
@@ -86,6 +94,9 @@ struct ServerCommand: AsyncParsableCommand {
             guard (0...65_535).contains(port) else { throw Self.fail("--port must be between 0 and 65535 (got \(port))") }
             let key = apiKey ?? ProcessInfo.processInfo.environment["CHARRNN_API_KEY"]
             if let key, key.isEmpty { throw Self.fail("the API key is empty: give --api-key a value, or unset CHARRNN_API_KEY") }
+            if let modelName, modelName.isEmpty || modelName.contains("/") {
+                throw Self.fail("--model-name must be a name of at least one character with no '/' (got '\(modelName)')")
+            }
 
             let url: URL
             let loaded: Checkpoint
@@ -109,6 +120,9 @@ struct ServerCommand: AsyncParsableCommand {
             settings.maxBodyBytes = maxBodyBytes
             settings.requestTimeout = .milliseconds(Int64(timeout * 1000))
             settings.apiKey = key
+            settings.modelName = modelName ?? Server.modelName(for: url)
+            let written = (try? FileManager.default.attributesOfItem(atPath: url.path)[.modificationDate] as? Date) ?? nil
+            settings.modelCreated = Int(written?.timeIntervalSince1970 ?? 0)
             let server = Server(scheduler: scheduler, checkpoint: loaded, url: url, settings: settings)
 
             var logger = Logger(label: "charrnn-server")

@@ -138,6 +138,102 @@ struct ServerTests {
             #expect(events.last?.data["length"].flatMap(integer) == expectedText.unicodeScalars.count)
         }
 
+        @Test("POST /v1/completions answers in OpenAI's shapes with charrnn sample's texts: n choices, a list of prompts, stop, echo, streamed")
+        func completionsEqualSample() throws {
+            let server = try ServerProcess(["--checkpoint", Self.run.checkpoint])
+            defer { server.stop() }
+            let name = URL(fileURLWithPath: Self.run.checkpoint).deletingLastPathComponent().lastPathComponent
+            let models = try server.request("GET", "/v1/models").json
+            #expect((models["data"] as? [[String: Any]])?.first?["id"] as? String == name, "the run directory names the model")
+            // charrnn sample --count 2's samples (generated text only), for each prompt.
+            func samples(_ prompt: String, _ flags: [String] = []) throws -> [String] {
+                try Self.sample(prompt, length: 120, seed: 21, ["--count", "2", "--no-top-k", "--logprobs", "0"] + flags)
+                    .split(separator: "\n").compactMap {
+                        (try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["text"] as? String
+                    }
+            }
+            let expected = try samples("the") + samples("Ёлки")
+            let fields: [String: Any] = ["model": name, "prompt": ["the", "Ёлки"], "max_tokens": 120, "seed": 21, "n": 2, "user": "u"]
+            let reply = try server.request("POST", "/v1/completions", json: Self.body(fields))
+            #expect(reply.status == 200, "\(reply.text)")
+            #expect(reply.json["object"] as? String == "text_completion" && reply.json["model"] as? String == name)
+            #expect((reply.json["id"] as? String)?.hasPrefix("cmpl-") == true && reply.json["created"] is Int)
+            let choices = try #require(reply.json["choices"] as? [[String: Any]])
+            #expect(choices.compactMap { $0["text"] as? String } == expected)
+            #expect(choices.compactMap { $0["index"].flatMap(integer) } == [0, 1, 2, 3])
+            #expect(choices.allSatisfy { $0["finish_reason"] as? String == "length" && $0["logprobs"] is NSNull })
+            let usage = try #require(reply.json["usage"] as? [String: Any])
+            #expect(usage["prompt_tokens"].flatMap(integer) == 7 && usage["completion_tokens"].flatMap(integer) == 480)
+            #expect(usage["total_tokens"].flatMap(integer) == 487)
+            // Stop strings and echo.
+            let stop = String(expected[0].unicodeScalars.dropFirst(60).prefix(3))
+            let stopped = try samples("the", ["--stop", stop])[0]
+            let echoed = try server.request(
+                "POST", "/v1/completions", json: Self.body(["prompt": "the", "max_tokens": 120, "seed": 21, "stop": stop, "echo": true]))
+            let echoedChoice = try #require((echoed.json["choices"] as? [[String: Any]])?.first)
+            #expect(echoedChoice["text"] as? String == "the" + stopped && echoedChoice["finish_reason"] as? String == "stop")
+            // Streamed: chunk objects whose texts add up, the finish reason last, usage when asked, then [DONE].
+            var streamed = fields
+            streamed["stream"] = true
+            streamed["stream_options"] = ["include_usage": true]
+            let events = try server.request("POST", "/v1/completions", json: Self.body(streamed))
+            #expect(events.headers["content-type"]?.hasPrefix("text/event-stream") == true)
+            let blocks = events.text.components(separatedBy: "\n\n").filter { !$0.isEmpty }
+            #expect(blocks.last == "data: [DONE]")
+            let chunks = events.events.dropLast().map(\.data)
+            var texts = [String](repeating: "", count: 4)
+            var reasons = [String?](repeating: nil, count: 4)
+            for chunk in chunks {
+                #expect(chunk["object"] as? String == "text_completion")
+                for choice in (chunk["choices"] as? [[String: Any]]) ?? [] {
+                    let index = try #require(choice["index"].flatMap(integer))
+                    texts[index] += choice["text"] as? String ?? ""
+                    if let reason = choice["finish_reason"] as? String { reasons[index] = reason }
+                }
+            }
+            #expect(texts == expected && reasons == ["length", "length", "length", "length"])
+            #expect((chunks.last?["usage"] as? [String: Any])?["completion_tokens"].flatMap(integer) == 480)
+        }
+
+        @Test("Completions errors take OpenAI's shape, naming the parameter as the API spells it")
+        func completionsErrorsInOpenAIShape() throws {
+            let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--model-name", "tiny", "--max-length", "500"])
+            defer { server.stop() }
+            let cases: [(body: String, status: Int, param: String?, message: String)] = [
+                (#"{"prompt": "the", "max_tokens": -1}"#, 400, "max_tokens", "max_tokens must be 0 or more"),
+                (#"{"prompt": "the", "max_tokens": 501}"#, 400, "max_tokens", "max_tokens must be at most 500"),
+                (#"{"prompt": "the QZ"}"#, 400, "prompt", "the prompt has characters the model's vocabulary lacks: 'Q'"),
+                (#"{"prompt": ""}"#, 400, "prompt", "prompt must have at least one character"),
+                (#"{"prompt": [1, 2]}"#, 400, "prompt", "prompt must be a string or a list of strings"),
+                (#"{"max_tokens": 5}"#, 400, "prompt", "prompt is required"),
+                (#"{"prompt": "the", "model": "gpt-4"}"#, 404, "model", "the model 'gpt-4' does not exist; this server serves 'tiny'"),
+                (#"{"prompt": "the", "temperature": -1}"#, 400, "temperature", "temperature must be 0 or more"),
+                (#"{"prompt": "the", "n": 0}"#, 400, "n", "n must be at least 1"),
+                (#"{"prompt": "the", "n": 129}"#, 400, "n", "must be at most 128"),
+                (#"{"prompt": "the", "frequency_penalty": 0.5}"#, 400, "frequency_penalty", "not supported"),
+                (#"{"prompt": "the", "logit_bias": {"50256": -100}}"#, 400, "logit_bias", "not supported"),
+                (#"{"prompt": "the", "echo": true, "logprobs": 1}"#, 400, "echo", "echo cannot be combined with logprobs"),
+                (#"{"prompt": "the", "bogus": 1}"#, 400, "bogus", "unrecognized request argument supplied: bogus"),
+                ("null", 400, nil, "the body must be a JSON object"),
+            ]
+            for bad in cases {
+                let reply = try server.request("POST", "/v1/completions", json: bad.body)
+                let error = try #require(reply.json["error"] as? [String: Any], "\(bad.body): \(reply.text)")
+                #expect(reply.status == bad.status, "\(bad.body): \(reply.text)")
+                #expect((error["message"] as? String)?.contains(bad.message) == true, "\(bad.body): \(reply.text)")
+                #expect(error["param"] as? String == bad.param, "\(bad.body): \(reply.text)")
+                #expect(error["type"] as? String == "invalid_request_error", "\(bad.body)")
+            }
+            // Neutral values of what the server does not do are accepted.
+            let neutral = try server.request(
+                "POST", "/v1/completions",
+                json: #"{"model": "tiny", "prompt": "the", "max_tokens": 3, "presence_penalty": 0, "best_of": 1, "logit_bias": {}, "suffix": null}"#)
+            #expect(neutral.status == 200, "\(neutral.text)")
+            #expect(try server.request("GET", "/v1/models/tiny").json["id"] as? String == "tiny")
+            let missing = try server.request("GET", "/v1/models/other")
+            #expect(missing.status == 404 && (missing.json["error"] as? [String: Any])?["code"] as? String == "model_not_found")
+        }
+
         @Test("Server-Sent Events start with the prime and the seed, add up to the text, and end with a final event")
         func eventsAddUp() throws {
             let server = try ServerProcess(["--checkpoint", Self.run.checkpoint])
@@ -164,6 +260,7 @@ struct ServerTests {
             let cases: [(body: String, status: Int, field: String?, message: String)] = [
                 (#"{"prime": "the", "length": 10"#, 400, nil, "not valid JSON"),
                 (#"["the"]"#, 400, nil, "must be a JSON object"),
+                ("null", 400, nil, "must be a JSON object"),
                 (#"{"temperature": "hot"}"#, 400, "temperature", "temperature must be a number"),
                 (#"{"length": 2.5}"#, 400, "length", "length must be a whole number"),
                 (#"{"seed": -1}"#, 400, "seed", "seed must be a whole number"),
@@ -315,10 +412,16 @@ struct ServerTests {
             let document = try server.request("GET", "/openapi.json").json
             #expect((document["openapi"] as? String)?.hasPrefix("3.") == true)
             let paths = try #require(document["paths"] as? [String: [String: Any]])
-            #expect(Set(paths.keys) == ["/v1/generate", "/v1/model", "/health", "/metrics", "/openapi.json", "/"])
+            #expect(
+                Set(paths.keys) == [
+                    "/v1/generate", "/v1/completions", "/v1/models", "/v1/models/{id}", "/v1/model", "/health", "/metrics", "/openapi.json", "/",
+                ])
+            let modelName = URL(fileURLWithPath: Self.run.checkpoint).deletingLastPathComponent().lastPathComponent
+            let bodies = ["/v1/generate": #"{"length": 1}"#, "/v1/completions": #"{"prompt": "the", "max_tokens": 1}"#]
             for (path, operations) in paths {
                 for method in operations.keys {
-                    let reply = try server.request(method.uppercased(), path, json: method == "post" ? #"{"length": 1}"# : nil)
+                    let reply = try server.request(
+                        method.uppercased(), path.replacingOccurrences(of: "{id}", with: modelName), json: method == "post" ? bodies[path] : nil)
                     #expect(reply.status == 200, "\(method) \(path)")
                 }
             }

@@ -125,8 +125,9 @@ extension SamplingOptions {
     }
 
     /// The seed of stream `stream` of a batch seeded with `seed`: the seed
-    /// itself for stream 0, then steps of the golden ratio.
-    static func streamSeed(_ seed: UInt64, stream: Int) -> UInt64 {
+    /// itself for stream 0, then steps of the golden ratio (sample i of
+    /// `TextGenerator.samples` and `charrnn sample --count` draws with it).
+    public static func streamSeed(_ seed: UInt64, stream: Int) -> UInt64 {
         seed &+ UInt64(stream) &* 0x9E37_79B9_7F4A_7C15
     }
 }
