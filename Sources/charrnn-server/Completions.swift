@@ -123,7 +123,10 @@
 
         private mutating func read(_ key: Field, _ value: JSONScalar) throws(APIError) {
             let name = key.rawValue
-            func wrong(_ expected: String) -> APIError { APIError(.badRequest, "\(name) must be \(expected)", field: name) }
+            func wrong(_ expected: String) -> APIError {
+                value.unreadable(name, text: [.model, .prompt, .stop, .user, .suffix].contains(key))
+                    ?? APIError(.badRequest, "\(name) must be \(expected)", field: name)
+            }
             func integer() throws(APIError) -> Int {
                 guard case .integer(let number) = value else { throw wrong("a whole number") }
                 return number
@@ -146,14 +149,14 @@
                 case .string(let text): prompts = [text]
                 case .array(let items) where !items.isEmpty:
                     prompts = try items.map { item throws(APIError) in
-                        guard case .string(let text) = item else { throw wrong("a string or a list of strings") }
+                        guard case .string(let text) = item else { throw item.unreadable(name, text: true) ?? wrong("a string or a list of strings") }
                         return text
                     }
                 default: throw wrong("a string or a list of strings")
                 }
             case .maxTokens: maxTokens = try integer()
-            case .temperature: temperature = Float(try number())
-            case .topP: topP = Float(try number())
+            case .temperature: temperature = try GenerateParameters.float(try number(), field: name)
+            case .topP: topP = try GenerateParameters.float(try number(), field: name)
             case .topK: topK = try integer()
             case .n: n = try integer()
             case .stop:
@@ -278,7 +281,7 @@
         /// `POST /v1/completions`: OpenAI's completion object, or its stream of chunk objects and `data: [DONE]`.
         func completions(_ request: Request, connection: any Channel) async throws -> Response {
             let arrived = ContinuousClock.now
-            let parameters = try CompletionParameters.decode(try await body(of: request))
+            let parameters = try CompletionParameters.decode(try await body(of: request, connection: connection))
             if let model = parameters.model, model != settings.modelName {
                 throw APIError(.notFound, "the model '\(model)' does not exist; this server serves '\(settings.modelName)'", field: "model")
             }
@@ -317,7 +320,10 @@
                         }
                         var progress = started
                         for await (index, chunk) in chunks {
-                            if !connection.isActive { break }
+                            if !connection.isActive {
+                                metrics.countDisconnect(route: "/v1/completions")
+                                break
+                            }
                             let piece = progress[index].piece(chunk, logprobs: logprobs)
                             if chunk.end == nil && piece.text.isEmpty { continue }
                             if !piece.text.isEmpty { reporter.firstCharacter() }
@@ -356,7 +362,7 @@
             var reasons = [String](repeating: "length", count: streams.count)
             defer { for stream in streams { stream.cancel() } }
             for await (index, chunk) in chunks {
-                if !connection.isActive { break }
+                if !connection.isActive { throw ClientGone() }
                 let piece = progress[index].piece(chunk, logprobs: logprobs)
                 if !piece.text.isEmpty { reporter.firstCharacter() }
                 texts[index] += piece.text

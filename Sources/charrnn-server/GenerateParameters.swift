@@ -67,7 +67,7 @@
                             + Field.allCases.map(\.rawValue).joined(separator: ", "), field: name)
                 }
                 if case .null = value { continue }  // null: the default, as if absent
-                let wrongType = APIError(.badRequest, "\(name) must be \(key.expected)", field: name)
+                let wrongType = value.unreadable(name, text: key == .prime) ?? APIError(.badRequest, "\(name) must be \(key.expected)", field: name)
                 switch key {
                 case .prime:
                     guard case .string(let text) = value else { throw wrongType }
@@ -80,10 +80,10 @@
                     parameters.topK = number
                 case .temperature:
                     guard let number = value.number else { throw wrongType }
-                    parameters.temperature = Float(number)
+                    parameters.temperature = try Self.float(number, field: name)
                 case .topP:
                     guard let number = value.number else { throw wrongType }
-                    parameters.topP = Float(number)
+                    parameters.topP = try Self.float(number, field: name)
                 case .stream:
                     guard case .bool(let flag) = value else { throw wrongType }
                     parameters.stream = flag
@@ -105,6 +105,19 @@
 
         private init() {}
 
+        /// A JSON number as the Float the sampler takes: refused beyond
+        /// Float's range (it would read as infinity), and a number too small
+        /// for a Float but not 0 (top_p 1e-50) read as the smallest Float of
+        /// its sign rather than as 0.
+        static func float(_ number: Double, field: String) throws(APIError) -> Float {
+            guard abs(number) <= Double(Float.greatestFiniteMagnitude) else {
+                throw APIError(.badRequest, "\(field) must be at most \(Float.greatestFiniteMagnitude) (got \(number))", field: field)
+            }
+            let value = Float(number)
+            if value == 0 && number != 0 { return number > 0 ? .leastNonzeroMagnitude : -.leastNonzeroMagnitude }
+            return value
+        }
+
         /// `stop` as a list: one string or an array of them, within the limits.
         static func stopStrings(_ value: JSONScalar, wrongType: APIError) throws(APIError) -> [String] {
             let strings: [String]
@@ -112,7 +125,7 @@
             case .string(let text): strings = [text]
             case .array(let items):
                 strings = try items.map { item throws(APIError) in
-                    guard case .string(let text) = item else { throw wrongType }
+                    guard case .string(let text) = item else { throw item.unreadable("stop", text: true) ?? wrongType }
                     return text
                 }
             default: throw wrongType
@@ -182,6 +195,18 @@
             } else {
                 self = .composite
             }
+        }
+
+        /// For a value JSON holds but Swift cannot read (a string with
+        /// invalid UTF-8 or a lone surrogate, a number beyond any range), the
+        /// error that says so for `field` (a `text` field, or a number's);
+        /// nil for every other value.
+        func unreadable(_ field: String, text: Bool) -> APIError? {
+            guard case .composite = self else { return nil }
+            return APIError(
+                .badRequest,
+                text ? "\(field) must be valid Unicode text: it has invalid UTF-8 or a lone surrogate" : "\(field) is a number beyond any range",
+                field: field)
         }
 
         /// The value of a number of any kind.

@@ -27,6 +27,10 @@
             let response: Response
             do {
                 response = try await next(request, context)
+            } catch is ClientGone {
+                // Not an error of the server's: counted apart, never logged, and answered to no one.
+                metrics.countDisconnect(route: context.endpointPath ?? "unmatched")
+                return Response(status: .init(code: 499, reasonPhrase: "Client Closed Request"))
             } catch let error as APIError {
                 response = try error.response(from: request, context: context)
             } catch let error as any HTTPResponseError {
@@ -46,6 +50,42 @@
         }
     }
 
+    /// The client went away before its answer was made (while its body was
+    /// read or its text generated): not a server error.
+    struct ClientGone: Error {}
+
+    /// Cross-origin requests from the pages of `origins` (`--cors-origin`;
+    /// "*" for any): preflights answered (before the key is checked: a
+    /// browser sends none with them), and answers carry
+    /// `Access-Control-Allow-Origin`. Pages of other origins get no such
+    /// header, so their browsers refuse them the answers.
+    struct CORSMiddleware: RouterMiddleware {
+        typealias Context = ServerContext
+        let origins: Set<String>
+
+        func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+            guard let origin = request.headers[.origin], !origins.isEmpty else { return try await next(request, context) }
+            let allowed = origins.contains(origin) || origins.contains("*")
+            if request.method == .options, request.headers[.accessControlRequestMethod] != nil {
+                guard allowed else {
+                    throw APIError(.forbidden, "pages of \(origin) may not call this server (it takes --cors-origin for those that may)")
+                }
+                return Response(
+                    status: .noContent,
+                    headers: [
+                        .accessControlAllowOrigin: origin, .accessControlAllowMethods: "GET, POST",
+                        .accessControlAllowHeaders: "Authorization, Content-Type", .accessControlMaxAge: "600", .vary: "Origin",
+                    ])
+            }
+            var response = try await next(request, context)
+            if allowed {
+                response.headers[.accessControlAllowOrigin] = origin
+                response.headers[.vary] = "Origin"
+            }
+            return response
+        }
+    }
+
     /// With a key set, every path but `open` needs `Authorization: Bearer <key>`;
     /// otherwise 401 with `WWW-Authenticate: Bearer`.
     struct BearerAuthMiddleware: RouterMiddleware {
@@ -61,8 +101,10 @@
         func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
             guard let key, !open.contains(request.uri.path) else { return try await next(request, context) }
             let given = request.headers[.authorization] ?? ""
-            let prefix = "Bearer "
-            guard given.hasPrefix(prefix), Self.equalInConstantTime(Array(given.utf8.dropFirst(prefix.utf8.count)), Array(key.utf8)) else {
+            // The scheme's name is case-insensitive (RFC 7235 §2.1): "bearer KEY" is as good as "Bearer KEY".
+            let words = given.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+            let token = words.count == 2 && words[0].lowercased() == "bearer" ? words[1].drop(while: { $0 == " " }) : nil
+            guard let token, Self.equalInConstantTime(Array(token.utf8), Array(key.utf8)) else {
                 var error = APIError(
                     .unauthorized,
                     given.isEmpty

@@ -14,6 +14,8 @@
         var requestTimeout: Duration = .seconds(300)
         /// When set, every route but /health and the playground's files needs `Authorization: Bearer <key>`.
         var apiKey: String? = nil
+        /// Origins whose pages may call the server (`--cors-origin`); "*" for any.
+        var corsOrigins: [String] = []
         /// The model's name in the completions API (`model`, `GET /v1/models`).
         var modelName = "charrnn"
         /// When the checkpoint was written, in seconds since 1970 (`GET /v1/models`' `created`).
@@ -54,6 +56,7 @@
         func router() -> Router<ServerContext> {
             let router = Router(context: ServerContext.self)
             router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics))
+            router.add(middleware: CORSMiddleware(origins: Set(settings.corsOrigins)))
             router.add(middleware: BearerAuthMiddleware(key: settings.apiKey, open: ["/health"] + Playground.paths))
             router.get("/health") { _, _ in
                 let shuttingDown = scheduler.isShuttingDown
@@ -96,7 +99,7 @@
         /// `POST /v1/generate`: the whole text as JSON, or Server-Sent Events as it is made.
         func generate(_ request: Request, connection: any Channel) async throws -> Response {
             let arrived = ContinuousClock.now
-            let parameters = try GenerateParameters.decode(try await body(of: request))
+            let parameters = try GenerateParameters.decode(try await body(of: request, connection: connection))
             let generation = parameters.request(vocabularySize: scheduler.vocabulary.count, timeout: settings.requestTimeout)
             let stream: GenerationStream
             do { stream = try scheduler.submit(generation) } catch { throw APIError(error) }
@@ -137,12 +140,21 @@
             case .failed(let error):
                 throw APIError(.internalServerError, "generation failed: \(error)")
             case .cancelled:
-                throw APIError(.internalServerError, "the request was cancelled")
+                // Only the reader cancels: the client went away.
+                throw ClientGone()
             }
         }
 
-        /// A request's body, refused with 413 beyond the server's limit.
-        func body(of request: Request) async throws -> ByteBuffer {
+        /// A request's body: JSON (415 for another media type: a page of
+        /// another origin can POST text/plain or a form without asking, but
+        /// not JSON), refused with 413 beyond the server's limit.
+        func body(of request: Request, connection: any Channel) async throws -> ByteBuffer {
+            if let type = request.headers[.contentType] {
+                let media = type.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+                guard media == "application/json" || media.hasSuffix("+json") else {
+                    throw APIError(.unsupportedMediaType, "the body must be JSON sent as Content-Type: application/json (got \(type))")
+                }
+            }
             if let declared = request.headers[.contentLength].flatMap(Int.init), declared > settings.maxBodyBytes {
                 throw APIError(.contentTooLarge, "the body is \(declared) bytes; the most this server takes is \(settings.maxBodyBytes)")
             }
@@ -151,6 +163,8 @@
                 return try await request.collectBody(upTo: settings.maxBodyBytes)
             } catch is NIOTooManyBytesError {
                 throw APIError(.contentTooLarge, "the body is over \(settings.maxBodyBytes) bytes, the most this server takes")
+            } catch  where !connection.isActive {
+                throw ClientGone()
             }
         }
 
@@ -167,7 +181,10 @@
                     var first = true
                     var generated = 0
                     for await chunk in stream {
-                        if !connection.isActive { stream.cancel() }  // gone before a write could fail
+                        if !connection.isActive {  // gone before a write could fail
+                            stream.cancel()
+                            metrics.countDisconnect(route: "/v1/generate")
+                        }
                         if !chunk.text.isEmpty || first {
                             let count = chunk.text.unicodeScalars.count - (first ? stream.prime.unicodeScalars.count : 0)
                             if generated == 0 && count > 0 { reporter.firstCharacter() }

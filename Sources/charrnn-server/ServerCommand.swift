@@ -49,6 +49,11 @@ struct ServerCommand: AsyncParsableCommand {
             "The model's name in the OpenAI completions API (model, GET /v1/models). (default: the run directory's name, else the checkpoint file's)")
     var modelName: String?
 
+    @Option(
+        name: .long,
+        help: "Let pages of this origin (e.g. https://example.org; * for any) call the server from a browser; repeat for several.")
+    var corsOrigin: [String] = []
+
     @Option(name: .long, help: "Requests stepped together at most; more wait in the queue.")
     var maxStreams = 64
 
@@ -94,6 +99,9 @@ struct ServerCommand: AsyncParsableCommand {
             guard (0...65_535).contains(port) else { throw Self.fail("--port must be between 0 and 65535 (got \(port))") }
             let key = apiKey ?? ProcessInfo.processInfo.environment["CHARRNN_API_KEY"]
             if let key, key.isEmpty { throw Self.fail("the API key is empty: give --api-key a value, or unset CHARRNN_API_KEY") }
+            if let origin = corsOrigin.first(where: { $0 != "*" && !Self.isOrigin($0) }) {
+                throw Self.fail("--cors-origin must be an origin such as https://example.org or http://localhost:3000, or * (got '\(origin)')")
+            }
             if let modelName, modelName.isEmpty || modelName.contains("/") {
                 throw Self.fail("--model-name must be a name of at least one character with no '/' (got '\(modelName)')")
             }
@@ -120,6 +128,7 @@ struct ServerCommand: AsyncParsableCommand {
             settings.maxBodyBytes = maxBodyBytes
             settings.requestTimeout = .milliseconds(Int64(timeout * 1000))
             settings.apiKey = key
+            settings.corsOrigins = corsOrigin
             settings.modelName = modelName ?? Server.modelName(for: url)
             let written = (try? FileManager.default.attributesOfItem(atPath: url.path)[.modificationDate] as? Date) ?? nil
             settings.modelCreated = Int(written?.timeIntervalSince1970 ?? 0)
@@ -156,6 +165,14 @@ struct ServerCommand: AsyncParsableCommand {
             }
             Self.say("charrnn-server: stopped")
         #endif
+    }
+
+    /// Whether `text` is an origin as browsers send it: scheme://host[:port], no path.
+    static func isOrigin(_ text: String) -> Bool {
+        guard let components = URLComponents(string: text), let scheme = components.scheme, ["http", "https"].contains(scheme),
+            let host = components.host, !host.isEmpty
+        else { return false }
+        return components.path.isEmpty && components.query == nil && components.fragment == nil && components.user == nil
     }
 
     /// A line on standard output, flushed at once (scripts wait for it).

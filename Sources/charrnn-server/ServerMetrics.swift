@@ -46,6 +46,15 @@
                 buckets: Self.latencyBuckets)
         }
 
+        /// Counts one request whose client went away before its answer.
+        func countDisconnect(route: String) {
+            registry.makeCounter(
+                descriptor: Self.name(
+                    "client_disconnects", "total", "Requests whose client went away before the answer, by route (not answered, not errors)."),
+                labels: [("route", route)]
+            ).increment()
+        }
+
         /// Counts one answered request.
         func countRequest(route: String, status: Int) {
             registry.makeCounter(descriptor: Self.requests, labels: [("route", route), ("status", String(status))]).increment()

@@ -126,7 +126,11 @@ enum HTTP {
 
     static func send(_ descriptor: Int32, method: String, path: String, body: Data?, headers: [String: String]) throws {
         var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-        if let body { head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
+        if let body {
+            // JSON unless the test says otherwise.
+            if !headers.keys.contains(where: { $0.lowercased() == "content-type" }) { head += "Content-Type: application/json\r\n" }
+            head += "Content-Length: \(body.count)\r\n"
+        }
         for (name, value) in headers { head += "\(name): \(value)\r\n" }
         let bytes = Data((head + "\r\n").utf8) + (body ?? Data())
         var sent = 0

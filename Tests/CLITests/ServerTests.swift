@@ -234,6 +234,83 @@ struct ServerTests {
             #expect(missing.status == 404 && (missing.json["error"] as? [String: Any])?["code"] as? String == "model_not_found")
         }
 
+        @Test("HTTP as clients expect: any case of the Bearer scheme, JSON bodies only, cross-origin pages only when allowed, precise messages")
+        func httpAsClientsExpect() throws {
+            let server = try ServerProcess(
+                ["--checkpoint", Self.run.checkpoint, "--api-key", "k3y", "--cors-origin", "https://ok.example"])
+            defer { server.stop() }
+            let key = ["Authorization": "Bearer k3y"]
+            for scheme in ["bearer", "BEARER", "Bearer ", "bEaReR"] {
+                let reply = try server.request("POST", "/v1/generate", json: #"{"length": 2}"#, headers: ["Authorization": "\(scheme) k3y"])
+                #expect(reply.status == 200, "'\(scheme)': \(reply.text)")
+            }
+            // A page of any origin can POST text/plain or a form without a preflight; those bodies are refused.
+            for type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+                for path in ["/v1/generate", "/v1/completions"] {
+                    let reply = try server.request(
+                        "POST", path, json: #"{"prompt": "the"}"#, headers: key.merging(["Content-Type": type]) { a, _ in a })
+                    #expect(reply.status == 415, "\(type) \(path): \(reply.text)")
+                }
+            }
+            #expect(
+                try server.request(
+                    "POST", "/v1/generate", json: #"{"length": 2}"#,
+                    headers: key.merging(["Content-Type": "application/json; charset=utf-8"]) { a, _ in a }
+                ).status == 200)
+            // Cross-origin: the allowed origin's preflight (no key: browsers send none) and answers; others get neither.
+            let preflight = [
+                "Origin": "https://ok.example", "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            ]
+            let allowed = try server.request("OPTIONS", "/v1/generate", headers: preflight)
+            #expect(allowed.status == 204)
+            #expect(allowed.headers["access-control-allow-origin"] == "https://ok.example")
+            #expect(allowed.headers["access-control-allow-headers"]?.lowercased().contains("authorization") == true)
+            #expect(allowed.headers["access-control-allow-methods"]?.contains("POST") == true)
+            let other = try server.request("OPTIONS", "/v1/generate", headers: preflight.merging(["Origin": "https://evil.example"]) { _, b in b })
+            #expect(other.status == 403 && other.headers["access-control-allow-origin"] == nil)
+            let answered = try server.request(
+                "POST", "/v1/generate", json: #"{"length": 2}"#, headers: key.merging(["Origin": "https://ok.example"]) { a, _ in a })
+            #expect(answered.headers["access-control-allow-origin"] == "https://ok.example" && answered.headers["vary"] == "Origin")
+            let foreign = try server.request(
+                "POST", "/v1/generate", json: #"{"length": 2}"#, headers: key.merging(["Origin": "https://evil.example"]) { a, _ in a })
+            #expect(foreign.headers["access-control-allow-origin"] == nil)
+            // Precise messages: values beyond a Float, too small for one, unreadable text.
+            let cases: [(body: Data, status: Int, message: String)] = [
+                (Data(#"{"temperature": 1e39}"#.utf8), 400, "temperature must be at most 3.4028235e+38 (got 1e+39)"),
+                (Data(#"{"prime": "\ud800"}"#.utf8), 400, "prime must be valid Unicode text: it has invalid UTF-8 or a lone surrogate"),
+                (Data(#"{"prime": "a"#.utf8) + Data([0xFF]) + Data(#""}"#.utf8), 400, "prime must be valid Unicode text"),
+                (Data(#"{"stop": ["\udc00"]}"#.utf8), 400, "stop must be valid Unicode text"),
+            ]
+            for bad in cases {
+                let reply = try HTTP.request(port: server.port, method: "POST", path: "/v1/generate", body: bad.body, headers: key)
+                #expect(reply.status == bad.status && (reply.json["error"] as? String)?.contains(bad.message) == true, "\(reply.text)")
+            }
+            // top_p 1e-50 is above 0: it keeps only the likeliest character, as greedy drawing does.
+            let tiny = try server.request("POST", "/v1/generate", json: #"{"prime": "the", "length": 50, "top_p": 1e-50, "seed": 3}"#, headers: key)
+            let greedy = try Self.sample("the", length: 50, seed: 3, ["--greedy"])
+            #expect(tiny.status == 200 && tiny.json["text"] as? String == greedy, "\(tiny.text)")
+        }
+
+        @Test("A client that resets its connection is counted apart from server errors, and its place is freed")
+        func resetIsNotAServerError() throws {
+            let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--max-length", "10000000"])
+            defer { server.stop() }
+            for stream in [false, true] {
+                let socket = try HTTP.connect(port: server.port)
+                try HTTP.send(
+                    socket, method: "POST", path: "/v1/generate", body: Data(#"{"length": 10000000, "stream": \#(stream)}"#.utf8), headers: [:])
+                #expect(eventually(within: 5) { (try? server.metric("charrnn_active_streams")) == 1 })
+                var linger = linger(l_onoff: 1, l_linger: 0)  // close with a reset
+                setsockopt(socket, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
+                close(socket)
+                #expect(eventually(within: 5) { (try? server.metric("charrnn_active_streams")) == 0 }, "stream \(stream)")
+            }
+            let metrics = try server.request("GET", "/metrics").text
+            #expect(metrics.contains(#"charrnn_client_disconnects_total{route="/v1/generate"} 2"#), "\(metrics)")
+            #expect(!metrics.contains(#"status="500""#), "no reset is counted as a server error")
+        }
+
         @Test("Server-Sent Events start with the prime and the seed, add up to the text, and end with a final event")
         func eventsAddUp() throws {
             let server = try ServerProcess(["--checkpoint", Self.run.checkpoint])
@@ -436,6 +513,7 @@ struct ServerTests {
                 (["--checkpoint", Self.run.checkpoint, "--max-streams", "0"], "--max-streams must be between 1 and 65535"),
                 (["--checkpoint", Self.run.checkpoint, "--timeout", "0"], "--timeout must be a positive number"),
                 (["--checkpoint", Self.run.checkpoint, "--api-key", ""], "the API key is empty"),
+                (["--checkpoint", Self.run.checkpoint, "--cors-origin", "ok.example/page"], "--cors-origin must be an origin such as"),
             ]
             for (arguments, message) in cases {
                 let result = try CLI.run(arguments, binary: "charrnn-server")
