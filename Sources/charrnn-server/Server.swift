@@ -41,6 +41,7 @@
             facts["server"] = .object([
                 "max_length": .int(scheduler.limits.maxLength), "max_streams": .int(scheduler.limits.maxStreams),
                 "max_queued": .int(scheduler.limits.maxQueued), "max_body_bytes": .int(settings.maxBodyBytes),
+                "prime_cache_bytes": .int(scheduler.limits.primeCacheBytes),
                 "timeout_seconds": .double(
                     Double(settings.requestTimeout.components.seconds)
                         + Double(settings.requestTimeout.components.attoseconds) * 1e-18),

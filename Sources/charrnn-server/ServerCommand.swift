@@ -63,6 +63,11 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Characters one request may ask for after its prime.")
     var maxLength = 20_000
 
+    @Option(
+        name: .long,
+        help: "Bytes kept of the states after recent primes: a request whose prime equals or extends one fed before feeds only the rest (0: none).")
+    var primeCacheBytes = 64 << 20
+
     @Option(name: .long, help: "Bytes a request body may have.")
     var maxBodyBytes = 1 << 20
 
@@ -91,6 +96,7 @@ struct ServerCommand: AsyncParsableCommand {
             guard (1...65_535).contains(maxStreams) else { throw Self.fail("--max-streams must be between 1 and 65535 (got \(maxStreams))") }
             guard maxQueued >= 0 else { throw Self.fail("--max-queued must be 0 or more (got \(maxQueued))") }
             guard maxLength >= 0 else { throw Self.fail("--max-length must be 0 or more (got \(maxLength))") }
+            guard primeCacheBytes >= 0 else { throw Self.fail("--prime-cache-bytes must be 0 or more (got \(primeCacheBytes))") }
             guard maxBodyBytes >= 1 else { throw Self.fail("--max-body-bytes must be at least 1 (got \(maxBodyBytes))") }
             guard timeout > 0, timeout.isFinite else { throw Self.fail("--timeout must be a positive number of seconds (got \(timeout))") }
             guard shutdownGrace >= 0, shutdownGrace.isFinite else {
@@ -120,6 +126,7 @@ struct ServerCommand: AsyncParsableCommand {
             limits.maxStreams = maxStreams
             limits.maxQueued = maxQueued
             limits.maxLength = maxLength
+            limits.primeCacheBytes = primeCacheBytes
             let scheduler: GenerationScheduler
             do { scheduler = try GenerationScheduler(generator: generator, limits: limits) } catch {
                 throw Self.fail("cannot serve \(maxStreams) streams: \(error)")

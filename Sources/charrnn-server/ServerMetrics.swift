@@ -11,6 +11,12 @@
         private let steps: Counter
         private let activeStreams: Gauge
         private let queuedRequests: Gauge
+        private let primeFed: Counter
+        private let primeCached: Counter
+        private let primeCacheHits: Counter
+        private let primeCacheMisses: Counter
+        private let primeCacheBytes: Gauge
+        private let primeCacheEntries: Gauge
         private let requestDuration: DurationHistogram
         private let firstCharacter: DurationHistogram
         /// The scheduler's totals when last reported, so the counters advance by the difference.
@@ -37,6 +43,16 @@
             activeStreams = registry.makeGauge(
                 descriptor: Self.name("active", "streams", "Requests in the batch, generating or feeding their prime."))
             queuedRequests = registry.makeGauge(descriptor: Self.name("queued", "requests", "Requests waiting for a place in the batch."))
+            primeFed = registry.makeCounter(descriptor: Self.name("prime_characters_fed", "total", "Prime characters fed through the model."))
+            primeCached = registry.makeCounter(
+                descriptor: Self.name("prime_characters_cached", "total", "Prime characters not fed: their state came from the prime cache."))
+            primeCacheHits = registry.makeCounter(
+                descriptor: Self.name("prime_cache_hits", "total", "Requests that started from a cached prime state."))
+            primeCacheMisses = registry.makeCounter(
+                descriptor: Self.name("prime_cache_misses", "total", "Requests with a prime of 64 characters or more that found no cached state."))
+            primeCacheBytes = registry.makeGauge(
+                descriptor: Self.name("prime_cache", "bytes", "Bytes the prime cache holds (characters and states)."))
+            primeCacheEntries = registry.makeGauge(descriptor: Self.name("prime_cache", "entries", "Primes whose states the cache holds."))
             requestDuration = registry.makeDurationHistogram(
                 descriptor: Self.name(
                     "generate_duration", "seconds", "Time from a generate request's arrival to its last character."), buckets: Self.latencyBuckets)
@@ -73,6 +89,12 @@
             }
             characters.increment(by: Int64(max(0, now.characters - previous.characters)))
             steps.increment(by: Int64(max(0, now.steps - previous.steps)))
+            primeFed.increment(by: Int64(max(0, now.primeCharactersFed - previous.primeCharactersFed)))
+            primeCached.increment(by: Int64(max(0, now.primeCharactersCached - previous.primeCharactersCached)))
+            primeCacheHits.increment(by: Int64(max(0, now.primeCacheHits - previous.primeCacheHits)))
+            primeCacheMisses.increment(by: Int64(max(0, now.primeCacheMisses - previous.primeCacheMisses)))
+            primeCacheBytes.set(Double(now.primeCacheBytes))
+            primeCacheEntries.set(Double(now.primeCacheEntries))
             activeStreams.set(Double(now.activeStreams))
             queuedRequests.set(Double(now.queuedRequests))
             return registry.emitToString()

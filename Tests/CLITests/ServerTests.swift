@@ -234,6 +234,22 @@ struct ServerTests {
             #expect(missing.status == 404 && (missing.json["error"] as? [String: Any])?["code"] as? String == "model_not_found")
         }
 
+        @Test("A prime sent again, or extended, starts from the cached state and still gets charrnn sample's text")
+        func cachedPrimesEqualSample() throws {
+            let server = try ServerProcess(["--checkpoint", Self.run.checkpoint])
+            defer { server.stop() }
+            let prime = String(repeating: "Ёлки-палки, «ёж» идёт домой; The cat sat on the mat.\n", count: 20)
+            for (text, seed) in [(prime, 1), (prime, 2), (prime + "The cat", 3)] {
+                let reply = try server.request("POST", "/v1/generate", json: Self.body(["prime": text, "length": 100, "seed": seed]))
+                #expect(reply.json["text"] as? String == (try Self.sample(text, length: 100, seed: UInt64(seed))), "seed \(seed)")
+            }
+            #expect(try server.metric("charrnn_prime_cache_hits_total") == 2)
+            #expect(try server.metric("charrnn_prime_cache_misses_total") == 1)
+            let count = Double(prime.unicodeScalars.count)
+            #expect(try server.metric("charrnn_prime_characters_cached_total") == 2 * (count - 1))
+            #expect(try server.metric("charrnn_prime_characters_fed_total") == count + 1 + 8)
+        }
+
         @Test("HTTP as clients expect: any case of the Bearer scheme, JSON bodies only, cross-origin pages only when allowed, precise messages")
         func httpAsClientsExpect() throws {
             let server = try ServerProcess(
@@ -463,11 +479,11 @@ struct ServerTests {
 
         @Test("GET /v1/model is charrnn inspect --json with the server's limits; /metrics is Prometheus text; the OpenAPI document lists the routes")
         func describingRoutes() throws {
-            let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--max-length", "777"])
+            let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--max-length", "777", "--prime-cache-bytes", "100000"])
             defer { server.stop() }
             var model = try server.request("GET", "/v1/model").json
             let limits = try #require(model.removeValue(forKey: "server") as? [String: Any])
-            #expect(limits["max_length"] as? Int == 777)
+            #expect(limits["max_length"] as? Int == 777 && limits["prime_cache_bytes"] as? Int == 100_000)
             let inspect = try CLI.run(["inspect", Self.run.checkpoint, "--json"])
             let inspected = try #require(try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any])
             func canonical(_ object: [String: Any]) throws -> String {
@@ -481,7 +497,8 @@ struct ServerTests {
             for name in [
                 "charrnn_http_requests_total{route=\"/v1/generate\",status=\"200\"} 1", "charrnn_generated_characters_total 30",
                 "charrnn_active_streams 0", "charrnn_queued_requests 0", "charrnn_time_to_first_character_seconds_count 1",
-                "charrnn_generate_duration_seconds_count 1",
+                "charrnn_generate_duration_seconds_count 1", "charrnn_prime_characters_fed_total 4", "charrnn_prime_cache_entries 0",
+                "charrnn_prime_cache_hits_total 0",
             ] {
                 #expect(metrics.text.contains(name), "\(name)")
             }

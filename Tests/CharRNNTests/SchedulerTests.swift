@@ -243,3 +243,93 @@ struct SchedulerTests {
         await scheduler.shutDown(gracePeriod: .zero)
     }
 }
+
+/// Protects the prime cache: a request whose prime equals or extends one fed
+/// before starts from its state, feeds only the rest, and gets exactly the
+/// text it gets without the cache; the cache stays within its bytes.
+@Suite("Prime state cache")
+struct PrimeCacheTests {
+    static func prime(_ length: Int, seed: UInt64) -> String {
+        var generator = Xorshift(seed: seed)
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyz .,;:!?\nАнаé🙂".unicodeScalars)
+        return String(String.UnicodeScalarView((0..<length).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] }))
+    }
+
+    struct Xorshift {
+        var state: UInt64
+        init(seed: UInt64) { state = seed &* 0x9E37_79B9_7F4A_7C15 | 1 }
+        mutating func next() -> UInt64 {
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
+            return state
+        }
+    }
+
+    @Test("A repeated or extended prime starts from the cached state and gets the text it gets alone, for every cell", arguments: Cell.allCases)
+    func cachedPrimesGiveTheSameText(cell: Cell) async throws {
+        let generator = try SchedulerTests.untrained(cell: cell)
+        let scheduler = try SchedulerTests.scheduler(generator)
+        let prime = Self.prime(300, seed: 1)
+        let extended = prime + "and the rest"
+        // (prime, seed, characters it should feed, characters it should skip)
+        let cases: [(String, UInt64, Int, Int)] = [
+            (prime, 1, 300, 0),  // first: fed whole, its state cached
+            (prime, 1, 1, 299),  // again: only its last character fed
+            (prime, 2, 1, 299),  // another seed: the state is the prime's alone
+            (extended, 3, 13, 299),  // extending it: the rest fed
+            (extended, 3, 1, 311),  // and that one is cached in turn
+        ]
+        var before = scheduler.statistics
+        for (index, (text, seed, fed, skipped)) in cases.enumerated() {
+            let request = SchedulerTests.request(text, length: 150, seed: seed)
+            let (served, end) = await (try scheduler.submit(request)).collect()
+            #expect(end == .completed)
+            #expect(served == (try SchedulerTests.alone(generator, request)), "case \(index)")
+            let now = scheduler.statistics
+            #expect(now.primeCharactersFed - before.primeCharactersFed == fed, "case \(index)")
+            #expect(now.primeCharactersCached - before.primeCharactersCached == skipped, "case \(index)")
+            #expect(now.primeCacheHits - before.primeCacheHits == (skipped > 0 ? 1 : 0), "case \(index)")
+            before = now
+        }
+        #expect(before.primeCacheMisses == 1 && before.primeCacheEntries == 2 && before.primeCacheBytes > 0)
+        // Many at once, some cached and some not, each still gets its text alone.
+        let requests = (0..<12).map { index in
+            SchedulerTests.request(index % 3 == 0 ? Self.prime(200, seed: UInt64(index)) : extended, length: 80 + index, seed: UInt64(40 + index))
+        }
+        let streams = try requests.map { try scheduler.submit($0) }
+        for (request, stream) in zip(requests, streams) {
+            #expect((await stream.collect()).text == (try SchedulerTests.alone(generator, request)))
+        }
+        await scheduler.shutDown(gracePeriod: .zero)
+    }
+
+    @Test("The cache keeps within its bytes, dropping the least recently used, and a cache of 0 bytes keeps nothing")
+    func cacheStaysWithinItsBytes() async throws {
+        let generator = try SchedulerTests.untrained()
+        let stateBytes = try generator.model.configuration.stateCount(batchSize: 1) * 4
+        var limits = GenerationScheduler.Limits()
+        limits.primeCacheBytes = 2 * (stateBytes + 4 * 199)  // two primes of 200 characters
+        let scheduler = try GenerationScheduler(generator: generator, limits: limits)
+        let primes = (0..<4).map { Self.prime(200, seed: UInt64(10 + $0)) }
+        for prime in primes {
+            _ = await (try scheduler.submit(SchedulerTests.request(prime, length: 5, seed: 1))).collect()
+            #expect(scheduler.statistics.primeCacheBytes <= limits.primeCacheBytes)
+        }
+        #expect(scheduler.statistics.primeCacheEntries == 2)
+        // The two most recent are kept, the first two dropped.
+        for (index, prime) in primes.enumerated().reversed() {
+            let hits = scheduler.statistics.primeCacheHits
+            _ = await (try scheduler.submit(SchedulerTests.request(prime, length: 5, seed: 1))).collect()
+            #expect(scheduler.statistics.primeCacheHits - hits == (index >= 2 ? 1 : 0), "prime \(index)")
+        }
+        await scheduler.shutDown(gracePeriod: .zero)
+
+        limits.primeCacheBytes = 0
+        let uncached = try GenerationScheduler(generator: generator, limits: limits)
+        for _ in 0..<2 { _ = await (try uncached.submit(SchedulerTests.request(primes[0], length: 5, seed: 1))).collect() }
+        #expect(uncached.statistics.primeCacheHits == 0 && uncached.statistics.primeCacheEntries == 0)
+        #expect(uncached.statistics.primeCharactersFed == 400)
+        await uncached.shutDown(gracePeriod: .zero)
+    }
+}

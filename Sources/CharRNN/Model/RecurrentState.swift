@@ -63,6 +63,18 @@ public struct RecurrentState: Sendable, Equatable {
         return RecurrentState(values: result, batchSize: sources.count)
     }
 
+    /// Sets stream `stream` to `single`, a one-stream state of the same model.
+    public mutating func setStream(_ stream: Int, to single: RecurrentState, configuration: ModelConfiguration) {
+        let width = configuration.hiddenSize
+        let slabs = values.count / max(batchSize * width, 1)
+        precondition(
+            stream >= 0 && stream < batchSize && single.batchSize == 1 && single.values.count == slabs * width, "state made for another model")
+        for slab in 0..<slabs {
+            let to = (slab * batchSize + stream) * width
+            values.replaceSubrange(to..<to + width, with: single.values[slab * width..<(slab + 1) * width])
+        }
+    }
+
     /// Resets every value to zero.
     public mutating func reset() {
         for index in values.indices { values[index] = 0 }

@@ -35,8 +35,13 @@ public final class GenerationScheduler: Sendable {
         public var maxQueued = 256
         /// Characters one request may ask for after its prime.
         public var maxLength = 20_000
+        /// Bytes kept of the states after recent primes (their characters
+        /// and states counted), so a request whose prime equals or extends
+        /// one of at least 64 characters fed before starts from its state
+        /// and feeds only the rest (its text is the same either way); 0 keeps none.
+        public var primeCacheBytes = 64 << 20
 
-        /// 64 streams, 256 waiting, 20,000 characters a request.
+        /// 64 streams, 256 waiting, 20,000 characters a request, 64 MiB of prime states.
         public init() {}
     }
 
@@ -50,6 +55,17 @@ public final class GenerationScheduler: Sendable {
         public var steps = 0
         /// Characters generated (primes not counted).
         public var characters = 0
+        /// Prime characters fed through the model.
+        public var primeCharactersFed = 0
+        /// Prime characters not fed because a request started from a cached state.
+        public var primeCharactersCached = 0
+        /// Requests that started from a cached prime state.
+        public var primeCacheHits = 0
+        /// Requests with a prime of at least 64 characters that found no cached state to start from.
+        public var primeCacheMisses = 0
+        /// Bytes the prime cache holds now, and its entries.
+        public var primeCacheBytes = 0
+        public var primeCacheEntries = 0
 
         /// All zero.
         public init() {}
@@ -66,7 +82,8 @@ public final class GenerationScheduler: Sendable {
     /// - Throws: `ModelError` when the buffers for `limits.maxStreams`
     ///   streams do not fit, or the core refuses that many streams.
     public init(generator: TextGenerator, limits: Limits = Limits()) throws(ModelError) {
-        precondition(limits.maxStreams >= 1 && limits.maxQueued >= 0 && limits.maxLength >= 0, "limits must not be negative")
+        precondition(
+            limits.maxStreams >= 1 && limits.maxQueued >= 0 && limits.maxLength >= 0 && limits.primeCacheBytes >= 0, "limits must not be negative")
         vocabulary = generator.vocabulary
         self.limits = limits
         engine = try SchedulerEngine(generator: generator, limits: limits)

@@ -138,6 +138,7 @@ final class SchedulerEngine: @unchecked Sendable {
         var matcher: StopMatcher<(Unicode.Scalar, CharacterLogprob?)>?
     }
     private var rows: [Row] = []
+    private let primeCache: PrimeStateCache
     private var state: RecurrentState
     private var tokens: [Int32] = []
     private var logits: [Float]
@@ -147,6 +148,7 @@ final class SchedulerEngine: @unchecked Sendable {
     init(generator: TextGenerator, limits: GenerationScheduler.Limits) throws(ModelError) {
         self.generator = generator
         self.limits = limits
+        primeCache = PrimeStateCache(capacityBytes: limits.primeCacheBytes)
         let configuration = generator.model.configuration
         let stepScratchCount = try configuration.stepScratchCount(streams: limits.maxStreams)
         let sampleScratchCount = try configuration.sampleScratchCount()
@@ -259,7 +261,11 @@ final class SchedulerEngine: @unchecked Sendable {
                 state = state.rearranged(
                     survivors.map { Optional($0) } + joined.map { _ in nil },
                     configuration: model.configuration)
-                rows = survivors.map { rows[$0] } + joined
+                rows = survivors.map { rows[$0] } + joined.map(\.row)
+                // Joiners whose prime begins with a cached one start from its state.
+                for (offset, join) in joined.enumerated() {
+                    if let cached = join.cached { state.setStream(survivors.count + offset, to: cached, configuration: model.configuration) }
+                }
                 if rows.isEmpty { continue }
             }
             step()
@@ -282,16 +288,28 @@ final class SchedulerEngine: @unchecked Sendable {
         return false
     }
 
-    private func makeRow(_ slot: GenerationSlot) -> Row? {
+    private func makeRow(_ slot: GenerationSlot) -> (row: Row, cached: RecurrentState?)? {
         var generator = charrnn_rng()
         let status = charrnn_rng_seed(&generator, slot.options.seed)
         guard status == CHARRNN_OK else {
             slot.finish(.failed(.core(CoreError(status, function: "charrnn_rng_seed"))))
             return nil
         }
-        return Row(
+        var row = Row(
             slot: slot, generator: generator, parameters: slot.options.coreParameters,
             matcher: slot.completion.stop.isEmpty ? nil : StopMatcher(stops: slot.completion.stop))
+        guard primeCache.capacityBytes > 0, slot.primeTokens.count > PrimeStateCache.minimumCharacters else { return (row, nil) }
+        let found = primeCache.longestPrefix(of: slot.primeTokens)
+        condition.withLock {
+            if let found {
+                totals.primeCacheHits += 1
+                totals.primeCharactersCached += found.characters
+            } else {
+                totals.primeCacheMisses += 1
+            }
+        }
+        row.fed = found?.characters ?? 0
+        return (row, found?.state)
     }
 
     /// One step of every row: a prime character or the last drawn one in,
@@ -308,11 +326,21 @@ final class SchedulerEngine: @unchecked Sendable {
             return
         }
         var drawn = 0
+        var primeFed = 0
         for index in rows.indices {
             var row = rows[index]
             defer { rows[index] = row }
-            if row.fed < row.slot.primeTokens.count { row.fed += 1 }
-            guard row.fed == row.slot.primeTokens.count else { continue }
+            let primeCount = row.slot.primeTokens.count
+            if row.fed < primeCount {
+                row.fed += 1
+                primeFed += 1
+                // All of the prime but its last character: the state a later request with this prime, or one extending it, starts from.
+                if row.fed == primeCount - 1 && primeCount > PrimeStateCache.minimumCharacters && primeCache.capacityBytes > 0 {
+                    primeCache.insert(
+                        key: Array(row.slot.primeTokens.dropLast()), state: state.streams(index..<index + 1, configuration: model.configuration))
+                }
+            }
+            guard row.fed == primeCount else { continue }
             do {
                 let token = try model.drawToken(
                     logits: logits, stream: index, parameters: &row.parameters,
@@ -347,6 +375,9 @@ final class SchedulerEngine: @unchecked Sendable {
         condition.withLock {
             totals.steps += 1
             totals.characters += drawn
+            totals.primeCharactersFed += primeFed
+            totals.primeCacheBytes = primeCache.bytes
+            totals.primeCacheEntries = primeCache.count
         }
     }
 }
