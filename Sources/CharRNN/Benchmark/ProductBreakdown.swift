@@ -173,7 +173,11 @@ final class ProductLog {
             var log = charrnn_product_log(entries: entries, capacity: Int64(capacity), count: 0)
             let made = try withUnsafeMutablePointer(to: &log) { log throws(ModelError) -> Int in
                 try ModelError.check(charrnn_log_products(log, outputs.baseAddress, outputs.count), "charrnn_log_products")
-                defer { _ = charrnn_log_products(nil, nil, 0) }  // detaching cannot fail
+                defer {
+                    // Detaching (no log) has nothing to check that can fail; a status other than OK is a broken core.
+                    let detached = charrnn_log_products(nil, nil, 0)
+                    precondition(detached == CHARRNN_OK, "charrnn_log_products(NULL) failed with status \(detached.rawValue)")
+                }
                 try body()
                 return Int(log.pointee.count)
             }

@@ -91,8 +91,10 @@ public struct TextGenerator {
     public func samples(
         count: Int, prime: String, length: Int, options: SamplingOptions, dropUnknown: Bool = false
     ) throws(SamplingError) -> [String] {
-        let primeText = vocabulary.decode(try checkedPrime(prime, length: length, options: options, dropUnknown: dropUnknown))
-        return try completions(count: count, prime: prime, length: length, options: options, dropUnknown: dropUnknown)
+        guard count >= 1 else { throw .invalidOption(.count, value: "\(count)", requirement: "at least 1") }
+        let primeTokens = try checkedPrime(prime, length: length, options: options, dropUnknown: dropUnknown)
+        let primeText = vocabulary.decode(primeTokens)
+        return try completions(count: count, primeTokens: primeTokens, length: length, options: options, completion: CompletionOptions())
             .map { primeText + $0.text }
     }
 
@@ -140,6 +142,13 @@ public struct TextGenerator {
         guard count >= 1 else { throw .invalidOption(.count, value: "\(count)", requirement: "at least 1") }
         let primeTokens = try checkedPrime(prime, length: length, options: options, dropUnknown: dropUnknown)
         try completion.validate(vocabularySize: vocabulary.count)
+        return try completions(count: count, primeTokens: primeTokens, length: length, options: options, completion: completion)
+    }
+
+    /// `completions(…)` once the count, prime and options are checked.
+    private func completions(
+        count: Int, primeTokens: [Int32], length: Int, options: SamplingOptions, completion: CompletionOptions
+    ) throws(SamplingError) -> [Completion] {
         var session = try primedSession(primeTokens, streams: count, options: options)
         var matchers = [StopMatcher<(Unicode.Scalar, CharacterLogprob?)>](repeating: StopMatcher(stops: completion.stop), count: count)
         var released = [[(Unicode.Scalar, CharacterLogprob?)]](repeating: [], count: count)
