@@ -147,6 +147,201 @@ charrnn_status charrnn_step(const charrnn_config *config, const float *params, i
     return CHARRNN_OK;
 }
 
+/* ========================================================================
+ * Priming: a run of known characters into one stream's state.
+ *
+ * charrnn_step at S = 1 reads every weight once per character. A prime's
+ * characters are all known at once, so each layer's input term is made for
+ * all of them before its recurrence (layer 0: the token's column of W_ih;
+ * above: one product over the T outputs the layer below has just made),
+ * each layer runs through all T steps before the next starts (its W_hh is
+ * the only matrix the steps read), and the output layer runs once, after
+ * the last character. Per step the arithmetic is charrnn_step's: the input
+ * term put into G, the same sgemv for W_hh h accumulating onto it, the same
+ * cell kernel, the same logits. So layer 0 rounds exactly as charrnn_step
+ * (a one-layer model primes to the same bits as stepped); above it W_ih x
+ * is summed in input_products's order rather than sgemv's.
+ * ======================================================================== */
+
+/* Scratch: X [T, GH] every step's input term (biases included); Y [T, H]
+ * the layer's outputs, the next layer's inputs; G [GH], R [SH]: one step's
+ * pre-activations and split recurrent products; zeros [GH]: the input row
+ * the cell's kernel adds (the term is in G already, as in charrnn_step);
+ * c [2, H]: the cell state, alternating (two-state cells); aux [H]: the
+ * cell's aux values, unused. */
+typedef struct {
+    float *X, *Y, *G, *R, *zeros, *c, *aux;
+} prime_scratch;
+
+static size_t carve_prime_scratch(const charrnn_config *config, size_t T, float *block,
+                                  prime_scratch *out) {
+    const cell_kind *cell = cell_of(config);
+    gate_widths w = widths_of(cell, (size_t)config->hidden_size);
+    size_t off = 0;
+    prime_scratch unused;
+    if (!out) out = &unused;
+    size_t sizes[7] = {T * w.GH, T * w.H, w.GH, w.SH, w.GH, cell->states > 1 ? 2 * w.H : 0,
+                       cell->has_aux ? w.H : 0};
+    float **slots[7] = {&out->X, &out->Y, &out->G, &out->R, &out->zeros, &out->c, &out->aux};
+    for (int i = 0; i < 7; i++) {
+        if (block) *slots[i] = sizes[i] ? block + off : NULL;
+        off += (sizes[i] + 15) & ~(size_t)15;
+    }
+    return off;
+}
+
+charrnn_status charrnn_prime_scratch_count(const charrnn_config *config, int32_t steps,
+                                           size_t *count) {
+    charrnn_status s = check_config(config);
+    if (s != CHARRNN_OK) return s;
+    if (!count) return CHARRNN_ERR_NULL_POINTER;
+    if ((s = check_batch_shape(1, steps)) != CHARRNN_OK) return s;
+    *count = carve_prime_scratch(config, (size_t)steps, NULL, NULL);
+    return CHARRNN_OK;
+}
+
+typedef float lanes8 __attribute__((vector_size(32), aligned(4), may_alias));
+
+/* sum_k a[k] b[k] in the one order every element of the input product
+ * uses: eight lanes (lane i sums k = i, i + 8, ...), folded 8 -> 4 -> 2 ->
+ * 1, then the k past the last full eight one by one. It depends on K
+ * alone, so a row's result never depends on the rows made with it (how a
+ * prime is cut into calls). */
+static inline __attribute__((always_inline)) float fold_lanes(const lanes8 *lanes) {
+    lanes8 acc = *lanes; /* by pointer: a vector argument's ABI changes with the target */
+    float a = (acc[0] + acc[4]) + (acc[2] + acc[6]), b = (acc[1] + acc[5]) + (acc[3] + acc[7]);
+    return a + b;
+}
+
+/* out[t, j] = bias[j] + sum_k W[j, k] x[t, k] for rows [0, T) and columns
+ * [j0, j1) (out and x row-major with leading dimensions GH and K). Tiles of
+ * two rows by four columns, each element with fold_lanes's order; blocks
+ * of 32 rows, so a tile's four rows of W stay in L1 across the block and
+ * the block's inputs in L2 across the columns. */
+CHARRNN_VECTOR_CLONES static void input_products(size_t T, size_t K, size_t GH, size_t j0,
+                                                 size_t j1, const float *W, const float *x,
+                                                 const float *bias, float *out) {
+    size_t K8 = K & ~(size_t)7;
+    for (size_t t0 = 0; t0 < T; t0 += 32) {
+        size_t t1 = t0 + 32 < T ? t0 + 32 : T;
+        for (size_t j = j0; j < j1; j += 4) {
+            size_t cols = j1 - j < 4 ? j1 - j : 4;
+            for (size_t t = t0; t < t1; t += 2) {
+                size_t rows = t1 - t < 2 ? t1 - t : 2;
+                const float *x0 = x + t * K, *x1 = x + (t + rows - 1) * K;
+                const float *w[4];
+                for (size_t q = 0; q < 4; q++) w[q] = W + (j + (q < cols ? q : cols - 1)) * K;
+                lanes8 acc[2][4] = {{{0}}};
+                for (size_t k = 0; k < K8; k += 8) {
+                    lanes8 a0 = *(const lanes8 *)(x0 + k), a1 = *(const lanes8 *)(x1 + k);
+                    for (size_t q = 0; q < 4; q++) {
+                        lanes8 wq = *(const lanes8 *)(w[q] + k);
+                        acc[0][q] += a0 * wq;
+                        acc[1][q] += a1 * wq;
+                    }
+                }
+                for (size_t r = 0; r < rows; r++) {
+                    const float *xr = r ? x1 : x0;
+                    for (size_t q = 0; q < cols; q++) {
+                        float sum = fold_lanes(&acc[r][q]);
+                        for (size_t k = K8; k < K; k++) sum += xr[k] * w[q][k];
+                        out[(t + r) * GH + j + q] = sum + bias[j + q];
+                    }
+                }
+            }
+        }
+    }
+}
+
+charrnn_status charrnn_prime(const charrnn_config *config, const float *params, int32_t steps,
+                             const int32_t *tokens, float *state, float *scratch, float *logits) {
+    charrnn_status s = check_config(config);
+    if (s != CHARRNN_OK) return s;
+    if (!params || !tokens || !state || !scratch) return CHARRNN_ERR_NULL_POINTER;
+    if ((s = check_batch_shape(1, steps)) != CHARRNN_OK) return s;
+    for (int32_t t = 0; t < steps; t++)
+        if (tokens[t] < 0 || tokens[t] >= config->vocab_size) return CHARRNN_ERR_TOKEN_OUT_OF_RANGE;
+
+    threads_wait_actively();
+    const cell_kind *cell = cell_of(config);
+    size_t T = (size_t)steps, H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
+    size_t L = (size_t)config->num_layers, gates = (size_t)cell->gates;
+    gate_widths w = widths_of(cell, H);
+    param_tensors p;
+    prime_scratch x;
+    carve_params(config, (float *)params, &p);
+    carve_prime_scratch(config, T, scratch, &x);
+
+#pragma omp parallel
+    {
+        int thread = omp_get_thread_num(), threads = omp_get_num_threads();
+        size_t u0, u1, j0, j1;
+        thread_range(H, thread, threads, 16, &u0, &u1);
+        thread_range(w.GH, thread, threads, 16, &j0, &j1);
+        for (size_t j = j0; j < j1; j++) x.zeros[j] = 0.0f;
+        for (size_t l = 0; l < L; l++) {
+            const float *b_ih = p.bias_ih[l], *b_hh = p.bias_hh[l];
+            float *h_state = state + l * H, *c_state = state + (L + l) * H;
+            /* Every step's input term, in the order charrnn_step adds it:
+             * the biases, then layer 0's column of W_ih or the product. */
+            if (l == 0) {
+                for (size_t t = 0; t < T; t++)
+                    for (size_t j = j0; j < j1; j++) {
+                        float bias = j < w.FH ? b_ih[j] + b_hh[j] : b_ih[j];
+                        x.X[t * w.GH + j] = bias + p.weight_ih[0][j * V + (size_t)tokens[t]];
+                    }
+            } else {
+                float *bias = x.G; /* G is free until the recurrence */
+                for (size_t j = j0; j < j1; j++) bias[j] = j < w.FH ? b_ih[j] + b_hh[j] : b_ih[j];
+                input_products(T, H, w.GH, j0, j1, p.weight_ih[l], x.Y, bias, x.X);
+            }
+            THREADS_BARRIER; /* the recurrence reads every column; Y is then rewritten */
+            for (size_t t = 0; t < T; t++) {
+                const float *h_prev = t ? x.Y + (t - 1) * H : h_state;
+                const float *c_prev = !x.c ? NULL : t ? x.c + ((t - 1) & 1) * H : c_state;
+                /* As charrnn_step: the input term into G, the products onto it. */
+                for (size_t q = 0; q < gates; q++)
+                    for (size_t j = u0; j < u1; j++) {
+                        size_t row = q * H + j;
+                        x.G[row] = x.X[t * w.GH + row];
+                        if (row >= w.FH) x.R[row - w.FH] = 0.0f;
+                    }
+                for (size_t q = 0; q < gates && u1 > u0; q++) {
+                    size_t row0 = q * H + u0;
+                    if (row0 < w.FH)
+                        gemv_block("prime recurrent", u1 - u0, H, p.weight_hh[l] + row0 * H, h_prev,
+                                   x.G + row0);
+                    else
+                        gemv_block("prime recurrent, split blocks", u1 - u0, H,
+                                   p.weight_hh[l] + row0 * H, h_prev, x.R + row0 - w.FH);
+                }
+                cell_forward_args args = {
+                    .H = H, .u0 = u0, .u1 = u1, .b0 = 0, .b1 = 1,
+                    .G = x.G, .R = x.R, .x_rows = x.zeros, .tokens = NULL, .token_stride = 0,
+                    .b_split = b_hh + w.FH,
+                    .h_prev = h_prev, .c_prev = c_prev,
+                    .h = x.Y + t * H, .c = x.c ? x.c + (t & 1) * H : NULL, .aux = x.aux,
+                };
+                cell->forward(&args);
+                THREADS_BARRIER; /* the next step reads every unit of h_t */
+            }
+            /* The layer's last h and c are its new state (each thread its units). */
+            for (size_t j = u0; j < u1; j++) {
+                h_state[j] = x.Y[(T - 1) * H + j];
+                if (x.c) c_state[j] = x.c[((T - 1) & 1) * H + j];
+            }
+        }
+        if (logits) {
+            size_t v0, v1;
+            thread_range(V, thread, threads, 8, &v0, &v1);
+            for (size_t v = v0; v < v1; v++) logits[v] = p.fc_bias[v];
+            rows_times("prime logits", 1, v1 - v0, H, p.fc_weight + v0 * H, x.Y + (T - 1) * H,
+                       logits + v0, V);
+        }
+    }
+    return CHARRNN_OK;
+}
+
 /* ---- the caller's random generator: xoshiro256** seeded by splitmix64 ---- */
 
 static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }

@@ -372,6 +372,32 @@ charrnn_status charrnn_step_scratch_count(const charrnn_config *config, int32_t 
 charrnn_status charrnn_step(const charrnn_config *config, const float *params, int32_t streams,
                             const int32_t *tokens, float *state, float *scratch, float *logits);
 
+/* Floats of scratch charrnn_prime needs to feed up to `steps` characters in
+ * one call (about steps * (gates + 1) * H, plus a few rows). */
+charrnn_status charrnn_prime_scratch_count(const charrnn_config *config, int32_t steps,
+                                           size_t *count);
+
+/*
+ * Feeds a run of known characters (a prime) to one stream: the state it
+ * leaves is the state charrnn_step leaves after the same tokens one at a
+ * time, computed faster: each layer's input products for all `steps`
+ * characters in one product, the recurrence of each layer through all of
+ * them before the next layer, and no output layer until the last.
+ * tokens: [steps], values in [0, V); 1 <= steps, and the scratch was
+ *   counted for at least `steps` (charrnn_prime_scratch_count).
+ * state:  [C, L, 1, H] (charrnn_state_count(config, 1)), updated in place.
+ * logits: [V] receives the scores for the character after the last token,
+ *   or NULL to skip the output layer (a prime fed in pieces).
+ * Rounding: layer 0 rounds exactly as charrnn_step; above it the input
+ * products are summed in a fixed order of the core's own, so the state
+ * differs from charrnn_step's in the last bits, but not by how a prime is
+ * cut: feeding tokens [0, n) then [n, T) gives the same bits as [0, T) in
+ * one call, whatever the thread count. charrnn sample, the Swift library,
+ * the server and the C example all feed primes through here, so they agree.
+ */
+charrnn_status charrnn_prime(const charrnn_config *config, const float *params, int32_t steps,
+                             const int32_t *tokens, float *state, float *scratch, float *logits);
+
 /* A random generator whose whole state lives in caller memory
  * (xoshiro256**). Seed it with charrnn_rng_seed; copy it to fork a stream. */
 typedef struct charrnn_rng {
