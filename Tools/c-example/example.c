@@ -89,19 +89,28 @@ static int sample_checkpoint(const char *path, const char *prime, int length, ui
     charrnn_sampling_params sampling = charrnn_sampling_default_params();
     sampling.top_k = config->vocab_size < 5 ? config->vocab_size : 5; /* charrnn sample's default */
 
-    /* The prime, one character (one vocabulary entry's UTF-8 bytes) at a time. */
-    int32_t token = -1;
-    for (const char *p = prime; *p;) {
+    /* The prime as tokens (one vocabulary entry's UTF-8 bytes each; at most
+     * one per byte), then fed in one call: charrnn_prime batches what it can
+     * of a run of known characters and gives the scores after the last. */
+    int32_t *prime_tokens = malloc((strlen(prime) + 1) * sizeof(int32_t));
+    int32_t steps = 0, token = -1;
+    if (!prime_tokens) return 1;
+    for (const char *p = prime; *p; p += strlen(model.vocab[token])) {
         token = token_at(&model, p);
         if (token < 0) {
             fprintf(stderr, "example: the prime has a character the model does not know at '%.8s'\n", p);
             return 1;
         }
         fputs(model.vocab[token], stdout);
-        p += strlen(model.vocab[token]);
-        CHECK(charrnn_step(config, model.params, 1, &token, state, scratch, logits));
+        prime_tokens[steps++] = token;
     }
-    if (token < 0) { fprintf(stderr, "example: the prime is empty\n"); return 1; }
+    if (steps == 0) { fprintf(stderr, "example: the prime is empty\n"); return 1; }
+    size_t n_prime_scratch;
+    CHECK(charrnn_prime_scratch_count(config, steps, &n_prime_scratch));
+    float *prime_scratch = malloc(n_prime_scratch * sizeof(float));
+    if (!prime_scratch) return 1;
+    CHECK(charrnn_prime(config, model.params, steps, prime_tokens, state, prime_scratch, logits));
+    free(prime_tokens); free(prime_scratch);
     for (int i = 0; i < length; i++) {
         CHECK(charrnn_sample(logits, config->vocab_size, &sampling, &rng, sample_scratch, NULL, &token));
         fputs(model.vocab[token], stdout);

@@ -79,6 +79,11 @@ public struct ModelConfiguration: Hashable, Sendable, Codable {
         try ask("charrnn_step_scratch_count") { charrnn_step_scratch_count($0, Int32(clamping: streams), $1) }
     }
 
+    /// Floats of scratch `charrnn_prime` needs to feed up to `steps` characters in one call.
+    public func primeScratchCount(steps: Int) throws(ModelError) -> Int {
+        try ask("charrnn_prime_scratch_count") { charrnn_prime_scratch_count($0, Int32(clamping: steps), $1) }
+    }
+
     /// Floats (4-byte units) of scratch `charrnn_sample` needs for this vocabulary.
     public func sampleScratchCount() throws(ModelError) -> Int {
         let bytes = try ask("charrnn_sample_scratch_size") { config, bytes in

@@ -58,6 +58,20 @@ struct InferenceSession {
         try model.step(streams: streams, tokens: tokens, state: &state, scratch: stepScratch, logits: &logits)
     }
 
+    /// Feeds a whole prime to every stream: once, for one stream, through
+    /// `charrnn_prime` (all of it known, so its products are batched), then
+    /// the state and the scores copied to every stream. Afterwards `logits`
+    /// holds each stream's scores for the next character.
+    mutating func feedPrime(_ prime: [Int32]) throws(ModelError) {
+        let configuration = model.configuration
+        let feeder = try PrimeFeeder(model: model, piece: min(prime.count, PrimeFeeder.defaultPiece))
+        var single = try feeder.zeroState()
+        let scores = try feeder.feedAll(prime, state: &single)
+        let one = RecurrentState(values: single, batchSize: 1)
+        state = RecurrentState(joining: [RecurrentState](repeating: one, count: streams), configuration: configuration).values
+        logits = [Float]((0..<streams).map { _ in scores }.joined())
+    }
+
     /// Draws the next token of every stream from the current logits.
     mutating func draw() throws(ModelError) -> [Int32] {
         var params = options.coreParameters

@@ -1,8 +1,9 @@
 /// Writes text with a trained model, one character at a time.
 ///
 /// As the original notebook did, the prime text is fed through the network
-/// one character at a time from a zero state, then each next character is
-/// drawn from the model's distribution (see `SamplingOptions`) and fed back.
+/// from a zero state (all of it at once: its characters are known, so the
+/// core batches their products), then each next character is drawn from
+/// the model's distribution (see `SamplingOptions`) and fed back.
 ///
 /// ```swift
 /// let generator = try TextGenerator(checkpoint: Checkpoint(contentsOf: url))
@@ -191,7 +192,7 @@ public struct TextGenerator {
     private func primedSession(_ prime: [Int32], streams: Int, options: SamplingOptions) throws(SamplingError) -> InferenceSession {
         do throws(ModelError) {
             var session = try InferenceSession(model: model, streams: streams, options: options)
-            for token in prime { try session.feed([Int32](repeating: token, count: streams)) }
+            try session.feedPrime(prime)
             return session
         } catch {
             throw .model(error)
