@@ -318,40 +318,44 @@
                             for stream in streams { stream.cancel() }
                             reporter.finished()
                         }
-                        var progress = started
-                        for await (index, chunk) in chunks {
-                            if !connection.isActive {
-                                metrics.countDisconnect(route: "/v1/completions")
-                                break
-                            }
-                            let piece = progress[index].piece(chunk, logprobs: logprobs)
-                            if chunk.end == nil && piece.text.isEmpty { continue }
-                            if !piece.text.isEmpty { reporter.firstCharacter() }
-                            var finish = JSONValue.null
-                            if let end = chunk.end {
-                                guard let reason = Self.finishReason(end) else {
-                                    let error = Self.endError(end, requestTimeout: settings.requestTimeout)
-                                    try await writer.write(
-                                        ByteBuffer(string: "data: " + JSONValue.object(["error": OpenAICompletions.errorObject(error)]).line + "\n\n")
-                                    )
+                        try await watchingConnection(connection, ending: streams) {
+                            var progress = started
+                            for await (index, chunk) in chunks {
+                                if !connection.isActive {
+                                    metrics.countDisconnect(route: "/v1/completions")
                                     break
                                 }
-                                finish = .string(reason)
+                                let piece = progress[index].piece(chunk, logprobs: logprobs)
+                                if chunk.end == nil && piece.text.isEmpty { continue }
+                                if !piece.text.isEmpty { reporter.firstCharacter() }
+                                var finish = JSONValue.null
+                                if let end = chunk.end {
+                                    guard let reason = Self.finishReason(end) else {
+                                        let error = Self.endError(end, requestTimeout: settings.requestTimeout)
+                                        try await writer.write(
+                                            ByteBuffer(
+                                                string: "data: " + JSONValue.object(["error": OpenAICompletions.errorObject(error)]).line + "\n\n")
+                                        )
+                                        break
+                                    }
+                                    finish = .string(reason)
+                                }
+                                var object = header
+                                object["choices"] = .array([
+                                    .object(["index": .int(index), "text": .string(piece.text), "logprobs": piece.logprobs, "finish_reason": finish])
+                                ])
+                                try await writer.write(ByteBuffer(string: "data: " + JSONValue.object(object).line + "\n\n"))
                             }
-                            var object = header
-                            object["choices"] = .array([
-                                .object(["index": .int(index), "text": .string(piece.text), "logprobs": piece.logprobs, "finish_reason": finish])
-                            ])
-                            try await writer.write(ByteBuffer(string: "data: " + JSONValue.object(object).line + "\n\n"))
+                            if parameters.includeUsage {
+                                let generated =
+                                    progress.reduce(0) { $0 + $1.sent } - (parameters.echo ? progress.reduce(0) { $0 + $1.primeCount } : 0)
+                                var object = header
+                                object["choices"] = .array([])
+                                object["usage"] = Self.usage(prompt: promptTokens, completion: generated)
+                                try await writer.write(ByteBuffer(string: "data: " + JSONValue.object(object).line + "\n\n"))
+                            }
+                            try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
                         }
-                        if parameters.includeUsage {
-                            let generated = progress.reduce(0) { $0 + $1.sent } - (parameters.echo ? progress.reduce(0) { $0 + $1.primeCount } : 0)
-                            var object = header
-                            object["choices"] = .array([])
-                            object["usage"] = Self.usage(prompt: promptTokens, completion: generated)
-                            try await writer.write(ByteBuffer(string: "data: " + JSONValue.object(object).line + "\n\n"))
-                        }
-                        try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
                         try await writer.finish(nil)
                     })
             }
@@ -361,15 +365,17 @@
             var logprobObjects = [[JSONValue]](repeating: [], count: streams.count)
             var reasons = [String](repeating: "length", count: streams.count)
             defer { for stream in streams { stream.cancel() } }
-            for await (index, chunk) in chunks {
-                if !connection.isActive { throw ClientGone() }
-                let piece = progress[index].piece(chunk, logprobs: logprobs)
-                if !piece.text.isEmpty { reporter.firstCharacter() }
-                texts[index] += piece.text
-                if logprobs { logprobObjects[index].append(piece.logprobs) }
-                if let end = chunk.end {
-                    guard let reason = Self.finishReason(end) else { throw Self.endError(end, requestTimeout: settings.requestTimeout) }
-                    reasons[index] = reason
+            try await watchingConnection(connection, ending: streams) {
+                for await (index, chunk) in chunks {
+                    if !connection.isActive { throw ClientGone() }
+                    let piece = progress[index].piece(chunk, logprobs: logprobs)
+                    if !piece.text.isEmpty { reporter.firstCharacter() }
+                    texts[index] += piece.text
+                    if logprobs { logprobObjects[index].append(piece.logprobs) }
+                    if let end = chunk.end {
+                        guard let reason = Self.finishReason(end) else { throw Self.endError(end, requestTimeout: settings.requestTimeout) }
+                        reasons[index] = reason
+                    }
                 }
             }
             reporter.finished()

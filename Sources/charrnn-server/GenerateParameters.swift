@@ -262,6 +262,8 @@
                 self.init(.internalServerError, other.description)
             case .lengthAboveLimit(let length, let limit):
                 self.init(.badRequest, "length must be at most \(limit) on this server (got \(length))", field: "length")
+            case .primeAboveLimit(let characters, let limit):
+                self.init(.contentTooLarge, "the prime has \(characters) characters; the most this server feeds is \(limit)", field: "prime")
             case .busy:
                 self.init(.serviceUnavailable, error.description + "; retry in a second")
                 headers[.retryAfter] = "1"

@@ -1,4 +1,5 @@
 #if Server
+    import CharRNN
     import CharRNNTools
     import Foundation
     import Hummingbird
@@ -53,6 +54,31 @@
     /// The client went away before its answer was made (while its body was
     /// read or its text generated): not a server error.
     struct ClientGone: Error {}
+
+    /// How often a request looks at its connection while it waits for text.
+    let connectionCheckInterval: Duration = .milliseconds(100)
+
+    /// Runs `body` (which reads `streams`) while looking at the connection
+    /// every `connectionCheckInterval`: a client that goes away while
+    /// nothing is sent to it, as while a long prime is fed, ends the streams
+    /// within that time instead of at their next chunk, and frees their
+    /// places. The streams then end `.cancelled` and `body` sees the
+    /// connection closed.
+    func watchingConnection<Result>(
+        _ connection: any Channel, ending streams: [GenerationStream], _ body: () async throws -> Result
+    ) async rethrows -> Result {
+        let watcher = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: connectionCheckInterval)
+                if !connection.isActive {
+                    for stream in streams { stream.cancel() }
+                    return
+                }
+            }
+        }
+        defer { watcher.cancel() }
+        return try await body()
+    }
 
     /// Cross-origin requests from the pages of `origins` (`--cors-origin`;
     /// "*" for any): preflights answered (before the key is checked: a

@@ -39,7 +39,8 @@
                 preconditionFailure("a checkpoint is described as a JSON object")
             }
             facts["server"] = .object([
-                "max_length": .int(scheduler.limits.maxLength), "max_streams": .int(scheduler.limits.maxStreams),
+                "max_length": .int(scheduler.limits.maxLength), "max_prime": .int(scheduler.limits.maxPrime),
+                "max_streams": .int(scheduler.limits.maxStreams),
                 "max_queued": .int(scheduler.limits.maxQueued), "max_body_bytes": .int(settings.maxBodyBytes),
                 "prime_cache_bytes": .int(scheduler.limits.primeCacheBytes),
                 "timeout_seconds": .double(
@@ -114,15 +115,17 @@
             var end = GenerationEnd.cancelled
             let primeCount = stream.prime.unicodeScalars.count
             var received = 0
-            for await chunk in stream {
-                // A client that went away ends its request at the next chunk (the
-                // connection notices the close while the answer is being made).
-                if !connection.isActive { stream.cancel() }
-                received += chunk.text.unicodeScalars.count
-                if received > primeCount { reporter.firstCharacter() }
-                text += chunk.text
-                logprobs += chunk.logprobs
-                if let chunkEnd = chunk.end { end = chunkEnd }
+            await watchingConnection(connection, ending: [stream]) {
+                for await chunk in stream {
+                    // A client that went away ends its request (the connection
+                    // notices the close while the answer is being made).
+                    if !connection.isActive { stream.cancel() }
+                    received += chunk.text.unicodeScalars.count
+                    if received > primeCount { reporter.firstCharacter() }
+                    text += chunk.text
+                    logprobs += chunk.logprobs
+                    if let chunkEnd = chunk.end { end = chunkEnd }
+                }
             }
             let generated = received - primeCount
             reporter.finished()
@@ -179,49 +182,60 @@
                 status: .ok, headers: headers,
                 body: ResponseBody { writer in
                     defer { reporter.finished() }
-                    var first = true
-                    var generated = 0
-                    for await chunk in stream {
-                        if !connection.isActive {  // gone before a write could fail
-                            stream.cancel()
-                            metrics.countDisconnect(route: "/v1/generate")
-                        }
-                        if !chunk.text.isEmpty || first {
-                            let count = chunk.text.unicodeScalars.count - (first ? stream.prime.unicodeScalars.count : 0)
-                            if generated == 0 && count > 0 { reporter.firstCharacter() }
-                            generated += count
-                            // The one event sent per character under light load: built
-                            // directly, not through an encoder (see docs/PERFORMANCE.md).
-                            var event = "data: {"
-                            if first { event += "\"seed\":\(stream.seed)," }
-                            event += "\"text\":"
-                            JSONString.append(chunk.text, to: &event)
-                            if logprobs {  // (the prime's characters have none)
-                                event += ",\"logprobs\":" + JSONValue.array(chunk.logprobs.map(JSONValue.describing)).line
-                            }
-                            event += "}\n\n"
-                            first = false
-                            try await writer.write(ByteBuffer(string: event))
-                        }
-                        if let end = chunk.end {
-                            let reason: String
-                            var fields: [String: JSONValue] = ["seed": .unsigned(stream.seed), "length": .int(generated)]
-                            switch end {
-                            case .completed: reason = "length"
-                            case .stopped: reason = "stop"
-                            case .timedOut: reason = "timeout"
-                            case .shutDown: reason = "shutdown"
-                            case .cancelled: reason = "cancelled"
-                            case .failed(let error):
-                                reason = "error"
-                                fields["error"] = .string(error.description)
-                            }
-                            fields["finish_reason"] = .string(reason)
-                            try await writer.write(ByteBuffer(string: "event: end\ndata: " + JSONValue.object(fields).line + "\n\n"))
-                        }
+                    try await watchingConnection(connection, ending: [stream]) {
+                        try await Self.writeEvents(
+                            stream, logprobs: logprobs, reporter: reporter, connection: connection, metrics: metrics, to: &writer)
                     }
                     try await writer.finish(nil)
                 })
+        }
+
+        /// The events of `events(…)`, one per chunk, and the end.
+        private static func writeEvents(
+            _ stream: GenerationStream, logprobs: Bool, reporter: LatencyReporter, connection: any Channel, metrics: ServerMetrics,
+            to writer: inout any ResponseBodyWriter
+        ) async throws {
+            var first = true
+            var generated = 0
+            for await chunk in stream {
+                if !connection.isActive {  // gone before a write could fail
+                    stream.cancel()
+                    metrics.countDisconnect(route: "/v1/generate")
+                }
+                if !chunk.text.isEmpty || first {
+                    let count = chunk.text.unicodeScalars.count - (first ? stream.prime.unicodeScalars.count : 0)
+                    if generated == 0 && count > 0 { reporter.firstCharacter() }
+                    generated += count
+                    // The one event sent per character under light load: built
+                    // directly, not through an encoder (see docs/PERFORMANCE.md).
+                    var event = "data: {"
+                    if first { event += "\"seed\":\(stream.seed)," }
+                    event += "\"text\":"
+                    JSONString.append(chunk.text, to: &event)
+                    if logprobs {  // (the prime's characters have none)
+                        event += ",\"logprobs\":" + JSONValue.array(chunk.logprobs.map(JSONValue.describing)).line
+                    }
+                    event += "}\n\n"
+                    first = false
+                    try await writer.write(ByteBuffer(string: event))
+                }
+                if let end = chunk.end {
+                    let reason: String
+                    var fields: [String: JSONValue] = ["seed": .unsigned(stream.seed), "length": .int(generated)]
+                    switch end {
+                    case .completed: reason = "length"
+                    case .stopped: reason = "stop"
+                    case .timedOut: reason = "timeout"
+                    case .shutDown: reason = "shutdown"
+                    case .cancelled: reason = "cancelled"
+                    case .failed(let error):
+                        reason = "error"
+                        fields["error"] = .string(error.description)
+                    }
+                    fields["finish_reason"] = .string(reason)
+                    try await writer.write(ByteBuffer(string: "event: end\ndata: " + JSONValue.object(fields).line + "\n\n"))
+                }
+            }
         }
 
         static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {

@@ -63,6 +63,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Characters one request may ask for after its prime.")
     var maxLength = 20_000
 
+    @Option(name: .long, help: "Characters a request's prime may have (larger primes get 413).")
+    var maxPrime = GenerationScheduler.Limits().maxPrime
+
     @Option(
         name: .long,
         help: "Bytes kept of the states after recent primes: a request whose prime equals or extends one fed before feeds only the rest (0: none).")
@@ -96,6 +99,7 @@ struct ServerCommand: AsyncParsableCommand {
             guard (1...65_535).contains(maxStreams) else { throw Self.fail("--max-streams must be between 1 and 65535 (got \(maxStreams))") }
             guard maxQueued >= 0 else { throw Self.fail("--max-queued must be 0 or more (got \(maxQueued))") }
             guard maxLength >= 0 else { throw Self.fail("--max-length must be 0 or more (got \(maxLength))") }
+            guard maxPrime >= 1 else { throw Self.fail("--max-prime must be at least 1 (got \(maxPrime))") }
             guard primeCacheBytes >= 0 else { throw Self.fail("--prime-cache-bytes must be 0 or more (got \(primeCacheBytes))") }
             guard maxBodyBytes >= 1 else { throw Self.fail("--max-body-bytes must be at least 1 (got \(maxBodyBytes))") }
             guard timeout > 0, timeout.isFinite else { throw Self.fail("--timeout must be a positive number of seconds (got \(timeout))") }
@@ -126,6 +130,7 @@ struct ServerCommand: AsyncParsableCommand {
             limits.maxStreams = maxStreams
             limits.maxQueued = maxQueued
             limits.maxLength = maxLength
+            limits.maxPrime = maxPrime
             limits.primeCacheBytes = primeCacheBytes
             let scheduler: GenerationScheduler
             do { scheduler = try GenerationScheduler(generator: generator, limits: limits) } catch {

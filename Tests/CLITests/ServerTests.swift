@@ -250,6 +250,64 @@ struct ServerTests {
             #expect(try server.metric("charrnn_prime_characters_fed_total") == count + 1 + 8)
         }
 
+        /// A reference-size model (2 × 512 LSTM), trained one iteration: long
+        /// primes take seconds to feed through it, as they do in real use.
+        static let wide: (scratch: Scratch, checkpoint: String) = {
+            let (scratch, directory) = trainedRun(
+                on: "The cat sat on the mat, and the dog lay by the door.\n", repeated: 20,
+                ["--hidden", "512", "--layers", "2", "--batch", "2", "--steps", "10", "--max-iterations", "1"])
+            return (scratch, directory + "/best.safetensors")
+        }()
+
+        @Test("A client that resets during a long prime frees its place within a second, and the prime stops being fed")
+        func resetDuringPrimeFreesThePlace() throws {
+            let server = try ServerProcess(["--checkpoint", Self.wide.checkpoint])
+            defer { server.stop() }
+            let prime = String(repeating: "The cat sat on the mat, and the dog lay by the door.\n", count: 3_800)  // 201,400 characters
+            for stream in [false, true] {
+                let fedBefore = try server.metric("charrnn_prime_characters_fed_total") ?? 0
+                let socket = try HTTP.connect(port: server.port)
+                try HTTP.send(
+                    socket, method: "POST", path: "/v1/generate", body: Data(Self.body(["prime": prime, "length": 5, "stream": stream]).utf8),
+                    headers: ["Content-Type": "application/json"])
+                #expect(eventually(within: 10) { ((try? server.metric("charrnn_prime_characters_fed_total")) ?? 0) > fedBefore })
+                var linger = linger(l_onoff: 1, l_linger: 0)  // close with a reset
+                setsockopt(socket, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
+                close(socket)
+                let reset = Date()
+                #expect(eventually(within: 10) { (try? server.metric("charrnn_active_streams")) == 0 }, "stream \(stream)")
+                #expect(Date().timeIntervalSince(reset) < 1, "the place was freed \(Date().timeIntervalSince(reset)) s after the reset")
+                let fed = try server.metric("charrnn_prime_characters_fed_total") ?? 0
+                #expect(fed - fedBefore < Double(prime.count), "the prime was not fed to its end")
+                Thread.sleep(forTimeInterval: 0.2)
+                #expect(try server.metric("charrnn_prime_characters_fed_total") == fed, "and stays stopped")
+            }
+        }
+
+        @Test("A long prime sent again with ten more characters feeds only those, and gets charrnn sample's text; past --max-prime, 413")
+        func longPrimeExtendedFeedsOnlyTheRest() throws {
+            let server = try ServerProcess(["--checkpoint", Self.wide.checkpoint, "--max-prime", "20000"])
+            defer { server.stop() }
+            let prime = String(repeating: "The cat sat on the mat, and the dog lay by the door.\n", count: 300)  // 15,900 characters
+            let first = try server.request("POST", "/v1/generate", json: Self.body(["prime": prime, "length": 20, "seed": 4]))
+            #expect(first.status == 200, "\(first.text)")
+            let fed = try server.metric("charrnn_prime_characters_fed_total") ?? 0
+            let extended = prime + "The cat sa"
+            let second = try server.request("POST", "/v1/generate", json: Self.body(["prime": extended, "length": 20, "seed": 4]))
+            #expect(try server.metric("charrnn_prime_characters_fed_total") == fed + 11, "only the ten new characters and the last old one")
+            let sample = try CLI.run(["sample", "--checkpoint", Self.wide.checkpoint, "--prime", extended, "--length", "20", "--seed", "4"])
+            #expect(second.json["text"] as? String == sample.stdout)
+
+            let long = String(repeating: "The cat ", count: 2_501)  // 20,008 characters
+            let refused = try server.request("POST", "/v1/generate", json: Self.body(["prime": long, "length": 1]))
+            #expect(refused.status == 413 && refused.json["field"] as? String == "prime", "\(refused.text)")
+            #expect((refused.json["error"] as? String)?.contains("20008") == true && (refused.json["error"] as? String)?.contains("20000") == true)
+            let completions = try server.request("POST", "/v1/completions", json: Self.body(["prompt": long, "max_tokens": 1]))
+            let error = completions.json["error"] as? [String: Any]
+            #expect(completions.status == 413 && error?["param"] as? String == "prompt", "\(completions.text)")
+            #expect(try server.request("GET", "/v1/model").json["server"].flatMap { ($0 as? [String: Any])?["max_prime"] as? Int } == 20_000)
+        }
+
         @Test("HTTP as clients expect: any case of the Bearer scheme, JSON bodies only, cross-origin pages only when allowed, precise messages")
         func httpAsClientsExpect() throws {
             let server = try ServerProcess(

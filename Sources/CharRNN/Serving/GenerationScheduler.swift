@@ -35,13 +35,19 @@ public final class GenerationScheduler: Sendable {
         public var maxQueued = 256
         /// Characters one request may ask for after its prime.
         public var maxLength = 20_000
+        /// Characters a request's prime may have. Primes are fed at about
+        /// 10,000 characters a second on two cores for the reference model
+        /// (2 × 512 LSTM; docs/PERFORMANCE.md), a few times slower beside a
+        /// full batch, so the default's prime takes well under a minute.
+        public var maxPrime = 250_000
         /// Bytes kept of the states after recent primes (their characters
         /// and states counted), so a request whose prime equals or extends
         /// one of at least 64 characters fed before starts from its state
         /// and feeds only the rest (its text is the same either way); 0 keeps none.
         public var primeCacheBytes = 64 << 20
 
-        /// 64 streams, 256 waiting, 20,000 characters a request, 64 MiB of prime states.
+        /// 64 streams, 256 waiting, 20,000 characters a request after a prime
+        /// of up to 250,000, 64 MiB of prime states.
         public init() {}
     }
 
@@ -83,7 +89,8 @@ public final class GenerationScheduler: Sendable {
     ///   streams do not fit, or the core refuses that many streams.
     public init(generator: TextGenerator, limits: Limits = Limits()) throws(ModelError) {
         precondition(
-            limits.maxStreams >= 1 && limits.maxQueued >= 0 && limits.maxLength >= 0 && limits.primeCacheBytes >= 0, "limits must not be negative")
+            limits.maxStreams >= 1 && limits.maxQueued >= 0 && limits.maxLength >= 0 && limits.maxPrime >= 1
+                && limits.primeCacheBytes >= 0, "limits must not be negative, and a prime may have a character")
         vocabulary = generator.vocabulary
         self.limits = limits
         engine = try SchedulerEngine(generator: generator, limits: limits)
@@ -101,6 +108,7 @@ public final class GenerationScheduler: Sendable {
     /// the next step.
     /// - Throws: `.invalidRequest` for an option out of range, an empty
     ///   prime or prime characters the vocabulary lacks; `.lengthAboveLimit`;
+    ///   `.primeAboveLimit`;
     ///   `.busy` when `maxStreams` are stepping and `maxQueued` waiting;
     ///   `.shuttingDown` after `shutDown`.
     public func submit(_ request: GenerationRequest) throws(SchedulerError) -> GenerationStream {
@@ -111,6 +119,9 @@ public final class GenerationScheduler: Sendable {
         } catch { throw .invalidRequest(error) }
         guard request.length <= limits.maxLength else {
             throw .lengthAboveLimit(length: request.length, limit: limits.maxLength)
+        }
+        guard primeTokens.count <= limits.maxPrime else {
+            throw .primeAboveLimit(characters: primeTokens.count, limit: limits.maxPrime)
         }
         let slot = GenerationSlot(
             primeTokens: primeTokens, primeText: vocabulary.decode(primeTokens), length: request.length,
@@ -161,6 +172,8 @@ public enum SchedulerError: Error, Equatable, CustomStringConvertible {
     case invalidRequest(SamplingError)
     /// The request asks for more characters than the scheduler's limit.
     case lengthAboveLimit(length: Int, limit: Int)
+    /// The request's prime has more characters than the scheduler's limit.
+    case primeAboveLimit(characters: Int, limit: Int)
     /// Every stream is busy and the queue is full.
     case busy(activeStreams: Int, queuedRequests: Int)
     /// The scheduler is shutting down.
@@ -171,6 +184,8 @@ public enum SchedulerError: Error, Equatable, CustomStringConvertible {
         case .invalidRequest(let error): return error.description
         case .lengthAboveLimit(let length, let limit):
             return "length must be at most \(limit) (got \(length))"
+        case .primeAboveLimit(let characters, let limit):
+            return "the prime must have at most \(limit) characters (got \(characters))"
         case .busy(let active, let queued):
             return "busy: \(active) \(active == 1 ? "stream" : "streams") generating and \(queued) "
                 + "\(queued == 1 ? "request" : "requests") waiting, the most it takes"

@@ -4,10 +4,10 @@
 ///
 /// An entry is the state after all of a prime but its last character (a
 /// request must feed at least one character to get the scores of its first
-/// draw), keyed by those characters. A stream's row of `charrnn_step` is the
-/// same whatever else is in the batch, so a state taken from any batch is the
-/// one the request would reach alone, and its text is exactly the text it
-/// gets without the cache. Bounded in bytes (keys and states counted); the
+/// draw), keyed by those characters. `charrnn_prime` gives the same bits
+/// however a prime is cut into calls, so the state a request starts from is
+/// the one it would reach alone, and its text is exactly the text it gets
+/// without the cache. Bounded in bytes (keys and states counted); the
 /// least recently used entries go first. Used by the scheduler's thread alone.
 final class PrimeStateCache {
     /// Primes shorter than this are not cached: feeding them costs little.

@@ -131,13 +131,28 @@ final class SchedulerEngine: @unchecked Sendable {
         let slot: GenerationSlot
         var generator: charrnn_rng
         var parameters: charrnn_sampling_params
-        var fed = 0
         var generated = 0
         var next: Int32 = 0
         /// Holds back what may begin a stop string (only when there are stop strings).
         var matcher: StopMatcher<(Unicode.Scalar, CharacterLogprob?)>?
     }
+    /// A request feeding its prime, before it joins the batch: its own
+    /// one-stream state, and how much of the prime is in it.
+    private struct PrimingRow {
+        var row: Row
+        var state: [Float]
+        var fed: Int
+    }
+    /// Streams in the batch: their primes are in, each draws every step.
     private var rows: [Row] = []
+    /// Streams feeding their prime, a slice of it each turn of the loop.
+    private var priming: [PrimingRow] = []
+    /// The longest a priming stream feeds in one turn while others are
+    /// generating (they wait for it), and when none are (so requests that
+    /// leave or join are still seen often).
+    private static let primeSliceBeside: Duration = .milliseconds(5)
+    private static let primeSliceAlone: Duration = .milliseconds(50)
+    private let primeFeeder: PrimeFeeder
     private let primeCache: PrimeStateCache
     private var state: RecurrentState
     private var tokens: [Int32] = []
@@ -149,6 +164,7 @@ final class SchedulerEngine: @unchecked Sendable {
         self.generator = generator
         self.limits = limits
         primeCache = PrimeStateCache(capacityBytes: limits.primeCacheBytes)
+        primeFeeder = try PrimeFeeder(model: generator.model, piece: Self.primePiece)
         let configuration = generator.model.configuration
         let stepScratchCount = try configuration.stepScratchCount(streams: limits.maxStreams)
         let sampleScratchCount = try configuration.sampleScratchCount()
@@ -219,23 +235,30 @@ final class SchedulerEngine: @unchecked Sendable {
         }
     }
 
-    /// The loop: between steps, streams leave and join; then one step for
-    /// all of them, and a draw for each stream past its prime.
+    /// The pieces primes are fed in: about 8 ms of the reference model
+    /// each, so a priming stream looks at its slice's clock that often.
+    private static let primePiece = 64
+
+    /// The loop: between turns, streams leave and join; then each stream
+    /// feeding its prime feeds a slice of it (one that finishes draws its
+    /// first character and joins the batch), and one step for the batch,
+    /// with a draw for each stream.
     func run() {
         while true {
             let now = ContinuousClock.now
             // Leaving: finished, cancelled, out of time, or shut down.
             let endAll = condition.withLock { endEverythingAt.map { now >= $0 } ?? false }
             let survivors = rows.indices.filter { !Self.leaves(rows[$0].slot, now: now, endAll: endAll) }
+            priming.removeAll { Self.leaves($0.row.slot, now: now, endAll: endAll) }
             // Joining, from the queue, as far as there is room.
             condition.lock()
             waiting.removeAll { Self.leaves($0, now: now, endAll: endAll) }
             var joining: [GenerationSlot] = []
-            while survivors.count + joining.count < limits.maxStreams, !waiting.isEmpty {
+            while survivors.count + priming.count + joining.count < limits.maxStreams, !waiting.isEmpty {
                 let slot = waiting.removeFirst()
                 if slot.length == 0 { slot.finish(.completed) } else { joining.append(slot) }
             }
-            stepping = survivors.count + joining.count
+            stepping = survivors.count + priming.count + joining.count
             if stepping == 0 {
                 if !accepting && waiting.isEmpty {
                     stopped = true
@@ -256,23 +279,22 @@ final class SchedulerEngine: @unchecked Sendable {
             }
             condition.unlock()
 
-            if survivors.count != rows.count || !joining.isEmpty {
-                let joined = joining.compactMap(makeRow)
+            priming += joining.compactMap(makePrimingRow)
+            let primed = primeTurn(slice: survivors.isEmpty ? Self.primeSliceAlone : Self.primeSliceBeside)
+            if survivors.count != rows.count || !primed.isEmpty {
                 state = state.rearranged(
-                    survivors.map { Optional($0) } + joined.map { _ in nil },
-                    configuration: model.configuration)
-                rows = survivors.map { rows[$0] } + joined.map(\.row)
-                // Joiners whose prime begins with a cached one start from its state.
-                for (offset, join) in joined.enumerated() {
-                    if let cached = join.cached { state.setStream(survivors.count + offset, to: cached, configuration: model.configuration) }
+                    survivors.map { Optional($0) } + primed.map { _ in nil }, configuration: model.configuration)
+                rows = survivors.map { rows[$0] } + primed.map(\.row)
+                for (offset, join) in primed.enumerated() {
+                    state.setStream(
+                        survivors.count + offset, to: RecurrentState(values: join.state, batchSize: 1), configuration: model.configuration)
                 }
-                if rows.isEmpty { continue }
             }
-            step()
+            if !rows.isEmpty { step() }
         }
     }
 
-    /// Whether a stream leaves before the next step: its text has ended
+    /// Whether a stream leaves before the next turn: its text has ended
     /// (completed, or cancelled by its reader), or it ends now, shut down or
     /// out of time.
     private static func leaves(_ slot: GenerationSlot, now: ContinuousClock.Instant, endAll: Bool) -> Bool {
@@ -288,37 +310,102 @@ final class SchedulerEngine: @unchecked Sendable {
         return false
     }
 
-    private func makeRow(_ slot: GenerationSlot) -> (row: Row, cached: RecurrentState?)? {
+    /// A joining request, its generator seeded, starting from the state
+    /// after the longest cached beginning of its prime (or from zero).
+    private func makePrimingRow(_ slot: GenerationSlot) -> PrimingRow? {
         var generator = charrnn_rng()
         let status = charrnn_rng_seed(&generator, slot.options.seed)
         guard status == CHARRNN_OK else {
             slot.finish(.failed(.core(CoreError(status, function: "charrnn_rng_seed"))))
             return nil
         }
-        var row = Row(
+        let row = Row(
             slot: slot, generator: generator, parameters: slot.options.coreParameters,
             matcher: slot.completion.stop.isEmpty ? nil : StopMatcher(stops: slot.completion.stop))
-        guard primeCache.capacityBytes > 0, slot.primeTokens.count > PrimeStateCache.minimumCharacters else { return (row, nil) }
-        let found = primeCache.longestPrefix(of: slot.primeTokens)
-        condition.withLock {
-            if let found {
-                totals.primeCacheHits += 1
-                totals.primeCharactersCached += found.characters
-            } else {
-                totals.primeCacheMisses += 1
+        let found = usesPrimeCache(slot) ? primeCache.longestPrefix(of: slot.primeTokens) : nil
+        if usesPrimeCache(slot) {
+            condition.withLock {
+                if let found {
+                    totals.primeCacheHits += 1
+                    totals.primeCharactersCached += found.characters
+                } else {
+                    totals.primeCacheMisses += 1
+                }
             }
         }
-        row.fed = found?.characters ?? 0
-        return (row, found?.state)
+        do throws(ModelError) {
+            let state = if let found { found.state.values } else { try primeFeeder.zeroState() }
+            return PrimingRow(row: row, state: state, fed: found?.characters ?? 0)
+        } catch {
+            slot.finish(.failed(error))
+            return nil
+        }
     }
 
-    /// One step of every row: a prime character or the last drawn one in,
-    /// then a draw for every row whose prime is all in.
+    private func usesPrimeCache(_ slot: GenerationSlot) -> Bool {
+        primeCache.capacityBytes > 0 && slot.primeTokens.count > PrimeStateCache.minimumCharacters
+    }
+
+    /// Each priming stream feeds pieces of its prime for up to `slice`.
+    /// All of a prime but its last character is the state a later request
+    /// with this prime, or one extending it, starts from: it goes into the
+    /// cache. A stream whose prime is all in draws its first character from
+    /// the prime's scores and is returned, to join the batch, unless that
+    /// character already ended its text.
+    private func primeTurn(slice: Duration) -> [PrimingRow] {
+        var primed: [PrimingRow] = []
+        var fedNow = 0
+        var drawn = 0
+        var index = 0
+        while index < priming.count {
+            var join = priming[index]
+            let prime = join.row.slot.primeTokens
+            let cacheAt = usesPrimeCache(join.row.slot) ? prime.count - 1 : prime.count
+            let start = ContinuousClock.now
+            var logits: [Float]? = nil
+            do {
+                while logits == nil && ContinuousClock.now - start < slice {
+                    let end = min(join.fed + primeFeeder.piece, join.fed < cacheAt ? cacheAt : prime.count)
+                    if end == prime.count {
+                        logits = try primeFeeder.feedAll(Array(prime[join.fed..<end]), state: &join.state)
+                    } else {
+                        try primeFeeder.feed(prime[join.fed..<end], state: &join.state)
+                    }
+                    fedNow += end - join.fed
+                    join.fed = end
+                    if join.fed == cacheAt && cacheAt < prime.count {
+                        primeCache.insert(key: Array(prime[..<cacheAt]), state: RecurrentState(values: join.state, batchSize: 1))
+                    }
+                }
+            } catch {
+                join.row.slot.finish(.failed(error))
+                priming.remove(at: index)
+                continue
+            }
+            guard let logits else {
+                priming[index] = join
+                index += 1
+                continue
+            }
+            priming.remove(at: index)
+            let first = draw(&join.row, logits: logits, stream: 0)
+            drawn += first.delivered
+            if first.continues { primed.append(join) }
+        }
+        condition.withLock {
+            totals.characters += drawn
+            totals.primeCharactersFed += fedNow
+            totals.primeCacheBytes = primeCache.bytes
+            totals.primeCacheEntries = primeCache.count
+        }
+        return primed
+    }
+
+    /// One step of the batch (each stream's last drawn character in), then
+    /// a draw for every stream.
     private func step() {
         tokens.removeAll(keepingCapacity: true)
-        for row in rows {
-            tokens.append(row.fed < row.slot.primeTokens.count ? row.slot.primeTokens[row.fed] : row.next)
-        }
+        for row in rows { tokens.append(row.next) }
         do {
             try model.step(streams: rows.count, tokens: tokens, state: &state.values, scratch: stepScratch, logits: &logits)
         } catch {
@@ -326,58 +413,44 @@ final class SchedulerEngine: @unchecked Sendable {
             return
         }
         var drawn = 0
-        var primeFed = 0
-        for index in rows.indices {
-            var row = rows[index]
-            defer { rows[index] = row }
-            let primeCount = row.slot.primeTokens.count
-            if row.fed < primeCount {
-                row.fed += 1
-                primeFed += 1
-                // All of the prime but its last character: the state a later request with this prime, or one extending it, starts from.
-                if row.fed == primeCount - 1 && primeCount > PrimeStateCache.minimumCharacters && primeCache.capacityBytes > 0 {
-                    primeCache.insert(
-                        key: Array(row.slot.primeTokens.dropLast()), state: state.streams(index..<index + 1, configuration: model.configuration))
-                }
-            }
-            guard row.fed == primeCount else { continue }
-            do {
-                let token = try model.drawToken(
-                    logits: logits, stream: index, parameters: &row.parameters,
-                    generator: &row.generator, scratch: sampleScratch)
-                row.next = token
-                row.generated += 1
-                let last = row.generated == row.slot.length
-                let scalar = vocabulary.scalars[Int(token)]
-                let logprob = row.slot.completion.logprobs.map { top in
-                    CharacterLogprob(
-                        token: token, logits: logits[index * vocabulary.count..<(index + 1) * vocabulary.count],
-                        options: row.slot.options, top: top, vocabulary: vocabulary)
-                }
-                // A text that ended since the step began (cancelled) leaves at the next step.
-                if var matcher = row.matcher {
-                    var released = matcher.push(scalar, (scalar, logprob))
-                    if last && !matcher.stopped { released += matcher.flush() }
-                    let end: GenerationEnd? = matcher.stopped ? .stopped : last ? .completed : nil
-                    row.matcher = matcher
-                    if (!released.isEmpty || end != nil)
-                        && row.slot.deliver(released.map(\.0), logprobs: released.compactMap(\.1), end: end)
-                    {
-                        drawn += released.count
-                    }
-                } else if row.slot.deliver(CollectionOfOne(scalar), logprobs: logprob.map { [$0] } ?? [], end: last ? .completed : nil) {
-                    drawn += 1
-                }
-            } catch {
-                row.slot.finish(.failed(error))
-            }
-        }
+        for index in rows.indices { drawn += draw(&rows[index], logits: logits, stream: index).delivered }
         condition.withLock {
             totals.steps += 1
             totals.characters += drawn
-            totals.primeCharactersFed += primeFed
-            totals.primeCacheBytes = primeCache.bytes
-            totals.primeCacheEntries = primeCache.count
+        }
+    }
+
+    /// Draws `row`'s next character from row `stream` of `logits` and
+    /// delivers it (or holds it back while it may begin a stop string):
+    /// how many characters reached the reader, and whether the text goes on.
+    private func draw(_ row: inout Row, logits: [Float], stream: Int) -> (delivered: Int, continues: Bool) {
+        do {
+            let token = try model.drawToken(
+                logits: logits, stream: stream, parameters: &row.parameters, generator: &row.generator, scratch: sampleScratch)
+            row.next = token
+            row.generated += 1
+            let last = row.generated == row.slot.length
+            let scalar = vocabulary.scalars[Int(token)]
+            let logprob = row.slot.completion.logprobs.map { top in
+                CharacterLogprob(
+                    token: token, logits: logits[stream * vocabulary.count..<(stream + 1) * vocabulary.count],
+                    options: row.slot.options, top: top, vocabulary: vocabulary)
+            }
+            // A text that ended since the step began (cancelled) leaves at the next turn.
+            if var matcher = row.matcher {
+                var released = matcher.push(scalar, (scalar, logprob))
+                if last && !matcher.stopped { released += matcher.flush() }
+                let end: GenerationEnd? = matcher.stopped ? .stopped : last ? .completed : nil
+                row.matcher = matcher
+                let delivered =
+                    (!released.isEmpty || end != nil) && row.slot.deliver(released.map(\.0), logprobs: released.compactMap(\.1), end: end)
+                return (delivered ? released.count : 0, end == nil)
+            }
+            let delivered = row.slot.deliver(CollectionOfOne(scalar), logprobs: logprob.map { [$0] } ?? [], end: last ? .completed : nil)
+            return (delivered ? 1 : 0, !last)
+        } catch {
+            row.slot.finish(.failed(error))
+            return (0, false)
         }
     }
 }
