@@ -15,7 +15,8 @@ struct BenchCommand: ParsableCommand {
             logits, ...: shape, calls per step, GFLOP/s per core in the step) beside the same product \
             made alone on every core at once and the FMA units' peak, the limits a faster step can \
             reach; sampling speed at 1 and 32 streams beside the \
-            time of their matrix-vector products; peak resident memory; and the BLAS kernels and \
+            time of their matrix-vector products; a prime fed one step per character against \
+            charrnn_prime (twice --sampling-characters); peak resident memory; and the BLAS kernels and \
             threads. Configurations: reference (2 × 512, batch 100 × 100, V 83) and small \
             (2 × 128, batch 50 × 50); --shape adds others. --contended repeats training with \
             another process keeping one core busy, at 1 and at 2 threads taken in turn step by step.
@@ -64,6 +65,7 @@ struct BenchCommand: ParsableCommand {
         var gemm: [Benchmark.GemmRate] = []
         var training: [Benchmark.TrainingResult] = []
         var sampling: [Benchmark.SamplingResult] = []
+        var priming: [Benchmark.PrimingResult] = []
         var trainingPeakResidentBytes: Int = 0
         var trainingRequiredBytes: Int = 0
         var peakResidentBytes: Int = 0
@@ -189,6 +191,10 @@ struct BenchCommand: ParsableCommand {
                         characters: streams == 1 ? samplingCharacters : max(100, samplingCharacters / 4), repeats: 5))
             }
         }
+        for shape in shapes {
+            log.say("priming \(shape.name): stepped and batched …")
+            report.priming.append(try Benchmark.priming(shape, characters: samplingCharacters * 2, repeats: 5))
+        }
         if contended {
             let spinner = try Spinner()
             defer { spinner.stop() }
@@ -247,6 +253,16 @@ struct BenchCommand: ParsableCommand {
                     + String(
                         format: "  %7d  %8.0f   %8.3f   %16.3f   %13.2f", s.streams, s.charactersPerSecond,
                         s.perStep.median * 1000, s.productsPerStep.median * 1000, s.ratioToProducts))
+        }
+        lines.append("")
+        lines.append("Priming (a known text into one stream: one charrnn_step per character, against charrnn_prime):")
+        lines.append("  config          chars   stepped chars/s   charrnn_prime chars/s   ratio")
+        for p in r.priming {
+            lines.append(
+                "  " + p.shape.name.padding(toLength: 14, withPad: " ", startingAt: 0)
+                    + String(
+                        format: "  %5d   %15.0f   %21.0f   %5.2f", p.characters, p.steppedCharactersPerSecond, p.primedCharactersPerSecond,
+                        p.primedCharactersPerSecond / p.steppedCharactersPerSecond))
         }
         lines.append("")
         let mb = { (bytes: Int) in String(format: "%.0f MB", Double(bytes) / 1e6) }

@@ -41,6 +41,9 @@ struct BenchCommandTests {
         let peak = try #require(report["fmaPeak"] as? [String: Any])
         #expect((peak["gflopsPerCore"] as? Double ?? 0) > 0 && !(peak["instructions"] as? String ?? "").isEmpty)
         #expect((report["sampling"] as? [Any])?.count == 2)
+        let priming = try #require((report["priming"] as? [[String: Any]])?.first)
+        #expect(priming["characters"] as? Int == 40)
+        for way in ["stepped", "primed"] { #expect(((priming[way] as? [String: Double])?["median"] ?? 0) > 0, "\(way)") }
         #expect((report["gemm"] as? [Any])?.count == 3)
         #expect((report["trainingPeakResidentBytes"] as? Int ?? 0) > 0)
     }

@@ -3,17 +3,20 @@
 character, for a prime sent once, sent again, and sent again extended.
 
     Tools/server-load/primes.py CHECKPOINT --text CORPUS [--characters 200000] [--repeats 3] [--server PATH]
+                                [--background N]
 
 Starts charrnn-server (release build by default) on a free loopback port and
 sends, `--repeats` times each with a fresh prime (a different slice of
 CORPUS, so the cache cannot help the first), three streamed requests of 10
 characters: the prime; the same prime (its state cached); the prime plus
-the next 10 characters of CORPUS (extending it). It reports the time from
+the next 10 characters of CORPUS (extending it); with `--background N`,
+while N other clients keep streams generating beside them (a busy server).
+It reports the time from
 sending to the first generated character for each (median of the repeats),
 prime characters per second for the first, and the server's prime-cache
 counters. Python's standard library only.
 """
-import argparse, http.client, json, os, re, socket, statistics, subprocess, sys, time
+import argparse, http.client, json, os, re, socket, statistics, subprocess, sys, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,6 +42,19 @@ def first_character(port, prime):
     return first
 
 
+def keep_generating(port, stop):
+    """One background client: streamed requests, one after another, until `stop` is set."""
+    while not stop.is_set():
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        body = json.dumps({"prime": "The ", "length": 20000, "stream": True})
+        connection.request("POST", "/v1/generate", body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        for _ in response:
+            if stop.is_set():
+                break
+        connection.close()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("checkpoint")
@@ -46,6 +62,7 @@ def main():
     parser.add_argument("--characters", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--server", default=os.path.join(ROOT, ".build/release/charrnn-server"))
+    parser.add_argument("--background", type=int, default=0, help="clients generating beside the primes")
     args = parser.parse_args()
     corpus = open(args.text, encoding="utf-8").read()
     if len(corpus) < args.repeats * (args.characters + 10):
@@ -54,6 +71,11 @@ def main():
                                "--max-body-bytes", str(8 << 20)], stdout=subprocess.PIPE, text=True)
     try:
         port = int(re.search(r":(\d+)/", server.stdout.readline()).group(1))
+        stop = threading.Event()
+        background = [threading.Thread(target=keep_generating, args=(port, stop), daemon=True) for _ in range(args.background)]
+        for client in background:
+            client.start()
+        time.sleep(1 if background else 0)
         times = {"first": [], "again": [], "extended": []}
         for repeat in range(args.repeats):
             start = repeat * (args.characters + 10)
@@ -61,12 +83,14 @@ def main():
             times["first"].append(first_character(port, prime))
             times["again"].append(first_character(port, prime))
             times["extended"].append(first_character(port, corpus[start:start + args.characters + 10]))
+        stop.set()
         metrics = http.client.HTTPConnection("127.0.0.1", port)
         metrics.request("GET", "/metrics")
         counters = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(charrnn_prime_\w+) (\S+)$", metrics.getresponse().read().decode(), re.M)}
         result = {name: statistics.median(values) for name, values in times.items()}
         result["prime_characters_per_second"] = args.characters / result["first"]
         result["characters"] = args.characters
+        result["background_clients"] = args.background
         result["counters"] = counters
         print(json.dumps(result, indent=1))
     finally:

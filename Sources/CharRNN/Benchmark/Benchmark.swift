@@ -278,6 +278,45 @@ public enum Benchmark {
             productsPerStep: Timing(Array(products.dropFirst())))
     }
 
+    /// Feeding a prime into one stream, one `charrnn_step` per character
+    /// against `charrnn_prime` (what sampling and the server do), in turns.
+    public struct PrimingResult: Sendable, Codable {
+        /// The model measured.
+        public let shape: Shape
+        /// Characters in the prime.
+        public let characters: Int
+        /// One `charrnn_step` per character (logits every time).
+        public let stepped: Timing
+        /// `charrnn_prime` in pieces of `PrimeFeeder.defaultPiece` (logits after the last).
+        public let primed: Timing
+        /// Prime characters per second, each way, at the median.
+        public var steppedCharactersPerSecond: Double { Double(characters) / stepped.median }
+        public var primedCharactersPerSecond: Double { Double(characters) / primed.median }
+    }
+
+    /// Measures feeding a prime of `characters` characters both ways, `repeats` times each.
+    public static func priming(_ shape: Shape, characters: Int, repeats: Int) throws(ModelError) -> PrimingResult {
+        let model = try Model(configuration: shape.configuration, seed: 1)
+        let prime = (0..<characters).map { Int32(($0 * 7 + $0 / 5) % shape.vocabularySize) }
+        let feeder = try PrimeFeeder(model: model, piece: PrimeFeeder.defaultPiece)
+        let scratch = try buffer(shape.configuration.stepScratchCount(streams: 1))
+        var logits = [Float](repeating: 0, count: shape.vocabularySize)
+        var stepped: [Double] = []
+        var primed: [Double] = []
+        for _ in 0...repeats {  // the first pass warms up
+            var state = try feeder.zeroState()
+            let t0 = ContinuousClock.now
+            for token in prime { try model.step(streams: 1, tokens: [token], state: &state, scratch: scratch, logits: &logits) }
+            stepped.append((ContinuousClock.now - t0).seconds)
+            state = try feeder.zeroState()
+            let t1 = ContinuousClock.now
+            _ = try feeder.feedAll(prime, state: &state)
+            primed.append((ContinuousClock.now - t1).seconds)
+        }
+        return PrimingResult(
+            shape: shape, characters: characters, stepped: Timing(Array(stepped.dropFirst())), primed: Timing(Array(primed.dropFirst())))
+    }
+
     /// The machine's rate for C[M, N] = A[M, K] B[N, K]^T, split across
     /// threads as the core splits its big products.
     public struct GemmRate: Sendable, Codable {
