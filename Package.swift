@@ -134,6 +134,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         // Only charrnn-server uses these.
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -197,6 +199,8 @@ let package = Package(
                 "CharRNNTools",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird", condition: .when(traits: withServer)),
+                .product(name: "NIOHTTP1", package: "swift-nio", condition: .when(traits: withServer)),
+                .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras", condition: .when(traits: withServer)),
                 .product(name: "Prometheus", package: "swift-prometheus", condition: .when(traits: withServer)),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle", condition: .when(traits: withServer)),
                 .product(name: "Logging", package: "swift-log", condition: .when(traits: withServer)),

@@ -154,7 +154,7 @@ struct ServerCommand: AsyncParsableCommand {
                 + "vocabulary \(c.vocabularySize)" + (key == nil ? "" : ", API key required")
             let app = Application(
                 router: server.router(),
-                server: .http1(configuration: .init(idleTimeout: .seconds(60))),
+                server: .closingHTTP1(idleTimeout: .seconds(60)),
                 configuration: .init(address: .hostname(host, port: port), serverName: "charrnn-server"),
                 onServerRunning: { channel in
                     let bound = channel.localAddress?.port ?? port

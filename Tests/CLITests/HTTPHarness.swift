@@ -141,6 +141,25 @@ enum HTTP {
         }
     }
 
+    /// Sends `bytes` as they are and reads until the server closes the
+    /// connection: what arrived, and whether it closed within `timeout`
+    /// seconds (false: it was still open, the read timed out).
+    static func exchange(port: Int, _ bytes: String, timeout: TimeInterval = 5) throws -> (received: String, closed: Bool) {
+        let descriptor = try connect(port: port, timeout: timeout)
+        defer { close(descriptor) }
+        let data = Data(bytes.utf8)
+        let count = data.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress!, data.count, Int32(MSG_NOSIGNAL)) }
+        guard count == data.count else { throw Failure.send }
+        var received = Data()
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = recv(descriptor, &buffer, buffer.count, 0)
+            if count == 0 { return (String(decoding: received, as: UTF8.self), true) }
+            if count < 0 { return (String(decoding: received, as: UTF8.self), false) }
+            received.append(contentsOf: buffer[..<count])
+        }
+    }
+
     static func request(port: Int, method: String, path: String, body: Data? = nil, headers: [String: String] = [:]) throws -> HTTPReply {
         let descriptor = try connect(port: port)
         defer { close(descriptor) }

@@ -366,6 +366,29 @@ struct ServerTests {
             #expect(tiny.status == 200 && tiny.json["text"] as? String == greedy, "\(tiny.text)")
         }
 
+        @Test("An HTTP/1.0 request is answered in HTTP/1.0 and its connection closed; Connection: close in any form is honoured and sent")
+        func connectionsCloseAsClientsExpect() throws {
+            let server = try ServerProcess(["--checkpoint", Self.run.checkpoint])
+            defer { server.stop() }
+            let body = #"{"prime": "The ", "length": 30, "seed": 5, "stream": true}"#
+            let requests = [
+                "GET /health HTTP/1.0\r\n\r\n",
+                "POST /v1/generate HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)",
+                "GET /health HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, CLOSE\r\n\r\n",
+            ]
+            for (index, request) in requests.enumerated() {
+                let (received, closed) = try HTTP.exchange(port: server.port, request)
+                #expect(closed, "request \(index): the connection was left open")
+                #expect(received.hasPrefix(index < 2 ? "HTTP/1.0 200" : "HTTP/1.1 200"), "request \(index): \(received.prefix(200))")
+                #expect(received.lowercased().contains("\r\nconnection: close\r\n"), "request \(index): \(received.prefix(300))")
+                #expect(!received.lowercased().contains("transfer-encoding"), "a 1.0 client cannot read chunks")
+            }
+            let streamed = try HTTP.exchange(port: server.port, requests[1]).received
+            #expect(streamed.contains(#""finish_reason":"length""#), "the whole stream arrived: \(streamed.suffix(200))")
+            // HTTP/1.1 without Connection: close keeps the connection for the next request.
+            #expect(try HTTP.exchange(port: server.port, "GET /health HTTP/1.1\r\nHost: a\r\n\r\n", timeout: 1).closed == false)
+        }
+
         @Test("A client that resets its connection is counted apart from server errors, and its place is freed")
         func resetIsNotAServerError() throws {
             let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--max-length", "10000000"])
