@@ -308,9 +308,8 @@
                 ChoiceProgress(index: $0.offset, primeCount: $0.element.prime.unicodeScalars.count, echo: parameters.echo)
             }
             let logprobs = parameters.logprobs != nil
-            let chunks = Self.merged(streams)
-
             if parameters.stream {
+                let chunks = Self.merged(streams, interval: settings.streamInterval)
                 return Response(
                     status: .ok, headers: [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-cache"],
                     body: ResponseBody { writer in
@@ -365,17 +364,24 @@
             var logprobObjects = [[JSONValue]](repeating: [], count: streams.count)
             var reasons = [String](repeating: "length", count: streams.count)
             defer { for stream in streams { stream.cancel() } }
-            try await watchingConnection(connection, ending: streams) {
-                for await (index, chunk) in chunks {
-                    if !connection.isActive { throw ClientGone() }
-                    let piece = progress[index].piece(chunk, logprobs: logprobs)
-                    if !piece.text.isEmpty { reporter.firstCharacter() }
-                    texts[index] += piece.text
-                    if logprobs { logprobObjects[index].append(piece.logprobs) }
-                    if let end = chunk.end {
-                        guard let reason = Self.finishReason(end) else { throw Self.endError(end, requestTimeout: settings.requestTimeout) }
-                        reasons[index] = reason
-                    }
+            // Each choice whole: its reader wakes at its end, not per step.
+            let wholes = await watchingConnection(connection, ending: streams) {
+                await withTaskGroup(of: (Int, GenerationChunk).self) { group in
+                    for (index, stream) in streams.enumerated() { group.addTask { (index, await stream.whole()) } }
+                    var wholes = [GenerationChunk?](repeating: nil, count: streams.count)
+                    for await (index, chunk) in group { wholes[index] = chunk }
+                    return wholes.compactMap { $0 }
+                }
+            }
+            if !connection.isActive { throw ClientGone() }
+            for (index, chunk) in wholes.enumerated() {
+                let piece = progress[index].piece(chunk, logprobs: logprobs)
+                if !piece.text.isEmpty { reporter.firstCharacter() }
+                texts[index] += piece.text
+                if logprobs { logprobObjects[index].append(piece.logprobs) }
+                if let end = chunk.end {
+                    guard let reason = Self.finishReason(end) else { throw Self.endError(end, requestTimeout: settings.requestTimeout) }
+                    reasons[index] = reason
                 }
             }
             reporter.finished()
@@ -395,13 +401,13 @@
         /// The chunks of every choice as they come, each with its choice's
         /// index; it ends when every choice has ended (or its reader stops
         /// reading, which ends them all).
-        static func merged(_ streams: [GenerationStream]) -> AsyncStream<(Int, GenerationChunk)> {
+        static func merged(_ streams: [GenerationStream], interval: Duration) -> AsyncStream<(Int, GenerationChunk)> {
             AsyncStream { continuation in
                 let readers = Task {
                     await withTaskGroup(of: Void.self) { group in
                         for (index, stream) in streams.enumerated() {
                             group.addTask {
-                                for await chunk in stream { continuation.yield((index, chunk)) }
+                                for await chunk in stream.paced(interval) { continuation.yield((index, chunk)) }
                             }
                         }
                     }

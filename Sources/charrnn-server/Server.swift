@@ -16,6 +16,9 @@
         var apiKey: String? = nil
         /// Origins whose pages may call the server (`--cors-origin`); "*" for any.
         var corsOrigins: [String] = []
+        /// The least time between two streamed events that carry generated
+        /// characters (`--stream-interval`): what is made meanwhile goes in one event.
+        var streamInterval: Duration = .milliseconds(10)
         /// The model's name in the completions API (`model`, `GET /v1/models`).
         var modelName = "charrnn"
         /// When the checkpoint was written, in seconds since 1970 (`GET /v1/models`' `created`).
@@ -43,9 +46,8 @@
                 "max_streams": .int(scheduler.limits.maxStreams),
                 "max_queued": .int(scheduler.limits.maxQueued), "max_body_bytes": .int(settings.maxBodyBytes),
                 "prime_cache_bytes": .int(scheduler.limits.primeCacheBytes),
-                "timeout_seconds": .double(
-                    Double(settings.requestTimeout.components.seconds)
-                        + Double(settings.requestTimeout.components.attoseconds) * 1e-18),
+                "stream_interval_seconds": .double(Self.seconds(settings.streamInterval)),
+                "timeout_seconds": .double(Self.seconds(settings.requestTimeout)),
                 "defaults": .object([
                     "prime": .string(TextGenerator.defaultPrime), "length": .int(TextGenerator.defaultLength),
                     "temperature": .double(1), "top_k": .int(SamplingOptions.notebookTopK(vocabularySize: checkpoint.vocabulary.count)),
@@ -110,23 +112,15 @@
                 return events(stream, logprobs: parameters.logprobs != nil, reporter: reporter, connection: connection)
             }
 
-            var text = ""
-            var logprobs: [CharacterLogprob] = []
-            var end = GenerationEnd.cancelled
+            // The whole text at once: the reader wakes at the end, not per
+            // step; the connection watch ends the request if the client goes.
+            let whole = await watchingConnection(connection, ending: [stream]) { await stream.whole() }
+            let end = whole.end ?? .cancelled
+            let text = whole.text
+            let logprobs = whole.logprobs
+            let received = text.unicodeScalars.count
             let primeCount = stream.prime.unicodeScalars.count
-            var received = 0
-            await watchingConnection(connection, ending: [stream]) {
-                for await chunk in stream {
-                    // A client that went away ends its request (the connection
-                    // notices the close while the answer is being made).
-                    if !connection.isActive { stream.cancel() }
-                    received += chunk.text.unicodeScalars.count
-                    if received > primeCount { reporter.firstCharacter() }
-                    text += chunk.text
-                    logprobs += chunk.logprobs
-                    if let chunkEnd = chunk.end { end = chunkEnd }
-                }
-            }
+            if received > primeCount { reporter.firstCharacter() }
             let generated = received - primeCount
             reporter.finished()
             switch end {
@@ -184,7 +178,8 @@
                     defer { reporter.finished() }
                     try await watchingConnection(connection, ending: [stream]) {
                         try await Self.writeEvents(
-                            stream, logprobs: logprobs, reporter: reporter, connection: connection, metrics: metrics, to: &writer)
+                            stream, interval: settings.streamInterval, logprobs: logprobs, reporter: reporter, connection: connection,
+                            metrics: metrics, to: &writer)
                     }
                     try await writer.finish(nil)
                 })
@@ -192,12 +187,13 @@
 
         /// The events of `events(…)`, one per chunk, and the end.
         private static func writeEvents(
-            _ stream: GenerationStream, logprobs: Bool, reporter: LatencyReporter, connection: any Channel, metrics: ServerMetrics,
+            _ stream: GenerationStream, interval: Duration, logprobs: Bool, reporter: LatencyReporter, connection: any Channel,
+            metrics: ServerMetrics,
             to writer: inout any ResponseBodyWriter
         ) async throws {
             var first = true
             var generated = 0
-            for await chunk in stream {
+            for await chunk in stream.paced(interval) {
                 if !connection.isActive {  // gone before a write could fail
                     stream.cancel()
                     metrics.countDisconnect(route: "/v1/generate")
@@ -236,6 +232,10 @@
                     try await writer.write(ByteBuffer(string: "event: end\ndata: " + JSONValue.object(fields).line + "\n\n"))
                 }
             }
+        }
+
+        static func seconds(_ duration: Duration) -> Double {
+            Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
         }
 
         static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {

@@ -74,6 +74,13 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Bytes a request body may have.")
     var maxBodyBytes = 1 << 20
 
+    @Option(
+        name: .long,
+        help:
+            "Milliseconds at least between two streamed events with generated text; what is made meanwhile goes in one event (0: every character as it is made)."
+    )
+    var streamInterval: Double = 10
+
     @Option(name: .long, help: "Seconds a generate request may take, waiting included.")
     var timeout: Double = 300
 
@@ -103,6 +110,9 @@ struct ServerCommand: AsyncParsableCommand {
             guard primeCacheBytes >= 0 else { throw Self.fail("--prime-cache-bytes must be 0 or more (got \(primeCacheBytes))") }
             guard maxBodyBytes >= 1 else { throw Self.fail("--max-body-bytes must be at least 1 (got \(maxBodyBytes))") }
             guard timeout > 0, timeout.isFinite else { throw Self.fail("--timeout must be a positive number of seconds (got \(timeout))") }
+            guard streamInterval >= 0, streamInterval <= 10_000 else {
+                throw Self.fail("--stream-interval must be between 0 and 10000 milliseconds (got \(streamInterval))")
+            }
             guard shutdownGrace >= 0, shutdownGrace.isFinite else {
                 throw Self.fail("--shutdown-grace must be 0 or more seconds (got \(shutdownGrace))")
             }
@@ -139,6 +149,7 @@ struct ServerCommand: AsyncParsableCommand {
             var settings = ServerSettings()
             settings.maxBodyBytes = maxBodyBytes
             settings.requestTimeout = .milliseconds(Int64(timeout * 1000))
+            settings.streamInterval = .microseconds(Int64(streamInterval * 1000))
             settings.apiKey = key
             settings.corsOrigins = corsOrigin
             settings.modelName = modelName ?? Server.modelName(for: url)

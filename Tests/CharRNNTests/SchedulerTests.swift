@@ -56,6 +56,33 @@ struct SchedulerTests {
         return condition()
     }
 
+    @Test("A stream read whole, or paced, gives the text and log-probabilities read chunk by chunk gives; paced chunks come an interval apart")
+    func wholeAndPacedReadTheSameText() async throws {
+        let generator = try Self.untrained()
+        let scheduler = try Self.scheduler(generator)
+        let request = Self.request("the cat", length: 400, seed: 9) { $0.completion.logprobs = 2 }
+        var chunks: [GenerationChunk] = []
+        for await chunk in try scheduler.submit(request) { chunks.append(chunk) }
+        let whole = await (try scheduler.submit(request)).whole()
+        let alone = try Self.alone(generator, request)
+        #expect(whole.text == chunks.map(\.text).joined() && whole.text == alone)
+        #expect(whole.logprobs == chunks.flatMap(\.logprobs) && whole.logprobs.count == 400 && whole.end == .completed)
+
+        let interval = Duration.milliseconds(40)
+        var paced: [(chunk: GenerationChunk, at: ContinuousClock.Instant)] = []
+        for await chunk in try scheduler.submit(request).paced(interval) { paced.append((chunk, .now)) }
+        #expect(paced.map(\.chunk.text).joined() == whole.text)
+        #expect(paced.flatMap(\.chunk.logprobs) == whole.logprobs)
+        // After the first chunk with generated characters, each next one waits the interval.
+        let generated = paced.filter { !$0.chunk.text.isEmpty }.dropFirst(paced[0].chunk.text == "the cat" ? 2 : 1)
+        for (earlier, later) in zip(generated, generated.dropFirst()) {
+            #expect(later.at - earlier.at >= interval * 0.9, "\(later.at - earlier.at) between two chunks")
+        }
+        // So no more chunks than intervals fit in the time it took, however fast the machine.
+        let took = paced[paced.count - 1].at - paced[0].at
+        #expect(Double(paced.count) <= took / interval + 3, "\(paced.count) chunks in \(took): what was made meanwhile came together")
+    }
+
     @Test("Forty requests stepped together each get the text they get alone, for every cell", arguments: Cell.allCases)
     func concurrentRequestsMatchAlone(cell: Cell) async throws {
         let generator = try Self.untrained(cell: cell)

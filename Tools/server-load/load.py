@@ -5,7 +5,9 @@ Starts the release charrnn-server on a free 127.0.0.1 port (or uses --url),
 then for each client count runs streaming requests (POST /v1/generate with
 "stream": true) for a bounded time and number of requests, and reports:
 characters per second in total, time to first generated character and
-per-character latency (median, 99th percentile), and errors. Then it sends
+per-character latency (p50 = median, p99), and errors; then `charrnn
+sample` alone with as many streams as the first and last client counts, and
+the server's characters per second as a fraction of it. Then it sends
 --soak requests (10,000 by default) and reports the server's resident memory
 before and after. Python's standard library only; loopback only.
 
@@ -195,16 +197,26 @@ def main():
             report["ratio_last_to_first"] = round(phases[-1]["chars_per_second"] / phases[0]["chars_per_second"], 2)
             print(f"{phases[-1]['clients']} clients / {phases[0]['clients']} client: {report['ratio_last_to_first']} x")
         # The same model without HTTP, in the same run: charrnn sample with
-        # one stream, and with as many streams as the last phase's clients.
+        # one stream, and with as many streams as the first and last
+        # phases' clients; the time of the same command with --length 0
+        # (process start, model load, the prime) is taken off.
         report["sample"] = {}
-        for count in [1, phases[-1]["clients"] if phases else 1]:
-            length = 6000 if count == 1 else 1000
+        def sample_seconds(count, length):
             started = time.perf_counter()
             subprocess.run([bin_path + "/charrnn", "sample", "--checkpoint", arguments.checkpoint, "--length", str(length),
                             "--seed", "1", "--count", str(count)], check=True, stdout=subprocess.DEVNULL)
-            rate = count * length / (time.perf_counter() - started)
+            return time.perf_counter() - started
+        report["efficiency"] = {}
+        for phase_result in [phases[0], phases[-1]] if phases else []:
+            count = phase_result["clients"]
+            length = max(2000, 20000 // count)
+            fixed = statistics.median(sample_seconds(count, 0) for _ in range(3))
+            rate = count * length / (statistics.median(sample_seconds(count, length) for _ in range(3)) - fixed)
             report["sample"][str(count)] = round(rate, 1)
-            print(f"charrnn sample --count {count}: {rate:9.1f} chars/s (no HTTP; process start and model load included)")
+            efficiency = phase_result["chars_per_second"] / rate
+            report["efficiency"][str(count)] = round(efficiency, 2)
+            print(f"charrnn sample --count {count}: {rate:9.1f} chars/s (no HTTP; median of 3, less the same command's time "
+                  f"with --length 0: {fixed:.3f} s); the server with {count} client{'s' if count > 1 else ''}: {efficiency:.2f} x of it")
         if arguments.soak:
             asyncio.run(soak(host, port, 500, 64, 20))  # the server's pools and caches reach their size
             before = resident_kib(server.pid)

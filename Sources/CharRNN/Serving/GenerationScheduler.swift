@@ -243,26 +243,73 @@ public final class GenerationStream: AsyncSequence, Sendable {
 
     /// Reads the whole stream: the text (prime included) and how it ended.
     public func collect() async -> (text: String, end: GenerationEnd) {
-        var text = ""
-        for await chunk in self {
-            text += chunk.text
-            if let end = chunk.end { return (text, end) }
-        }
-        return (text, .cancelled)
+        let chunk = await whole()
+        return (chunk.text, chunk.end ?? .cancelled)
     }
 
-    /// The chunks, in order.
-    public func makeAsyncIterator() -> Iterator { Iterator(stream: self) }
+    /// Waits for the end and returns everything as one chunk: the text
+    /// (prime included), every log-probability, and how it ended. The
+    /// reader is woken once, at the end, instead of once per step, which
+    /// leaves the cores to the model while the text is made. Cancelling the
+    /// waiting task ends the request. Read a stream either this way or by
+    /// iterating it, not both.
+    public func whole() async -> GenerationChunk {
+        let slot = self.slot
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+                slot.wait(waiter, untilEnd: true)
+            }
+        } onCancel: {
+            slot.cancel()
+        }
+        return slot.take() ?? GenerationChunk(text: "", logprobs: [], end: .cancelled)
+    }
+
+    /// The chunks, in order, each as soon as something arrives.
+    public func makeAsyncIterator() -> Iterator { Iterator(stream: self, interval: .zero) }
+
+    /// The chunks, in order, with at least `interval` between two that carry
+    /// generated characters: what is made meanwhile arrives together (the
+    /// prime's chunk and the first character are not held back). A model
+    /// that writes thousands of characters a second then wakes its reader,
+    /// and a server its client, a hundred times a second instead of once
+    /// per character.
+    public func paced(_ interval: Duration) -> Paced { Paced(stream: self, interval: interval) }
+
+    /// `paced(_:)`'s sequence.
+    public struct Paced: AsyncSequence, Sendable {
+        let stream: GenerationStream
+        let interval: Duration
+
+        /// The chunks, paced.
+        public func makeAsyncIterator() -> Iterator { Iterator(stream: stream, interval: interval) }
+    }
 
     /// Waits for the next chunk.
     public struct Iterator: AsyncIteratorProtocol {
         let stream: GenerationStream
+        let interval: Duration
         var ended = false
+        /// Characters returned so far, and when generated ones were last returned.
+        var returned = 0
+        var lastGenerated: ContinuousClock.Instant? = nil
 
         /// The next chunk, or `nil` after the last.
         public mutating func next() async -> GenerationChunk? {
             guard !ended else { return nil }
             let slot = stream.slot
+            if let lastGenerated, interval > .zero {
+                try? await Task.sleep(until: lastGenerated.advanced(by: interval), clock: .continuous)
+            }
+            let chunk = await take(slot)
+            if let chunk {
+                returned += chunk.text.unicodeScalars.count
+                if returned > slot.primeTokens.count && interval > .zero { lastGenerated = .now }
+            }
+            return chunk
+        }
+
+        private mutating func take(_ slot: GenerationSlot) async -> GenerationChunk? {
             while true {
                 if let chunk = slot.take() {
                     if chunk.end != nil { ended = true }

@@ -23,6 +23,8 @@ final class GenerationSlot: @unchecked Sendable {
         var taken = false
         /// The reader, when it waits for more.
         var waiter: CheckedContinuation<Void, Never>? = nil
+        /// The waiting reader wants the end, not each character.
+        var waitsForEnd = false
     }
 
     init(
@@ -60,6 +62,8 @@ final class GenerationSlot: @unchecked Sendable {
             state.pending.append(contentsOf: scalars)
             state.pendingLogprobs.append(contentsOf: logprobs)
             state.end = end
+            // A reader waiting for the end only is woken by the end only.
+            if state.waitsForEnd && end == nil { return (true, nil) }
             defer { state.waiter = nil }
             return (true, state.waiter)
         }
@@ -94,12 +98,14 @@ final class GenerationSlot: @unchecked Sendable {
         }
     }
 
-    /// Resumes `waiter` when something arrives (at once if something has).
-    func wait(_ waiter: CheckedContinuation<Void, Never>) {
+    /// Resumes `waiter` when something arrives (at once if something has),
+    /// or, with `untilEnd`, only when the text has ended.
+    func wait(_ waiter: CheckedContinuation<Void, Never>, untilEnd: Bool = false) {
         let ready = withShared { state -> Bool in
-            if !state.pending.isEmpty || state.end != nil { return true }
+            if state.end != nil || (!untilEnd && !state.pending.isEmpty) { return true }
             state.waiter?.resume()  // a second reader: wake the first, which finds nothing and waits again
             state.waiter = waiter
+            state.waitsForEnd = untilEnd
             return false
         }
         if ready { waiter.resume() }
