@@ -12,6 +12,7 @@ the server's characters per second as a fraction of it. Then it sends
 before and after. Python's standard library only; loopback only.
 
     Tools/server-load/load.py CHECKPOINT [--seconds 20] [--length 300] [--soak 10000] [--json out.json]
+                              [--clients 1,8,64] [--server-args '--stream-interval 0']
 
 Per-character latency: the gap between two Server-Sent Events divided by the
 characters the later one carries (the server sends what has been generated
@@ -160,6 +161,7 @@ def main():
     parser.add_argument("--clients", default="1,8,64")
     parser.add_argument("--soak", type=int, default=10000, help="requests for the memory check (0: none)")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--server-args", default="", help="more flags for charrnn-server, e.g. '--stream-interval 0'")
     arguments = parser.parse_args()
 
     for product in ["charrnn-server", "charrnn"]:
@@ -168,7 +170,8 @@ def main():
     bin_path = subprocess.run(["swift", "build", "--package-path", ROOT, "-c", "release", "--show-bin-path"],
                               check=True, capture_output=True, text=True).stdout.strip()
     binary = bin_path + "/charrnn-server"
-    server = subprocess.Popen([binary, "--checkpoint", arguments.checkpoint, "--port", "0", "--max-queued", "1024"],
+    server = subprocess.Popen([binary, "--checkpoint", arguments.checkpoint, "--port", "0", "--max-queued", "1024"]
+                              + arguments.server_args.split(),
                               stdout=subprocess.PIPE, text=True)
     try:
         line = server.stdout.readline()
