@@ -18,7 +18,7 @@
         var corsOrigins: [String] = []
         /// The least time between two streamed events that carry generated
         /// characters (`--stream-interval`): what is made meanwhile goes in one event.
-        var streamInterval: Duration = .milliseconds(10)
+        var streamInterval: Duration = .milliseconds(50)
         /// The model's name in the completions API (`model`, `GET /v1/models`).
         var modelName = "charrnn"
         /// When the checkpoint was written, in seconds since 1970 (`GET /v1/models`' `created`).

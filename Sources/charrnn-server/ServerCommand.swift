@@ -79,7 +79,7 @@ struct ServerCommand: AsyncParsableCommand {
         help:
             "Milliseconds at least between two streamed events with generated text; what is made meanwhile goes in one event (0: every character as it is made)."
     )
-    var streamInterval: Double = 10
+    var streamInterval: Double = 50
 
     @Option(name: .long, help: "Seconds a generate request may take, waiting included.")
     var timeout: Double = 300

@@ -255,12 +255,14 @@ public final class GenerationStream: AsyncSequence, Sendable {
     /// iterating it, not both.
     public func whole() async -> GenerationChunk {
         let slot = self.slot
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
-                slot.wait(waiter, untilEnd: true)
+        while !slot.hasEnded {
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+                    slot.wait(waiter, untilEnd: true)
+                }
+            } onCancel: {
+                slot.cancel()
             }
-        } onCancel: {
-            slot.cancel()
         }
         return slot.take() ?? GenerationChunk(text: "", logprobs: [], end: .cancelled)
     }
@@ -299,7 +301,7 @@ public final class GenerationStream: AsyncSequence, Sendable {
             guard !ended else { return nil }
             let slot = stream.slot
             if let lastGenerated, interval > .zero {
-                try? await Task.sleep(until: lastGenerated.advanced(by: interval), clock: .continuous)
+                await Self.pause(slot, until: lastGenerated.advanced(by: interval))
             }
             let chunk = await take(slot)
             if let chunk {
@@ -307,6 +309,26 @@ public final class GenerationStream: AsyncSequence, Sendable {
                 if returned > slot.primeTokens.count && interval > .zero { lastGenerated = .now }
             }
             return chunk
+        }
+
+        /// Waits until `deadline`, or until the text ends (its last chunk is
+        /// not held back), or the reader is cancelled (which ends the request).
+        private static func pause(_ slot: GenerationSlot, until deadline: ContinuousClock.Instant) async {
+            guard deadline > .now else { return }
+            await withTaskCancellationHandler {
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        try? await Task.sleep(until: deadline, clock: .continuous)
+                        slot.wake()
+                    }
+                    await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+                        slot.wait(waiter, untilEnd: true)
+                    }
+                    group.cancelAll()
+                }
+            } onCancel: {
+                slot.cancel()
+            }
         }
 
         private mutating func take(_ slot: GenerationSlot) async -> GenerationChunk? {

@@ -25,6 +25,8 @@ final class GenerationSlot: @unchecked Sendable {
         var waiter: CheckedContinuation<Void, Never>? = nil
         /// The waiting reader wants the end, not each character.
         var waitsForEnd = false
+        /// `wake()` came while no reader waited.
+        var woken = false
     }
 
     init(
@@ -84,6 +86,18 @@ final class GenerationSlot: @unchecked Sendable {
     /// The reader is gone or asked to stop.
     func cancel() { finish(.cancelled) }
 
+    /// Resumes a waiting reader without ending the text (a paced reader's
+    /// interval has passed).
+    func wake() {
+        let waiter = withShared { state -> CheckedContinuation<Void, Never>? in
+            // Before the reader waits: its wait then returns at once.
+            if state.waiter == nil { state.woken = true }
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
     /// What arrived since the last call, or nil when nothing has (the
     /// chunk with the end is returned once).
     func take() -> GenerationChunk? {
@@ -102,7 +116,8 @@ final class GenerationSlot: @unchecked Sendable {
     /// or, with `untilEnd`, only when the text has ended.
     func wait(_ waiter: CheckedContinuation<Void, Never>, untilEnd: Bool = false) {
         let ready = withShared { state -> Bool in
-            if state.end != nil || (!untilEnd && !state.pending.isEmpty) { return true }
+            defer { state.woken = false }
+            if state.woken || state.end != nil || (!untilEnd && !state.pending.isEmpty) { return true }
             state.waiter?.resume()  // a second reader: wake the first, which finds nothing and waits again
             state.waiter = waiter
             state.waitsForEnd = untilEnd
