@@ -612,6 +612,9 @@ struct ServerTests {
                 (["--checkpoint", Self.run.checkpoint, "--timeout", "0"], "--timeout must be a positive number"),
                 (["--checkpoint", Self.run.checkpoint, "--api-key", ""], "the API key is empty"),
                 (["--checkpoint", Self.run.checkpoint, "--cors-origin", "ok.example/page"], "--cors-origin must be an origin such as"),
+                (["--checkpoint", Self.run.checkpoint, "--max-prime", "0"], "--max-prime must be at least 1 (got 0)"),
+                (["--checkpoint", Self.run.checkpoint, "--stream-interval=-1"], "--stream-interval must be between 0 and 10000 milliseconds"),
+                (["--checkpoint", Self.run.checkpoint, "--stream-interval", "nan"], "--stream-interval must be between 0 and 10000 milliseconds"),
             ]
             for (arguments, message) in cases {
                 let result = try CLI.run(arguments, binary: "charrnn-server")
