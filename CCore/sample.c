@@ -26,21 +26,29 @@ typedef struct {
     float *G, *R, *zeros, *h, *c, *aux;
 } step_scratch;
 
+/* Points slots[i] at consecutive regions of sizes[i] floats in block (NULL
+ * for an empty one), each starting on a 16-float boundary; returns the
+ * floats they take. With block NULL it only counts. */
+static size_t carve_regions(float *block, const size_t *sizes, float **const *slots, int count) {
+    size_t off = 0;
+    for (int i = 0; i < count; i++) {
+        if (block) *slots[i] = sizes[i] ? block + off : NULL;
+        off += (sizes[i] + 15) & ~(size_t)15;
+    }
+    return off;
+}
+
 static size_t carve_step_scratch(const charrnn_config *config, size_t S, float *block,
                                  step_scratch *out) {
     const cell_kind *cell = cell_of(config);
     gate_widths w = widths_of(cell, (size_t)config->hidden_size);
-    size_t L = (size_t)config->num_layers, off = 0;
+    size_t L = (size_t)config->num_layers;
     step_scratch unused; /* counting only: the slots need somewhere to be */
     if (!out) out = &unused;
     size_t sizes[6] = {S * w.GH, S * w.SH, w.GH, L * S * w.H,
                        cell->states > 1 ? L * S * w.H : 0, cell->has_aux ? S * w.H : 0};
     float **slots[6] = {&out->G, &out->R, &out->zeros, &out->h, &out->c, &out->aux};
-    for (int i = 0; i < 6; i++) {
-        if (block) *slots[i] = sizes[i] ? block + off : NULL;
-        off += (sizes[i] + 15) & ~(size_t)15;
-    }
-    return off;
+    return carve_regions(block, sizes, slots, 6);
 }
 
 charrnn_status charrnn_step_scratch_count(const charrnn_config *config, int32_t streams,
@@ -177,17 +185,12 @@ static size_t carve_prime_scratch(const charrnn_config *config, size_t T, float 
                                   prime_scratch *out) {
     const cell_kind *cell = cell_of(config);
     gate_widths w = widths_of(cell, (size_t)config->hidden_size);
-    size_t off = 0;
     prime_scratch unused;
     if (!out) out = &unused;
     size_t sizes[7] = {T * w.GH, T * w.H, w.GH, w.SH, w.GH, cell->states > 1 ? 2 * w.H : 0,
                        cell->has_aux ? w.H : 0};
     float **slots[7] = {&out->X, &out->Y, &out->G, &out->R, &out->zeros, &out->c, &out->aux};
-    for (int i = 0; i < 7; i++) {
-        if (block) *slots[i] = sizes[i] ? block + off : NULL;
-        off += (sizes[i] + 15) & ~(size_t)15;
-    }
-    return off;
+    return carve_regions(block, sizes, slots, 7);
 }
 
 charrnn_status charrnn_prime_scratch_count(const charrnn_config *config, int32_t steps,

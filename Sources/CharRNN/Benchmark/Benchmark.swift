@@ -301,12 +301,16 @@ public enum Benchmark {
         let feeder = try PrimeFeeder(model: model, piece: PrimeFeeder.defaultPiece)
         let scratch = try buffer(shape.configuration.stepScratchCount(streams: 1))
         var logits = [Float](repeating: 0, count: shape.vocabularySize)
+        var token: [Int32] = [0]  // one stream's token, reused: no allocation inside the timed loop
         var stepped: [Double] = []
         var primed: [Double] = []
         for _ in 0...repeats {  // the first pass warms up
             var state = try feeder.zeroState()
             let t0 = ContinuousClock.now
-            for token in prime { try model.step(streams: 1, tokens: [token], state: &state, scratch: scratch, logits: &logits) }
+            for character in prime {
+                token[0] = character
+                try model.step(streams: 1, tokens: token, state: &state, scratch: scratch, logits: &logits)
+            }
             stepped.append((ContinuousClock.now - t0).seconds)
             state = try feeder.zeroState()
             let t1 = ContinuousClock.now

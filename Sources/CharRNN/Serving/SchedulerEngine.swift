@@ -343,8 +343,9 @@ final class SchedulerEngine: @unchecked Sendable {
         let row = Row(
             slot: slot, generator: generator, parameters: slot.options.coreParameters,
             matcher: slot.completion.stop.isEmpty ? nil : StopMatcher(stops: slot.completion.stop))
-        let found = usesPrimeCache(slot) ? primeCache.longestPrefix(of: slot.primeTokens) : nil
-        if usesPrimeCache(slot) {
+        let cached = usesPrimeCache(slot)
+        let found = cached ? primeCache.longestPrefix(of: slot.primeTokens) : nil
+        if cached {
             condition.withLock {
                 if let found {
                     totals.primeCacheHits += 1
