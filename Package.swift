@@ -192,12 +192,13 @@ let package = Package(
             path: "Sources/charrnn"
         ),
         // MARK: - The HTTP server: a thin layer over the library's GenerationScheduler
-        .executableTarget(
-            name: "charrnn-server",
+        // Its routes, middleware and application, apart from the executable's
+        // flags, so the tests run the same application in process.
+        .target(
+            name: "CharRNNServer",
             dependencies: [
                 "CharRNN",
                 "CharRNNTools",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird", condition: .when(traits: withServer)),
                 .product(name: "NIOHTTP1", package: "swift-nio", condition: .when(traits: withServer)),
                 .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras", condition: .when(traits: withServer)),
@@ -205,13 +206,26 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle", condition: .when(traits: withServer)),
                 .product(name: "Logging", package: "swift-log", condition: .when(traits: withServer)),
             ],
-            path: "Sources/charrnn-server",
+            path: "Sources/CharRNNServer",
             resources: [
                 .embedInCode("Playground/index.html"),
                 .embedInCode("Playground/playground.js"),
                 .embedInCode("Playground/playground.css"),
                 .embedInCode("openapi.json"),
             ]
+        ),
+        .executableTarget(
+            name: "charrnn-server",
+            dependencies: [
+                "CharRNN",
+                "CharRNNTools",
+                "CharRNNServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird", condition: .when(traits: withServer)),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle", condition: .when(traits: withServer)),
+                .product(name: "Logging", package: "swift-log", condition: .when(traits: withServer)),
+            ],
+            path: "Sources/charrnn-server"
         ),
         // MARK: - Tools
         .executableTarget(
@@ -231,6 +245,17 @@ let package = Package(
             name: "CharRNNTests",
             dependencies: ["CharRNN", "CCharRNN"],
             path: "Tests/CharRNNTests"
+        ),
+        // The server's routes and protocol in process (HummingbirdTesting);
+        // what needs a process (signals, flags, ports) stays in CLITests.
+        .testTarget(
+            name: "ServerTests",
+            dependencies: [
+                "CharRNN",
+                "CharRNNServer",
+                .product(name: "HummingbirdTesting", package: "hummingbird", condition: .when(traits: withServer)),
+            ],
+            path: "Tests/ServerTests"
         ),
         .testTarget(
             name: "CLITests",

@@ -4,6 +4,7 @@ import CharRNNTools
 import Foundation
 
 #if Server
+    import CharRNNServer
     import Hummingbird
     import Logging
     import NIOCore
@@ -163,16 +164,10 @@ struct ServerCommand: AsyncParsableCommand {
             let summary =
                 "\(c.layerCount) \(c.cell.displayName) \(c.layerCount == 1 ? "layer" : "layers") × \(c.hiddenSize) units, "
                 + "vocabulary \(c.vocabularySize)" + (key == nil ? "" : ", API key required")
-            let app = Application(
-                router: server.router(),
-                server: .closingHTTP1(idleTimeout: .seconds(60)),
-                configuration: .init(address: .hostname(host, port: port), serverName: "charrnn-server"),
-                onServerRunning: { channel in
-                    let bound = channel.localAddress?.port ?? port
-                    let shown = host.contains(":") ? "[\(host)]" : host
-                    Self.say("charrnn-server: listening on http://\(shown):\(bound)/ (\(summary))")
-                },
-                logger: logger)
+            let app = buildApplication(server, host: host, port: port, logger: logger) { bound in
+                let shown = host.contains(":") ? "[\(host)]" : host
+                Self.say("charrnn-server: listening on http://\(shown):\(bound)/ (\(summary))")
+            }
             let group = ServiceGroup(
                 configuration: .init(
                     services: [
@@ -220,19 +215,3 @@ struct ServerCommand: AsyncParsableCommand {
         }
     #endif
 }
-
-#if Server
-    /// Drains the scheduler when the service group shuts down. It is listed
-    /// after the HTTP server, so the group stops it first: new requests get 503
-    /// at once, streams in flight run for up to the grace period and then end,
-    /// and only then does the server close.
-    struct SchedulerService: Service {
-        let scheduler: GenerationScheduler
-        let gracePeriod: Duration
-
-        func run() async throws {
-            try? await gracefulShutdown()
-            await scheduler.shutDown(gracePeriod: gracePeriod)
-        }
-    }
-#endif

@@ -75,14 +75,14 @@ struct StatedOnceTests {
     @Test("The OpenAPI document's cells are the core's, and the playground names none of its own")
     func serverStatesTheCoresCells() throws {
         let document = try #require(
-            try JSONSerialization.jsonObject(with: Data(Self.source("Sources/charrnn-server/openapi.json").utf8)) as? [String: Any])
+            try JSONSerialization.jsonObject(with: Data(Self.source("Sources/CharRNNServer/openapi.json").utf8)) as? [String: Any])
         let components = try #require(document["components"] as? [String: Any])
         let schemas = try #require(components["schemas"] as? [String: Any])
         let model = try #require(schemas["Model"] as? [String: Any])
         let properties = try #require(model["properties"] as? [String: Any])
         let cell = try #require(properties["cell"] as? [String: Any])
         #expect(cell["enum"] as? [String] == Cell.coreCellNames)
-        let playground = try Self.source("Sources/charrnn-server/Playground/playground.js").lowercased()
+        let playground = try Self.source("Sources/CharRNNServer/Playground/playground.js").lowercased()
         for name in Cell.coreCellNames {
             #expect(
                 playground.range(of: "\\b\(name)\\b", options: .regularExpression) == nil,

@@ -7,12 +7,12 @@
 
     /// A request's context: Hummingbird's, and the connection, so a request
     /// can end its stream when the client goes away.
-    struct ServerContext: RequestContext {
-        var coreContext: CoreRequestContextStorage
+    package struct ServerContext: RequestContext {
+        package var coreContext: CoreRequestContextStorage
         /// The client's connection.
         let channel: any Channel
 
-        init(source: ApplicationRequestContextSource) {
+        package init(source: ApplicationRequestContextSource) {
             coreContext = .init(source: source)
             channel = source.channel
         }

@@ -8,7 +8,7 @@
 
     extension HTTPServerBuilder {
         /// Hummingbird's HTTP/1.1 server, closing connections as clients expect (`ClosingHTTP1Channel`).
-        static func closingHTTP1(idleTimeout: TimeAmount) -> HTTPServerBuilder {
+        package static func closingHTTP1(idleTimeout: TimeAmount) -> HTTPServerBuilder {
             HTTPServerBuilder { responder in
                 ClosingHTTP1Channel(inner: HTTP1Channel(responder: responder, configuration: .init(idleTimeout: idleTimeout)))
             }
@@ -28,12 +28,34 @@
                 // Next to the socket's side of the conversion to HTTP types, where the version is still known.
                 let conversion = try channel.pipeline.syncOperations.handler(type: HTTP1ToHTTPServerCodec.self)
                 try channel.pipeline.syncOperations.addHandler(ConnectionCloseHandler(), position: .before(conversion))
+                try channel.pipeline.syncOperations.addHandler(InputClosedHandler(), position: .first)
                 return value
             }
         }
 
         func handle(value: HTTP1Channel.Value, logger: Logger) async {
             await inner.handle(value: value, logger: logger)
+        }
+    }
+
+    /// Closes the connection when the client's side of it ends. Hummingbird
+    /// allows half-closed connections, so a client that closes its socket
+    /// while its answer is being made (a whole answer sends nothing until
+    /// the end) would otherwise go unnoticed until the request's timeout,
+    /// holding its place in the batch: nothing is written to it that could
+    /// fail. As Go's net/http does, the end of the client's input while it
+    /// waits is taken as the client gone; the connection watch then ends its
+    /// request. (A client that only shuts down its sending side and still
+    /// reads gets no answer: few do, and none that sends keep-alive.)
+    final class InputClosedHandler: ChannelInboundHandler, RemovableChannelHandler {
+        typealias InboundIn = ByteBuffer
+
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if let event = event as? ChannelEvent, event == .inputClosed {
+                context.close(promise: nil)
+                return
+            }
+            context.fireUserInboundEventTriggered(event)
         }
     }
 

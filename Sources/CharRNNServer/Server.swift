@@ -7,34 +7,39 @@
     import Synchronization
 
     /// What the routes share: the scheduler, the model's facts, the limits, the metrics.
-    struct ServerSettings: Sendable {
+    package struct ServerSettings: Sendable {
+        /// The settings the flags give when none is set.
+        package init() {}
         /// Bytes a request body may have.
-        var maxBodyBytes = 1 << 20
+        package var maxBodyBytes = 1 << 20
         /// The longest a generate request may take, waiting included.
-        var requestTimeout: Duration = .seconds(300)
+        package var requestTimeout: Duration = .seconds(300)
         /// When set, every route but /health and the playground's files needs `Authorization: Bearer <key>`.
-        var apiKey: String? = nil
+        package var apiKey: String? = nil
         /// Origins whose pages may call the server (`--cors-origin`); "*" for any.
-        var corsOrigins: [String] = []
+        package var corsOrigins: [String] = []
         /// The least time between two streamed events that carry generated
         /// characters (`--stream-interval`): what is made meanwhile goes in one event.
-        var streamInterval: Duration = .milliseconds(50)
+        package var streamInterval: Duration = .milliseconds(50)
         /// The model's name in the completions API (`model`, `GET /v1/models`).
-        var modelName = "charrnn"
+        package var modelName = "charrnn"
         /// When the checkpoint was written, in seconds since 1970 (`GET /v1/models`' `created`).
-        var modelCreated = 0
+        package var modelCreated = 0
     }
 
     /// The HTTP layer over a `GenerationScheduler`: routes, errors as JSON,
     /// bearer authentication and metrics.
-    struct Server: Sendable {
-        let scheduler: GenerationScheduler
-        let settings: ServerSettings
+    package struct Server: Sendable {
+        /// The batch every generation request joins.
+        package let scheduler: GenerationScheduler
+        /// Limits, key, origins and names the routes apply.
+        package let settings: ServerSettings
         /// `charrnn inspect --json`'s object for the checkpoint, and the server's limits.
         let model: JSONValue
         let metrics = ServerMetrics()
 
-        init(scheduler: GenerationScheduler, checkpoint: Checkpoint, url: URL, settings: ServerSettings) {
+        /// Routes over `scheduler`, describing the model `checkpoint` read from `url`.
+        package init(scheduler: GenerationScheduler, checkpoint: Checkpoint, url: URL, settings: ServerSettings) {
             self.scheduler = scheduler
             self.settings = settings
             let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
@@ -57,7 +62,7 @@
         }
 
         /// Every route, behind the error, metrics and authentication middleware.
-        func router() -> Router<ServerContext> {
+        package func router() -> Router<ServerContext> {
             let router = Router(context: ServerContext.self)
             router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics))
             router.add(middleware: CORSMiddleware(origins: Set(settings.corsOrigins)))

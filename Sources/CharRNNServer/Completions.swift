@@ -266,7 +266,7 @@
     extension Server {
         /// The name clients give as `model`: `--model-name`, else the run
         /// directory's name for its best.safetensors, else the file's name.
-        static func modelName(for url: URL) -> String {
+        package static func modelName(for url: URL) -> String {
             if url.lastPathComponent == "best.safetensors" { return url.deletingLastPathComponent().lastPathComponent }
             return url.deletingPathExtension().lastPathComponent
         }

@@ -1,0 +1,193 @@
+#if Server
+    import CharRNN
+    import CharRNNServer
+    import Foundation
+    import HTTPTypes
+    import HummingbirdTesting
+    import Synchronization
+    import Testing
+
+    /// Protects what the generation routes answer, in process over a loopback
+    /// socket: the library's text for the same prime, options and seed,
+    /// whole or as events, alone or among many; stop strings and
+    /// log-probabilities as the library gives them; 503 and 504 when the
+    /// server is full or a request runs out of time.
+    @Suite("Server generation routes")
+    struct GenerationRouteTests {
+        @Test("An answer is the library's text for the same prime, options and seed, and a chosen seed is returned")
+        func answerEqualsLibraryText() async throws {
+            let model = TestModel.shared
+            try await withServer(.live) { client, _ in
+                let cases: [([String: Any], (inout SamplingOptions) -> Void)] = [
+                    ([:], { _ in }),  // top_k absent: the notebook's 5, as charrnn sample
+                    (
+                        ["top_p": 0.9],
+                        {
+                            $0.topP = 0.9
+                            $0.topK = nil
+                        }
+                    ),
+                    (
+                        ["top_k": 0, "temperature": 1.4],
+                        {
+                            $0.topK = nil
+                            $0.temperature = 1.4
+                        }
+                    ),
+                    (
+                        ["top_k": 3, "temperature": 0.7],
+                        {
+                            $0.topK = 3
+                            $0.temperature = 0.7
+                        }
+                    ),
+                    (["temperature": 0], { $0.temperature = 0 }),
+                    // 1e-50 is above 0: it keeps only the likeliest character, as greedy drawing does.
+                    (
+                        ["top_p": 1e-50],
+                        {
+                            $0.greedy = true
+                            $0.topK = nil
+                        }
+                    ),
+                ]
+                for (index, (fields, options)) in cases.enumerated() {
+                    let seed = UInt64(100 + index)
+                    var body = fields
+                    body["prime"] = "«Ёлки"
+                    body["length"] = 300
+                    body["seed"] = seed
+                    let reply = try await client.send(.post, "/v1/generate", json: jsonBody(body))
+                    #expect(reply.status == 200, "\(reply.text)")
+                    #expect(reply.json["text"] as? String == (try model.text("«Ёлки", length: 300, seed: seed, options)), "\(fields)")
+                    #expect(reply.json["seed"].flatMap(integer) == Int(seed))
+                    #expect(reply.json["finish_reason"] as? String == "length")
+                }
+                // No seed: one is chosen and returned, and it reproduces the text; the defaults are charrnn sample's.
+                let reply = try await client.send(.post, "/v1/generate", json: #"{"length": 120}"#)
+                let seed = try #require(reply.json["seed"].flatMap(integer))
+                #expect(reply.json["text"] as? String == (try model.text("The ", length: 120, seed: UInt64(seed))))
+                let empty = try await client.send(.post, "/v1/generate")
+                #expect(empty.status == 200 && (empty.json["text"] as? String)?.unicodeScalars.count == 4 + 2000, "an empty body takes every default")
+            }
+        }
+
+        @Test("Server-Sent Events start with the prime and the seed, add up to the text, and end with a final event")
+        func eventsAddUp() async throws {
+            try await withServer(.live) { client, _ in
+                let reply = try await client.send(.post, "/v1/generate", json: #"{"prime": "the", "length": 400, "seed": 11, "stream": true}"#)
+                #expect(reply.status == 200)
+                #expect(reply.headers[.contentType]?.hasPrefix("text/event-stream") == true)
+                let events = reply.events
+                #expect(events.first?.data["text"] as? String == "the")
+                #expect(events.first?.data["seed"].flatMap(integer) == 11)
+                let end = try #require(events.last)
+                #expect(end.name == "end" && end.data["finish_reason"] as? String == "length" && end.data["length"].flatMap(integer) == 400)
+                #expect(events.dropLast().allSatisfy { $0.name == "message" })
+                #expect(events.compactMap { $0.data["text"] as? String }.joined() == (try TestModel.shared.text("the", length: 400, seed: 11)))
+            }
+        }
+
+        @Test("Twenty-four concurrent requests, stepped together, each get the library's text")
+        func concurrentAnswersEqualLibraryText() async throws {
+            let model = TestModel.shared
+            try await withServer(.live) { client, _ in
+                let primes = ["the", "Ёлки", "«ёж» ", "cat sat"]
+                struct Asked: Sendable {
+                    let prime: String, length: Int, seed: UInt64, topK: Int
+                }
+                let requests = (0..<24).map { index in
+                    Asked(prime: primes[index % 4], length: 150 + 13 * index, seed: UInt64(7_000 + index), topK: index % 3 == 0 ? 0 : 5)
+                }
+                let texts = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
+                    for (index, request) in requests.enumerated() {
+                        group.addTask {
+                            let fields: [String: Any] = [
+                                "prime": request.prime, "length": request.length, "seed": request.seed, "top_k": request.topK,
+                                "stream": index % 2 == 1,
+                            ]
+                            let reply = try await client.sendApart(.post, "/v1/generate", json: jsonBody(fields))
+                            let whole = reply.json["text"] as? String
+                            let streamed = reply.events.compactMap { $0.data["text"] as? String }.joined()
+                            return (index, reply.status != 200 ? nil : index % 2 == 1 ? streamed : whole)
+                        }
+                    }
+                    var texts = [String?](repeating: nil, count: requests.count)
+                    for try await (index, text) in group { texts[index] = text }
+                    return texts
+                }
+                let steps = try #require(try await client.metric("charrnn_steps_total"))
+                let characters = try #require(try await client.metric("charrnn_generated_characters_total"))
+                #expect(characters == Double(requests.reduce(0) { $0 + $1.length }))
+                #expect(steps < characters / 4, "the requests shared steps (\(steps) steps for \(characters) characters)")
+                for (request, text) in zip(requests, texts) {
+                    let expected = try model.text(request.prime, length: request.length, seed: request.seed) { options in
+                        if request.topK == 0 { options.topK = nil }
+                    }
+                    #expect(text == expected, "seed \(request.seed)")
+                }
+            }
+        }
+
+        @Test("Stop strings and log-probabilities give the library's text and figures, whole and as events")
+        func stopAndLogprobsEqualLibrary() async throws {
+            try await withServer(.live) { client, _ in
+                let generator = TestModel.shared.generator
+                var options = SamplingOptions()
+                options.seed = 12
+                options.topK = 5
+                let full = try TestModel.shared.text("the", length: 300, seed: 12)
+                let stop = String(full.unicodeScalars.dropFirst(200).prefix(3))
+                var asked = CompletionOptions()
+                asked.stop = [stop, "☃"]
+                asked.logprobs = 2
+                let expected = try generator.complete(prime: "the", length: 300, options: options, completion: asked)
+                #expect(expected.finishReason == .stop)
+                let fields: [String: Any] = ["prime": "the", "length": 300, "seed": 12, "stop": [stop, "☃"], "logprobs": 2]
+                let reply = try await client.send(.post, "/v1/generate", json: jsonBody(fields))
+                #expect(reply.status == 200, "\(reply.text)")
+                #expect(reply.json["text"] as? String == "the" + expected.text && reply.json["finish_reason"] as? String == "stop")
+                let served = try #require(reply.json["logprobs"] as? [[String: Any]])
+                let figures = try #require(expected.logprobs)
+                #expect(served.count == figures.count)
+                for (one, figure) in zip(served, figures) {
+                    #expect(one["char"] as? String == String(figure.character))
+                    #expect(abs((one["logprob"] as? Double ?? .nan) - figure.logprob) < 1e-6)
+                    #expect((one["top_logprobs"] as? [[String: Any]])?.count == 2)
+                }
+                var streamed = fields
+                streamed["stream"] = true
+                let events = try await client.send(.post, "/v1/generate", json: jsonBody(streamed)).events
+                #expect(events.compactMap { $0.data["text"] as? String }.joined() == "the" + expected.text)
+                let eventLogprobs = events.dropLast().flatMap { ($0.data["logprobs"] as? [[String: Any]]) ?? [] }
+                #expect(eventLogprobs.compactMap { $0["char"] as? String }.joined() == expected.text)
+                #expect(events.last?.name == "end" && events.last?.data["finish_reason"] as? String == "stop")
+                #expect(events.last?.data["length"].flatMap(integer) == expected.text.unicodeScalars.count)
+            }
+        }
+
+        @Test("Beyond the streams and the queue a request gets 503 with Retry-After; past the timeout, 504, and the place is free again")
+        func busyAndTimeout() async throws {
+            try await withServer(
+                .live,
+                limits: edited(.init()) {
+                    $0.maxStreams = 1
+                    $0.maxQueued = 0
+                    $0.maxLength = 100_000_000
+                },
+                settings: edited(.init()) { $0.requestTimeout = .seconds(3) }
+            ) { client, _ in
+                async let long = client.sendApart(.post, "/v1/generate", json: #"{"length": 100000000, "seed": 1}"#)
+                #expect(await eventually { try await client.metric(apart: true, "charrnn_active_streams") == 1 })
+                let refused = try await client.sendApart(.post, "/v1/generate", json: #"{"length": 10}"#)
+                #expect(refused.status == 503 && refused.headers[.retryAfter] == "1")
+                #expect((refused.json["error"] as? String)?.contains("busy") == true)
+                let timedOut = try await long
+                #expect(timedOut.status == 504, "\(timedOut.text)")
+                #expect((timedOut.json["error"] as? String)?.contains("longer than") == true)
+                #expect(try await client.send(.post, "/v1/generate", json: #"{"length": 10}"#).status == 200, "the place is free again")
+            }
+        }
+
+    }
+#endif
