@@ -207,8 +207,9 @@
                     let count = chunk.text.unicodeScalars.count - (first ? stream.prime.unicodeScalars.count : 0)
                     if generated == 0 && count > 0 { reporter.firstCharacter() }
                     generated += count
-                    // The one event sent per character under light load: built
-                    // directly, not through an encoder (see docs/PERFORMANCE.md).
+                    // What was made since the last event (one character each when
+                    // --stream-interval is 0): built directly, not through an
+                    // encoder (see docs/PERFORMANCE.md).
                     var event = "data: {"
                     if first { event += "\"seed\":\(stream.seed)," }
                     event += "\"text\":"
