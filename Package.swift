@@ -243,7 +243,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CharRNNTests",
-            dependencies: ["CharRNN", "CCharRNN"],
+            dependencies: ["CharRNN", "CCharRNN", "CharRNNTools"],
             path: "Tests/CharRNNTests"
         ),
         // The server's routes and protocol in process (HummingbirdTesting);

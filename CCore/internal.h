@@ -318,6 +318,37 @@ void gemm_block(const char *name, int trans_a, int trans_b, size_t M, size_t N, 
 void gemv_block(const char *name, size_t rows, size_t K, const float *W, const float *x,
                 float *out);
 
+/* ---- bfloat16 products (bf16.c says how they round) ----
+ * A matrix packed for vdpbf16ps: blocks of 16 rows, pairs of columns. */
+typedef struct {
+    const uint16_t *data;
+    size_t rows, cols, pairs; /* pairs = ceil(cols / 2) */
+} bf16_matrix;
+
+/* The packed block's matrices (layer 0's weight_ih is never packed: its
+ * input is a one-hot lookup). */
+typedef struct {
+    bf16_matrix weight_ih[CHARRNN_MAX_LAYERS];
+    bf16_matrix weight_hh[CHARRNN_MAX_LAYERS];
+    bf16_matrix fc_weight;
+} bf16_weights;
+
+/* Returns the uint16 count of the packed block; carves when block != NULL. */
+size_t carve_bf16_weights(const charrnn_config *config, const uint16_t *block, bf16_weights *out);
+
+/* fp32 to bf16, to nearest even, subnormals to zero (as VCVTNE2PS2BF16). */
+uint16_t bf16_from_float(float value);
+void bf16_round_row(const float *x, size_t count, uint16_t *out);
+
+/* out[s * ldo + r - row0] += W[r, :] x_s for rows [row0, row0 + rows) and
+ * inputs s in [0, S), x_s = x + s * ldx holding 2 * pairs bf16 values (an
+ * odd cols' pad a zero). A row's result depends only on the row and x_s. */
+void bf16_rows_times(const bf16_matrix *W, size_t row0, size_t rows, size_t S, const uint16_t *x,
+                     size_t ldx, float *out, size_t ldo);
+
+/* "AVX512_BF16", or "portable (why)". */
+void bf16_kernel_describe(char *out, size_t size);
+
 /* Every matrix product goes through these three, and each is timed and
  * recorded only while a log is attached (charrnn_measure.h, measure.c):
  * otherwise it costs a load and a branch. */

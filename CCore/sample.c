@@ -13,6 +13,13 @@
 #include "internal.h"
 
 
+/* A row of H values rounded to bf16 takes Hp = H rounded up to even: the
+ * packed weights' pairs are whole, and an odd H's pad is a zero. */
+static size_t bf16_row_width(size_t H) { return (H + 1) & ~(size_t)1; }
+
+/* Floats that hold `count` bf16 values. */
+static size_t floats_for_bf16(size_t count) { return (count + 1) / 2; }
+
 /* The step's scratch, carved from one block (each region 16-float aligned):
  *   G [S, GH]: pre-activations, then activated gates; R [S, SH]: the split
  *   blocks' recurrent products; zeros [GH]: the input row the cell's kernel
@@ -21,9 +28,10 @@
  *   and a checkpoint its text for a given seed; h [L, S, H] and
  *   c [L, S, H] (two-state cells): the new state, copied into the caller's
  *   once every product has read the old one; aux [S, H]: the cell's aux
- *   values, unused here. */
+ *   values, unused here; hb [2, L, S, Hp]: bf16 steps only, the old
+ *   state's h and the new h rounded to bf16, the products' inputs. */
 typedef struct {
-    float *G, *R, *zeros, *h, *c, *aux;
+    float *G, *R, *zeros, *h, *c, *aux, *hb;
 } step_scratch;
 
 /* Points slots[i] at consecutive regions of sizes[i] floats in block (NULL
@@ -45,10 +53,11 @@ static size_t carve_step_scratch(const charrnn_config *config, size_t S, float *
     size_t L = (size_t)config->num_layers;
     step_scratch unused; /* counting only: the slots need somewhere to be */
     if (!out) out = &unused;
-    size_t sizes[6] = {S * w.GH, S * w.SH, w.GH, L * S * w.H,
-                       cell->states > 1 ? L * S * w.H : 0, cell->has_aux ? S * w.H : 0};
-    float **slots[6] = {&out->G, &out->R, &out->zeros, &out->h, &out->c, &out->aux};
-    return carve_regions(block, sizes, slots, 6);
+    size_t sizes[7] = {S * w.GH, S * w.SH, w.GH, L * S * w.H,
+                       cell->states > 1 ? L * S * w.H : 0, cell->has_aux ? S * w.H : 0,
+                       floats_for_bf16(2 * L * S * bf16_row_width(w.H))};
+    float **slots[7] = {&out->G, &out->R, &out->zeros, &out->h, &out->c, &out->aux, &out->hb};
+    return carve_regions(block, sizes, slots, 7);
 }
 
 charrnn_status charrnn_step_scratch_count(const charrnn_config *config, int32_t streams,
@@ -71,8 +80,35 @@ static void rows_times(const char *name, size_t S, size_t rows, size_t K, const 
         gemm_block(name, 0, 1, S, rows, K, 1.0f, x, K, W, K, 1.0f, out, ldo);
 }
 
-charrnn_status charrnn_step(const charrnn_config *config, const float *params, int32_t streams,
-                            const int32_t *tokens, float *state, float *scratch, float *logits) {
+/* One product of the step or the prime: rows [row0, row0 + rows) of a
+ * weight matrix times S inputs, added to out (leading dimension ldo). In
+ * fp32 (Wb NULL): W32's rows and the inputs x (leading dimension K); in
+ * bf16: the packed Wb and the inputs rounded to bf16, xb (leading
+ * dimension ldxb). */
+static void product_rows(const char *name, const float *W32, const bf16_matrix *Wb, size_t row0,
+                         size_t rows, size_t K, size_t S, const float *x, const uint16_t *xb,
+                         size_t ldxb, float *out, size_t ldo) {
+    if (Wb)
+        bf16_rows_times(Wb, row0, rows, S, xb, ldxb, out, ldo);
+    else
+        rows_times(name, S, rows, K, W32 + row0 * K, x, out, ldo);
+}
+
+/* Rounds units [u0, u1) of `count` rows of H values (x, leading dimension
+ * H) to bf16 rows of width Hp (out); the thread with u0 == 0 also writes
+ * each row's pad, so together a team's calls fill every row. */
+static void round_units(const float *x, size_t count, size_t H, size_t u0, size_t u1, uint16_t *out) {
+    size_t Hp = bf16_row_width(H);
+    for (size_t r = 0; r < count; r++) {
+        bf16_round_row(x + r * H + u0, u1 - u0, out + r * Hp + u0);
+        if (u0 == 0 && Hp > H) out[r * Hp + H] = 0;
+    }
+}
+
+/* charrnn_step, in fp32 (packed NULL) or with the packed bf16 weights. */
+static charrnn_status step(const charrnn_config *config, const float *params, const uint16_t *packed,
+                           int32_t streams, const int32_t *tokens, float *state, float *scratch,
+                           float *logits) {
     charrnn_status s = check_config(config);
     if (s != CHARRNN_OK) return s;
     if (!params || !tokens || !state || !scratch || !logits) return CHARRNN_ERR_NULL_POINTER;
@@ -87,8 +123,13 @@ charrnn_status charrnn_step(const charrnn_config *config, const float *params, i
     gate_widths w = widths_of(cell, H);
     param_tensors p;
     step_scratch x;
+    bf16_weights b;
     carve_params(config, (float *)params, &p);
     carve_step_scratch(config, S, scratch, &x);
+    if (packed) carve_bf16_weights(config, packed, &b);
+    /* bf16: the old h and the new h of each layer, rounded as each is known */
+    size_t Hp = bf16_row_width(H), bplane = S * Hp;
+    uint16_t *hb_old = (uint16_t *)x.hb, *hb_new = hb_old + L * bplane;
 
 #pragma omp parallel
     {
@@ -97,9 +138,15 @@ charrnn_status charrnn_step(const charrnn_config *config, const float *params, i
         thread_range(H, thread, threads, 16, &u0, &u1);
         for (size_t q = 0; q < (size_t)cell->gates; q++)
             for (size_t j = u0; j < u1; j++) x.zeros[q * H + j] = 0.0f;
+        if (packed) {
+            round_units(state, L * S, H, u0, u1, hb_old);
+            THREADS_BARRIER; /* every product reads all of a layer's old h */
+        }
         for (size_t l = 0; l < L; l++) {
             const float *in = l > 0 ? x.h + (l - 1) * plane : NULL;
             const float *h_old = state + l * plane;
+            const uint16_t *in_b = l > 0 ? hb_new + (l - 1) * bplane : NULL, *h_old_b = hb_old + l * bplane;
+            const bf16_matrix *W_ih = packed ? &b.weight_ih[l] : NULL, *W_hh = packed ? &b.weight_hh[l] : NULL;
             /* The whole input term goes into G first (biases, and layer 0's
              * one-hot column of W_ih), then the products accumulate. */
             const float *b_ih = p.bias_ih[l], *b_hh = p.bias_hh[l];
@@ -119,12 +166,15 @@ charrnn_status charrnn_step(const charrnn_config *config, const float *params, i
             }
             for (size_t q = 0; q < (size_t)cell->gates && u1 > u0; q++) {
                 size_t row0 = q * H + u0;
-                if (l > 0) rows_times("step input", S, u1 - u0, H, p.weight_ih[l] + row0 * H, in, x.G + row0, w.GH);
+                if (l > 0)
+                    product_rows("step input", p.weight_ih[l], W_ih, row0, u1 - u0, H, S, in, in_b, Hp,
+                                 x.G + row0, w.GH);
                 if (row0 < w.FH)
-                    rows_times("step recurrent", S, u1 - u0, H, p.weight_hh[l] + row0 * H, h_old, x.G + row0, w.GH);
+                    product_rows("step recurrent", p.weight_hh[l], W_hh, row0, u1 - u0, H, S, h_old,
+                                 h_old_b, Hp, x.G + row0, w.GH);
                 else
-                    rows_times("step recurrent, split blocks", S, u1 - u0, H, p.weight_hh[l] + row0 * H,
-                               h_old, x.R + row0 - w.FH, w.SH);
+                    product_rows("step recurrent, split blocks", p.weight_hh[l], W_hh, row0, u1 - u0, H,
+                                 S, h_old, h_old_b, Hp, x.R + row0 - w.FH, w.SH);
             }
             cell_forward_args args = {
                 .H = H, .u0 = u0, .u1 = u1, .b0 = 0, .b1 = S,
@@ -134,6 +184,7 @@ charrnn_status charrnn_step(const charrnn_config *config, const float *params, i
                 .h = x.h + l * plane, .c = x.c ? x.c + l * plane : NULL, .aux = x.aux,
             };
             cell->forward(&args);
+            if (packed) round_units(x.h + l * plane, S, H, u0, u1, hb_new + l * bplane);
             /* the next layer, and the logits, read every unit of the new h */
             THREADS_BARRIER;
         }
@@ -150,9 +201,22 @@ charrnn_status charrnn_step(const charrnn_config *config, const float *params, i
         thread_range(V, thread, threads, 8, &v0, &v1);
         for (size_t st = 0; st < S; st++)
             for (size_t v = v0; v < v1; v++) logits[st * V + v] = p.fc_bias[v];
-        rows_times("step logits", S, v1 - v0, H, p.fc_weight + v0 * H, x.h + (L - 1) * plane, logits + v0, V);
+        product_rows("step logits", p.fc_weight, packed ? &b.fc_weight : NULL, v0, v1 - v0, H, S,
+                     x.h + (L - 1) * plane, hb_new + (L - 1) * bplane, Hp, logits + v0, V);
     }
     return CHARRNN_OK;
+}
+
+charrnn_status charrnn_step(const charrnn_config *config, const float *params, int32_t streams,
+                            const int32_t *tokens, float *state, float *scratch, float *logits) {
+    return step(config, params, NULL, streams, tokens, state, scratch, logits);
+}
+
+charrnn_status charrnn_step_bf16(const charrnn_config *config, const float *params,
+                                 const uint16_t *weights, int32_t streams, const int32_t *tokens,
+                                 float *state, float *scratch, float *logits) {
+    if (!weights) return CHARRNN_ERR_NULL_POINTER;
+    return step(config, params, weights, streams, tokens, state, scratch, logits);
 }
 
 /* ========================================================================
@@ -176,9 +240,10 @@ charrnn_status charrnn_step(const charrnn_config *config, const float *params, i
  * pre-activations and split recurrent products; zeros [GH]: the input row
  * the cell's kernel adds (the term is in G already, as in charrnn_step);
  * c [2, H]: the cell state, alternating (two-state cells); aux [H]: the
- * cell's aux values, unused. */
+ * cell's aux values, unused; Yb [T, Hp] and h0b [Hp]: bf16 primes only,
+ * Y and the layer's initial h rounded to bf16, the products' inputs. */
 typedef struct {
-    float *X, *Y, *G, *R, *zeros, *c, *aux;
+    float *X, *Y, *G, *R, *zeros, *c, *aux, *Yb, *h0b;
 } prime_scratch;
 
 static size_t carve_prime_scratch(const charrnn_config *config, size_t T, float *block,
@@ -187,10 +252,12 @@ static size_t carve_prime_scratch(const charrnn_config *config, size_t T, float 
     gate_widths w = widths_of(cell, (size_t)config->hidden_size);
     prime_scratch unused;
     if (!out) out = &unused;
-    size_t sizes[7] = {T * w.GH, T * w.H, w.GH, w.SH, w.GH, cell->states > 1 ? 2 * w.H : 0,
-                       cell->has_aux ? w.H : 0};
-    float **slots[7] = {&out->X, &out->Y, &out->G, &out->R, &out->zeros, &out->c, &out->aux};
-    return carve_regions(block, sizes, slots, 7);
+    size_t Hp = bf16_row_width(w.H);
+    size_t sizes[9] = {T * w.GH, T * w.H, w.GH, w.SH, w.GH, cell->states > 1 ? 2 * w.H : 0,
+                       cell->has_aux ? w.H : 0, floats_for_bf16(T * Hp), floats_for_bf16(Hp)};
+    float **slots[9] = {&out->X, &out->Y, &out->G, &out->R, &out->zeros, &out->c, &out->aux,
+                        &out->Yb, &out->h0b};
+    return carve_regions(block, sizes, slots, 9);
 }
 
 charrnn_status charrnn_prime_scratch_count(const charrnn_config *config, int32_t steps,
@@ -256,8 +323,14 @@ CHARRNN_VECTOR_CLONES static void input_products(size_t T, size_t K, size_t GH, 
     }
 }
 
-charrnn_status charrnn_prime(const charrnn_config *config, const float *params, int32_t steps,
-                             const int32_t *tokens, float *state, float *scratch, float *logits) {
+/* charrnn_prime, in fp32 (packed NULL) or with the packed bf16 weights.
+ * In bf16 every product is bf16_rows_times, whose rows do not depend on
+ * how they are grouped, and the input term is put together as the step
+ * does (biases, then the product added): so a bf16 prime gives the bits of
+ * bf16 steps, in every layer. */
+static charrnn_status prime(const charrnn_config *config, const float *params, const uint16_t *packed,
+                            int32_t steps, const int32_t *tokens, float *state, float *scratch,
+                            float *logits) {
     charrnn_status s = check_config(config);
     if (s != CHARRNN_OK) return s;
     if (!params || !tokens || !state || !scratch) return CHARRNN_ERR_NULL_POINTER;
@@ -272,8 +345,12 @@ charrnn_status charrnn_prime(const charrnn_config *config, const float *params, 
     gate_widths w = widths_of(cell, H);
     param_tensors p;
     prime_scratch x;
+    bf16_weights b;
     carve_params(config, (float *)params, &p);
     carve_prime_scratch(config, T, scratch, &x);
+    if (packed) carve_bf16_weights(config, packed, &b);
+    size_t Hp = bf16_row_width(H);
+    uint16_t *Yb = (uint16_t *)x.Yb, *h0b = (uint16_t *)x.h0b;
 
 #pragma omp parallel
     {
@@ -293,11 +370,16 @@ charrnn_status charrnn_prime(const charrnn_config *config, const float *params, 
                         float bias = j < w.FH ? b_ih[j] + b_hh[j] : b_ih[j];
                         x.X[t * w.GH + j] = bias + p.weight_ih[0][j * V + (size_t)tokens[t]];
                     }
+            } else if (packed) {
+                for (size_t t = 0; t < T; t++)
+                    for (size_t j = j0; j < j1; j++) x.X[t * w.GH + j] = j < w.FH ? b_ih[j] + b_hh[j] : b_ih[j];
+                if (j1 > j0) bf16_rows_times(&b.weight_ih[l], j0, j1 - j0, T, Yb, Hp, x.X + j0, w.GH);
             } else {
                 float *bias = x.G; /* G is free until the recurrence */
                 for (size_t j = j0; j < j1; j++) bias[j] = j < w.FH ? b_ih[j] + b_hh[j] : b_ih[j];
                 input_products(T, H, w.GH, j0, j1, p.weight_ih[l], x.Y, bias, x.X);
             }
+            if (packed) round_units(h_state, 1, H, u0, u1, h0b);
             THREADS_BARRIER; /* the recurrence reads every column; Y is then rewritten */
             for (size_t t = 0; t < T; t++) {
                 const float *h_prev = t ? x.Y + (t - 1) * H : h_state;
@@ -309,14 +391,16 @@ charrnn_status charrnn_prime(const charrnn_config *config, const float *params, 
                         x.G[row] = x.X[t * w.GH + row];
                         if (row >= w.FH) x.R[row - w.FH] = 0.0f;
                     }
+                const uint16_t *h_prev_b = t ? Yb + (t - 1) * Hp : h0b;
+                const bf16_matrix *W_hh = packed ? &b.weight_hh[l] : NULL;
                 for (size_t q = 0; q < gates && u1 > u0; q++) {
                     size_t row0 = q * H + u0;
                     if (row0 < w.FH)
-                        gemv_block("prime recurrent", u1 - u0, H, p.weight_hh[l] + row0 * H, h_prev,
-                                   x.G + row0);
+                        product_rows("prime recurrent", p.weight_hh[l], W_hh, row0, u1 - u0, H, 1,
+                                     h_prev, h_prev_b, Hp, x.G + row0, w.GH);
                     else
-                        gemv_block("prime recurrent, split blocks", u1 - u0, H,
-                                   p.weight_hh[l] + row0 * H, h_prev, x.R + row0 - w.FH);
+                        product_rows("prime recurrent, split blocks", p.weight_hh[l], W_hh, row0,
+                                     u1 - u0, H, 1, h_prev, h_prev_b, Hp, x.R + row0 - w.FH, w.SH);
                 }
                 cell_forward_args args = {
                     .H = H, .u0 = u0, .u1 = u1, .b0 = 0, .b1 = 1,
@@ -326,6 +410,7 @@ charrnn_status charrnn_prime(const charrnn_config *config, const float *params, 
                     .h = x.Y + t * H, .c = x.c ? x.c + (t & 1) * H : NULL, .aux = x.aux,
                 };
                 cell->forward(&args);
+                if (packed) round_units(x.Y + t * H, 1, H, u0, u1, Yb + t * Hp);
                 THREADS_BARRIER; /* the next step reads every unit of h_t */
             }
             /* The layer's last h and c are its new state (each thread its units). */
@@ -338,11 +423,23 @@ charrnn_status charrnn_prime(const charrnn_config *config, const float *params, 
             size_t v0, v1;
             thread_range(V, thread, threads, 8, &v0, &v1);
             for (size_t v = v0; v < v1; v++) logits[v] = p.fc_bias[v];
-            rows_times("prime logits", 1, v1 - v0, H, p.fc_weight + v0 * H, x.Y + (T - 1) * H,
-                       logits + v0, V);
+            product_rows("prime logits", p.fc_weight, packed ? &b.fc_weight : NULL, v0, v1 - v0, H, 1,
+                         x.Y + (T - 1) * H, Yb + (T - 1) * Hp, Hp, logits + v0, V);
         }
     }
     return CHARRNN_OK;
+}
+
+charrnn_status charrnn_prime(const charrnn_config *config, const float *params, int32_t steps,
+                             const int32_t *tokens, float *state, float *scratch, float *logits) {
+    return prime(config, params, NULL, steps, tokens, state, scratch, logits);
+}
+
+charrnn_status charrnn_prime_bf16(const charrnn_config *config, const float *params,
+                                  const uint16_t *weights, int32_t steps, const int32_t *tokens,
+                                  float *state, float *scratch, float *logits) {
+    if (!weights) return CHARRNN_ERR_NULL_POINTER;
+    return prime(config, params, weights, steps, tokens, state, scratch, logits);
 }
 
 /* ---- the caller's random generator: xoshiro256** seeded by splitmix64 ---- */

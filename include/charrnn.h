@@ -133,7 +133,7 @@ extern "C" {
 #endif
 
 #define CHARRNN_VERSION_MAJOR 0
-#define CHARRNN_VERSION_MINOR 3
+#define CHARRNN_VERSION_MINOR 4
 #define CHARRNN_VERSION_PATCH 0
 
 /* ---------------------------------------------------------------------------
@@ -398,6 +398,50 @@ charrnn_status charrnn_prime_scratch_count(const charrnn_config *config, int32_t
 charrnn_status charrnn_prime(const charrnn_config *config, const float *params, int32_t steps,
                              const int32_t *tokens, float *state, float *scratch, float *logits);
 
+/* ---------------------------------------------------------------------------
+ * bfloat16 inference: the step and the prime with their matrix products in
+ * bf16 (weights packed once, each product's inputs rounded to bf16 as it
+ * is made, sums in fp32). Everything else stays fp32: the state, biases,
+ * gates, logits and the parameter block itself. Reading half the bytes,
+ * one stream samples and primes faster where the CPU multiplies bf16
+ * natively (AVX512_BF16); elsewhere a portable kernel gives the same bits,
+ * far more slowly. The text differs from fp32's (the scores move by about
+ * 1e-2), so a checkpoint's texts for a seed are the fp32 ones unless bf16
+ * is asked for.
+ */
+typedef enum charrnn_bf16_kernel_kind {
+    CHARRNN_BF16_PORTABLE = 0, /* portable C (fmaf): the same bits, several times slower than fp32 */
+    CHARRNN_BF16_AVX512 = 1    /* AVX512_BF16's vdpbf16ps */
+} charrnn_bf16_kernel_kind;
+
+/* The kernel the bf16 calls run on, chosen when the core is loaded: AVX512
+ * where the CPU has AVX512_BF16, unless the environment variable
+ * CHARRNN_BF16 is "portable"; otherwise portable. charrnn_runtime_get
+ * says which, and why. */
+int32_t charrnn_bf16_kernel(void);
+
+/* uint16 values of the packed bf16 weights of a configuration (about half
+ * the parameter count: every weight matrix a product reads). */
+charrnn_status charrnn_bf16_weights_count(const charrnn_config *config, size_t *count);
+
+/* Rounds params' weight matrices to bf16 (to nearest even) into weights,
+ * in the layout the kernels read. Pack again after params change. */
+charrnn_status charrnn_bf16_pack(const charrnn_config *config, const float *params,
+                                 uint16_t *weights);
+
+/* charrnn_step with the products in bf16: same arguments and scratch
+ * (charrnn_step_scratch_count), plus the packed weights of params. */
+charrnn_status charrnn_step_bf16(const charrnn_config *config, const float *params,
+                                 const uint16_t *weights, int32_t streams, const int32_t *tokens,
+                                 float *state, float *scratch, float *logits);
+
+/* charrnn_prime with the products in bf16 (charrnn_prime_scratch_count).
+ * A bf16 prime leaves exactly the state and scores of charrnn_step_bf16
+ * fed the same tokens one at a time, in every layer, however it is cut. */
+charrnn_status charrnn_prime_bf16(const charrnn_config *config, const float *params,
+                                  const uint16_t *weights, int32_t steps, const int32_t *tokens,
+                                  float *state, float *scratch, float *logits);
+
 /* A random generator whose whole state lives in caller memory
  * (xoshiro256**). Seed it with charrnn_rng_seed; copy it to fork a stream. */
 typedef struct charrnn_rng {
@@ -469,6 +513,7 @@ typedef struct charrnn_runtime {
     char thread_waiting[48];   /* how idle threads wait: charrnn's choice, the user's, the runtime's */
     int32_t work_blocks;       /* the fixed blocks training's work is split into, whatever the
                                   team: the processors the process could use when loaded */
+    char bf16_kernel[64];      /* the bf16 calls' kernel: "AVX512_BF16", or "portable (why)" */
 } charrnn_runtime;
 
 void charrnn_runtime_get(charrnn_runtime *runtime);

@@ -32,6 +32,14 @@ charrnn_status charrnn_step_products(const charrnn_config *config, const float *
                                      int32_t streams, float *state, float *scratch,
                                      float *logits);
 
+/* out[s, r] = sum_k W[r, k] x[s, k] (W [rows, cols], x [inputs, cols],
+ * out [inputs, rows], row-major) through a named bf16 kernel
+ * (charrnn_bf16_kernel_kind), W and x rounded to bf16 first: so a test can
+ * hold the CPU's kernel to the portable one bit for bit. Refuses a kernel
+ * the CPU lacks with CHARRNN_ERR_INVALID_ARGUMENT. Allocates. */
+charrnn_status charrnn_bf16_product(int32_t kernel, int32_t rows, int32_t cols, int32_t inputs,
+                                    const float *weights, const float *x, float *out);
+
 /* One matrix product a pass made: C[m, n] (+)= op(A)[m, k] op(B)[k, n], run by
  * OpenMP thread `thread` (0 without OpenMP). A matrix-vector product is
  * recorded as m = 1, trans_b = 1. `name` says what the product is in the

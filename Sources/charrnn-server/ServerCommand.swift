@@ -88,6 +88,13 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds requests in flight may run on after SIGTERM before they are ended.")
     var shutdownGrace: Double = 10
 
+    @Option(
+        name: .long,
+        help:
+            "The products' arithmetic: fp32, or bf16 (bf16 weights and inputs, fp32 sums: faster on CPUs with AVX512_BF16; different text for a seed)."
+    )
+    var precision = "fp32"
+
     func run() async throws {
         do {
             try await serve()
@@ -127,13 +134,15 @@ struct ServerCommand: AsyncParsableCommand {
                 throw Self.fail("--model-name must be a name of at least one character with no '/' (got '\(modelName)')")
             }
 
+            let precision: Precision
+            do { precision = try Precision.fromFlag(self.precision) } catch { throw Self.fail("\(error)") }
             let url: URL
             let loaded: Checkpoint
             let generator: TextGenerator
             do {
                 url = try CheckpointLocator.best(checkpoint)
                 loaded = try Checkpoint(contentsOf: url, trainingState: false)
-                generator = try TextGenerator(checkpoint: loaded)
+                generator = try TextGenerator(checkpoint: loaded, precision: precision)
             } catch {
                 throw Self.fail("cannot load --checkpoint '\(checkpoint)': \(error)")
             }
@@ -163,7 +172,7 @@ struct ServerCommand: AsyncParsableCommand {
             let c = loaded.configuration
             let summary =
                 "\(c.layerCount) \(c.cell.displayName) \(c.layerCount == 1 ? "layer" : "layers") × \(c.hiddenSize) units, "
-                + "vocabulary \(c.vocabularySize)" + (key == nil ? "" : ", API key required")
+                + "vocabulary \(c.vocabularySize), \(precision) products" + (key == nil ? "" : ", API key required")
             let app = buildApplication(server, host: host, port: port, logger: logger) { bound in
                 let shown = host.contains(":") ? "[\(host)]" : host
                 Self.say("charrnn-server: listening on http://\(shown):\(bound)/ (\(summary))")

@@ -66,6 +66,7 @@ struct BenchCommand: ParsableCommand {
         var training: [Benchmark.TrainingResult] = []
         var sampling: [Benchmark.SamplingResult] = []
         var priming: [Benchmark.PrimingResult] = []
+        var precisions: [Benchmark.PrecisionResult] = []
         var trainingPeakResidentBytes: Int = 0
         var trainingRequiredBytes: Int = 0
         var peakResidentBytes: Int = 0
@@ -195,6 +196,14 @@ struct BenchCommand: ParsableCommand {
             log.say("priming \(shape.name): stepped and batched …")
             report.priming.append(try Benchmark.priming(shape, characters: samplingCharacters * 2, repeats: 5))
         }
+        if Precision.bf16Kernel == .avx512 {
+            for shape in shapes {
+                log.say("bf16 against fp32, \(shape.name) …")
+                report.precisions.append(
+                    try Benchmark.precisions(
+                        shape, streams: [1, 32], characters: samplingCharacters, primeCharacters: samplingCharacters * 2, repeats: 5))
+            }
+        }
         if contended {
             let spinner = try Spinner()
             defer { spinner.stop() }
@@ -263,6 +272,28 @@ struct BenchCommand: ParsableCommand {
                     + String(
                         format: "  %5d   %15.0f   %21.0f   %5.2f", p.characters, p.steppedCharactersPerSecond, p.primedCharactersPerSecond,
                         p.primedCharactersPerSecond / p.steppedCharactersPerSecond))
+        }
+        lines.append("")
+        if r.precisions.isEmpty {
+            lines.append(
+                "bf16 products: not measured (\(ComputeRuntime.current.bf16Kernel): only the CPU's own bf16 instructions are faster than fp32)")
+        } else {
+            lines.append("bf16 products against fp32 (same model, turn about; kernel \(r.precisions[0].kernel)):")
+            lines.append("  config          streams   fp32 chars/s   bf16 chars/s   bf16 / fp32")
+            for p in r.precisions {
+                for s in p.sampling {
+                    lines.append(
+                        "  " + p.shape.name.padding(toLength: 14, withPad: " ", startingAt: 0)
+                            + String(
+                                format: "  %7d   %12.0f   %12.0f   %11.2f", s.streams, Double(s.streams) / s.float32.median,
+                                Double(s.streams) / s.bfloat16.median, s.speedup))
+                }
+                lines.append(
+                    "  " + p.shape.name.padding(toLength: 14, withPad: " ", startingAt: 0)
+                        + String(
+                            format: "    prime   %12.0f   %12.0f   %11.2f", Double(p.primeCharacters) / p.float32Priming.median,
+                            Double(p.primeCharacters) / p.bfloat16Priming.median, p.primingSpeedup))
+            }
         }
         lines.append("")
         let mb = { (bytes: Int) in String(format: "%.0f MB", Double(bytes) / 1e6) }

@@ -27,6 +27,13 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .long, help: "universal: read \\r\\n and \\r as \\n (as training does by default); preserve: keep them.")
     var lineEndings: String = Corpus.LineEndings.universal.rawValue
 
+    @Option(
+        name: .long,
+        help:
+            "fp32: the training pass's products; bf16: generation's step with bf16 products, one character at a time (with --split all), to see what bf16 sampling costs."
+    )
+    var precision = "fp32"
+
     @Flag(name: .long, help: "Print one JSON object instead of the sentence (see README, JSON output).")
     var json = false
 
@@ -51,7 +58,13 @@ struct EvalCommand: ParsableCommand {
             let model = try loaded.makeModel(purpose: .inference)
             let result: Evaluation.Result
             let description: String
-            if split == "all" {
+            let precision = try Precision.fromFlag(self.precision)
+            if precision == .bfloat16 {
+                guard split == "all" else { throw UsageError("--precision bf16 evaluates the whole text as one stream: use it with --split all") }
+                guard tokens.count >= 2 else { throw UsageError("the text needs at least 2 characters") }
+                result = try Evaluation.stepped(of: model, tokens: tokens, precision: precision)
+                description = "the whole text as one stream, stepped with bf16 products"
+            } else if split == "all" {
                 guard tokens.count >= 2 else { throw UsageError("the text needs at least 2 characters") }
                 result = try Evaluation.wholeText(of: model, tokens: tokens)
                 description = "the whole text as one stream"

@@ -65,13 +65,21 @@ struct SampleCommand: ParsableCommand {
         help: "Print JSON lines: each generated character with its log-probability and the K likeliest characters (0 to the vocabulary size).")
     var logprobs: Int?
 
+    @Option(
+        name: .long,
+        help:
+            "The products' arithmetic: fp32, or bf16 (bf16 weights and inputs, fp32 sums: faster on CPUs with AVX512_BF16; different text for a seed)."
+    )
+    var precision = "fp32"
+
     func run() throws {
         let output = StreamingOutput()
         do {
             guard length >= 0 else { throw UsageError("--length must be 0 or more (got \(length))") }
             guard count >= 1 else { throw UsageError("--count must be at least 1 (got \(count))") }
             try refuseContradictions()
-            let generator = try TextGenerator(checkpoint: try loadCheckpoint())
+            let precision = try Precision.fromFlag(precision)
+            let generator = try TextGenerator(checkpoint: try loadCheckpoint(), precision: precision)
             var options = SamplingOptions()
             options.temperature = temperature ?? options.temperature
             // The notebook's top-5 is the default only when no other filter is asked for.

@@ -1,3 +1,4 @@
+import CCharRNN
 import Foundation
 import Testing
 
@@ -154,7 +155,8 @@ struct CheckpointCommandTests {
         let checkpoint = try Checkpoint(contentsOf: URL(fileURLWithPath: scratch.path("run/best.safetensors")))
         let tokens = try checkpoint.vocabulary.encode(
             String(decoding: try Data(contentsOf: URL(fileURLWithPath: data)), as: UTF8.self).unicodeScalars)
-        var session = try InferenceSession(model: checkpoint.makeModel(purpose: .inference), streams: 1, options: SamplingOptions())
+        var session = try InferenceSession(
+            weights: InferenceWeights(model: checkpoint.makeModel(purpose: .inference), precision: .float32), streams: 1, options: SamplingOptions())
         var total = 0.0
         for index in 0..<(tokens.count - 1) {
             try session.feed([tokens[index]])
@@ -168,5 +170,14 @@ struct CheckpointCommandTests {
         try scratch.write("greek.txt", Array("αβγ".utf8))
         let unknown = try CLI.run(["eval", "--checkpoint", scratch.path("run"), "--data", scratch.path("greek.txt")])
         #expect(unknown.status != 0 && unknown.stderr.contains("'α' (U+03B1)"))
+        // bf16: the same text through sampling's step with bf16 products, close to the fp32 loss.
+        let environment = charrnn_bf16_kernel() == Int32(CHARRNN_BF16_AVX512.rawValue) ? [:] : ["CHARRNN_BF16": "portable"]
+        let narrow = try CLI.run(["eval", "--checkpoint", scratch.path("run"), "--data", data, "--precision", "bf16"], extraEnvironment: environment)
+        let narrowLoss = try #require(
+            narrow.stdout.firstMatch(of: #/^cross-entropy ([0-9.]+) nats\/char, [0-9.]+ bits\/char over 3999 predictions: .*bf16/#)?.output.1)
+        #expect(abs(Double(narrowLoss)! - independent) <= 0.01 * independent, "bf16 \(narrowLoss) vs fp32 \(independent)")
+        let valSplit = try CLI.run(
+            ["eval", "--checkpoint", scratch.path("run"), "--data", data, "--precision", "bf16", "--split", "val"], extraEnvironment: environment)
+        #expect(valSplit.status != 0 && valSplit.stderr.split(separator: "\n").count == 1 && valSplit.stderr.contains("--split all"))
     }
 }

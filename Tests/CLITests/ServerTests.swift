@@ -1,3 +1,4 @@
+import CCharRNN
 import Foundation
 import Synchronization
 import Testing
@@ -33,6 +34,39 @@ struct ServerTests {
     }
 
     #if Server
+        @Test(
+            "With --precision bf16 the server answers charrnn sample --precision bf16's texts, the same on either kernel, with log-probabilities that are not fp32's"
+        )
+        func bf16AnswerEqualsSample() throws {
+            // Where the CPU has no AVX512_BF16 the tools refuse bf16 unless the portable kernel is asked for.
+            let cpuHasBF16 = charrnn_bf16_kernel() == Int32(CHARRNN_BF16_AVX512.rawValue)
+            let environment = cpuHasBF16 ? [:] : ["CHARRNN_BF16": "portable"]
+            let server = try ServerProcess(["--checkpoint", Self.run.checkpoint, "--precision", "bf16"], environment: environment)
+            defer { server.stop() }
+            #expect(server.listeningLine.contains("bf16 products"))
+            func sample(_ seed: UInt64, _ flags: [String], environment: [String: String]) throws -> String {
+                let result = try CLI.run(
+                    ["sample", "--checkpoint", Self.run.checkpoint, "--prime", "«Ёлки", "--length", "300", "--seed", String(seed)] + flags,
+                    extraEnvironment: environment)
+                #expect(result.status == 0, "\(result.stderr)")
+                return result.stdout
+            }
+            for seed: UInt64 in [31, 32] {
+                let reply = try server.request("POST", "/v1/generate", json: Self.body(["prime": "«Ёлки", "length": 300, "seed": seed]))
+                #expect(reply.status == 200, "\(reply.text)")
+                let text = try #require(reply.json["text"] as? String)
+                #expect(text == (try sample(seed, ["--precision", "bf16"], environment: environment)), "seed \(seed)")
+                #expect(
+                    text == (try sample(seed, ["--precision", "bf16"], environment: ["CHARRNN_BF16": "portable"])), "portable kernel, seed \(seed)")
+            }
+            // The texts may agree; the log-probabilities cannot.
+            let narrow = try sample(31, ["--precision", "bf16", "--logprobs", "0", "--length", "5"], environment: environment)
+            let wide = try sample(31, ["--logprobs", "0", "--length", "5"], environment: [:])
+            #expect(narrow.split(separator: "\n").count == 6 && narrow != wide, "the products really ran in bf16")
+            let unknown = try CLI.run(["sample", "--checkpoint", Self.run.checkpoint, "--precision", "fp64"])
+            #expect(unknown.status != 0 && unknown.stderr == "charrnn: error: --precision must be fp32 or bf16 (got 'fp64')\n")
+        }
+
         @Test("An answer is charrnn sample's text for the same prime, options and seed, and a chosen seed is returned")
         func answerEqualsSample() throws {
             let server = try ServerProcess(["--checkpoint", Self.run.checkpoint])

@@ -175,7 +175,8 @@
                     $0.maxQueued = 0
                     $0.maxLength = 100_000_000
                 },
-                settings: edited(.init()) { $0.requestTimeout = .seconds(3) }
+                // Long enough that a loaded machine still sees the stream active before it times out.
+                settings: edited(.init()) { $0.requestTimeout = .seconds(6) }
             ) { client, _ in
                 async let long = client.sendApart(.post, "/v1/generate", json: #"{"length": 100000000, "seed": 1}"#)
                 #expect(await eventually { try await client.metric(apart: true, "charrnn_active_streams") == 1 })

@@ -250,6 +250,7 @@ public enum Benchmark {
     /// Measures generation of `characters` characters per stream, `repeats` times.
     public static func sampling(_ shape: Shape, streams: Int, characters: Int, repeats: Int) throws(ModelError) -> SamplingResult {
         let model = try Model(configuration: shape.configuration, seed: 1)
+        let weights = try InferenceWeights(model: model, precision: .float32)
         var options = SamplingOptions()
         options.topK = min(5, shape.vocabularySize)
         var perStep: [Double] = []
@@ -259,7 +260,7 @@ public enum Benchmark {
         let state = try buffer(shape.configuration.stateCount(batchSize: streams))
         let logits = try buffer(streams * shape.vocabularySize)
         for _ in 0...repeats {  // the first pass warms up
-            var session = try InferenceSession(model: model, streams: streams, options: options)
+            var session = try InferenceSession(weights: weights, streams: streams, options: options)
             try session.feed([Int32](repeating: 0, count: streams))
             let t0 = ContinuousClock.now
             for _ in 0..<characters { try session.feed(try session.draw()) }
@@ -297,8 +298,9 @@ public enum Benchmark {
     /// Measures feeding a prime of `characters` characters both ways, `repeats` times each.
     public static func priming(_ shape: Shape, characters: Int, repeats: Int) throws(ModelError) -> PrimingResult {
         let model = try Model(configuration: shape.configuration, seed: 1)
+        let weights = try InferenceWeights(model: model, precision: .float32)
         let prime = (0..<characters).map { Int32(($0 * 7 + $0 / 5) % shape.vocabularySize) }
-        let feeder = try PrimeFeeder(model: model, piece: PrimeFeeder.defaultPiece)
+        let feeder = try PrimeFeeder(weights: weights, piece: PrimeFeeder.defaultPiece)
         let scratch = try buffer(shape.configuration.stepScratchCount(streams: 1))
         var logits = [Float](repeating: 0, count: shape.vocabularySize)
         var token: [Int32] = [0]  // one stream's token, reused: no allocation inside the timed loop
@@ -309,7 +311,7 @@ public enum Benchmark {
             let t0 = ContinuousClock.now
             for character in prime {
                 token[0] = character
-                try model.step(streams: 1, tokens: token, state: &state, scratch: scratch, logits: &logits)
+                try weights.step(streams: 1, tokens: token, state: &state, scratch: scratch, logits: &logits)
             }
             stepped.append((ContinuousClock.now - t0).seconds)
             state = try feeder.zeroState()
@@ -319,6 +321,77 @@ public enum Benchmark {
         }
         return PrimingResult(
             shape: shape, characters: characters, stepped: Timing(Array(stepped.dropFirst())), primed: Timing(Array(primed.dropFirst())))
+    }
+
+    /// bf16 products against fp32 on one model, measured turn about in one
+    /// run (`Precision`): generation at each stream count, and a prime fed
+    /// into one stream.
+    public struct PrecisionResult: Sendable, Codable {
+        /// The model measured.
+        public let shape: Shape
+        /// The bf16 kernel measured (`ComputeRuntime.bf16Kernel`).
+        public let kernel: String
+        /// One row per stream count.
+        public struct Sampling: Sendable, Codable {
+            /// Streams generated together.
+            public let streams: Int
+            /// Time per step (one character per stream, draw and feed), each precision.
+            public let float32: Timing
+            public let bfloat16: Timing
+            /// bf16's characters per second over fp32's, at the medians.
+            public var speedup: Double { float32.median / bfloat16.median }
+        }
+        /// Generation, by stream count.
+        public let sampling: [Sampling]
+        /// Characters in the prime.
+        public let primeCharacters: Int
+        /// Feeding the prime (`PrimeFeeder`, pieces of `defaultPiece`), each precision.
+        public let float32Priming: Timing
+        public let bfloat16Priming: Timing
+        /// bf16's prime characters per second over fp32's, at the medians.
+        public var primingSpeedup: Double { float32Priming.median / bfloat16Priming.median }
+    }
+
+    /// Measures `PrecisionResult`: `characters` per stream at each count in
+    /// `streams`, a prime of `primeCharacters`, `repeats` turns of each
+    /// precision after a warm-up turn.
+    public static func precisions(
+        _ shape: Shape, streams: [Int], characters: Int, primeCharacters: Int, repeats: Int
+    ) throws(ModelError) -> PrecisionResult {
+        let model = try Model(configuration: shape.configuration, seed: 1, purpose: .inference)
+        let both = [try InferenceWeights(model: model, precision: .float32), try InferenceWeights(model: model, precision: .bfloat16)]
+        var options = SamplingOptions()
+        options.topK = min(5, shape.vocabularySize)
+        var rows: [PrecisionResult.Sampling] = []
+        for count in streams {
+            var times: [[Double]] = [[], []]
+            for turn in 0...repeats {
+                for (index, weights) in both.enumerated() {
+                    var session = try InferenceSession(weights: weights, streams: count, options: options)
+                    try session.feed([Int32](repeating: 0, count: count))
+                    let t0 = ContinuousClock.now
+                    for _ in 0..<characters { try session.feed(try session.draw()) }
+                    if turn > 0 { times[index].append((ContinuousClock.now - t0).seconds / Double(characters)) }
+                }
+            }
+            rows.append(.init(streams: count, float32: Timing(times[0]), bfloat16: Timing(times[1])))
+        }
+        let prime = (0..<primeCharacters).map { Int32(($0 * 7 + $0 / 5) % shape.vocabularySize) }
+        let feeders = [
+            try PrimeFeeder(weights: both[0], piece: PrimeFeeder.defaultPiece), try PrimeFeeder(weights: both[1], piece: PrimeFeeder.defaultPiece),
+        ]
+        var primed: [[Double]] = [[], []]
+        for turn in 0...repeats {
+            for (index, feeder) in feeders.enumerated() {
+                var state = try feeder.zeroState()
+                let t0 = ContinuousClock.now
+                _ = try feeder.feedAll(prime, state: &state)
+                if turn > 0 { primed[index].append((ContinuousClock.now - t0).seconds) }
+            }
+        }
+        return PrecisionResult(
+            shape: shape, kernel: ComputeRuntime.current.bf16Kernel, sampling: rows, primeCharacters: primeCharacters,
+            float32Priming: Timing(primed[0]), bfloat16Priming: Timing(primed[1]))
     }
 
     /// The machine's rate for C[M, N] = A[M, K] B[N, K]^T, split across

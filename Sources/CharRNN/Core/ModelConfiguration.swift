@@ -84,6 +84,11 @@ public struct ModelConfiguration: Hashable, Sendable, Codable {
         try ask("charrnn_prime_scratch_count") { charrnn_prime_scratch_count($0, Int32(clamping: steps), $1) }
     }
 
+    /// bf16 values of the packed weights `charrnn_bf16_pack` writes.
+    public func bf16WeightsCount() throws(ModelError) -> Int {
+        try ask("charrnn_bf16_weights_count") { charrnn_bf16_weights_count($0, $1) }
+    }
+
     /// Floats (4-byte units) of scratch `charrnn_sample` needs for this vocabulary.
     public func sampleScratchCount() throws(ModelError) -> Int {
         let bytes = try ask("charrnn_sample_scratch_size") { config, bytes in

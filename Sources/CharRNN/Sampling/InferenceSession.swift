@@ -4,7 +4,9 @@ import CCharRNN
 /// core's scratch, the latest logits and one random generator per stream.
 /// A value type, so a primed session can be copied and replayed.
 struct InferenceSession {
-    let model: Model
+    /// The weights stepped, in the generator's precision.
+    let weights: InferenceWeights
+    var model: Model { weights.model }
     let streams: Int
     let options: SamplingOptions
     private(set) var state: [Float]
@@ -20,8 +22,9 @@ struct InferenceSession {
     /// `seed &+ s &* 0x9E3779B97F4A7C15` (stream 0: the seed itself).
     /// - Throws: `ModelError` when the core refuses the stream count or the
     ///   buffers do not fit in memory.
-    init(model: Model, streams: Int, options: SamplingOptions) throws(ModelError) {
-        self.model = model
+    init(weights: InferenceWeights, streams: Int, options: SamplingOptions) throws(ModelError) {
+        self.weights = weights
+        let model = weights.model
         self.streams = streams
         self.options = options
         let configuration = model.configuration
@@ -55,16 +58,16 @@ struct InferenceSession {
     /// scores for the next character.
     mutating func feed(_ tokens: [Int32]) throws(ModelError) {
         try uniqueScratch()
-        try model.step(streams: streams, tokens: tokens, state: &state, scratch: stepScratch, logits: &logits)
+        try weights.step(streams: streams, tokens: tokens, state: &state, scratch: stepScratch, logits: &logits)
     }
 
     /// Feeds a whole prime to every stream: once, for one stream, through
-    /// `charrnn_prime` (all of it known, so its products are batched), then
+    /// `charrnn_prime` or `charrnn_prime_bf16` (all of it known, so its products are batched), then
     /// the state and the scores copied to every stream. Afterwards `logits`
     /// holds each stream's scores for the next character.
     mutating func feedPrime(_ prime: [Int32]) throws(ModelError) {
         let configuration = model.configuration
-        let feeder = try PrimeFeeder(model: model, piece: min(prime.count, PrimeFeeder.defaultPiece))
+        let feeder = try PrimeFeeder(weights: weights, piece: min(prime.count, PrimeFeeder.defaultPiece))
         var single = try feeder.zeroState()
         let scores = try feeder.feedAll(prime, state: &single)
         let one = RecurrentState(values: single, batchSize: 1)
@@ -96,20 +99,6 @@ struct InferenceSession {
 }
 
 extension Model {
-    /// One `charrnn_step` for `streams` streams: feeds `tokens`, advances
-    /// `state` (laid out for `streams`) and writes each stream's scores for
-    /// the next character into the first `streams × V` of `logits`.
-    func step(
-        streams: Int, tokens: [Int32], state: inout [Float], scratch: FloatBuffer,
-        logits: inout [Float]
-    ) throws(ModelError) {
-        var config = configuration.raw
-        let status = charrnn_step(
-            &config, parameters.baseAddress, Int32(streams), tokens, &state,
-            scratch.baseAddress, &logits)
-        if status != CHARRNN_OK { throw .core(CoreError(status, function: "charrnn_step")) }
-    }
-
     /// Draws stream `stream`'s next token from its row of `logits`, with its
     /// own generator.
     func drawToken(

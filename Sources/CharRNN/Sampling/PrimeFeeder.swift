@@ -1,12 +1,15 @@
 import CCharRNN
 
-/// Feeds primes into one stream's state through `charrnn_prime`, a piece
+/// Feeds primes into one stream's state through `charrnn_prime` (or
+/// `charrnn_prime_bf16`, in the weights' precision), a piece
 /// of at most `piece` characters per call: the scratch is sized for one
 /// piece, and a caller can stop between pieces. The core sums a piece's
 /// products in an order that does not depend on where the prime was cut,
 /// so any cut gives the bits one call would.
 struct PrimeFeeder {
-    let model: Model
+    /// The weights fed through, in the generator's precision.
+    let weights: InferenceWeights
+    var model: Model { weights.model }
     /// The most characters one call feeds.
     let piece: Int
     /// The piece a whole prime is fed in: about 2.5 MB of scratch for the
@@ -15,10 +18,10 @@ struct PrimeFeeder {
     private let scratch: FloatBuffer
 
     /// - Throws: `ModelError` when the core refuses the sizes or the scratch does not fit in memory.
-    init(model: Model, piece: Int) throws(ModelError) {
-        self.model = model
+    init(weights: InferenceWeights, piece: Int) throws(ModelError) {
+        self.weights = weights
         self.piece = piece
-        let count = try model.configuration.primeScratchCount(steps: piece)
+        let count = try weights.model.configuration.primeScratchCount(steps: piece)
         do {
             try MemoryBudget.check(requiredBytes: MemoryBudget.floatBytes(count))
             scratch = try FloatBuffer(count: count)
@@ -35,7 +38,7 @@ struct PrimeFeeder {
     /// Feeds `tokens` (1 to `piece` of them) into `state`, a one-stream
     /// state, without the output layer.
     func feed(_ tokens: ArraySlice<Int32>, state: inout [Float]) throws(ModelError) {
-        try check(call(tokens, &state, nil))
+        try call(tokens, &state, nil)
     }
 
     /// Feeds the whole of `tokens` into `state` (a one-stream state), piece
@@ -49,22 +52,17 @@ struct PrimeFeeder {
             if end < tokens.endIndex {
                 try feed(tokens[start..<end], state: &state)
             } else {
-                try check(logits.withUnsafeMutableBufferPointer { call(tokens[start..<end], &state, $0.baseAddress) })
+                try logits.withUnsafeMutableBufferPointer { (scores) throws(ModelError) in try call(tokens[start..<end], &state, scores.baseAddress) }
             }
             start = end
         }
         return logits
     }
 
-    private func call(_ tokens: ArraySlice<Int32>, _ state: inout [Float], _ logits: UnsafeMutablePointer<Float>?) -> charrnn_status {
+    private func call(_ tokens: ArraySlice<Int32>, _ state: inout [Float], _ logits: UnsafeMutablePointer<Float>?) throws(ModelError) {
         precondition(!tokens.isEmpty && tokens.count <= piece, "a piece of 1 to \(piece) characters")
-        var config = model.configuration.raw
-        return tokens.withUnsafeBufferPointer { tokens in
-            charrnn_prime(&config, model.parameters.baseAddress, Int32(tokens.count), tokens.baseAddress, &state, scratch.baseAddress, logits)
+        try tokens.withUnsafeBufferPointer { (tokens) throws(ModelError) in
+            try weights.prime(tokens, state: &state, scratch: scratch, logits: logits)
         }
-    }
-
-    private func check(_ status: charrnn_status) throws(ModelError) {
-        if status != CHARRNN_OK { throw .core(CoreError(status, function: "charrnn_prime")) }
     }
 }

@@ -3,7 +3,9 @@
 /// As the original notebook did, the prime text is fed through the network
 /// from a zero state (all of it at once: its characters are known, so the
 /// core batches their products), then each next character is drawn from
-/// the model's distribution (see `SamplingOptions`) and fed back.
+/// the model's distribution (see `SamplingOptions`) and fed back. The
+/// products are fp32 unless the generator is made with `.bfloat16`
+/// (`Precision`).
 ///
 /// ```swift
 /// let generator = try TextGenerator(checkpoint: Checkpoint(contentsOf: url))
@@ -23,26 +25,34 @@ public struct TextGenerator {
     public static let defaultLength = 2000
 
     /// The model that writes.
-    public let model: Model
+    public var model: Model { weights.model }
     /// The model's alphabet.
     public let vocabulary: Vocabulary
+    /// The arithmetic of the products.
+    public var precision: Precision { weights.precision }
+    /// The weights the step and the prime read (for bf16, packed once here).
+    let weights: InferenceWeights
 
-    /// A generator for `model`, whose characters are `vocabulary`.
-    /// Throws `SamplingError.invalidOption` if their sizes differ.
-    public init(model: Model, vocabulary: Vocabulary) throws(SamplingError) {
+    /// A generator for `model`, whose characters are `vocabulary`, with its
+    /// products in `precision`. The model's weights are read (for bf16,
+    /// packed) now: do not train the model while generating from it.
+    /// Throws `SamplingError.vocabularyMismatch` if their sizes differ, or
+    /// `.model` when bf16's packed weights do not fit in memory. bf16 runs
+    /// on any CPU; `Precision.bf16Kernel` says whether it is the fast kind.
+    public init(model: Model, vocabulary: Vocabulary, precision: Precision = .float32) throws(SamplingError) {
         guard model.configuration.vocabularySize == vocabulary.count else {
             throw .vocabularyMismatch(modelOutputs: model.configuration.vocabularySize, vocabularySize: vocabulary.count)
         }
-        self.model = model
+        do { weights = try InferenceWeights(model: model, precision: precision) } catch { throw .model(error) }
         self.vocabulary = vocabulary
     }
 
     /// A generator for a checkpoint's model (made for inference: the
-    /// parameters only) and vocabulary.
-    public init(checkpoint: Checkpoint) throws(SamplingError) {
+    /// parameters only) and vocabulary, with its products in `precision`.
+    public init(checkpoint: Checkpoint, precision: Precision = .float32) throws(SamplingError) {
         let model: Model
         do { model = try checkpoint.makeModel(purpose: .inference) } catch { throw .model(error) }
-        try self.init(model: model, vocabulary: checkpoint.vocabulary)
+        try self.init(model: model, vocabulary: checkpoint.vocabulary, precision: precision)
     }
 
     /// The prime's characters as indices. With `dropUnknown`, characters the
@@ -191,7 +201,7 @@ public struct TextGenerator {
 
     private func primedSession(_ prime: [Int32], streams: Int, options: SamplingOptions) throws(SamplingError) -> InferenceSession {
         do throws(ModelError) {
-            var session = try InferenceSession(model: model, streams: streams, options: options)
+            var session = try InferenceSession(weights: weights, streams: streams, options: options)
             try session.feedPrime(prime)
             return session
         } catch {

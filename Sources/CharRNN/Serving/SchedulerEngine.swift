@@ -185,7 +185,7 @@ final class SchedulerEngine: @unchecked Sendable {
         self.generator = generator
         self.limits = limits
         primeCache = PrimeStateCache(capacityBytes: limits.primeCacheBytes)
-        primeFeeder = try PrimeFeeder(model: generator.model, piece: Self.primePiece)
+        primeFeeder = try PrimeFeeder(weights: generator.weights, piece: Self.primePiece)
         let configuration = generator.model.configuration
         let stepScratchCount = try configuration.stepScratchCount(streams: limits.maxStreams)
         let sampleScratchCount = try configuration.sampleScratchCount()
@@ -429,7 +429,7 @@ final class SchedulerEngine: @unchecked Sendable {
         tokens.removeAll(keepingCapacity: true)
         for row in rows { tokens.append(row.next) }
         do {
-            try model.step(streams: rows.count, tokens: tokens, state: &state.values, scratch: stepScratch, logits: &logits)
+            try generator.weights.step(streams: rows.count, tokens: tokens, state: &state.values, scratch: stepScratch, logits: &logits)
         } catch {
             for row in rows { row.slot.finish(.failed(error)) }
             return

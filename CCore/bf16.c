@@ -1,0 +1,311 @@
+/*
+ * bfloat16 products for inference (charrnn_step_bf16, charrnn_prime_bf16).
+ *
+ * Sampling one stream, and feeding a prime, read every weight once per
+ * character: their speed is the speed of reading W_hh. Packed once into
+ * bfloat16 the weights are half the bytes, and CPUs with AVX512_BF16
+ * multiply them (vdpbf16ps) at twice the fp32 rate. Only the products
+ * change: the inputs of a product are rounded to bf16 as it is made, the
+ * sums are fp32, and the state, biases, gates and logits stay fp32.
+ *
+ * The packed layout is the one vdpbf16ps reads: a matrix [R, K] becomes
+ * blocks of 16 rows; in a block, for each pair of columns (2p, 2p + 1),
+ * 32 values: row i's two at 2i and 2i + 1. A zero pads the last block's
+ * rows and an odd K's last pair, so every pair is whole.
+ *
+ * The arithmetic of one row r and one input x, whichever kernel runs it:
+ *   acc = +0
+ *   for each pair p:  acc += W[r, 2p+1] x[2p+1];  acc += W[r, 2p] x[2p]
+ *   out += acc
+ * each += a fused multiply-add rounded to nearest even whose subnormal
+ * result becomes zero, as the SDM defines VDPBF16PS. A product of two
+ * bf16 values is exact in fp32, so the portable kernel (fmaf, then the
+ * flush) gives the same bits as the instruction: the tests hold the two to
+ * it where the CPU has one, and use the portable kernel everywhere else.
+ * A row's result depends on nothing but the row and x, so how rows and
+ * inputs are grouped into calls (threads, streams, a prime's cut) never
+ * changes a bit.
+ */
+#include <float.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#include <immintrin.h>
+#define CHARRNN_HAS_AVX512_BF16_KERNEL 1
+#endif
+
+/* ---- rounding ---- */
+
+uint16_t bf16_from_float(float value) {
+    uint32_t u;
+    memcpy(&u, &value, sizeof u);
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u); /* zero, subnormal: a signed zero */
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u); /* NaN stays NaN */
+    u += 0x7fffu + ((u >> 16) & 1u); /* to nearest, ties to even (overflow rounds to inf) */
+    return (uint16_t)(u >> 16);
+}
+
+static inline float float_from_bf16(uint16_t value) {
+    uint32_t u = (uint32_t)value << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+void bf16_round_row(const float *x, size_t count, uint16_t *out) {
+    for (size_t k = 0; k < count; k++) out[k] = bf16_from_float(x[k]);
+}
+
+/* ---- the packed block: each layer's W_ih (above layer 0; layer 0's is a
+ * lookup, never a product) and W_hh, then fc.weight; written once here ---- */
+
+static size_t packed_count(size_t rows, size_t cols) {
+    return (rows + 15) / 16 * ((cols + 1) / 2) * 32;
+}
+
+size_t carve_bf16_weights(const charrnn_config *config, const uint16_t *block, bf16_weights *out) {
+    size_t H = (size_t)config->hidden_size, V = (size_t)config->vocab_size;
+    size_t GH = (size_t)cell_of(config)->gates * H, off = 0;
+    bf16_weights unused;
+    if (!out) out = &unused;
+    memset(out, 0, sizeof *out);
+    bf16_matrix *slots[2 * CHARRNN_MAX_LAYERS + 1];
+    size_t rows[2 * CHARRNN_MAX_LAYERS + 1], n = 0;
+    for (int l = 0; l < config->num_layers; l++) {
+        if (l > 0) slots[n] = &out->weight_ih[l], rows[n++] = GH;
+        slots[n] = &out->weight_hh[l], rows[n++] = GH;
+    }
+    slots[n] = &out->fc_weight, rows[n++] = V;
+    for (size_t i = 0; i < n; i++) {
+        bf16_matrix *m = slots[i];
+        m->data = block ? block + off : NULL;
+        m->rows = rows[i];
+        m->cols = H;
+        m->pairs = (H + 1) / 2;
+        off += packed_count(rows[i], H);
+    }
+    return off;
+}
+
+static void pack_matrix(const float *W, size_t R, size_t K, uint16_t *out) {
+    size_t pairs = (K + 1) / 2, blocks = (R + 15) / 16;
+    for (size_t b = 0; b < blocks; b++)
+        for (size_t p = 0; p < pairs; p++)
+            for (size_t i = 0; i < 16; i++)
+                for (size_t e = 0; e < 2; e++) {
+                    size_t r = b * 16 + i, k = 2 * p + e;
+                    out[((b * pairs + p) * 16 + i) * 2 + e] = r < R && k < K ? bf16_from_float(W[r * K + k]) : 0;
+                }
+}
+
+charrnn_status charrnn_bf16_weights_count(const charrnn_config *config, size_t *count) {
+    charrnn_status s = check_config(config);
+    if (s != CHARRNN_OK) return s;
+    if (!count) return CHARRNN_ERR_NULL_POINTER;
+    *count = carve_bf16_weights(config, NULL, NULL);
+    return CHARRNN_OK;
+}
+
+charrnn_status charrnn_bf16_pack(const charrnn_config *config, const float *params, uint16_t *weights) {
+    charrnn_status s = check_config(config);
+    if (s != CHARRNN_OK) return s;
+    if (!params || !weights) return CHARRNN_ERR_NULL_POINTER;
+    param_tensors p;
+    bf16_weights packed;
+    carve_params(config, (float *)params, &p);
+    carve_bf16_weights(config, weights, &packed);
+    size_t H = (size_t)config->hidden_size;
+    for (int l = 0; l < config->num_layers; l++) {
+        if (l > 0) pack_matrix(p.weight_ih[l], packed.weight_ih[l].rows, H, (uint16_t *)packed.weight_ih[l].data);
+        pack_matrix(p.weight_hh[l], packed.weight_hh[l].rows, H, (uint16_t *)packed.weight_hh[l].data);
+    }
+    pack_matrix(p.fc_weight, packed.fc_weight.rows, H, (uint16_t *)packed.fc_weight.data);
+    return CHARRNN_OK;
+}
+
+/* ---- the kernels ---- */
+
+/* Adds acc's lanes for the rows of block `block` that lie in [row0, row0 + rows). */
+static inline void add_block_lanes(const float *acc, size_t block, size_t row0, size_t rows, float *out) {
+    size_t first = block * 16 > row0 ? block * 16 : row0;
+    size_t end = block * 16 + 16 < row0 + rows ? block * 16 + 16 : row0 + rows;
+    for (size_t r = first; r < end; r++) out[r - row0] += acc[r - block * 16];
+}
+
+static inline float flush_subnormal(float v) { return fabsf(v) < FLT_MIN ? copysignf(0.0f, v) : v; }
+
+/* The portable kernel: the header's arithmetic, one row and input at a time. */
+static void rows_times_portable(const bf16_matrix *W, size_t row0, size_t rows, size_t S,
+                                const uint16_t *x, size_t ldx, float *out, size_t ldo) {
+    size_t P = W->pairs;
+    for (size_t r = row0; r < row0 + rows; r++) {
+        const uint16_t *w = W->data + (r / 16) * P * 32 + (r % 16) * 2;
+        for (size_t s = 0; s < S; s++) {
+            const uint16_t *xs = x + s * ldx;
+            float acc = 0.0f;
+            for (size_t p = 0; p < P; p++) {
+                acc = flush_subnormal(fmaf(float_from_bf16(w[p * 32 + 1]), float_from_bf16(xs[2 * p + 1]), acc));
+                acc = flush_subnormal(fmaf(float_from_bf16(w[p * 32]), float_from_bf16(xs[2 * p]), acc));
+            }
+            out[s * ldo + r - row0] += acc;
+        }
+    }
+}
+
+#ifdef CHARRNN_HAS_AVX512_BF16_KERNEL
+#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+/* A tile of up to 4 blocks of rows (64 rows) by `ns` inputs: 4 * ns
+ * independent sums, so the instruction's latency is hidden even for one
+ * input, and each 64-byte load of W serves every input of the tile. */
+static inline __attribute__((always_inline)) BF16_TARGET void
+tile_avx512(const uint16_t *const w[4], size_t P, const uint16_t *x, size_t ldx, int ns,
+            __m512 acc[4][4]) {
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
+    for (size_t p = 0; p < P; p++) {
+        __m512bh wv[4];
+        for (int i = 0; i < 4; i++) wv[i] = (__m512bh)_mm512_loadu_si512(w[i] + p * 32);
+        for (int j = 0; j < ns; j++) {
+            uint32_t pair;
+            memcpy(&pair, x + (size_t)j * ldx + 2 * p, sizeof pair);
+            __m512bh xv = (__m512bh)_mm512_set1_epi32((int)pair);
+            for (int i = 0; i < 4; i++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv[i], xv);
+        }
+    }
+}
+
+/* One input: 8 blocks (128 rows) at once, 8 independent sums. */
+BF16_TARGET static void one_input_avx512(const bf16_matrix *W, size_t row0, size_t rows,
+                                         const uint16_t *x, float *out) {
+    size_t P = W->pairs, b0 = row0 / 16, b1 = (row0 + rows + 15) / 16;
+    for (size_t b = b0; b < b1; b += 8) {
+        size_t nb = b1 - b < 8 ? b1 - b : 8;
+        const uint16_t *w[8];
+        for (size_t i = 0; i < 8; i++) w[i] = W->data + (b + (i < nb ? i : nb - 1)) * P * 32;
+        __m512 acc[8];
+        for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
+        for (size_t p = 0; p < P; p++) {
+            uint32_t pair;
+            memcpy(&pair, x + 2 * p, sizeof pair);
+            __m512bh xv = (__m512bh)_mm512_set1_epi32((int)pair);
+            for (int i = 0; i < 8; i++)
+                acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)_mm512_loadu_si512(w[i] + p * 32), xv);
+        }
+        for (size_t i = 0; i < nb; i++) {
+            float lanes[16];
+            _mm512_storeu_ps(lanes, acc[i]);
+            add_block_lanes(lanes, b + i, row0, rows, out);
+        }
+    }
+}
+
+BF16_TARGET static void rows_times_avx512(const bf16_matrix *W, size_t row0, size_t rows, size_t S,
+                                          const uint16_t *x, size_t ldx, float *out, size_t ldo) {
+    if (S == 1) {
+        one_input_avx512(W, row0, rows, x, out);
+        return;
+    }
+    size_t P = W->pairs, b0 = row0 / 16, b1 = (row0 + rows + 15) / 16;
+    for (size_t b = b0; b < b1; b += 4) {
+        size_t nb = b1 - b < 4 ? b1 - b : 4;
+        const uint16_t *w[4];
+        for (size_t i = 0; i < 4; i++) w[i] = W->data + (b + (i < nb ? i : nb - 1)) * P * 32;
+        for (size_t s = 0; s < S; s += 4) {
+            int ns = S - s < 4 ? (int)(S - s) : 4;
+            __m512 acc[4][4];
+            const uint16_t *xs = x + s * ldx;
+            switch (ns) { /* each case a tile with its count of inputs known */
+            case 1: tile_avx512(w, P, xs, ldx, 1, acc); break;
+            case 2: tile_avx512(w, P, xs, ldx, 2, acc); break;
+            case 3: tile_avx512(w, P, xs, ldx, 3, acc); break;
+            default: tile_avx512(w, P, xs, ldx, 4, acc); break;
+            }
+            for (int j = 0; j < ns; j++)
+                for (size_t i = 0; i < nb; i++) {
+                    float lanes[16];
+                    _mm512_storeu_ps(lanes, acc[i][j]);
+                    add_block_lanes(lanes, b + i, row0, rows, out + (s + (size_t)j) * ldo);
+                }
+        }
+    }
+}
+#endif
+
+/* ---- which kernel runs: decided once, when the core is loaded ---- */
+
+static int bf16_kernel = CHARRNN_BF16_PORTABLE;
+static char bf16_kernel_reason[48] = "";
+
+__attribute__((constructor)) static void charrnn_choose_bf16_kernel(void) {
+    const char *asked = getenv("CHARRNN_BF16");
+    if (asked && strcmp(asked, "portable") == 0) {
+        snprintf(bf16_kernel_reason, sizeof bf16_kernel_reason, "CHARRNN_BF16=portable");
+        return;
+    }
+#ifdef CHARRNN_HAS_AVX512_BF16_KERNEL
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl")) {
+        bf16_kernel = CHARRNN_BF16_AVX512;
+        return;
+    }
+#endif
+    snprintf(bf16_kernel_reason, sizeof bf16_kernel_reason, "the CPU has no AVX512_BF16");
+}
+
+int32_t charrnn_bf16_kernel(void) { return bf16_kernel; }
+
+void bf16_kernel_describe(char *out, size_t size) {
+    if (bf16_kernel == CHARRNN_BF16_AVX512)
+        snprintf(out, size, "AVX512_BF16");
+    else
+        snprintf(out, size, "portable (%s)", bf16_kernel_reason);
+}
+
+void bf16_rows_times(const bf16_matrix *W, size_t row0, size_t rows, size_t S, const uint16_t *x,
+                     size_t ldx, float *out, size_t ldo) {
+#ifdef CHARRNN_HAS_AVX512_BF16_KERNEL
+    if (bf16_kernel == CHARRNN_BF16_AVX512) {
+        rows_times_avx512(W, row0, rows, S, x, ldx, out, ldo);
+        return;
+    }
+#endif
+    rows_times_portable(W, row0, rows, S, x, ldx, out, ldo);
+}
+
+charrnn_status charrnn_bf16_product(int32_t kernel, int32_t rows, int32_t cols, int32_t inputs,
+                                    const float *weights, const float *x, float *out) {
+    if (!weights || !x || !out) return CHARRNN_ERR_NULL_POINTER;
+    if (rows < 1 || cols < 1 || inputs < 1) return CHARRNN_ERR_INVALID_SHAPE;
+    if (kernel != CHARRNN_BF16_PORTABLE && kernel != CHARRNN_BF16_AVX512) return CHARRNN_ERR_INVALID_ARGUMENT;
+#ifdef CHARRNN_HAS_AVX512_BF16_KERNEL
+    if (kernel == CHARRNN_BF16_AVX512 && bf16_kernel != CHARRNN_BF16_AVX512) return CHARRNN_ERR_INVALID_ARGUMENT;
+#else
+    if (kernel == CHARRNN_BF16_AVX512) return CHARRNN_ERR_INVALID_ARGUMENT;
+#endif
+    size_t R = (size_t)rows, K = (size_t)cols, S = (size_t)inputs, pairs = (K + 1) / 2;
+    uint16_t *packed = malloc(packed_count(R, K) * sizeof *packed);
+    uint16_t *xb = calloc(S * 2 * pairs, sizeof *xb);
+    if (!packed || !xb) {
+        free(packed);
+        free(xb);
+        return CHARRNN_ERR_INVALID_SHAPE;
+    }
+    pack_matrix(weights, R, K, packed);
+    for (size_t s = 0; s < S; s++) bf16_round_row(x + s * K, K, xb + s * 2 * pairs);
+    bf16_matrix W = {packed, R, K, pairs};
+    memset(out, 0, S * R * sizeof *out);
+#ifdef CHARRNN_HAS_AVX512_BF16_KERNEL
+    if (kernel == CHARRNN_BF16_AVX512)
+        rows_times_avx512(&W, 0, R, S, xb, 2 * pairs, out, R);
+    else
+#endif
+        rows_times_portable(&W, 0, R, S, xb, 2 * pairs, out, R);
+    free(packed);
+    free(xb);
+    return CHARRNN_OK;
+}
