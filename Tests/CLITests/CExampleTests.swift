@@ -1,3 +1,4 @@
+import CCharRNN
 import Foundation
 import Testing
 
@@ -48,6 +49,15 @@ struct CExampleTests {
         #expect(fromCLI.status == 0)
         #expect(fromC.stdout == fromCLI.stdout)
         #expect(fromC.stdout.unicodeScalars.count == "it was ".count + 150)
+        // With bf16 products, the text charrnn sample --precision bf16 writes
+        // (on a CPU without AVX512_BF16 the tools need the portable kernel asked for).
+        let environment = charrnn_bf16_kernel() == Int32(CHARRNN_BF16_AVX512.rawValue) ? [:] : ["CHARRNN_BF16": "portable"]
+        let narrowC = try Shell.run(example, ["--bf16", checkpoint, "it was ", "150", "21"], extraEnvironment: environment)
+        let narrowCLI = try CLI.run(
+            ["sample", "--checkpoint", checkpoint, "--prime", "it was ", "--length", "150", "--seed", "21", "--precision", "bf16"],
+            extraEnvironment: environment)
+        #expect(narrowC.status == 0 && narrowCLI.status == 0, "\(narrowC.stderr) \(narrowCLI.stderr)")
+        #expect(narrowC.stdout == narrowCLI.stdout)
     }
 
     @Test("The library exports the C API and none of the core's own functions")

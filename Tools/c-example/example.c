@@ -16,6 +16,10 @@
  *                            LENGTH --seed SEED` prints. The file is mapped
  *                            and its parameter block used in place
  *                            (checkpoint.h).
+ *   example --bf16 CHECKPOINT [PRIME [LENGTH [SEED]]]
+ *                            the same with bf16 products (charrnn_bf16_pack,
+ *                            charrnn_prime_bf16, charrnn_step_bf16): what
+ *                            `charrnn sample ... --precision bf16` prints.
  *   example --loss CHECKPOINT TEXT
  *                            the model's mean cross-entropy on the file TEXT
  *                            (nats per character): the whole file as one
@@ -66,8 +70,9 @@ static int32_t token_at(const checkpoint *model, const char *p) {
     return -1;
 }
 
-/* Samples from a checkpoint, as `charrnn sample` does for one stream. */
-static int sample_checkpoint(const char *path, const char *prime, int length, uint64_t seed) {
+/* Samples from a checkpoint, as `charrnn sample` does for one stream (with
+ * bf16 products when `bf16`, as `charrnn sample --precision bf16`). */
+static int sample_checkpoint(const char *path, const char *prime, int length, uint64_t seed, int bf16) {
     checkpoint model;
     if (!checkpoint_open(path, &model)) return 1;
     charrnn_config *config = &model.config;
@@ -88,6 +93,16 @@ static int sample_checkpoint(const char *path, const char *prime, int length, ui
     CHECK(charrnn_rng_seed(&rng, seed));
     charrnn_sampling_params sampling = charrnn_sampling_default_params();
     sampling.top_k = config->vocab_size < 5 ? config->vocab_size : 5; /* charrnn sample's default */
+    /* bf16: the weight matrices packed once; the step and the prime then read them. */
+    uint16_t *packed = NULL;
+    if (bf16) {
+        size_t n_packed;
+        CHECK(charrnn_bf16_weights_count(config, &n_packed));
+        if (!(packed = malloc(n_packed * sizeof(uint16_t)))) return 1;
+        CHECK(charrnn_bf16_pack(config, model.params, packed));
+        if (charrnn_bf16_kernel() != CHARRNN_BF16_AVX512)
+            fprintf(stderr, "example: this CPU has no AVX512_BF16: bf16 runs in portable C, slowly\n");
+    }
 
     /* The prime as tokens (one vocabulary entry's UTF-8 bytes each; at most
      * one per byte), then fed in one call: charrnn_prime batches what it can
@@ -109,14 +124,20 @@ static int sample_checkpoint(const char *path, const char *prime, int length, ui
     CHECK(charrnn_prime_scratch_count(config, steps, &n_prime_scratch));
     float *prime_scratch = malloc(n_prime_scratch * sizeof(float));
     if (!prime_scratch) return 1;
-    CHECK(charrnn_prime(config, model.params, steps, prime_tokens, state, prime_scratch, logits));
+    if (packed)
+        CHECK(charrnn_prime_bf16(config, model.params, packed, steps, prime_tokens, state, prime_scratch, logits));
+    else
+        CHECK(charrnn_prime(config, model.params, steps, prime_tokens, state, prime_scratch, logits));
     free(prime_tokens); free(prime_scratch);
     for (int i = 0; i < length; i++) {
         CHECK(charrnn_sample(logits, config->vocab_size, &sampling, &rng, sample_scratch, NULL, &token));
         fputs(model.vocab[token], stdout);
-        if (i + 1 < length) CHECK(charrnn_step(config, model.params, 1, &token, state, scratch, logits));
+        if (i + 1 < length && packed)
+            CHECK(charrnn_step_bf16(config, model.params, packed, 1, &token, state, scratch, logits));
+        else if (i + 1 < length)
+            CHECK(charrnn_step(config, model.params, 1, &token, state, scratch, logits));
     }
-    free(state); free(scratch); free(logits); free(sample_scratch);
+    free(state); free(scratch); free(logits); free(sample_scratch); free(packed);
     checkpoint_close(&model);
     return 0;
 }
@@ -176,9 +197,11 @@ int main(int argc, char **argv) {
         if (argc != 4) { fprintf(stderr, "usage: example --loss CHECKPOINT TEXT\n"); return 2; }
         return text_loss(argv[2], argv[3]);
     }
+    int bf16 = argc > 1 && strcmp(argv[1], "--bf16") == 0;
+    if (bf16) argv++, argc--;
     if (argc > 1)
         return sample_checkpoint(argv[1], argc > 2 ? argv[2] : "The ", argc > 3 ? atoi(argv[3]) : 200,
-                                 argc > 4 ? strtoull(argv[4], NULL, 10) : 1);
+                                 argc > 4 ? strtoull(argv[4], NULL, 10) : 1, bf16);
 
     /* Vocabulary: the distinct bytes of the (ASCII) text, in byte order. */
     int index_of[256], vocab_size = 0;

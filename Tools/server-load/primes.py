@@ -2,7 +2,7 @@
 """Long primes through charrnn-server: how long until the first generated
 character, for a prime sent once, sent again, and sent again extended.
 
-    Tools/server-load/primes.py CHECKPOINT --text CORPUS [--characters 200000] [--repeats 3] [--server PATH]
+    Tools/server-load/primes.py CHECKPOINT --text CORPUS [--characters 200000] [--repeats 3] [--server PATH] [--server-args FLAGS]
                                 [--background N]
 
 Starts charrnn-server (release build by default) on a free loopback port and
@@ -16,7 +16,7 @@ sending to the first generated character for each (median of the repeats),
 prime characters per second for the first, and the server's prime-cache
 counters. Python's standard library only.
 """
-import argparse, http.client, json, os, re, socket, statistics, subprocess, sys, threading, time
+import argparse, http.client, json, os, re, shlex, socket, statistics, subprocess, sys, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -63,12 +63,14 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--server", default=os.path.join(ROOT, ".build/release/charrnn-server"))
     parser.add_argument("--background", type=int, default=0, help="clients generating beside the primes")
+    parser.add_argument("--server-args", default="", help="more flags for the server, e.g. '--precision bf16'")
     args = parser.parse_args()
     corpus = open(args.text, encoding="utf-8").read()
     if len(corpus) < args.repeats * (args.characters + 10):
         sys.exit("the corpus is shorter than the primes asked for")
     server = subprocess.Popen([args.server, "--checkpoint", args.checkpoint, "--port", "0", "--timeout", "3000",
-                               "--max-body-bytes", str(8 << 20)], stdout=subprocess.PIPE, text=True)
+                               "--max-body-bytes", str(8 << 20)] + shlex.split(args.server_args),
+                              stdout=subprocess.PIPE, text=True)
     try:
         port = int(re.search(r":(\d+)/", server.stdout.readline()).group(1))
         stop = threading.Event()
