@@ -178,6 +178,19 @@ tile_avx512(const uint16_t *const w[4], size_t P, const uint16_t *x, size_t ldx,
     }
 }
 
+/* add_block_lanes for a vector of sums: one vector add when the whole block
+ * lies in the rows asked for (the same fp32 additions). */
+BF16_TARGET static inline void add_block_avx512(__m512 acc, size_t block, size_t row0, size_t rows, float *out) {
+    if (block * 16 >= row0 && block * 16 + 16 <= row0 + rows) {
+        float *o = out + block * 16 - row0;
+        _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), acc));
+        return;
+    }
+    float lanes[16];
+    _mm512_storeu_ps(lanes, acc);
+    add_block_lanes(lanes, block, row0, rows, out);
+}
+
 /* One input: 8 blocks (128 rows) at once, 8 independent sums. */
 BF16_TARGET static void one_input_avx512(const bf16_matrix *W, size_t row0, size_t rows,
                                          const uint16_t *x, float *out) {
@@ -195,11 +208,7 @@ BF16_TARGET static void one_input_avx512(const bf16_matrix *W, size_t row0, size
             for (int i = 0; i < 8; i++)
                 acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)_mm512_loadu_si512(w[i] + p * 32), xv);
         }
-        for (size_t i = 0; i < nb; i++) {
-            float lanes[16];
-            _mm512_storeu_ps(lanes, acc[i]);
-            add_block_lanes(lanes, b + i, row0, rows, out);
-        }
+        for (size_t i = 0; i < nb; i++) add_block_avx512(acc[i], b + i, row0, rows, out);
     }
 }
 
@@ -225,11 +234,7 @@ BF16_TARGET static void rows_times_avx512(const bf16_matrix *W, size_t row0, siz
             default: tile_avx512(w, P, xs, ldx, 4, acc); break;
             }
             for (int j = 0; j < ns; j++)
-                for (size_t i = 0; i < nb; i++) {
-                    float lanes[16];
-                    _mm512_storeu_ps(lanes, acc[i][j]);
-                    add_block_lanes(lanes, b + i, row0, rows, out + (s + (size_t)j) * ldo);
-                }
+                for (size_t i = 0; i < nb; i++) add_block_avx512(acc[i][j], b + i, row0, rows, out + (s + (size_t)j) * ldo);
         }
     }
 }
