@@ -335,8 +335,9 @@ public enum Benchmark {
         public struct Sampling: Sendable, Codable {
             /// Streams generated together.
             public let streams: Int
-            /// Time per step (one character per stream, draw and feed), each precision.
+            /// Time per step (one character per stream, draw and feed) in fp32.
             public let float32: Timing
+            /// The same in bf16.
             public let bfloat16: Timing
             /// bf16's characters per second over fp32's, at the medians.
             public var speedup: Double { float32.median / bfloat16.median }
@@ -345,8 +346,9 @@ public enum Benchmark {
         public let sampling: [Sampling]
         /// Characters in the prime.
         public let primeCharacters: Int
-        /// Feeding the prime (`PrimeFeeder`, pieces of `defaultPiece`), each precision.
+        /// Feeding the prime (`PrimeFeeder`, pieces of `defaultPiece`) in fp32.
         public let float32Priming: Timing
+        /// The same in bf16.
         public let bfloat16Priming: Timing
         /// bf16's prime characters per second over fp32's, at the medians.
         public var primingSpeedup: Double { float32Priming.median / bfloat16Priming.median }
