@@ -80,18 +80,12 @@ struct InferenceWeights {
     ) throws(ModelError) {
         var config = model.configuration.raw
         let parameters = model.parameters.baseAddress
-        let status: charrnn_status
-        let function: String
-        if let packed {
-            function = "charrnn_step_bf16"
-            status = packed.baseAddress.withMemoryRebound(to: UInt16.self, capacity: 2 * packed.count) {
-                charrnn_step_bf16(&config, parameters, $0, Int32(streams), tokens, &state, scratch.baseAddress, &logits)
+        try call("charrnn_step") { packed in
+            guard let packed else {
+                return charrnn_step(&config, parameters, Int32(streams), tokens, &state, scratch.baseAddress, &logits)
             }
-        } else {
-            function = "charrnn_step"
-            status = charrnn_step(&config, parameters, Int32(streams), tokens, &state, scratch.baseAddress, &logits)
+            return charrnn_step_bf16(&config, parameters, packed, Int32(streams), tokens, &state, scratch.baseAddress, &logits)
         }
-        if status != CHARRNN_OK { throw .core(CoreError(status, function: function)) }
     }
 
     /// Feeds `tokens` into a one-stream `state` (`charrnn_prime` or
@@ -103,17 +97,21 @@ struct InferenceWeights {
     ) throws(ModelError) {
         var config = model.configuration.raw
         let parameters = model.parameters.baseAddress
-        let status: charrnn_status
-        let function: String
-        if let packed {
-            function = "charrnn_prime_bf16"
-            status = packed.baseAddress.withMemoryRebound(to: UInt16.self, capacity: 2 * packed.count) {
-                charrnn_prime_bf16(&config, parameters, $0, Int32(tokens.count), tokens.baseAddress, &state, scratch.baseAddress, logits)
+        try call("charrnn_prime") { packed in
+            guard let packed else {
+                return charrnn_prime(&config, parameters, Int32(tokens.count), tokens.baseAddress, &state, scratch.baseAddress, logits)
             }
-        } else {
-            function = "charrnn_prime"
-            status = charrnn_prime(&config, parameters, Int32(tokens.count), tokens.baseAddress, &state, scratch.baseAddress, logits)
+            return charrnn_prime_bf16(&config, parameters, packed, Int32(tokens.count), tokens.baseAddress, &state, scratch.baseAddress, logits)
         }
-        if status != CHARRNN_OK { throw .core(CoreError(status, function: function)) }
+    }
+
+    /// Runs `body` with the packed bf16 weights (nil in fp32) and throws on
+    /// a failed status, naming `function` (with `_bf16` in bf16).
+    private func call(_ function: String, _ body: (UnsafePointer<UInt16>?) -> charrnn_status) throws(ModelError) {
+        let status =
+            packed.map { packed in
+                packed.baseAddress.withMemoryRebound(to: UInt16.self, capacity: 2 * packed.count) { body($0) }
+            } ?? body(nil)
+        if status != CHARRNN_OK { throw .core(CoreError(status, function: packed == nil ? function : function + "_bf16")) }
     }
 }
