@@ -237,7 +237,8 @@ let package = Package(
         // MARK: - Tests
         .testTarget(
             name: "CoreTests",
-            dependencies: ["CCharRNN"],
+            // CharRNN only for what the library shows of the core's state (the trace).
+            dependencies: ["CCharRNN", "CharRNN"],
             path: "Tests/CoreTests",
             swiftSettings: systemLibraries.testDefines
         ),

@@ -9,7 +9,9 @@ struct CharRNNCommand: ParsableCommand {
         commandName: "charrnn",
         abstract: "Train a character-level LSTM, GRU or RNN on any text, in the style of Karpathy's char-rnn.",
         version: CharRNNVersion.current,
-        subcommands: [TrainCommand.self, SampleCommand.self, EvalCommand.self, InspectCommand.self, BenchCommand.self, PlotCommand.self])
+        subcommands: [
+            TrainCommand.self, SampleCommand.self, EvalCommand.self, TraceCommand.self, InspectCommand.self, BenchCommand.self, PlotCommand.self,
+        ])
 
     static func main() {
         // A write past the file-size limit (ulimit -f) then fails with EFBIG

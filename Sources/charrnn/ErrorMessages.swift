@@ -57,6 +57,8 @@ enum ErrorMessage {
         case let error as TrainingError: return training(error)
         case let error as RunDirectoryError: return runDirectory(error)
         case let error as SamplingError: return sampling(error)
+        case let error as TraceError: return trace(error)
+        case let error as TraceFile.Failure: return error.description.replacingOccurrences(of: "choose another name", with: "choose another --out")
         case let error as ModelError: return model(error)
         case let error as BatchingError: return batching(error)
         case let error as CustomStringConvertible: return error.description
@@ -119,6 +121,17 @@ enum ErrorMessage {
             return "\(flag(option)) must be \(requirement) (got \(value))"
         case .unknownCharacters:
             return error.description + " (use --drop-unknown to leave them out)"
+        case .model(let error): return model(error)
+        default: return error.description
+        }
+    }
+
+    static func trace(_ error: TraceError) -> String {
+        switch error {
+        case .unitOutOfRange(let unit, let hiddenSize):
+            return "--units must be in 0-\(hiddenSize - 1), the model's layers having \(hiddenSize) units (got \(unit))"
+        case .topOutOfRange(let top, let vocabularySize):
+            return "--top must be in 0-\(vocabularySize), the size of the model's vocabulary (got \(top))"
         case .model(let error): return model(error)
         default: return error.description
         }

@@ -28,6 +28,20 @@ struct FileSink {
         }
     }
 
+    /// Writes all of `bytes` at byte `offset` of the file (the file's
+    /// position does not move).
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(Failure) {
+        var written = 0
+        while written < bytes.count {
+            let n = pwrite(descriptor, bytes.baseAddress! + written, bytes.count - written, off_t(offset + written))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw Failure(operation: "cannot write", code: errno)
+            }
+            written += n
+        }
+    }
+
     /// Writes all of `bytes`.
     func write(_ bytes: [UInt8]) throws(Failure) {
         var failure: Failure? = nil

@@ -50,18 +50,23 @@ enum SafeTensors {
     /// 8-byte aligned), preceded by their length; the data follows in the
     /// order of `tensors`.
     static func header(tensors: [Tensor], metadata: [String: String]) -> [UInt8] {
+        header(entries: tensors.map { (name: $0.name, dtype: "F32", shape: $0.shape, bytes: $0.values.count * 4) }, metadata: metadata)
+    }
+
+    /// The header of tensors of any dtype, given each one's size in bytes,
+    /// laid out in the order given.
+    static func header(entries: [(name: String, dtype: String, shape: [Int], bytes: Int)], metadata: [String: String]) -> [UInt8] {
         var header = "{\"__metadata__\":{"
         header += metadata.sorted { $0.key < $1.key }.map { "\(JSONString.literal($0.key)):\(JSONString.literal($0.value))" }
             .joined(separator: ",")
         header += "}"
         var offset = 0
-        for tensor in tensors {
-            let bytes = tensor.values.count * 4
+        for entry in entries {
             header +=
-                ",\(JSONString.literal(tensor.name)):{\"dtype\":\"F32\",\"shape\":["
-                + tensor.shape.map(String.init).joined(separator: ",")
-                + "],\"data_offsets\":[\(offset),\(offset + bytes)]}"
-            offset += bytes
+                ",\(JSONString.literal(entry.name)):{\"dtype\":\"\(entry.dtype)\",\"shape\":["
+                + entry.shape.map(String.init).joined(separator: ",")
+                + "],\"data_offsets\":[\(offset),\(offset + entry.bytes)]}"
+            offset += entry.bytes
         }
         header += "}"
         var headerBytes = Array(header.utf8)

@@ -42,15 +42,9 @@ public enum Evaluation {
         guard tokens.count >= 2 else { return Result(meanLoss: .nan, predictions: 0) }
         var session = try InferenceSession(weights: InferenceWeights(model: model, precision: precision), streams: 1, options: SamplingOptions())
         var total = 0.0
-        var token: [Int32] = [0]
         for index in 0..<(tokens.count - 1) {
-            token[0] = tokens[index]
-            try session.feed(token)
-            var largest = -Double.infinity
-            for score in session.logits { largest = max(largest, Double(score)) }
-            var sum = 0.0
-            for score in session.logits { sum += exp(Double(score) - largest) }
-            total += largest + log(sum) - Double(session.logits[Int(tokens[index + 1])])
+            try session.feed([tokens[index]])
+            total -= ScoreDistribution(logits: session.logits[...]).logprob(of: Int(tokens[index + 1]))
         }
         let predictions = tokens.count - 1
         return Result(meanLoss: total / Double(predictions), predictions: predictions)

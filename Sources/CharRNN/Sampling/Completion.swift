@@ -75,17 +75,46 @@ public struct CharacterLogprob: Sendable, Equatable {
     /// one stream's row of scores.
     init(token: Int32, logits: ArraySlice<Float>, options: SamplingOptions, top: Int, vocabulary: Vocabulary) {
         let temperature = options.greedy || options.temperature == 0 ? 1 : Double(options.temperature)
-        let scaled = logits.map { Double($0) / temperature }
-        let largest = scaled.max() ?? 0
-        let logSum = largest + Foundation.log(scaled.reduce(0) { $0 + Foundation.exp($1 - largest) })
+        let distribution = ScoreDistribution(logits: logits, temperature: temperature)
         character = vocabulary.scalars[Int(token)]
-        logprob = scaled[Int(token)] - logSum
-        if top == 0 {
-            self.top = []
-        } else {
-            let order = scaled.indices.sorted { scaled[$0] > scaled[$1] || (scaled[$0] == scaled[$1] && $0 < $1) }
-            self.top = order.prefix(top).map { Alternative(character: vocabulary.scalars[$0], logprob: scaled[$0] - logSum) }
+        logprob = distribution.logprob(of: Int(token))
+        self.top = distribution.likeliest(top).map { Alternative(character: vocabulary.scalars[$0], logprob: distribution.logprob(of: $0)) }
+    }
+}
+
+/// One row of scores as a distribution, `log softmax(logits / T)` in
+/// Double: what log-probabilities, a trace's surprise and entropy, and the
+/// stepped evaluation all read, so they agree to the last bit.
+struct ScoreDistribution {
+    /// The scores divided by the temperature.
+    let scaled: [Double]
+    /// `log Σ exp(scaled)`, computed from the largest score.
+    let logSum: Double
+
+    init(logits: ArraySlice<Float>, temperature: Double = 1) {
+        scaled = logits.map { Double($0) / temperature }
+        let largest = scaled.max() ?? 0
+        logSum = largest + Foundation.log(scaled.reduce(0) { $0 + Foundation.exp($1 - largest) })
+    }
+
+    /// The natural-log probability of the row's `index`th entry.
+    func logprob(of index: Int) -> Double { scaled[index] - logSum }
+
+    /// The entropy in nats, `-Σ p log p`.
+    var entropy: Double {
+        var sum = 0.0
+        for score in scaled {
+            let logp = score - logSum
+            sum -= Foundation.exp(logp) * logp
         }
+        return sum
+    }
+
+    /// The indices of the `count` likeliest entries, likeliest first (ties:
+    /// the lower index first).
+    func likeliest(_ count: Int) -> [Int] {
+        guard count > 0 else { return [] }
+        return Array(scaled.indices.sorted { scaled[$0] > scaled[$1] || (scaled[$0] == scaled[$1] && $0 < $1) }.prefix(count))
     }
 }
 
