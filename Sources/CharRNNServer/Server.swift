@@ -25,6 +25,13 @@
         package var modelName = "charrnn"
         /// When the checkpoint was written, in seconds since 1970 (`GET /v1/models`' `created`).
         package var modelCreated = 0
+        /// Characters a `/v1/trace` text may have.
+        package var maxTraceCharacters = 10_000
+        /// Activations per character a trace may return: the units asked
+        /// for times the layers (the reference model's all: 2 × 512).
+        package var maxTraceUnits = 2_048
+        /// Traces computed at once at most (each takes a core's worth of work).
+        package var maxTraces = 2
     }
 
     /// The HTTP layer over a `GenerationScheduler`: routes, errors as JSON,
@@ -37,11 +44,15 @@
         /// `charrnn inspect --json`'s object for the checkpoint, and the server's limits.
         let model: JSONValue
         let metrics = ServerMetrics()
+        /// What `/v1/trace` runs on: `generator`'s weights, apart from the scheduler's batch.
+        let tracer: TraceRunner
 
-        /// Routes over `scheduler`, describing the model `checkpoint` read from `url`.
-        package init(scheduler: GenerationScheduler, checkpoint: Checkpoint, url: URL, settings: ServerSettings) {
+        /// Routes over `scheduler`, describing the model `checkpoint` read
+        /// from `url`; traces run on `generator` (the scheduler's).
+        package init(scheduler: GenerationScheduler, generator: TextGenerator, checkpoint: Checkpoint, url: URL, settings: ServerSettings) {
             self.scheduler = scheduler
             self.settings = settings
+            tracer = TraceRunner(generator: generator, limit: settings.maxTraces)
             let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
             guard case .object(var facts) = JSONValue.describing(checkpoint, url: url, size: size) else {
                 preconditionFailure("a checkpoint is described as a JSON object")
@@ -53,6 +64,8 @@
                 "prime_cache_bytes": .int(scheduler.limits.primeCacheBytes),
                 "stream_interval_seconds": .double(Self.seconds(settings.streamInterval)),
                 "timeout_seconds": .double(Self.seconds(settings.requestTimeout)),
+                "max_trace_characters": .int(settings.maxTraceCharacters), "max_trace_units": .int(settings.maxTraceUnits),
+                "max_traces": .int(settings.maxTraces),
                 "defaults": .object([
                     "prime": .string(TextGenerator.defaultPrime), "length": .int(TextGenerator.defaultLength),
                     "temperature": .double(1), "top_k": .int(SamplingOptions.notebookTopK(vocabularySize: checkpoint.vocabulary.count)),
@@ -93,6 +106,7 @@
             }
             router.post("/v1/generate") { request, context in try await generate(request, connection: context.channel) }
             router.post("/v1/completions") { request, context in try await completions(request, connection: context.channel) }
+            router.post("/v1/trace") { request, context in try await trace(request, connection: context.channel) }
             router.get("/v1/models") { _, _ in Self.json(.object(["object": .string("list"), "data": .array([modelObject])])) }
             router.get("/v1/models/:id") { _, context in
                 guard context.parameters.get("id") == settings.modelName else {
@@ -145,6 +159,69 @@
             case .cancelled:
                 // Only the reader cancels: the client went away.
                 throw ClientGone()
+            }
+        }
+
+        /// `POST /v1/trace`: each character's probability, surprise, entropy
+        /// and alternatives, and the chosen units' activations as columns.
+        func trace(_ request: Request, connection: any Channel) async throws -> Response {
+            let parameters = try TraceParameters.decode(try await body(of: request, connection: connection))
+            let characters = parameters.text.unicodeScalars.count
+            guard characters >= 1 else { throw APIError(.badRequest, "text must have at least one character", field: "text") }
+            guard characters <= settings.maxTraceCharacters else {
+                throw APIError(
+                    .contentTooLarge, "the text has \(characters) characters; the most this server traces is \(settings.maxTraceCharacters)",
+                    field: "text")
+            }
+            let unitCount: Int
+            switch parameters.units {
+            case .none: unitCount = 0
+            case .all: unitCount = scheduler.hiddenSize
+            case .listed(let units): unitCount = Set(units).count
+            }
+            guard unitCount * tracer.layerCount <= settings.maxTraceUnits else {
+                throw APIError(
+                    .badRequest,
+                    "units × layers may be at most \(settings.maxTraceUnits) on this server (got \(unitCount) × \(tracer.layerCount))",
+                    field: "units")
+            }
+            let tokens: [Int32]
+            do { tokens = try tracer.vocabulary.encode(parameters.text.unicodeScalars) } catch {
+                guard case .unknownScalars(let scalars) = error else { throw APIError(.internalServerError, error.description) }
+                var refusal = APIError(.unprocessableContent, TraceError.unknownCharacters(scalars).description, field: "text")
+                refusal.extra["unknown_characters"] = .array(scalars.map { .string(String($0)) })
+                throw refusal
+            }
+            let flag = TraceRunner.Flag()
+            let timeout = settings.requestTimeout
+            let watcher = Task {
+                let deadline = ContinuousClock.now.advanced(by: timeout)
+                while !Task.isCancelled {
+                    if !connection.isActive { return flag.set(1) }
+                    if ContinuousClock.now >= deadline { return flag.set(2) }
+                    try? await Task.sleep(for: connectionCheckInterval)
+                }
+            }
+            defer { watcher.cancel() }
+            let options = TraceOptions(units: parameters.units, top: parameters.top, cellState: parameters.cellState)
+            do {
+                let json = try await tracer.run(tokens: tokens, options: options, flag: flag)
+                return Response(
+                    status: .ok, headers: [.contentType: "application/json; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: json)))
+            } catch let error as TraceError {
+                switch error {
+                case .unitOutOfRange(let unit, let hiddenSize):
+                    throw APIError(.badRequest, "units must be in 0-\(hiddenSize - 1) (got \(unit))", field: "units")
+                case .topOutOfRange(let top, let vocabularySize):
+                    throw APIError(.badRequest, "top must be in 0-\(vocabularySize), the model's vocabulary (got \(top))", field: "top")
+                default: throw APIError(.internalServerError, error.description)
+                }
+            } catch TraceRunner.Stop.cancelled {
+                throw ClientGone()
+            } catch TraceRunner.Stop.timedOut {
+                throw APIError(.gatewayTimeout, "the trace took longer than \(timeout) and was ended")
+            } catch TraceRunner.Stop.failed(let reason) {
+                throw APIError(.internalServerError, "the trace failed: \(reason)")
             }
         }
 

@@ -72,6 +72,15 @@ struct ServerCommand: AsyncParsableCommand {
         help: "Bytes kept of the states after recent primes: a request whose prime equals or extends one fed before feeds only the rest (0: none).")
     var primeCacheBytes = 64 << 20
 
+    @Option(name: .long, help: "Characters a /v1/trace text may have (more get 413).")
+    var maxTraceCharacters = ServerSettings().maxTraceCharacters
+
+    @Option(name: .long, help: "Activations per character a /v1/trace may return: units asked for × layers.")
+    var maxTraceUnits = ServerSettings().maxTraceUnits
+
+    @Option(name: .long, help: "Traces computed at once at most; more get 503 with Retry-After.")
+    var maxTraces = ServerSettings().maxTraces
+
     @Option(name: .long, help: "Bytes a request body may have.")
     var maxBodyBytes = 1 << 20
 
@@ -116,6 +125,9 @@ struct ServerCommand: AsyncParsableCommand {
             guard maxLength >= 0 else { throw Self.fail("--max-length must be 0 or more (got \(maxLength))") }
             guard maxPrime >= 1 else { throw Self.fail("--max-prime must be at least 1 (got \(maxPrime))") }
             guard primeCacheBytes >= 0 else { throw Self.fail("--prime-cache-bytes must be 0 or more (got \(primeCacheBytes))") }
+            guard maxTraceCharacters >= 0 else { throw Self.fail("--max-trace-characters must be 0 or more (got \(maxTraceCharacters))") }
+            guard maxTraceUnits >= 0 else { throw Self.fail("--max-trace-units must be 0 or more (got \(maxTraceUnits))") }
+            guard maxTraces >= 1 else { throw Self.fail("--max-traces must be at least 1 (got \(maxTraces))") }
             guard maxBodyBytes >= 1 else { throw Self.fail("--max-body-bytes must be at least 1 (got \(maxBodyBytes))") }
             guard timeout > 0, timeout.isFinite else { throw Self.fail("--timeout must be a positive number of seconds (got \(timeout))") }
             guard streamInterval >= 0, streamInterval <= 10_000 else {
@@ -163,9 +175,12 @@ struct ServerCommand: AsyncParsableCommand {
             settings.apiKey = key
             settings.corsOrigins = corsOrigin
             settings.modelName = modelName ?? Server.modelName(for: url)
+            settings.maxTraceCharacters = maxTraceCharacters
+            settings.maxTraceUnits = maxTraceUnits
+            settings.maxTraces = maxTraces
             let written = (try? FileManager.default.attributesOfItem(atPath: url.path)[.modificationDate] as? Date) ?? nil
             settings.modelCreated = Int(written?.timeIntervalSince1970 ?? 0)
-            let server = Server(scheduler: scheduler, checkpoint: loaded, url: url, settings: settings)
+            let server = Server(scheduler: scheduler, generator: generator, checkpoint: loaded, url: url, settings: settings)
 
             var logger = Logger(label: "charrnn-server")
             logger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning

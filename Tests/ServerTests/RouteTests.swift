@@ -185,10 +185,13 @@
                 let paths = try #require(document["paths"] as? [String: [String: Any]])
                 #expect(
                     Set(paths.keys) == [
-                        "/v1/generate", "/v1/completions", "/v1/models", "/v1/models/{id}", "/v1/model", "/health", "/metrics", "/openapi.json",
-                        "/",
+                        "/v1/generate", "/v1/completions", "/v1/trace", "/v1/models", "/v1/models/{id}", "/v1/model", "/health", "/metrics",
+                        "/openapi.json", "/",
                     ])
-                let bodies = ["/v1/generate": #"{"length": 30, "seed": 2}"#, "/v1/completions": #"{"prompt": "the", "max_tokens": 1}"#]
+                let bodies = [
+                    "/v1/generate": #"{"length": 30, "seed": 2}"#, "/v1/completions": #"{"prompt": "the", "max_tokens": 1}"#,
+                    "/v1/trace": #"{"text": "the kite", "units": [1]}"#,
+                ]
                 for (path, operations) in paths {
                     for method in operations.keys {
                         let reply = try await client.send(

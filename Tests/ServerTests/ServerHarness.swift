@@ -62,7 +62,7 @@
         var settings = settings
         settings.modelName = "test-model"
         let scheduler = try GenerationScheduler(generator: model.generator, limits: limits)
-        let server = Server(scheduler: scheduler, checkpoint: model.checkpoint, url: model.url, settings: settings)
+        let server = Server(scheduler: scheduler, generator: model.generator, checkpoint: model.checkpoint, url: model.url, settings: settings)
         let app = buildApplication(server)
         do {
             let value = try await app.test(framework) { client in try await test(client, server) }

@@ -79,6 +79,8 @@ public final class GenerationScheduler: Sendable {
 
     /// The vocabulary of the model the scheduler writes with.
     public let vocabulary: Vocabulary
+    /// The units of each of the model's recurrent layers.
+    public let hiddenSize: Int
     /// The bounds it was made with.
     public let limits: Limits
     private let engine: SchedulerEngine
@@ -92,6 +94,7 @@ public final class GenerationScheduler: Sendable {
             limits.maxStreams >= 1 && limits.maxQueued >= 0 && limits.maxLength >= 0 && limits.maxPrime >= 1
                 && limits.primeCacheBytes >= 0, "limits must not be negative, and a prime may have a character")
         vocabulary = generator.vocabulary
+        hiddenSize = generator.model.configuration.hiddenSize
         self.limits = limits
         engine = try SchedulerEngine(generator: generator, limits: limits)
         let engine = self.engine
