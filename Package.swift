@@ -210,6 +210,7 @@ let package = Package(
             resources: [
                 .embedInCode("Playground/index.html"),
                 .embedInCode("Playground/playground.js"),
+                .embedInCode("Playground/explain.js"),
                 .embedInCode("Playground/playground.css"),
                 .embedInCode("openapi.json"),
             ]

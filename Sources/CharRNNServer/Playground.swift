@@ -11,6 +11,7 @@
         static let files: [File] = [
             File(path: "/", contentType: "text/html; charset=utf-8", bytes: PackageResources.index_html),
             File(path: "/playground.js", contentType: "text/javascript; charset=utf-8", bytes: PackageResources.playground_js),
+            File(path: "/explain.js", contentType: "text/javascript; charset=utf-8", bytes: PackageResources.explain_js),
             File(path: "/playground.css", contentType: "text/css; charset=utf-8", bytes: PackageResources.playground_css),
         ]
 
