@@ -368,6 +368,10 @@ charrnn_status charrnn_step_scratch_count(const charrnn_config *config, int32_t 
  * logits: [S, V] receives the unnormalised next-character scores.
  * At S = 1 the products are matrix-vector products split across the
  * OpenMP team; at S > 1 they are matrix-matrix products.
+ * Reading what the model does (what `charrnn trace` records): after a call,
+ * unit j of layer l of stream s is h = state[(l*S + s)*H + j] and, for the
+ * LSTM, c = state[((L + l)*S + s)*H + j]; the character fed next has
+ * probability softmax(logits[s*V ..])[token] under the model.
  */
 charrnn_status charrnn_step(const charrnn_config *config, const float *params, int32_t streams,
                             const int32_t *tokens, float *state, float *scratch, float *logits);
