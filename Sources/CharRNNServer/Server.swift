@@ -90,7 +90,7 @@
             router.get("/metrics") { _, _ in
                 Response(
                     status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                    body: .init(byteBuffer: ByteBuffer(string: metrics.exposition(scheduler: scheduler))))
+                    body: .init(byteBuffer: ByteBuffer(string: metrics.exposition(scheduler: scheduler, tracer: tracer))))
             }
             router.get("/openapi.json") { _, _ in
                 Response(

@@ -11,6 +11,8 @@
         private let steps: Counter
         private let activeStreams: Gauge
         private let queuedRequests: Gauge
+        private let activeTraces: Gauge
+        private let tracedCharacters: Counter
         private let primeFed: Counter
         private let primeCached: Counter
         private let primeCacheHits: Counter
@@ -21,6 +23,7 @@
         private let firstCharacter: DurationHistogram
         /// The scheduler's totals when last reported, so the counters advance by the difference.
         private let reported = Mutex(GenerationScheduler.Statistics())
+        private let tracedReported = Mutex(0)
 
         private static let latencyBuckets: [Duration] = [
             .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
@@ -43,6 +46,9 @@
             activeStreams = registry.makeGauge(
                 descriptor: Self.name("active", "streams", "Requests in the batch, generating or feeding their prime."))
             queuedRequests = registry.makeGauge(descriptor: Self.name("queued", "requests", "Requests waiting for a place in the batch."))
+            activeTraces = registry.makeGauge(descriptor: Self.name("active", "traces", "/v1/trace requests being computed."))
+            tracedCharacters = registry.makeCounter(
+                descriptor: Self.name("traced_characters", "total", "Characters fed through the model by /v1/trace."))
             primeFed = registry.makeCounter(descriptor: Self.name("prime_characters_fed", "total", "Prime characters fed through the model."))
             primeCached = registry.makeCounter(
                 descriptor: Self.name("prime_characters_cached", "total", "Prime characters not fed: their state came from the prime cache."))
@@ -81,7 +87,7 @@
         func recordFirstCharacter(_ duration: Duration) { firstCharacter.record(duration) }
 
         /// The text format, with the scheduler's state as of now.
-        func exposition(scheduler: GenerationScheduler) -> String {
+        func exposition(scheduler: GenerationScheduler, tracer: TraceRunner) -> String {
             let now = scheduler.statistics
             let previous = reported.withLock { last in
                 defer { last = now }
@@ -97,6 +103,13 @@
             primeCacheEntries.set(Double(now.primeCacheEntries))
             activeStreams.set(Double(now.activeStreams))
             queuedRequests.set(Double(now.queuedRequests))
+            let traces = tracer.statistics
+            activeTraces.set(Double(traces.running))
+            let countedCharacters = tracedReported.withLock { last in
+                defer { last = traces.characters }
+                return last
+            }
+            tracedCharacters.increment(by: Int64(max(0, traces.characters - countedCharacters)))
             return registry.emitToString()
         }
     }

@@ -84,12 +84,15 @@
         private let generator: TextGenerator
         /// Traces computed at once at most; more get 503.
         let limit: Int
-        private let running = Mutex(0)
+        private let counts = Mutex((running: 0, characters: 0))
 
         init(generator: TextGenerator, limit: Int) {
             self.generator = generator
             self.limit = limit
         }
+
+        /// Traces being computed, and characters fed by all traces so far.
+        var statistics: (running: Int, characters: Int) { counts.withLock { $0 } }
 
         var layerCount: Int { generator.model.configuration.layerCount }
         var vocabulary: Vocabulary { generator.vocabulary }
@@ -114,9 +117,9 @@
         func run(tokens: [Int32], options: TraceOptions, flag: Flag) async throws -> String {
             let box = TraceBox(try TextTrace(generator: generator, tokens: tokens, options: options))
             guard
-                running.withLock({ count in
-                    guard count < limit else { return false }
-                    count += 1
+                counts.withLock({ counts in
+                    guard counts.running < limit else { return false }
+                    counts.running += 1
                     return true
                 })
             else {
@@ -126,11 +129,12 @@
                 error.headers[.retryAfter] = "1"
                 throw error
             }
-            defer { running.withLock { $0 -= 1 } }
+            defer { counts.withLock { $0.running -= 1 } }
             let cellState = options.cellState
+            let counted = { @Sendable [self] in self.counts.withLock { $0.characters += 1 } }
             let outcome: Result<String, Stop> = await withCheckedContinuation { continuation in
                 let thread = Thread {
-                    continuation.resume(returning: Self.compute(&box.trace, cellState: cellState, flag: flag))
+                    continuation.resume(returning: Self.compute(&box.trace, cellState: cellState, flag: flag, counted: counted))
                 }
                 thread.name = "charrnn-trace"
                 thread.start()
@@ -145,7 +149,9 @@
         }
 
         /// Runs `trace` to its end, collecting the answer in columns.
-        private static func compute(_ trace: inout TextTrace, cellState: Bool, flag: Flag) -> Result<String, Stop> {
+        private static func compute(
+            _ trace: inout TextTrace, cellState: Bool, flag: Flag, counted: () -> Void
+        ) -> Result<String, Stop> {
             let count = trace.tokens.count
             let layers = trace.layerCount
             let units = trace.units
@@ -160,6 +166,7 @@
             characters.reserveCapacity(count)
             do {
                 while let character = try trace.next() {
+                    counted()
                     switch flag.reason {
                     case 1: return .failure(.cancelled)
                     case 2: return .failure(.timedOut)

@@ -207,6 +207,31 @@ struct ServerTests {
             }
         }
 
+        @Test("A client that resets during a long trace frees its place within a second, and the trace stops")
+        func resetDuringTraceFreesThePlace() throws {
+            let server = try ServerProcess(["--checkpoint", Self.wide.checkpoint])
+            defer { server.stop() }
+            let text = String(repeating: "The cat sat on the mat, and the dog lay by the door.\n", count: 188)  // 9,964 characters
+            let socket = try HTTP.connect(port: server.port)
+            try HTTP.send(
+                socket, method: "POST", path: "/v1/trace", body: Data(Self.body(["text": text, "units": "all", "top": 5]).utf8),
+                headers: ["Content-Type": "application/json"])
+            #expect(eventually(within: 10) { ((try? server.metric("charrnn_traced_characters_total")) ?? 0) > 0 })
+            #expect(try server.metric("charrnn_active_traces") == 1)
+            var linger = linger(l_onoff: 1, l_linger: 0)  // close with a reset
+            setsockopt(socket, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
+            close(socket)
+            let reset = Date()
+            #expect(eventually(within: 10) { (try? server.metric("charrnn_active_traces")) == 0 })
+            #expect(Date().timeIntervalSince(reset) < 1, "the place was freed \(Date().timeIntervalSince(reset)) s after the reset")
+            let traced = try server.metric("charrnn_traced_characters_total") ?? 0
+            #expect(traced < Double(text.count), "the trace was not run to its end")
+            Thread.sleep(forTimeInterval: 0.2)
+            #expect(try server.metric("charrnn_traced_characters_total") == traced, "and stays stopped")
+            let metrics = try server.request("GET", "/metrics").text
+            #expect(metrics.contains(#"charrnn_client_disconnects_total{route="/v1/trace"} 1"#), "\(metrics)")
+        }
+
         @Test("A long prime sent again with ten more characters feeds only those, and gets charrnn sample's text; past --max-prime, 413")
         func longPrimeExtendedFeedsOnlyTheRest() throws {
             let server = try ServerProcess(["--checkpoint", Self.wide.checkpoint, "--max-prime", "20000"])

@@ -89,7 +89,11 @@ struct TraceTests {
         let generator = try Self.generator(cell: .gru)
         let size = Self.vocabulary.count
         var trace = try TextTrace(generator: generator, text: Self.text, options: TraceOptions(units: .none, top: size))
-        for character in try Self.all(&trace).dropFirst() {
+        var few = try TextTrace(generator: generator, text: Self.text, options: TraceOptions(units: .none, top: 3))
+        let whole = try Self.all(&trace)
+        // A few of many are picked in one pass, not by sorting: the same characters, in the same order.
+        #expect(try Self.all(&few).map { $0.top.map(\.token) } == whole.map { Array($0.top.prefix(3).map(\.token)) })
+        for character in whole.dropFirst() {
             let probabilities = character.top.map(\.probability)
             #expect(character.top.count == size)
             #expect(abs(probabilities.reduce(0, +) - 1) < 1e-9, "the whole distribution sums to 1")

@@ -114,7 +114,18 @@ struct ScoreDistribution {
     /// the lower index first).
     func likeliest(_ count: Int) -> [Int] {
         guard count > 0 else { return [] }
-        return Array(scaled.indices.sorted { scaled[$0] > scaled[$1] || (scaled[$0] == scaled[$1] && $0 < $1) }.prefix(count))
+        let before = { (a: Int, b: Int) in scaled[a] > scaled[b] || (scaled[a] == scaled[b] && a < b) }
+        guard count * 8 < scaled.count else { return Array(scaled.indices.sorted(by: before).prefix(count)) }
+        // A few of many (a trace's top 5 of thousands of characters): one
+        // pass keeping the best so far in order, instead of sorting them all.
+        var best: [Int] = []
+        best.reserveCapacity(count + 1)
+        for index in scaled.indices where best.count < count || before(index, best[count - 1]) {
+            let place = best.firstIndex { before(index, $0) } ?? best.count
+            best.insert(index, at: place)
+            if best.count > count { best.removeLast() }
+        }
+        return best
     }
 }
 
