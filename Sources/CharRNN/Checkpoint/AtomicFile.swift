@@ -16,24 +16,17 @@ struct FileSink {
     let descriptor: Int32
 
     /// Writes all of `bytes`, retrying short and interrupted writes.
-    func write(_ bytes: UnsafeRawBufferPointer) throws(Failure) {
-        var written = 0
-        while written < bytes.count {
-            let n = Glibc.write(descriptor, bytes.baseAddress! + written, bytes.count - written)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw Failure(operation: "cannot write", code: errno)
-            }
-            written += n
-        }
-    }
+    func write(_ bytes: UnsafeRawBufferPointer) throws(Failure) { try write(bytes, at: nil) }
 
-    /// Writes all of `bytes` at byte `offset` of the file (the file's
-    /// position does not move).
-    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(Failure) {
+    /// Writes all of `bytes` at byte `offset` of the file (`pwrite`: the
+    /// file's position does not move), or at its position when nil,
+    /// retrying short and interrupted writes.
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int?) throws(Failure) {
         var written = 0
         while written < bytes.count {
-            let n = pwrite(descriptor, bytes.baseAddress! + written, bytes.count - written, off_t(offset + written))
+            let start = bytes.baseAddress! + written
+            let count = bytes.count - written
+            let n = offset.map { pwrite(descriptor, start, count, off_t($0 + written)) } ?? Glibc.write(descriptor, start, count)
             if n < 0 {
                 if errno == EINTR { continue }
                 throw Failure(operation: "cannot write", code: errno)
