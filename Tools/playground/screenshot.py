@@ -114,7 +114,8 @@ def main():
         print(f"screenshot: {out}: {status}")
         shown = browser.evaluate("document.getElementById('output').textContent")
         body = json.dumps({"prime": "Anna looked", "temperature": 0.8, "length": 700, "seed": 7, "top_k": 5}).encode()
-        answer = json.load(urllib.request.urlopen(urllib.request.Request(base + "v1/generate", data=body)))
+        answer = json.load(urllib.request.urlopen(urllib.request.Request(base + "v1/generate", data=body,
+                                                                          headers={"Content-Type": "application/json"})))
         if shown != answer["text"]:
             sys.exit("the page shows another text than the API gives for the same settings")
         print("the page's text is the API's for the same settings")
