@@ -25,13 +25,8 @@
         package var modelName = "charrnn"
         /// When the checkpoint was written, in seconds since 1970 (`GET /v1/models`' `created`).
         package var modelCreated = 0
-        /// Characters a `/v1/trace` text may have.
-        package var maxTraceCharacters = 10_000
-        /// Activations per character a trace may return: the units asked
-        /// for times the layers (the reference model's all: 2 × 512).
-        package var maxTraceUnits = 2_048
-        /// Traces computed at once at most (each takes a core's worth of work).
-        package var maxTraces = 2
+        /// The bounds on `/v1/trace`: characters, units × layers, traces at once.
+        package var traceLimits = TraceLimits()
     }
 
     /// The HTTP layer over a `GenerationScheduler`: routes, errors as JSON,
@@ -52,7 +47,7 @@
         package init(scheduler: GenerationScheduler, generator: TextGenerator, checkpoint: Checkpoint, url: URL, settings: ServerSettings) {
             self.scheduler = scheduler
             self.settings = settings
-            tracer = TraceRunner(generator: generator, limit: settings.maxTraces)
+            tracer = TraceRunner(generator: generator, limit: settings.traceLimits.maxConcurrent)
             let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
             guard case .object(var facts) = JSONValue.describing(checkpoint, url: url, size: size) else {
                 preconditionFailure("a checkpoint is described as a JSON object")
@@ -64,8 +59,8 @@
                 "prime_cache_bytes": .int(scheduler.limits.primeCacheBytes),
                 "stream_interval_seconds": .double(Self.seconds(settings.streamInterval)),
                 "timeout_seconds": .double(Self.seconds(settings.requestTimeout)),
-                "max_trace_characters": .int(settings.maxTraceCharacters), "max_trace_units": .int(settings.maxTraceUnits),
-                "max_traces": .int(settings.maxTraces),
+                "max_trace_characters": .int(settings.traceLimits.maxCharacters), "max_trace_units": .int(settings.traceLimits.maxUnits),
+                "max_traces": .int(settings.traceLimits.maxConcurrent),
                 "defaults": .object([
                     "prime": .string(TextGenerator.defaultPrime), "length": .int(TextGenerator.defaultLength),
                     "temperature": .double(1), "top_k": .int(SamplingOptions.notebookTopK(vocabularySize: checkpoint.vocabulary.count)),
@@ -168,9 +163,9 @@
             let parameters = try TraceParameters.decode(try await body(of: request, connection: connection))
             let characters = parameters.text.unicodeScalars.count
             guard characters >= 1 else { throw APIError(.badRequest, "text must have at least one character", field: "text") }
-            guard characters <= settings.maxTraceCharacters else {
+            guard characters <= settings.traceLimits.maxCharacters else {
                 throw APIError(
-                    .contentTooLarge, "the text has \(characters) characters; the most this server traces is \(settings.maxTraceCharacters)",
+                    .contentTooLarge, "the text has \(characters) characters; the most this server traces is \(settings.traceLimits.maxCharacters)",
                     field: "text")
             }
             let unitCount: Int
@@ -179,10 +174,10 @@
             case .all: unitCount = scheduler.hiddenSize
             case .listed(let units): unitCount = Set(units).count
             }
-            guard unitCount * tracer.layerCount <= settings.maxTraceUnits else {
+            guard unitCount * tracer.layerCount <= settings.traceLimits.maxUnits else {
                 throw APIError(
                     .badRequest,
-                    "units × layers may be at most \(settings.maxTraceUnits) on this server (got \(unitCount) × \(tracer.layerCount))",
+                    "units × layers may be at most \(settings.traceLimits.maxUnits) on this server (got \(unitCount) × \(tracer.layerCount))",
                     field: "units")
             }
             let tokens: [Int32]

@@ -73,13 +73,13 @@ struct ServerCommand: AsyncParsableCommand {
     var primeCacheBytes = 64 << 20
 
     @Option(name: .long, help: "Characters a /v1/trace text may have (more get 413).")
-    var maxTraceCharacters = ServerSettings().maxTraceCharacters
+    var maxTraceCharacters = TraceLimits().maxCharacters
 
     @Option(name: .long, help: "Activations per character a /v1/trace may return: units asked for × layers.")
-    var maxTraceUnits = ServerSettings().maxTraceUnits
+    var maxTraceUnits = TraceLimits().maxUnits
 
     @Option(name: .long, help: "Traces computed at once at most; more get 503 with Retry-After.")
-    var maxTraces = ServerSettings().maxTraces
+    var maxTraces = TraceLimits().maxConcurrent
 
     @Option(name: .long, help: "Bytes a request body may have.")
     var maxBodyBytes = 1 << 20
@@ -175,9 +175,9 @@ struct ServerCommand: AsyncParsableCommand {
             settings.apiKey = key
             settings.corsOrigins = corsOrigin
             settings.modelName = modelName ?? Server.modelName(for: url)
-            settings.maxTraceCharacters = maxTraceCharacters
-            settings.maxTraceUnits = maxTraceUnits
-            settings.maxTraces = maxTraces
+            settings.traceLimits.maxCharacters = maxTraceCharacters
+            settings.traceLimits.maxUnits = maxTraceUnits
+            settings.traceLimits.maxConcurrent = maxTraces
             let written = (try? FileManager.default.attributesOfItem(atPath: url.path)[.modificationDate] as? Date) ?? nil
             settings.modelCreated = Int(written?.timeIntervalSince1970 ?? 0)
             let server = Server(scheduler: scheduler, generator: generator, checkpoint: loaded, url: url, settings: settings)

@@ -175,7 +175,7 @@
                 #expect(try await client.send(.get, "/").text.contains("CharRNN playground"))
                 #expect(try await client.send(.get, "/playground.js").headers[.contentType]?.hasPrefix("text/javascript") == true)
                 #expect(try await client.send(.get, "/explain.js").text.contains("rankUnits"))
-                #expect(limits["max_trace_characters"] as? Int == ServerSettings().maxTraceCharacters)
+                #expect(limits["max_trace_characters"] as? Int == TraceLimits().maxCharacters)
             }
         }
 

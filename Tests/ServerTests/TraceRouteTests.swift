@@ -58,8 +58,8 @@
         @Test("Each bad or oversized trace request gets its status and a message naming the field")
         func badTraceRequestsAreAnswered() async throws {
             let settings = edited(ServerSettings()) {
-                $0.maxTraceCharacters = 100
-                $0.maxTraceUnits = 60
+                $0.traceLimits.maxCharacters = 100
+                $0.traceLimits.maxUnits = 60
             }
             try await withServer(.live, settings: settings) { client, _ in
                 let cases: [(body: String, status: Int, field: String?, message: String)] = [
@@ -98,7 +98,7 @@
         func longTraceTimesOut() async throws {
             let settings = edited(ServerSettings()) {
                 $0.requestTimeout = .milliseconds(20)
-                $0.maxTraceCharacters = 1_000_000
+                $0.traceLimits.maxCharacters = 1_000_000
             }
             try await withServer(.live, settings: settings) { client, _ in
                 // Far more than 20 ms of work: every unit, every alternative, 200,000 characters.

@@ -32,6 +32,21 @@ public struct TraceOptions: Sendable, Equatable {
     }
 }
 
+/// The bounds a server puts on traces (`charrnn-server`'s `--max-trace-*`
+/// flags): a trace's size, and how many run at once.
+public struct TraceLimits: Sendable, Equatable {
+    /// Characters one trace may have.
+    public var maxCharacters = 10_000
+    /// Activations per character one trace may return: the units asked
+    /// for times the layers (the reference model's all: 2 × 512).
+    public var maxUnits = 2_048
+    /// Traces computed at once (each takes a core's worth of work).
+    public var maxConcurrent = 2
+
+    /// The defaults.
+    public init() {}
+}
+
 /// A trace that cannot be made as asked.
 public enum TraceError: Error, Equatable, CustomStringConvertible {
     /// The text has no character.
