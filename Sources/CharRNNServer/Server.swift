@@ -192,8 +192,8 @@
             let watcher = Task {
                 let deadline = ContinuousClock.now.advanced(by: timeout)
                 while !Task.isCancelled {
-                    if !connection.isActive { return flag.set(1) }
-                    if ContinuousClock.now >= deadline { return flag.set(2) }
+                    if !connection.isActive { return flag.cancel() }
+                    if ContinuousClock.now >= deadline { return flag.timeOut() }
                     try? await Task.sleep(for: connectionCheckInterval)
                 }
             }

@@ -103,17 +103,27 @@
             case failed(String)
         }
 
-        /// A stop flag the route sets and the trace reads between characters.
+        /// Why the route wants a trace to stop: set by the route's watch, read
+        /// by the trace between characters.
         final class Flag: Sendable {
             private let value = Atomic<Int>(0)
-            func set(_ reason: Int) { value.store(reason, ordering: .relaxed) }
-            var reason: Int { value.load(ordering: .relaxed) }
+            /// The client went away.
+            func cancel() { value.store(1, ordering: .relaxed) }
+            /// The request's time is up.
+            func timeOut() { value.store(2, ordering: .relaxed) }
+            /// The stop asked for, if any.
+            var stop: Stop? {
+                switch value.load(ordering: .relaxed) {
+                case 1: return .cancelled
+                case 2: return .timedOut
+                default: return nil
+                }
+            }
         }
 
         /// Makes the trace (throws `TraceError` for a bad request, before any
         /// work), runs it on a thread of its own and returns the answer's
-        /// JSON; `Stop` when `flag` is set (1 cancelled, 2 timed out) or the
-        /// model fails.
+        /// JSON; throws `Stop` when `flag` asks for one or the model fails.
         func run(tokens: [Int32], options: TraceOptions, flag: Flag) async throws -> String {
             let box = TraceBox(try TextTrace(generator: generator, tokens: tokens, options: options))
             guard
@@ -167,11 +177,7 @@
             do {
                 while let character = try trace.next() {
                     counted()
-                    switch flag.reason {
-                    case 1: return .failure(.cancelled)
-                    case 2: return .failure(.timedOut)
-                    default: break
-                    }
+                    if let stop = flag.stop { return .failure(stop) }
                     characters.append(character.character)
                     probability.append(character.probability)
                     surprise.append(character.surprise)
