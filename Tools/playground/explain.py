@@ -18,10 +18,10 @@ character's tooltip shown.
     Tools/playground/explain.py --server BINARY --checkpoint CKPT [--text FILE]
         [--pattern quotes|parentheses|line|word|regex] [--regex RE] [--screenshot OUT.png]
 """
-import argparse, json, math, os, re, subprocess, sys, urllib.request
+import argparse, base64, json, math, os, re, sys, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from screenshot import DevTools  # noqa: E402
+from screenshot import DevTools, serving  # noqa: E402
 
 DEFAULT_TEXT = ('"Yes," said Anna (she smiled), "I know."\n'
                 'He looked at her and said nothing; then, "Why?" he asked.\n'
@@ -119,13 +119,9 @@ def main():
     arguments = parser.parse_args()
     text = open(arguments.text, encoding="utf-8").read() if arguments.text else DEFAULT_TEXT
 
-    server = subprocess.Popen([arguments.server, "--checkpoint", arguments.checkpoint, "--port", "0"], stdout=subprocess.PIPE, text=True)
-    browser = None
-    try:
-        base = re.search(r"http://\S+/", server.stdout.readline()).group(0)
+    with serving(arguments.server, arguments.checkpoint) as base, DevTools(size=(1280, 1400)) as browser:
         model = json.load(urllib.request.urlopen(base + "v1/model"))
         text = text.replace("\r\n", "\n")[: model["server"]["max_trace_characters"]]
-        browser = DevTools(size=(1280, 1400))
         browser.open(base)
         browser.wait_for("window.charrnnModel !== undefined && window.charrnnExplain !== undefined")
         check_pure_parts(browser)
@@ -184,15 +180,9 @@ def main():
             section = browser.evaluate("(() => { const r = document.getElementById('explain').getBoundingClientRect(); return [r.x, r.y + window.scrollY, r.width, r.height]; })()")
             data = browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
                                 clip={"x": section[0] - 8, "y": section[1] - 8, "width": section[2] + 16, "height": section[3] + 16, "scale": 1})["data"]
-            import base64
             with open(arguments.screenshot, "wb") as file:
                 file.write(base64.b64decode(data))
             print(f"screenshot: {arguments.screenshot} (tooltip of character {hover})")
-    finally:
-        if browser:
-            browser.close()
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ server's stream was freed. Drives Chromium over its DevTools pipe
 
     Tools/playground/screenshot.py CHECKPOINT [OUT.png]
 """
-import base64, json, os, re, subprocess, sys, time, urllib.request
+import base64, contextlib, json, os, re, subprocess, sys, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -75,12 +75,29 @@ class DevTools:
         with open(path, "wb") as file:
             file.write(base64.b64decode(data))
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        self.close()
+
     def close(self):
         try:
             self.call("Browser.close", session=False)
         except Exception:
             pass
         self.process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def serving(binary, checkpoint):
+    """charrnn-server for `checkpoint` on a free loopback port: yields its base URL, and stops it after."""
+    server = subprocess.Popen([binary, "--checkpoint", checkpoint, "--port", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        yield re.search(r"http://\S+/", server.stdout.readline()).group(0)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def metric(base, name):
@@ -96,12 +113,7 @@ def main():
                    check=True, stdout=subprocess.DEVNULL)
     binary = subprocess.run(["swift", "build", "--package-path", ROOT, "-c", "release", "--show-bin-path"],
                             check=True, capture_output=True, text=True).stdout.strip() + "/charrnn-server"
-    server = subprocess.Popen([binary, "--checkpoint", checkpoint, "--port", "0"], stdout=subprocess.PIPE, text=True)
-    browser = None
-    try:
-        line = server.stdout.readline()
-        base = re.search(r"http://\S+/", line).group(0)
-        browser = DevTools()
+    with serving(binary, checkpoint) as base, DevTools() as browser:
         browser.open(base)
         browser.wait_for("document.getElementById('facts').children.length > 0")
         browser.evaluate("""(() => {
@@ -132,11 +144,6 @@ def main():
         print(f"stop: {stopped}; server's active streams now {active:g}")
         if active != 0:
             sys.exit("stop: the server still steps the stopped stream")
-    finally:
-        if browser:
-            browser.close()
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

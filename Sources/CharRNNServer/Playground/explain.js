@@ -104,13 +104,6 @@
     $("explain-status").classList.toggle("error", Boolean(isError));
   }
 
-  function authHeaders() {
-    const result = { "Content-Type": "application/json" };
-    const key = $("api-key").value.trim() || localStorage.getItem("charrnn-api-key") || "";
-    if (key) result["Authorization"] = "Bearer " + key;
-    return result;
-  }
-
   async function explain() {
     const model = window.charrnnModel;
     if (!model) { setStatus("The model's facts have not loaded yet.", true); return; }
@@ -131,7 +124,7 @@
     const started = performance.now();
     try {
       const response = await fetch("/v1/trace", {
-        method: "POST", headers: authHeaders(), body: JSON.stringify({ text: characters.join(""), units, top: 5 }),
+        method: "POST", headers: headers(), body: JSON.stringify({ text: characters.join(""), units, top: 5 }),
       });
       const answer = await response.json().catch(() => ({ error: response.statusText }));
       if (!response.ok) { setStatus(`${response.status}: ${answer.error}`, true); return; }
@@ -259,19 +252,7 @@
     $("finder-regex").disabled = true;
     $("explain-view").addEventListener("mousemove", showTip);
     $("explain-view").addEventListener("mouseleave", () => { $("explain-tip").hidden = true; });
-    const area = $("explain-text");
-    area.addEventListener("dragover", (e) => { e.preventDefault(); area.classList.add("dragging"); });
-    area.addEventListener("dragleave", () => area.classList.remove("dragging"));
-    area.addEventListener("drop", async (e) => {
-      e.preventDefault();
-      area.classList.remove("dragging");
-      const file = e.dataTransfer.files[0];
-      if (!file) return;
-      let text = await file.text();
-      const vocabulary = (window.charrnnModel && window.charrnnModel.vocabulary) || [];
-      if (!vocabulary.includes("\r")) text = text.replace(/\r\n?/g, "\n");
-      area.value = text;
-    });
+    acceptDroppedText($("explain-text"), () => {});
   }
 
   wire();

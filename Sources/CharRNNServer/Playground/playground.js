@@ -148,6 +148,25 @@ async function generate() {
   }
 }
 
+// Lets a text file be dropped on `area` (a textarea): its text replaces the
+// area's, read as charrnn sample --prime-file reads a file (\r\n and \r
+// become \n when the model has no \r); then `dropped(file, text)`.
+function acceptDroppedText(area, dropped) {
+  area.addEventListener("dragover", (e) => { e.preventDefault(); area.classList.add("dragging"); });
+  area.addEventListener("dragleave", () => area.classList.remove("dragging"));
+  area.addEventListener("drop", async (e) => {
+    e.preventDefault();
+    area.classList.remove("dragging");
+    const file = e.dataTransfer.files[0];
+    if (!file) return;
+    let text = await file.text();
+    const vocabulary = (window.charrnnModel && window.charrnnModel.vocabulary) || [];
+    if (!vocabulary.includes("\r")) text = text.replace(/\r\n?/g, "\n");
+    area.value = text;
+    dropped(file, text);
+  });
+}
+
 function wire() {
   $("temperature").addEventListener("input", (e) => { $("temperature-value").textContent = Number(e.target.value).toFixed(2); });
   $("top-p").addEventListener("input", (e) => {
@@ -159,19 +178,7 @@ function wire() {
   $("api-key").addEventListener("change", (e) => { localStorage.setItem("charrnn-api-key", e.target.value.trim()); loadModel(); });
   $("prime").addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) generate(); });
 
-  const prime = $("prime");
-  prime.addEventListener("dragover", (e) => { e.preventDefault(); prime.classList.add("dragging"); });
-  prime.addEventListener("dragleave", () => prime.classList.remove("dragging"));
-  prime.addEventListener("drop", async (e) => {
-    e.preventDefault();
-    prime.classList.remove("dragging");
-    const file = e.dataTransfer.files[0];
-    if (!file) return;
-    // As charrnn sample --prime-file reads it: \r\n and \r become \n when the model has no \r.
-    let text = await file.text();
-    const vocabulary = (window.charrnnModel && window.charrnnModel.vocabulary) || [];
-    if (!vocabulary.includes("\r")) text = text.replace(/\r\n?/g, "\n");
-    prime.value = text;
+  acceptDroppedText($("prime"), (file, text) => {
     $("prime-note").textContent = `${file.name}: ${[...text].length} characters`;
   });
 }
