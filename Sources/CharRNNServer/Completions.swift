@@ -202,9 +202,6 @@
                 throw APIError(
                     .badRequest, "n × the prompts must be at most \(OpenAICompletions.maxChoices) (got \(n) × \(prompts.count))", field: "n")
             }
-            if echo && logprobs != nil {
-                throw APIError(.badRequest, "echo cannot be combined with logprobs on this server (the prompt's are not computed)", field: "echo")
-            }
             var options = SamplingOptions()
             options.temperature = temperature ?? 1
             options.topK = topK == 0 ? nil : topK
@@ -227,35 +224,64 @@
         }
     }
 
+    /// A prompt's characters in OpenAI's logprobs columns, for `echo` with
+    /// `logprobs`: the first character has none (nothing predicts it).
+    struct PromptLogprobs {
+        var tokens: [JSONValue] = []
+        var tokenLogprobs: [JSONValue] = []
+        var topLogprobs: [JSONValue] = []
+
+        /// The columns of a scored prompt.
+        init(_ characters: [TracedCharacter]) {
+            for character in characters {
+                tokens.append(.string(String(character.character)))
+                tokenLogprobs.append(character.logprob.map { .double($0) } ?? .null)
+                topLogprobs.append(
+                    character.logprob == nil
+                        ? .null
+                        : .object(
+                            Dictionary(character.top.map { (String($0.character), JSONValue.double($0.logprob)) }, uniquingKeysWith: { a, _ in a })))
+            }
+        }
+    }
+
     /// One choice's text as it is made: what it has sent, for the offsets.
     struct ChoiceProgress {
         let index: Int
         let primeCount: Int
         let echo: Bool
+        /// The prompt's columns, put before the generated characters' when echoed.
+        var prompt: PromptLogprobs? = nil
         var sent = 0
         var primeSeen = false
 
         /// The choice's part of a chunk: its new text (the prime left out
-        /// unless echoed) and, when asked, OpenAI's logprobs object for it.
+        /// unless echoed) and, when asked, OpenAI's logprobs object for it
+        /// (with the prompt's characters first when echoed).
         mutating func piece(_ chunk: GenerationChunk, logprobs: Bool) -> (text: String, logprobs: JSONValue) {
             var scalars = Array(chunk.text.unicodeScalars)[...]
+            var echoed: PromptLogprobs? = nil
             if !primeSeen {
                 primeSeen = true
-                if !echo { scalars = scalars.dropFirst(primeCount) }
+                if echo { echoed = prompt } else { scalars = scalars.dropFirst(primeCount) }
             }
             let text = String(String.UnicodeScalarView(scalars))
             var object = JSONValue.null
             if logprobs {
-                let offsets = (0..<chunk.logprobs.count).map { JSONValue.int(sent + $0) }
+                // Offsets into the choice's text: the generated characters end the piece.
+                let first = sent + scalars.count - chunk.logprobs.count
+                let promptOffsets = (0..<(echoed?.tokens.count ?? 0)).map { JSONValue.int(sent + $0) }
                 object = .object([
-                    "tokens": .array(chunk.logprobs.map { .string(String($0.character)) }),
-                    "token_logprobs": .array(chunk.logprobs.map { .double($0.logprob) }),
+                    "tokens": .array((echoed?.tokens ?? []) + chunk.logprobs.map { .string(String($0.character)) }),
+                    "token_logprobs": .array((echoed?.tokenLogprobs ?? []) + chunk.logprobs.map { .double($0.logprob) }),
                     "top_logprobs": .array(
-                        chunk.logprobs.map { logprob in
-                            .object(
-                                Dictionary(logprob.top.map { (String($0.character), JSONValue.double($0.logprob)) }, uniquingKeysWith: { a, _ in a }))
-                        }),
-                    "text_offset": .array(offsets),
+                        (echoed?.topLogprobs ?? [])
+                            + chunk.logprobs.map { logprob in
+                                .object(
+                                    Dictionary(
+                                        logprob.top.map { (String($0.character), JSONValue.double($0.logprob)) }, uniquingKeysWith: { a, _ in a }))
+                            }),
+                    "text_offset": .array(promptOffsets + (0..<chunk.logprobs.count).map { JSONValue.int(first + $0) }),
                 ])
             }
             sent += scalars.count
@@ -295,6 +321,16 @@
                 throw OpenAICompletions.error(error)
             }
             let streams = submitted
+            var scored: [String: PromptLogprobs] = [:]
+            if parameters.echo, let top = parameters.logprobs {
+                do {
+                    scored = try await scoredPrompts(
+                        parameters.prompts, top: top, temperature: requests[0].options.logprobTemperature, connection: connection)
+                } catch {
+                    for stream in streams { stream.cancel() }
+                    throw error
+                }
+            }
             let reporter = LatencyReporter(metrics: metrics, arrived: arrived)
             let header: [String: JSONValue] = [
                 "id": .string("cmpl-" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()),
@@ -305,7 +341,8 @@
                 $0 + $1.element.prime.unicodeScalars.count
             }
             let started = streams.enumerated().map {
-                ChoiceProgress(index: $0.offset, primeCount: $0.element.prime.unicodeScalars.count, echo: parameters.echo)
+                ChoiceProgress(
+                    index: $0.offset, primeCount: $0.element.prime.unicodeScalars.count, echo: parameters.echo, prompt: scored[$0.element.prime])
             }
             let logprobs = parameters.logprobs != nil
             if parameters.stream {
@@ -396,6 +433,30 @@
                 })
             object["usage"] = Self.usage(prompt: promptTokens, completion: generated)
             return Self.json(.object(object))
+        }
+
+        /// Each distinct prompt's characters with their log-probabilities and
+        /// the `top` likeliest at `temperature`, as a trace computes them (on
+        /// the tracer, within its places and the request's time); a prompt
+        /// longer than a trace may be is refused with 413.
+        func scoredPrompts(_ prompts: [String], top: Int, temperature: Double, connection: any Channel) async throws -> [String: PromptLogprobs] {
+            let limit = settings.traceLimits.maxCharacters
+            if let longest = prompts.map(\.unicodeScalars.count).max(), longest > limit {
+                throw APIError(
+                    .contentTooLarge,
+                    "prompt has \(longest) characters; with echo and logprobs a prompt is scored a character at a time, at most \(limit) on this server",
+                    field: "prompt")
+            }
+            var scored: [String: PromptLogprobs] = [:]
+            for prompt in prompts where scored[prompt] == nil {
+                // The scheduler has taken the prompt, so its characters are the model's.
+                let tokens = try scheduler.vocabulary.encode(prompt.unicodeScalars)
+                let characters = try await watchingTrace(connection, "scoring the prompt") { flag in
+                    try await tracer.characters(tokens: tokens, top: top, temperature: temperature, flag: flag)
+                }
+                scored[prompt] = PromptLogprobs(characters)
+            }
+            return scored
         }
 
         /// The chunks of every choice as they come, each with its choice's

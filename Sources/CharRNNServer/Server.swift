@@ -187,6 +187,30 @@
                 refusal.extra["unknown_characters"] = .array(scalars.map { .string(String($0)) })
                 throw refusal
             }
+            let options = TraceOptions(units: parameters.units, top: parameters.top, cellState: parameters.cellState)
+            let json = try await watchingTrace(connection, "the trace") { flag in
+                do {
+                    return try await tracer.run(tokens: tokens, options: options, flag: flag)
+                } catch let error as TraceError {
+                    switch error {
+                    case .unitOutOfRange(let unit, let hiddenSize):
+                        throw APIError(.badRequest, "units must be in 0-\(hiddenSize - 1) (got \(unit))", field: "units")
+                    case .topOutOfRange(let top, let vocabularySize):
+                        throw APIError(.badRequest, "top must be in 0-\(vocabularySize), the model's vocabulary (got \(top))", field: "top")
+                    default: throw APIError(.internalServerError, error.description)
+                    }
+                }
+            }
+            return Response(
+                status: .ok, headers: [.contentType: "application/json; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: json)))
+        }
+
+        /// Runs `work` with a flag that the tracer reads between characters,
+        /// set when the client goes (then `ClientGone` is thrown) or the
+        /// request's time is up (504 naming `what`); a model failure is 500.
+        func watchingTrace<Value>(
+            _ connection: any Channel, _ what: String, _ work: (TraceRunner.Flag) async throws -> Value
+        ) async throws -> Value {
             let flag = TraceRunner.Flag()
             let timeout = settings.requestTimeout
             let watcher = Task {
@@ -198,25 +222,14 @@
                 }
             }
             defer { watcher.cancel() }
-            let options = TraceOptions(units: parameters.units, top: parameters.top, cellState: parameters.cellState)
             do {
-                let json = try await tracer.run(tokens: tokens, options: options, flag: flag)
-                return Response(
-                    status: .ok, headers: [.contentType: "application/json; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: json)))
-            } catch let error as TraceError {
-                switch error {
-                case .unitOutOfRange(let unit, let hiddenSize):
-                    throw APIError(.badRequest, "units must be in 0-\(hiddenSize - 1) (got \(unit))", field: "units")
-                case .topOutOfRange(let top, let vocabularySize):
-                    throw APIError(.badRequest, "top must be in 0-\(vocabularySize), the model's vocabulary (got \(top))", field: "top")
-                default: throw APIError(.internalServerError, error.description)
-                }
+                return try await work(flag)
             } catch TraceRunner.Stop.cancelled {
                 throw ClientGone()
             } catch TraceRunner.Stop.timedOut {
-                throw APIError(.gatewayTimeout, "the trace took longer than \(timeout) and was ended")
+                throw APIError(.gatewayTimeout, "\(what) took longer than \(timeout) and was ended")
             } catch TraceRunner.Stop.failed(let reason) {
-                throw APIError(.internalServerError, "the trace failed: \(reason)")
+                throw APIError(.internalServerError, "\(what) failed: \(reason)")
             }
         }
 

@@ -125,7 +125,40 @@
         /// work), runs it on a thread of its own and returns the answer's
         /// JSON; throws `Stop` when `flag` asks for one or the model fails.
         func run(tokens: [Int32], options: TraceOptions, flag: Flag) async throws -> String {
-            let box = TraceBox(try TextTrace(generator: generator, tokens: tokens, options: options))
+            let cellState = options.cellState
+            return try await onThread(try TextTrace(generator: generator, tokens: tokens, options: options), flag: flag) { trace, counted in
+                Self.compute(&trace, cellState: cellState, flag: flag, counted: counted)
+            }
+        }
+
+        /// Every character of `tokens` with its log-probability and the `top`
+        /// likeliest at `temperature` (a prompt's, for the completions API's
+        /// `echo` with `logprobs`), computed as `run` computes a trace.
+        func characters(tokens: [Int32], top: Int, temperature: Double, flag: Flag) async throws -> [TracedCharacter] {
+            let options = TraceOptions(units: .none, top: top, cellState: false, temperature: temperature)
+            return try await onThread(try TextTrace(generator: generator, tokens: tokens, options: options), flag: flag) { trace, counted in
+                var characters: [TracedCharacter] = []
+                characters.reserveCapacity(trace.tokens.count)
+                do {
+                    while let character = try trace.next() {
+                        counted()
+                        if let stop = flag.stop { return .failure(stop) }
+                        characters.append(character)
+                    }
+                } catch {
+                    return .failure(.failed(String(describing: error)))
+                }
+                return .success(characters)
+            }
+        }
+
+        /// Takes one of the `limit` places (503 with Retry-After when none is
+        /// free), runs `work` on `trace` on a thread of its own, and returns
+        /// what it made; `work` counts each character fed with its second argument.
+        private func onThread<Value: Sendable>(
+            _ trace: TextTrace, flag: Flag, _ work: @escaping @Sendable (inout TextTrace, () -> Void) -> Result<Value, Stop>
+        ) async throws -> Value {
+            let box = TraceBox(trace)
             guard
                 counts.withLock({ counts in
                     guard counts.running < limit else { return false }
@@ -140,11 +173,10 @@
                 throw error
             }
             defer { counts.withLock { $0.running -= 1 } }
-            let cellState = options.cellState
             let counted = { @Sendable [self] in self.counts.withLock { $0.characters += 1 } }
-            let outcome: Result<String, Stop> = await withCheckedContinuation { continuation in
+            let outcome: Result<Value, Stop> = await withCheckedContinuation { continuation in
                 let thread = Thread {
-                    continuation.resume(returning: Self.compute(&box.trace, cellState: cellState, flag: flag, counted: counted))
+                    continuation.resume(returning: work(&box.trace, counted))
                 }
                 thread.name = "charrnn-trace"
                 thread.start()

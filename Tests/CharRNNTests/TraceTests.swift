@@ -107,7 +107,36 @@ struct TraceTests {
         }
     }
 
-    @Test("A trace refuses units and tops outside the model, an empty text and unknown characters, naming each")
+    @Test("A trace at a temperature scores each generated character as sampling at that temperature did", arguments: [0.6, 1.0, 1.7])
+    func temperedTraceScoresAsSamplingDid(temperature: Double) throws {
+        let generator = try Self.generator(cell: .lstm)
+        var options = SamplingOptions()
+        options.temperature = Float(temperature)
+        options.seed = 5
+        var asked = CompletionOptions()
+        asked.logprobs = 4
+        let prime = "the \"quick"
+        let generated = try generator.complete(prime: prime, length: 40, options: options, completion: asked)
+        let logprobs = try #require(generated.logprobs)
+        var trace = try TextTrace(
+            generator: generator, text: prime + generated.text, options: TraceOptions(units: .none, top: 4, temperature: temperature))
+        let scored = try Self.all(&trace).suffix(logprobs.count)
+        #expect(scored.count == 40)
+        for (character, drawn) in zip(scored, logprobs) {
+            #expect(character.character == drawn.character)
+            // The prime is fed in one pass for generation, a step at a time here: the last bits may differ.
+            #expect(abs((character.logprob ?? 1) - drawn.logprob) <= 1e-5 * max(1, abs(drawn.logprob)), "\(character.position)")
+            #expect(character.top.map(\.character) == drawn.top.map(\.character))
+            #expect(zip(character.top, drawn.top).allSatisfy { abs($0.logprob - $1.logprob) <= 1e-5 * max(1, abs($1.logprob)) })
+        }
+        if temperature != 1 {
+            var plain = try TextTrace(generator: generator, text: prime + generated.text, options: TraceOptions())
+            let model = try Self.all(&plain).suffix(logprobs.count)
+            #expect(zip(model, scored).contains { abs(($0.logprob ?? 0) - ($1.logprob ?? 0)) > 1e-3 }, "the temperature changes the scores")
+        }
+    }
+
+    @Test("A trace refuses units, tops and temperatures outside the model, an empty text and unknown characters, naming each")
     func badRequestsAreRefused() throws {
         let generator = try Self.generator(cell: .rnn, hiddenSize: 8)
         let tokens: [Int32] = [0, 1]
@@ -121,6 +150,16 @@ struct TraceTests {
             try TextTrace(generator: generator, tokens: tokens, options: TraceOptions(units: .none, top: Self.vocabulary.count + 1))
         }
         #expect(throws: TraceError.emptyText) { try TextTrace(generator: generator, tokens: [], options: TraceOptions()) }
+        for temperature in [0, -1, .infinity, .nan] {
+            let refused = #expect(throws: TraceError.self) {
+                try TextTrace(generator: generator, tokens: tokens, options: TraceOptions(units: .none, temperature: temperature))
+            }
+            guard case .temperatureOutOfRange(let value) = refused else {
+                Issue.record("temperature \(temperature): \(String(describing: refused))")
+                continue
+            }
+            #expect(value == temperature || (value.isNaN && temperature.isNaN))
+        }
         #expect(throws: TraceError.unknownCharacters(["X", "€"])) { try TextTrace(generator: generator, text: "aXb€", options: TraceOptions()) }
     }
 

@@ -166,6 +166,90 @@
             }
         }
 
+        @Test("With echo and logprobs each prompt's characters come first, scored as a trace scores them, then the generated ones as without echo")
+        func echoedPromptsAreScored() async throws {
+            let generator = TestModel.shared.generator
+            let prompts = ["the «kite» fell", "Ёлки"]
+            let scored = try prompts.map { prompt in
+                var trace = try TextTrace(
+                    generator: generator, text: prompt, options: TraceOptions(units: .none, top: 3, temperature: Double(Float(0.8))))
+                var characters: [TracedCharacter] = []
+                while let character = try trace.next() { characters.append(character) }
+                return characters
+            }
+            var plainTrace = try TextTrace(generator: generator, text: prompts[0], options: TraceOptions())
+            while try plainTrace.next() != nil {}
+            let (meanSurprise, predictions) = (plainTrace.meanSurprise, plainTrace.predictions)
+            try await withServer(.live) { client, _ in
+                let fields: [String: Any] = ["prompt": prompts, "n": 2, "max_tokens": 30, "seed": 9, "temperature": 0.8, "logprobs": 3]
+                let plain = try await client.send(.post, "/v1/completions", json: jsonBody(fields))
+                let echoed = try await client.send(.post, "/v1/completions", json: jsonBody(edited(fields) { $0["echo"] = true }))
+                #expect(plain.status == 200 && echoed.status == 200, "\(echoed.text)")
+                let plainChoices = try #require(plain.json["choices"] as? [[String: Any]])
+                let echoedChoices = try #require(echoed.json["choices"] as? [[String: Any]])
+                #expect(plainChoices.count == 4 && echoedChoices.count == 4)
+                for (index, (bare, choice)) in zip(plainChoices, echoedChoices).enumerated() {
+                    let prompt = scored[index / 2]
+                    let bareLogprobs = try #require(bare["logprobs"] as? [String: Any])
+                    let logprobs = try #require(choice["logprobs"] as? [String: Any])
+                    #expect(choice["text"] as? String == prompts[index / 2] + (bare["text"] as? String ?? "?"))
+                    let tokens = try #require(logprobs["tokens"] as? [String])
+                    let values = try #require(logprobs["token_logprobs"] as? [Any])
+                    let tops = try #require(logprobs["top_logprobs"] as? [Any])
+                    let bareTokens = try #require(bareLogprobs["tokens"] as? [String])
+                    #expect(tokens == prompt.map { String($0.character) } + bareTokens)
+                    #expect(logprobs["text_offset"] as? [Int] == Array(0..<tokens.count))
+                    // The prompt's first character has nothing before it.
+                    #expect(values[0] is NSNull && tops[0] is NSNull)
+                    // Within JSON's reading of the printed doubles.
+                    func close(_ a: Double?, _ b: Double?) -> Bool { a != nil && b != nil && abs(a! - b!) <= 1e-12 * abs(b!) }
+                    for (position, character) in prompt.enumerated().dropFirst() {
+                        #expect(close(values[position] as? Double, character.logprob), "\(index), \(position)")
+                        let top = try #require(tops[position] as? [String: Double])
+                        #expect(top.count == 3 && character.top.allSatisfy { close(top[String($0.character)], $0.logprob) })
+                    }
+                    // The generated characters' figures are the request's without echo (to the
+                    // batch's rounding: streams join the batch at other steps).
+                    func near(_ a: Double?, _ b: Double) -> Bool { a.map { abs($0 - b) < 1e-6 } == true }
+                    let bareValues = try #require(bareLogprobs["token_logprobs"] as? [Double])
+                    let bareTops = try #require(bareLogprobs["top_logprobs"] as? [[String: Double]])
+                    #expect(values.count == prompt.count + bareValues.count && tops.count == values.count)
+                    #expect(zip(values.dropFirst(prompt.count), bareValues).allSatisfy { near($0 as? Double, $1) })
+                    #expect(
+                        zip(tops.dropFirst(prompt.count), bareTops).allSatisfy { top, bare in
+                            guard let top = top as? [String: Double], top.keys == bare.keys else { return false }
+                            return bare.allSatisfy { near(top[$0.key], $0.value) }
+                        })
+                }
+                // Streamed, the chunks' objects add up to the whole answer's.
+                var streamedFields = edited(fields) { $0["echo"] = true }
+                streamedFields["stream"] = true
+                let events = try await client.send(.post, "/v1/completions", json: jsonBody(streamedFields)).events
+                var tokens = [[String]](repeating: [], count: 4)
+                var offsets = [[Int]](repeating: [], count: 4)
+                for event in events {
+                    for choice in (event.data["choices"] as? [[String: Any]]) ?? [] {
+                        let index = try #require(choice["index"].flatMap(integer))
+                        let logprobs = try #require(choice["logprobs"] as? [String: Any])
+                        tokens[index] += logprobs["tokens"] as? [String] ?? []
+                        offsets[index] += logprobs["text_offset"] as? [Int] ?? []
+                    }
+                }
+                #expect(tokens == echoedChoices.map { (($0["logprobs"] as? [String: Any])?["tokens"] as? [String]) ?? [] })
+                #expect(offsets == tokens.map { Array(0..<$0.count) })
+                // Scoring alone, as evaluation harnesses ask: no character generated.
+                let scoring = try await client.send(
+                    .post, "/v1/completions", json: jsonBody(["prompt": prompts[0], "max_tokens": 0, "echo": true, "logprobs": 0]))
+                let only = try #require((scoring.json["choices"] as? [[String: Any]])?.first)
+                #expect(only["text"] as? String == prompts[0])
+                let onlyValues = try #require((only["logprobs"] as? [String: Any])?["token_logprobs"] as? [Any])
+                let sum = onlyValues.compactMap { $0 as? Double }.reduce(0, +)
+                #expect(onlyValues.count == scored[0].count)
+                #expect(abs(-sum / Double(predictions) - meanSurprise) <= 1e-12, "at temperature 1, the trace's surprise")
+                #expect((scoring.json["usage"] as? [String: Any])?["completion_tokens"].flatMap(integer) == 0)
+            }
+        }
+
         @Test("Beyond the streams and the queue a request gets 503 with Retry-After; past the timeout, 504, and the place is free again")
         func busyAndTimeout() async throws {
             try await withServer(

@@ -66,7 +66,8 @@
 
         @Test("Completions errors take OpenAI's shape, naming the parameter as the API spells it")
         func completionsErrorsInOpenAIShape() async throws {
-            try await withServer(.live, limits: edited(.init()) { $0.maxLength = 500 }) { client, _ in
+            let settings = edited(ServerSettings()) { $0.traceLimits.maxCharacters = 16 }
+            try await withServer(.live, limits: edited(.init()) { $0.maxLength = 500 }, settings: settings) { client, _ in
                 let cases: [(body: String, status: Int, param: String?, message: String)] = [
                     (#"{"prompt": "the", "max_tokens": -1}"#, 400, "max_tokens", "max_tokens must be 0 or more"),
                     (#"{"prompt": "the", "max_tokens": 501}"#, 400, "max_tokens", "max_tokens must be at most 500"),
@@ -80,7 +81,10 @@
                     (#"{"prompt": "the", "n": 129}"#, 400, "n", "must be at most 128"),
                     (#"{"prompt": "the", "frequency_penalty": 0.5}"#, 400, "frequency_penalty", "not supported"),
                     (#"{"prompt": "the", "logit_bias": {"50256": -100}}"#, 400, "logit_bias", "not supported"),
-                    (#"{"prompt": "the", "echo": true, "logprobs": 1}"#, 400, "echo", "echo cannot be combined with logprobs"),
+                    (
+                        #"{"prompt": ["the", "the kite, the kite"], "echo": true, "logprobs": 1}"#, 413, "prompt",
+                        "prompt has 18 characters; with echo and logprobs a prompt is scored a character at a time, at most 16"
+                    ),
                     (#"{"prompt": "the", "bogus": 1}"#, 400, "bogus", "unrecognized request argument supplied: bogus"),
                     ("null", 400, nil, "the body must be a JSON object"),
                 ]

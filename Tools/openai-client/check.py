@@ -5,7 +5,8 @@
 
 Starts charrnn-server on a free port, then asks through `openai.OpenAI`'s
 `completions.create` (plain, streamed, n = 3, stop strings, logprobs 5, a
-list of prompts, echo) and `models.list`/`retrieve`, and checks every text
+list of prompts, echo, and echo with logprobs: the prompt scored as
+`charrnn trace` scores it) and `models.list`/`retrieve`, and checks every text
 against what `charrnn sample` prints for the same seed and options (a token
 is a character; choice i of a prompt is `charrnn sample --count n`'s sample
 i), the log-probabilities against `charrnn sample --logprobs`, and that bad
@@ -128,6 +129,39 @@ def main():
         answer = client.completions.create(model="charrnn-test", prompt="The ", max_tokens=200, seed=7, echo=True)
         (text, _, _), = sample("The ", 200, 7)
         expect(answer.choices[0].text == "The " + text, "echo")
+
+        # echo with logprobs: the prompt's characters first, as `charrnn trace` scores them (the
+        # first has nothing before it), then the generated ones as `charrnn sample --logprobs`.
+        def traced(prompt):
+            out = subprocess.run([args.charrnn, "trace", "--checkpoint", args.checkpoint, "--prime", prompt, "--top", "5"],
+                                 check=True, capture_output=True, text=True).stdout
+            return [json.loads(line) for line in out.splitlines()]
+
+        def matches_trace(logprobs, scored, what):
+            count = len(scored)
+            expect(logprobs.tokens[:count] == [line["character"] for line in scored], f"{what}: prompt tokens")
+            expect(logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None, f"{what}: the first character")
+            expect(all(abs(value + line["surprise"]) <= 1e-9 * line["surprise"]
+                       for value, line in zip(logprobs.token_logprobs[1:count], scored[1:])), f"{what}: prompt token_logprobs")
+            expect(all(set(top) == {t["character"] for t in line["top"]}
+                       for top, line in zip(logprobs.top_logprobs[1:count], scored[1:])), f"{what}: prompt top_logprobs")
+
+        # Scoring a text, as evaluation harnesses do: max_tokens 0.
+        prompt = "The Program is distributed"
+        answer = client.completions.create(model="charrnn-test", prompt=prompt, max_tokens=0, echo=True, logprobs=5)
+        expect(answer.choices[0].text == prompt and answer.usage.completion_tokens == 0, "scoring: the prompt alone")
+        matches_trace(answer.choices[0].logprobs, traced(prompt), "scoring")
+        expect(answer.choices[0].logprobs.text_offset == list(range(len(prompt))), "scoring: text_offset")
+        (text, _, lines), = sample("The ", 60, 3, "--top-k", "5")
+        answer = client.completions.create(model="charrnn-test", prompt="The ", max_tokens=60, seed=3, logprobs=5, echo=True,
+                                           extra_body={"top_k": 5})
+        logprobs = answer.choices[0].logprobs
+        expect(answer.choices[0].text == "The " + text, "echo with logprobs: text")
+        matches_trace(logprobs, traced("The "), "echo with logprobs")
+        expect(logprobs.tokens[4:] == [line["char"] for line in lines], "echo with logprobs: generated tokens")
+        expect(all(abs(a - line["logprob"]) < 1e-5 for a, line in zip(logprobs.token_logprobs[4:], lines)),
+               "echo with logprobs: generated token_logprobs")
+        expect(logprobs.text_offset == list(range(64)), "echo with logprobs: text_offset")
 
         # Bad requests raise the client's exceptions, naming the parameter.
         for kwargs, error, param in [

@@ -20,15 +20,21 @@ public struct TraceOptions: Sendable, Equatable {
     public var top = 0
     /// For the LSTM, whether to record the chosen units' cell state `c` too.
     public var cellState = true
+    /// The temperature T the distributions are read at, `log softmax(logits
+    /// / T)`: 1, the model's own; another value shows the text as sampling
+    /// at that temperature scores it (as a generated character's
+    /// `CharacterLogprob` does). Positive and finite.
+    public var temperature = 1.0
 
     /// Nothing but probabilities, surprise and entropy.
     public init() {}
 
     /// The options named.
-    public init(units: Units, top: Int = 0, cellState: Bool = true) {
+    public init(units: Units, top: Int = 0, cellState: Bool = true, temperature: Double = 1) {
         self.units = units
         self.top = top
         self.cellState = cellState
+        self.temperature = temperature
     }
 }
 
@@ -57,6 +63,8 @@ public enum TraceError: Error, Equatable, CustomStringConvertible {
     case unitOutOfRange(unit: Int, hiddenSize: Int)
     /// `top` is negative or above the vocabulary's size.
     case topOutOfRange(top: Int, vocabularySize: Int)
+    /// The temperature is zero, negative or not finite.
+    case temperatureOutOfRange(Double)
     /// A model operation failed.
     case model(ModelError)
 
@@ -71,6 +79,8 @@ public enum TraceError: Error, Equatable, CustomStringConvertible {
             return "units must be in 0-\(hiddenSize - 1), the model's layers having \(hiddenSize) (got \(unit))"
         case .topOutOfRange(let top, let vocabularySize):
             return "top must be in 0-\(vocabularySize), the model's vocabulary (got \(top))"
+        case .temperatureOutOfRange(let temperature):
+            return "the temperature must be a positive finite number (got \(temperature))"
         case .model(let error): return error.description
         }
     }
@@ -85,8 +95,10 @@ public struct TracedCharacter: Sendable, Equatable {
         public let character: Unicode.Scalar
         /// Its index in the vocabulary.
         public let token: Int32
+        /// Its natural-log probability.
+        public let logprob: Double
         /// Its probability, in [0, 1].
-        public let probability: Double
+        public var probability: Double { exp(logprob) }
     }
 
     /// The character's place in the text, from 0.
@@ -96,8 +108,8 @@ public struct TracedCharacter: Sendable, Equatable {
     /// Its index in the vocabulary.
     public let token: Int32
     /// Its natural-log probability given the characters before (the
-    /// distribution at temperature 1); nil for the first character, which
-    /// nothing predicts.
+    /// distribution at the trace's temperature, 1 unless asked); nil for the
+    /// first character, which nothing predicts.
     public let logprob: Double?
     /// The entropy of the distribution it was predicted from, in nats; nil
     /// for the first character.
@@ -138,6 +150,8 @@ public struct TextTrace {
     public let recordsCell: Bool
     /// How many alternatives each character records.
     public let top: Int
+    /// The temperature the distributions are read at.
+    public let temperature: Double
     /// The model's recurrent layers (each records `units`).
     public var layerCount: Int { configuration.layerCount }
     /// The next position `next()` computes.
@@ -169,10 +183,12 @@ public struct TextTrace {
             throw .topOutOfRange(top: options.top, vocabularySize: configuration.vocabularySize)
         }
         precondition(tokens.allSatisfy { (0..<Int32(configuration.vocabularySize)).contains($0) }, "tokens come from the vocabulary")
+        guard options.temperature > 0 && options.temperature.isFinite else { throw .temperatureOutOfRange(options.temperature) }
         self.configuration = configuration
         vocabulary = generator.vocabulary
         self.tokens = tokens
         top = options.top
+        temperature = options.temperature
         recordsCell = options.cellState && configuration.cell == .lstm && !units.isEmpty
         do {
             session = try InferenceSession(weights: generator.weights, streams: 1, options: SamplingOptions())
@@ -211,13 +227,13 @@ public struct TextTrace {
         var alternatives: [TracedCharacter.Alternative] = []
         if position > 0 {
             // The scores after the previous character predict this one.
-            let distribution = ScoreDistribution(logits: session.logits[0..<configuration.vocabularySize])
+            let distribution = ScoreDistribution(logits: session.logits[0..<configuration.vocabularySize], temperature: temperature)
             let value = distribution.logprob(of: Int(token))
             guard value.isFinite else { throw .nonFinite(.logits) }
             logprob = value
             entropy = distribution.entropy
             alternatives = distribution.likeliest(top).map {
-                TracedCharacter.Alternative(character: vocabulary.scalars[$0], token: Int32($0), probability: exp(distribution.logprob(of: $0)))
+                TracedCharacter.Alternative(character: vocabulary.scalars[$0], token: Int32($0), logprob: distribution.logprob(of: $0))
             }
             totalSurprise -= value
         }

@@ -74,8 +74,7 @@ public struct CharacterLogprob: Sendable, Equatable {
     /// The log-probability of `token` and the `top` most likely tokens, from
     /// one stream's row of scores.
     init(token: Int32, logits: ArraySlice<Float>, options: SamplingOptions, top: Int, vocabulary: Vocabulary) {
-        let temperature = options.greedy || options.temperature == 0 ? 1 : Double(options.temperature)
-        let distribution = ScoreDistribution(logits: logits, temperature: temperature)
+        let distribution = ScoreDistribution(logits: logits, temperature: options.logprobTemperature)
         character = vocabulary.scalars[Int(token)]
         logprob = distribution.logprob(of: Int(token))
         self.top = distribution.likeliest(top).map { Alternative(character: vocabulary.scalars[$0], logprob: distribution.logprob(of: $0)) }

@@ -20,6 +20,11 @@ public struct SamplingOptions: Sendable, Equatable {
     /// Full-distribution sampling at temperature 1 with seed 0.
     public init() {}
 
+    /// The temperature log-probabilities are read at (`CharacterLogprob`'s,
+    /// and a prompt's scored to match them): `temperature`, or the model's
+    /// own 1 when drawing is greedy or at temperature 0.
+    public var logprobTemperature: Double { greedy || temperature == 0 ? 1 : Double(temperature) }
+
     /// The notebook's filter, the 5 most likely characters (all of them in a
     /// smaller vocabulary): the default top-k when neither top-k nor top-p is asked for.
     public static func notebookTopK(vocabularySize: Int) -> Int { min(5, vocabularySize) }
