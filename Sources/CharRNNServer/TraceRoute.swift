@@ -139,14 +139,10 @@
             return try await onThread(try TextTrace(generator: generator, tokens: tokens, options: options), flag: flag) { trace, counted in
                 var characters: [TracedCharacter] = []
                 characters.reserveCapacity(trace.tokens.count)
-                do {
-                    while let character = try trace.next() {
-                        counted()
-                        if let stop = flag.stop { return .failure(stop) }
-                        characters.append(character)
-                    }
+                do throws(Stop) {
+                    while let character = try Self.next(&trace, flag: flag, counted: counted) { characters.append(character) }
                 } catch {
-                    return .failure(.failed(String(describing: error)))
+                    return .failure(error)
                 }
                 return .success(characters)
             }
@@ -191,6 +187,17 @@
         }
 
         /// Runs `trace` to its end, collecting the answer in columns.
+        /// The trace's next character (nil at its end), counted; throws
+        /// the stop `flag` asks for, or `.failed` when the model fails.
+        private static func next(_ trace: inout TextTrace, flag: Flag, counted: () -> Void) throws(Stop) -> TracedCharacter? {
+            let character: TracedCharacter?
+            do { character = try trace.next() } catch { throw .failed(error.description) }
+            guard character != nil else { return nil }
+            counted()
+            if let stop = flag.stop { throw stop }
+            return character
+        }
+
         private static func compute(
             _ trace: inout TextTrace, cellState: Bool, flag: Flag, counted: () -> Void
         ) -> Result<String, Stop> {
@@ -206,10 +213,8 @@
             var hidden = [[[Float]]](repeating: [[Float]](repeating: [], count: units.count), count: layers)
             var cell = trace.recordsCell ? hidden : []
             characters.reserveCapacity(count)
-            do {
-                while let character = try trace.next() {
-                    counted()
-                    if let stop = flag.stop { return .failure(stop) }
+            do throws(Stop) {
+                while let character = try Self.next(&trace, flag: flag, counted: counted) {
                     characters.append(character.character)
                     probability.append(character.probability)
                     surprise.append(character.surprise)
@@ -223,7 +228,7 @@
                     }
                 }
             } catch {
-                return .failure(.failed(error.description))
+                return .failure(error)
             }
             var json = "{\"characters\":["
             json += characters.map { JSONString.literal(String($0)) }.joined(separator: ",")
