@@ -224,24 +224,45 @@
         }
     }
 
-    /// A prompt's characters in OpenAI's logprobs columns, for `echo` with
-    /// `logprobs`: the first character has none (nothing predicts it).
-    struct PromptLogprobs {
+    /// Characters in OpenAI's logprobs columns: a scored prompt's (for
+    /// `echo` with `logprobs`; its first character has none, nothing
+    /// predicts it) or generated ones'.
+    struct LogprobColumns {
         var tokens: [JSONValue] = []
         var tokenLogprobs: [JSONValue] = []
         var topLogprobs: [JSONValue] = []
 
+        init() {}
+
         /// The columns of a scored prompt.
         init(_ characters: [TracedCharacter]) {
             for character in characters {
-                tokens.append(.string(String(character.character)))
-                tokenLogprobs.append(character.logprob.map { .double($0) } ?? .null)
-                topLogprobs.append(
-                    character.logprob == nil
-                        ? .null
-                        : .object(
-                            Dictionary(character.top.map { (String($0.character), JSONValue.double($0.logprob)) }, uniquingKeysWith: { a, _ in a })))
+                append(character.character, character.logprob, top: character.top.map { ($0.character, $0.logprob) })
             }
+        }
+
+        /// The columns of generated characters.
+        init(_ generated: [CharacterLogprob]) {
+            for character in generated {
+                append(character.character, character.logprob, top: character.top.map { ($0.character, $0.logprob) })
+            }
+        }
+
+        /// A character, its log-probability (nil: none, and no alternatives)
+        /// and its alternatives as `{character: log-probability}`.
+        private mutating func append(_ character: Unicode.Scalar, _ logprob: Double?, top: [(Unicode.Scalar, Double)]) {
+            tokens.append(.string(String(character)))
+            tokenLogprobs.append(logprob.map { .double($0) } ?? .null)
+            topLogprobs.append(
+                logprob == nil ? .null : .object(Dictionary(top.map { (String($0.0), JSONValue.double($0.1)) }, uniquingKeysWith: { a, _ in a })))
+        }
+
+        static func + (first: LogprobColumns, second: LogprobColumns) -> LogprobColumns {
+            var joined = first
+            joined.tokens += second.tokens
+            joined.tokenLogprobs += second.tokenLogprobs
+            joined.topLogprobs += second.topLogprobs
+            return joined
         }
     }
 
@@ -251,7 +272,7 @@
         let primeCount: Int
         let echo: Bool
         /// The prompt's columns, put before the generated characters' when echoed.
-        var prompt: PromptLogprobs? = nil
+        var prompt: LogprobColumns? = nil
         var sent = 0
         var primeSeen = false
 
@@ -260,7 +281,7 @@
         /// (with the prompt's characters first when echoed).
         mutating func piece(_ chunk: GenerationChunk, logprobs: Bool) -> (text: String, logprobs: JSONValue) {
             var scalars = Array(chunk.text.unicodeScalars)[...]
-            var echoed: PromptLogprobs? = nil
+            var echoed: LogprobColumns? = nil
             if !primeSeen {
                 primeSeen = true
                 if echo { echoed = prompt } else { scalars = scalars.dropFirst(primeCount) }
@@ -268,20 +289,13 @@
             let text = String(String.UnicodeScalarView(scalars))
             var object = JSONValue.null
             if logprobs {
-                // Offsets into the choice's text: the generated characters end the piece.
-                let first = sent + scalars.count - chunk.logprobs.count
-                let promptOffsets = (0..<(echoed?.tokens.count ?? 0)).map { JSONValue.int(sent + $0) }
+                let columns = (echoed ?? LogprobColumns()) + LogprobColumns(chunk.logprobs)
+                // Offsets into the choice's text: the piece's characters end at its end.
+                let first = sent + scalars.count - columns.tokens.count
                 object = .object([
-                    "tokens": .array((echoed?.tokens ?? []) + chunk.logprobs.map { .string(String($0.character)) }),
-                    "token_logprobs": .array((echoed?.tokenLogprobs ?? []) + chunk.logprobs.map { .double($0.logprob) }),
-                    "top_logprobs": .array(
-                        (echoed?.topLogprobs ?? [])
-                            + chunk.logprobs.map { logprob in
-                                .object(
-                                    Dictionary(
-                                        logprob.top.map { (String($0.character), JSONValue.double($0.logprob)) }, uniquingKeysWith: { a, _ in a }))
-                            }),
-                    "text_offset": .array(promptOffsets + (0..<chunk.logprobs.count).map { JSONValue.int(first + $0) }),
+                    "tokens": .array(columns.tokens), "token_logprobs": .array(columns.tokenLogprobs),
+                    "top_logprobs": .array(columns.topLogprobs),
+                    "text_offset": .array((0..<columns.tokens.count).map { JSONValue.int(first + $0) }),
                 ])
             }
             sent += scalars.count
@@ -321,7 +335,7 @@
                 throw OpenAICompletions.error(error)
             }
             let streams = submitted
-            var scored: [String: PromptLogprobs] = [:]
+            var scored: [String: LogprobColumns] = [:]
             if parameters.echo, let top = parameters.logprobs {
                 do {
                     scored = try await scoredPrompts(
@@ -439,7 +453,7 @@
         /// the `top` likeliest at `temperature`, as a trace computes them (on
         /// the tracer, within its places and the request's time); a prompt
         /// longer than a trace may be is refused with 413.
-        func scoredPrompts(_ prompts: [String], top: Int, temperature: Double, connection: any Channel) async throws -> [String: PromptLogprobs] {
+        func scoredPrompts(_ prompts: [String], top: Int, temperature: Double, connection: any Channel) async throws -> [String: LogprobColumns] {
             let limit = settings.traceLimits.maxCharacters
             if let longest = prompts.map(\.unicodeScalars.count).max(), longest > limit {
                 throw APIError(
@@ -447,14 +461,14 @@
                     "prompt has \(longest) characters; with echo and logprobs a prompt is scored a character at a time, at most \(limit) on this server",
                     field: "prompt")
             }
-            var scored: [String: PromptLogprobs] = [:]
+            var scored: [String: LogprobColumns] = [:]
             for prompt in prompts where scored[prompt] == nil {
                 // The scheduler has taken the prompt, so its characters are the model's.
                 let tokens = try scheduler.vocabulary.encode(prompt.unicodeScalars)
                 let characters = try await watchingTrace(connection, "scoring the prompt") { flag in
                     try await tracer.characters(tokens: tokens, top: top, temperature: temperature, flag: flag)
                 }
-                scored[prompt] = PromptLogprobs(characters)
+                scored[prompt] = LogprobColumns(characters)
             }
             return scored
         }
