@@ -30,6 +30,26 @@ struct TrainCommandTests {
         #expect(files.contains { $0.hasPrefix("i6_l16_v") && $0.hasSuffix(".safetensors") })
     }
 
+    @Test("A preset sets a new run's settings, and each option given beside it overrides its value")
+    func presetSetsTheRunAndOptionsOverrideIt() throws {
+        let scratch = try Scratch()
+        defer { scratch.cleanUp() }
+        try scratch.write("corpus.txt", text(length: 3000))
+        let result = try CLI.run([
+            "train", "--data", scratch.path("corpus.txt"), "--out", scratch.path("run"), "--preset", "fast",
+            "--hidden", "16", "--batch", "4", "--steps", "20", "--max-iterations", "4", "--warmup", "2",
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        // From the preset: the cell, the rate and its schedule, no dropout.
+        #expect(lines.contains { $0.hasPrefix("Model: 2 GRU layers × 16 units,") }, "\(result.stdout)")
+        #expect(
+            lines.contains { $0.hasPrefix("Training: Adam 0.004 cosine to 0.0 at 4 (warm-up 2), keep probability 1.0,") },
+            "\(result.stdout)")
+        // Overridden: the batch and the run's length.
+        #expect(lines.contains { $0.hasPrefix("Batches: 4 streams × 20 steps;") && $0.hasSuffix("; 4 iterations") }, "\(result.stdout)")
+    }
+
     struct BadInput: CustomTestStringConvertible, Sendable {
         let name: String
         let arguments: [String]
@@ -48,6 +68,12 @@ struct TrainCommandTests {
         BadInput(name: "keep probability 0", arguments: ["--data", "@/ok.txt", "--keep-prob", "0"], message: "--keep-prob must be in (0, 1]"),
         BadInput(
             name: "keep probability above 1", arguments: ["--data", "@/ok.txt", "--keep-prob", "1.5"], message: "--keep-prob must be in (0, 1]"),
+        BadInput(
+            name: "unknown preset", arguments: ["--data", "@/ok.txt", "--preset", "turbo"],
+            message: "--preset must be one of notebook, fast (got 'turbo')"),
+        BadInput(
+            name: "preset on a resumed run", arguments: ["--data", "@/ok.txt", "--resume", "@/ok.txt", "--preset", "fast"],
+            message: "--preset fast sets a new run's settings; a resumed run keeps its own"),
         BadInput(name: "output is a file", arguments: ["--data", "@/ok.txt", "--out", "@/ok.txt"], message: "is a file"),
     ]
 
