@@ -233,19 +233,8 @@ struct TrainCommand: ParsableCommand {
         if resume != nil, let preset {
             throw UsageError("--preset \(preset) sets a new run's settings; a resumed run keeps its own")
         }
-        let chosenPreset = try preset.map { name in
-            guard let preset = TrainingPreset(name) else {
-                throw UsageError(
-                    "--preset must be one of " + TrainingPreset.allCases.map(\.rawValue).joined(separator: ", ") + " (got '\(name)')")
-            }
-            return preset
-        }
-        let chosenCell = try cell.map { name in
-            guard let cell = Cell(name) else {
-                throw UsageError("--cell must be one of " + Cell.allCases.map(\.rawValue).joined(separator: ", ") + " (got '\(name)')")
-            }
-            return cell
-        }
+        let chosenPreset = try preset.map { try named(TrainingPreset.self, $0, flag: "--preset") }
+        let chosenCell = try cell.map { try named(Cell.self, $0, flag: "--cell") }
 
         if let resume {
             let url = try CheckpointLocator.latest(resume)
@@ -312,12 +301,16 @@ struct TrainCommand: ParsableCommand {
     /// The schedule named by --lr-schedule, or implied by the step schedule's options.
     private func chosenSchedule() throws -> LearningRateSchedule? {
         guard let lrSchedule else { return lrDecay != nil || lrDecayAfter != nil ? .step : nil }
-        guard let schedule = LearningRateSchedule(lrSchedule) else {
-            throw UsageError(
-                "--lr-schedule must be one of " + LearningRateSchedule.allCases.map(\.rawValue).joined(separator: ", ")
-                    + " (got '\(lrSchedule)')")
+        return try named(LearningRateSchedule.self, lrSchedule, flag: "--lr-schedule")
+    }
+
+    /// The case of `type` named `name`, or a usage error listing the names `flag` takes.
+    private func named<Choice: RawRepresentable & CaseIterable>(_ type: Choice.Type, _ name: String, flag: String) throws -> Choice
+    where Choice.RawValue == String {
+        guard let choice = Choice(rawValue: name) else {
+            throw UsageError("\(flag) must be one of " + Choice.allCases.map(\.rawValue).joined(separator: ", ") + " (got '\(name)')")
         }
-        return schedule
+        return choice
     }
 
     /// Sets the schedule's options, refusing those that belong to another schedule.
