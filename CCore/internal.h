@@ -134,6 +134,8 @@ size_t param_count_unchecked(const charrnn_config *c);
  * embed [V, GH]: layer 0's input term as a lookup table (row v =
  *   W_ih[:, v] + b_ih + the folded b_hh) in forward; its gradient by token in
  *   backward. rec [B, SH]: one step's split recurrent products.
+ * panels: one layer's W_hh packed for the recurrent products (panels.c),
+ *   only where a packed kernel runs them.
  * Each region starts on a 16-float (64-byte) boundary of the block; a
  * region a cell does not use takes no space.
  */
@@ -153,6 +155,7 @@ typedef struct {
     float *dc_next;
     float *embed;
     float *rec;
+    float *panels;
 } activation_tensors;
 
 /* Returns the float count; carves when block != NULL. */
@@ -349,7 +352,23 @@ void bf16_rows_times(const bf16_matrix *W, size_t row0, size_t rows, size_t S, c
 /* "AVX512_BF16", or "portable (why)". */
 void bf16_kernel_describe(char *out, size_t size);
 
-/* Every matrix product goes through these three, and each is timed and
+/* ---- the recurrence's products on packed weights (panels.c) ----
+ * P: B packed into panels of 16 columns of C, each holding every k
+ * (panel_count floats). trans_b: B is [N, K] (C = A B^T) rather than [K, N]. */
+size_t panel_count(size_t N, size_t K);
+void pack_panels(int trans_b, const float *B, size_t ldb, size_t N, size_t K, float *P);
+
+/* C[M, N] = (accumulate ? C : 0) + A[:, 0:K] P[k0:k0+K, :], A row-major with
+ * K columns from its first, P packed with panel_k values of k per column.
+ * Recorded in the product log as the sgemm it replaces (name, trans_b). */
+void panels_product(const char *name, int trans_b, size_t M, size_t N, size_t k0, size_t K,
+                    const float *A, size_t lda, const float *P, size_t panel_k, int accumulate,
+                    float *C, size_t ldc);
+
+/* "packed AVX2", "packed portable (why)" or "BLAS (why)". */
+void panels_kernel_describe(char *out, size_t size);
+
+/* Every matrix product goes through these (and panels_product), and each is timed and
  * recorded only while a log is attached (charrnn_measure.h, measure.c):
  * otherwise it costs a load and a branch. */
 extern charrnn_product_log *product_log;

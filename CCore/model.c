@@ -205,20 +205,47 @@ CHARRNN_VECTOR_CLONES static void dropout_forward(const dropout_params *d, size_
  * hardware prefetchers then also pull the neighbour's lines away, which
  * made the gate arithmetic on two threads slower than on one.) The price
  * is that every thread multiplies by all of W_hh each step.
+ *
+ * Where a packed kernel runs (panels.c), W_hh is packed once per layer and
+ * pass, before the T steps, and every step's product reads the panels.
  * ======================================================================== */
+
+/* W_hh packed for the recurrent products of one layer, forward (the folded
+ * rows' panels, then the split rows') or backward (W_hh as [GH, H]);
+ * NULL, with nothing packed, where BLAS makes them from W_hh. */
+static const float *pack_recurrent(gate_widths w, const float *W_hh, float *panels,
+                                   int backward) {
+    if (!panels) return NULL;
+    if (backward) {
+        pack_panels(0, W_hh, w.H, w.H, w.GH, panels);
+    } else {
+        pack_panels(1, W_hh, w.H, w.FH, w.H, panels);
+        if (w.SH) pack_panels(1, W_hh + w.FH * w.H, w.H, w.SH, w.H, panels + panel_count(w.FH, w.H));
+    }
+    return panels;
+}
 
 /* Rows [b0, b1) of step t's recurrent terms: G_t's folded columns
  * = h_{t-1} W_hh[:FH]^T + beta G_t (beta 0 for layer 0, where G holds
  * nothing yet; 1 above it, where G holds the input projection), and
  * R_t = h_{t-1} W_hh[FH:]^T for the split blocks. */
 static void recurrent_product(size_t b0, size_t b1, gate_widths w, const float *h_prev,
-                              const float *W_hh, float beta, float *G_t, float *R_t) {
+                              const float *W_hh, const float *panels, float beta, float *G_t,
+                              float *R_t) {
     size_t H = w.H;
     /* Layer 0 (beta 0) has no input product in G: its split columns, which
      * the recurrent product does not write, start at zero too (the kernel
      * adds G and the lookup row in every column). */
     if (beta == 0.0f && w.SH)
         for (size_t b = b0; b < b1; b++) memset(G_t + b * w.GH + w.FH, 0, w.SH * sizeof(float));
+    if (panels) {
+        panels_product("recurrent", 1, b1 - b0, w.FH, 0, H, h_prev + b0 * H, H, panels, H,
+                       beta != 0.0f, G_t + b0 * w.GH, w.GH);
+        if (w.SH)
+            panels_product("recurrent, split blocks", 1, b1 - b0, w.SH, 0, H, h_prev + b0 * H, H,
+                           panels + panel_count(w.FH, H), H, 0, R_t + b0 * w.SH, w.SH);
+        return;
+    }
     gemm_block("recurrent", 0, 1, b1 - b0, w.FH, H, 1.0f, h_prev + b0 * H, H, W_hh, H, beta,
                G_t + b0 * w.GH, w.GH);
     if (w.SH)
@@ -229,8 +256,17 @@ static void recurrent_product(size_t b0, size_t b1, gate_widths w, const float *
 /* dh_rec[b0:b1] += dG_t[:, :FH] W_hh[:FH] + dR_t W_hh[FH:]: the gradient
  * reaching h_{t-1} through W_hh. */
 static void recurrent_product_backward(size_t b0, size_t b1, gate_widths w, const float *dG_t,
-                                       const float *dR_t, const float *W_hh, float *dh_rec) {
+                                       const float *dR_t, const float *W_hh,
+                                       const float *panels, float *dh_rec) {
     size_t H = w.H;
+    if (panels) {
+        panels_product("recurrent backward", 0, b1 - b0, H, 0, w.FH, dG_t + b0 * w.GH, w.GH,
+                       panels, w.GH, 1, dh_rec + b0 * H, H);
+        if (w.SH)
+            panels_product("recurrent backward, split blocks", 0, b1 - b0, H, w.FH, w.SH,
+                           dR_t + b0 * w.SH, w.SH, panels, w.GH, 1, dh_rec + b0 * H, H);
+        return;
+    }
     gemm_block("recurrent backward", 0, 0, b1 - b0, H, w.FH, 1.0f, dG_t + b0 * w.GH, w.GH, W_hh,
                H, 1.0f, dh_rec + b0 * H, H);
     if (w.SH)
@@ -242,12 +278,13 @@ static void recurrent_product_backward(size_t b0, size_t b1, gate_widths w, cons
 typedef struct {
     const float *W_hh, *b_split;
     float *G, *h, *c, *aux, *mask, *y;
+    float *panels; /* room for W_hh packed (NULL where BLAS runs the products) */
 } layer_tensors;
 
 static layer_tensors layer_of(const param_tensors *p, const activation_tensors *a, size_t l,
                               gate_widths w) {
     layer_tensors t = {p->weight_hh[l], p->bias_hh[l] + w.FH, a->gates[l], a->h[l], a->c[l],
-                       a->aux[l], a->mask[l], a->y[l]};
+                       a->aux[l], a->mask[l], a->y[l], a->panels};
     return t;
 }
 
@@ -260,6 +297,7 @@ static void recurrence_forward(const cell_kind *cell, size_t B, size_t T, gate_w
                                const dropout_params *drop, const layer_tensors *x) {
     size_t H = w.H, BH = B * H;
     float beta = tokens ? 0.0f : 1.0f;
+    const float *panels = pack_recurrent(w, x->W_hh, x->panels, 0);
     int blocks = work_blocks();
 #pragma omp parallel
     FOR_EACH_OWN_BLOCK(block, blocks) {
@@ -267,7 +305,7 @@ static void recurrence_forward(const cell_kind *cell, size_t B, size_t T, gate_w
         thread_range(B, block, blocks, 1, &b0, &b1);
         for (size_t t = 0; t < T && b1 > b0; t++) {
             float *G_t = x->G + t * B * w.GH;
-            recurrent_product(b0, b1, w, x->h + t * BH, x->W_hh, beta, G_t, rec);
+            recurrent_product(b0, b1, w, x->h + t * BH, x->W_hh, panels, beta, G_t, rec);
             cell_forward_args args = {
                 .H = H, .u0 = 0, .u1 = H, .b0 = b0, .b1 = b1,
                 .G = G_t, .R = rec, .x_rows = embed,
@@ -291,6 +329,7 @@ static void recurrence_backward(const cell_kind *cell, size_t B, size_t T, gate_
                                 const layer_tensors *x, const float *dy, float *dG, float *dR,
                                 float *dh_rec, float *dc_next) {
     size_t H = w.H, BH = B * H;
+    const float *panels = pack_recurrent(w, x->W_hh, x->panels, 1);
     int blocks = work_blocks();
 #pragma omp parallel
     FOR_EACH_OWN_BLOCK(block, blocks) {
@@ -311,7 +350,7 @@ static void recurrence_backward(const cell_kind *cell, size_t B, size_t T, gate_
                 .dh_rec = dh_rec, .dc_next = dc_next, .dG = dG_t, .dR = dR_t,
             };
             cell->backward(&args);
-            if (t > 0) recurrent_product_backward(b0, b1, w, dG_t, dR_t, x->W_hh, dh_rec);
+            if (t > 0) recurrent_product_backward(b0, b1, w, dG_t, dR_t, x->W_hh, panels, dh_rec);
         }
     }
 }
@@ -514,20 +553,24 @@ charrnn_status charrnn_backward(const charrnn_config *config, const float *param
  * ======================================================================== */
 
 static void recurrence_products_forward(size_t B, size_t T, gate_widths w, const float *W_hh,
-                                        float beta, float *G, float *rec, const float *h) {
+                                        float *panel_room, float beta, float *G, float *rec,
+                                        const float *h) {
     size_t BH = B * w.H;
+    const float *panels = pack_recurrent(w, W_hh, panel_room, 0);
     int blocks = work_blocks();
 #pragma omp parallel
     FOR_EACH_OWN_BLOCK(block, blocks) {
         size_t b0, b1;
         thread_range(B, block, blocks, 1, &b0, &b1);
         for (size_t t = 0; t < T && b1 > b0; t++)
-            recurrent_product(b0, b1, w, h + t * BH, W_hh, beta, G + t * B * w.GH, rec);
+            recurrent_product(b0, b1, w, h + t * BH, W_hh, panels, beta, G + t * B * w.GH, rec);
     }
 }
 
 static void recurrence_products_backward(size_t B, size_t T, gate_widths w, const float *W_hh,
-                                         const float *dG, const float *dR, float *dh_rec) {
+                                         float *panel_room, const float *dG, const float *dR,
+                                         float *dh_rec) {
+    const float *panels = pack_recurrent(w, W_hh, panel_room, 1);
     int blocks = work_blocks();
 #pragma omp parallel
     FOR_EACH_OWN_BLOCK(block, blocks) {
@@ -535,7 +578,7 @@ static void recurrence_products_backward(size_t B, size_t T, gate_widths w, cons
         thread_range(B, block, blocks, 1, &b0, &b1);
         for (size_t t = T; t-- > 1 && b1 > b0;)
             recurrent_product_backward(b0, b1, w, dG + t * B * w.GH, dR ? dR + t * B * w.SH : NULL,
-                                       W_hh, dh_rec);
+                                       W_hh, panels, dh_rec);
     }
 }
 
@@ -559,13 +602,13 @@ charrnn_status charrnn_training_products(const charrnn_config *config, const flo
     float_mode mode = flush_denormals_begin(); /* as the step runs */
     for (size_t l = 0; l < L; l++) {
         if (l > 0) gemm_rows_parallel("input projection", 0, 1, N, w.GH, H, 1.0f, a.y[l - 1], H, p.weight_ih[l], H, 0.0f, a.gates[l], w.GH);
-        recurrence_products_forward(B, T, w, p.weight_hh[l], l > 0 ? 1.0f : 0.0f, a.gates[l], a.rec, a.h[l]);
+        recurrence_products_forward(B, T, w, p.weight_hh[l], a.panels, l > 0 ? 1.0f : 0.0f, a.gates[l], a.rec, a.h[l]);
     }
     gemm_rows_parallel("logits", 0, 1, N, V, H, 1.0f, a.y[L - 1], H, p.fc_weight, H, 1.0f, a.probs, V);
     gemm_rows_parallel("dW_fc", 1, 0, V, H, N, 1.0f, a.dlogits, V, a.y[L - 1], H, 1.0f, g.fc_weight, H);
     gemm_rows_parallel("dY from logits", 0, 0, N, H, V, 1.0f, a.dlogits, V, p.fc_weight, H, 0.0f, a.dy, H);
     for (size_t l = L; l-- > 0;) {
-        recurrence_products_backward(B, T, w, p.weight_hh[l], a.dgates, a.dsplit, a.dh_rec);
+        recurrence_products_backward(B, T, w, p.weight_hh[l], a.panels, a.dgates, a.dsplit, a.dh_rec);
         gemm_rows_parallel("dW_hh", 1, 0, w.FH, H, N, 1.0f, a.dgates, w.GH, a.h[l], H, 1.0f, g.weight_hh[l], H);
         if (w.SH)
             gemm_rows_parallel("dW_hh, split blocks", 1, 0, w.SH, H, N, 1.0f, a.dsplit, w.SH, a.h[l], H, 1.0f, g.weight_hh[l] + w.FH * H, H);

@@ -141,6 +141,12 @@ size_t carve_activations(const charrnn_config *c, size_t B, size_t T, float *blo
     TAKE(dc_next, has_c * B * H);
     TAKE(embed, V * GH);
     TAKE(rec, B * SH);
+    /* W_hh packed for the recurrent products of one layer, forward (the
+     * folded and the split blocks) or backward: one region, reused */
+    size_t FH = GH - SH, forward_panels = panel_count(FH, H) + (SH ? panel_count(SH, H) : 0);
+    size_t backward_panels = panel_count(H, GH);
+    int packed = charrnn_panels_kernel() != CHARRNN_PANELS_BLAS;
+    TAKE(panels, packed ? (forward_panels > backward_panels ? forward_panels : backward_panels) : 0);
 #undef TAKE
     return off;
 }

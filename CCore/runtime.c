@@ -355,6 +355,7 @@ void charrnn_runtime_get(charrnn_runtime *runtime) {
     runtime->work_blocks = work_blocks();
     describe_waiting(runtime->thread_waiting, sizeof runtime->thread_waiting);
     bf16_kernel_describe(runtime->bf16_kernel, sizeof runtime->bf16_kernel);
+    panels_kernel_describe(runtime->recurrent_products, sizeof runtime->recurrent_products);
 }
 
 /* ---- GEMM helpers ---- */

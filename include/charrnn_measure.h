@@ -40,6 +40,28 @@ charrnn_status charrnn_step_products(const charrnn_config *config, const float *
 charrnn_status charrnn_bf16_product(int32_t kernel, int32_t rows, int32_t cols, int32_t inputs,
                                     const float *weights, const float *x, float *out);
 
+/* The kernels of the recurrent products (the recurrent product and its
+ * backward, panels.c): BLAS's sgemm, or our own on W_hh packed once per
+ * pass. Chosen when the core is loaded: AVX2 where the CPU has AVX2 and
+ * FMA and not AVX-512; BLAS elsewhere. The environment variable
+ * CHARRNN_RECURRENT_PRODUCTS ("blas", "portable") overrides the choice.
+ * charrnn_runtime_get says which runs, and why. */
+typedef enum charrnn_panels_kernel_kind {
+    CHARRNN_PANELS_BLAS = 0,     /* sgemm of the linked BLAS */
+    CHARRNN_PANELS_PORTABLE = 1, /* portable C (fmaf): the AVX2 kernel's bits */
+    CHARRNN_PANELS_AVX2 = 2      /* 6 x 16 AVX2 FMA micro-kernel */
+} charrnn_panels_kernel_kind;
+
+int32_t charrnn_panels_kernel(void);
+
+/* c[m, n] = (accumulate ? c : 0) + a[m, k] op(b) through a named packed
+ * kernel (PORTABLE or AVX2), b [n, k] when trans_b, else [k, n]: so a test
+ * can hold the AVX2 kernel to the portable one bit for bit. Refuses BLAS
+ * and a kernel the CPU lacks with CHARRNN_ERR_INVALID_ARGUMENT. Allocates. */
+charrnn_status charrnn_panels_product(int32_t kernel, int32_t trans_b, int32_t m, int32_t n,
+                                      int32_t k, const float *a, const float *b, int32_t accumulate,
+                                      float *c);
+
 /* One matrix product a pass made: C[m, n] (+)= op(A)[m, k] op(B)[k, n], run by
  * OpenMP thread `thread` (0 without OpenMP). A matrix-vector product is
  * recorded as m = 1, trans_b = 1. `name` says what the product is in the

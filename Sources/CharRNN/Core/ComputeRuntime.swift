@@ -39,6 +39,9 @@ public struct ComputeRuntime: Sendable, Equatable, CustomStringConvertible {
     /// The kernel of bf16 products (`--precision bf16`): `AVX512_BF16`, or
     /// `portable (why)` (the same bits, several times slower than fp32).
     public let bf16Kernel: String
+    /// The kernel of the recurrent products in training: `packed AVX2` (our
+    /// own, on W_hh packed once per pass), or `BLAS (why)`.
+    public let recurrentProducts: String
 
     /// Whether the core was built with OpenMP (and so can use more than one thread).
     public var hasOpenMP: Bool { threading.hasPrefix("OpenMP") }
@@ -63,13 +66,14 @@ public struct ComputeRuntime: Sendable, Equatable, CustomStringConvertible {
             computeThreads: Int(raw.compute_threads),
             workBlocks: Int(raw.work_blocks),
             threadWaiting: string(raw.thread_waiting),
-            bf16Kernel: string(raw.bf16_kernel))
+            bf16Kernel: string(raw.bf16_kernel),
+            recurrentProducts: string(raw.recurrent_products))
     }
 
     /// One line, e.g. `BLAS OpenBLAS 0.3.21 (kernels Haswell, chosen by
     /// charrnn; 1 thread), OpenMP (libomp.so.5) with 2 threads, work in 2
     /// fixed blocks, idle threads: sleep in training, spin 200 ms in stepping,
-    /// bf16 products: AVX512_BF16`.
+    /// recurrent products: packed AVX2, bf16 products: AVX512_BF16`.
     public var description: String {
         var blas: [String] = []
         if !blasCore.isEmpty {
@@ -82,6 +86,7 @@ public struct ComputeRuntime: Sendable, Equatable, CustomStringConvertible {
             hasOpenMP
             ? "\(threading) with \(computeThreads) thread\(computeThreads == 1 ? "" : "s"), work in \(workBlocks) fixed block\(workBlocks == 1 ? "" : "s")"
             : "no OpenMP (built without): 1 thread"
-        return "BLAS \(blasLibrary) (\(blas.joined(separator: "; "))), \(threads), idle threads: \(threadWaiting), bf16 products: \(bf16Kernel)"
+        return
+            "BLAS \(blasLibrary) (\(blas.joined(separator: "; "))), \(threads), idle threads: \(threadWaiting), recurrent products: \(recurrentProducts), bf16 products: \(bf16Kernel)"
     }
 }

@@ -1,0 +1,53 @@
+import Foundation
+import Testing
+
+/// Protects training on the core's own recurrent products (packed W_hh and
+/// a micro-kernel of ours where the CPU has AVX2): the portable kernel, run
+/// through the whole training step, gives the AVX2 kernel's bits for every
+/// cell (so the model's packing, the split blocks of the GRU and the panel
+/// edges are exercised, not only the kernel), and BLAS's sgemm, asked for
+/// instead, trains the same model to within rounding.
+@Suite("Recurrent products")
+struct RecurrentProductsTests {
+    /// Trains 8 iterations at sizes whose panels and row blocks do not
+    /// divide evenly, with the recurrent products' kernel the environment
+    /// asks for; returns the Compute: line and the checkpoint's tensor bytes.
+    static func train(cell: String, kernel: String?, in scratch: Scratch, run: String) throws -> (compute: String, bytes: Data) {
+        let result = try CLI.run(
+            [
+                "train", "--data", scratch.path("corpus.txt"), "--out", scratch.path(run), "--cell", cell, "--hidden", "100",
+                "--batch", "31", "--steps", "20", "--max-iterations", "8", "--save-every", "8", "--seed", "3",
+            ], extraEnvironment: ["OMP_NUM_THREADS": "2"].merging(kernel.map { ["CHARRNN_RECURRENT_PRODUCTS": $0] } ?? [:]) { $1 })
+        #expect(result.status == 0, "\(kernel ?? "default"): \(result.stderr)")
+        let compute = result.stdout.split(separator: "\n").first { $0.hasPrefix("Compute: ") }.map(String.init) ?? ""
+        let name = try #require(
+            try FileManager.default.contentsOfDirectory(atPath: scratch.path(run)).first { $0.hasPrefix("i8_") && $0.hasSuffix(".safetensors") })
+        return (compute, try ThreadCountTests.tensorBytes(scratch.path(run) + "/" + name))
+    }
+
+    static func floats(_ bytes: Data) -> [Float] {
+        bytes.withUnsafeBytes { raw in (0..<raw.count / 4).map { Float(bitPattern: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) } }
+    }
+
+    @Test(
+        "Training with the portable kernel gives the AVX2 kernel's bits, and BLAS's sgemm the same model within rounding, for every cell",
+        arguments: ["lstm", "gru", "rnn"])
+    func kernelsTrainTheSameModel(cell: String) throws {
+        let scratch = try Scratch()
+        defer { scratch.cleanUp() }
+        try scratch.write("corpus.txt", text(length: 20_000))
+        let chosen = try Self.train(cell: cell, kernel: nil, in: scratch, run: "chosen")
+        let portable = try Self.train(cell: cell, kernel: "portable", in: scratch, run: "portable")
+        let blas = try Self.train(cell: cell, kernel: "blas", in: scratch, run: "blas")
+        #expect(portable.compute.contains("recurrent products: packed portable (CHARRNN_RECURRENT_PRODUCTS=portable)"), "\(portable.compute)")
+        #expect(blas.compute.contains("recurrent products: BLAS (CHARRNN_RECURRENT_PRODUCTS=blas)"), "\(blas.compute)")
+        if chosen.compute.contains("recurrent products: packed AVX2") {
+            #expect(chosen.bytes == portable.bytes, "the AVX2 kernel trained other bits than the portable one")
+        }
+        let (a, b) = (Self.floats(portable.bytes), Self.floats(blas.bytes))
+        #expect(a.count == b.count && a.count > 100 * 100)
+        let worst = zip(a, b).map { abs($0 - $1) / max(1, abs($0)) }.max() ?? .infinity
+        #expect(worst < 1e-4, "BLAS and the packed kernel differ by \(worst) (relative) after 8 iterations")
+        #expect(a != b, "BLAS's sgemm rounds differently: identical bits mean the packed kernel did not run")
+    }
+}
