@@ -225,6 +225,7 @@ charrnn_status charrnn_panels_product(int32_t kernel, int32_t trans_b, int32_t m
     if (kernel != CHARRNN_PANELS_PORTABLE && kernel != CHARRNN_PANELS_AVX2)
         return CHARRNN_ERR_INVALID_ARGUMENT;
 #ifdef CHARRNN_HAS_AVX2_PANELS
+    __builtin_cpu_init(); /* the chooser may have returned before its own call */
     if (kernel == CHARRNN_PANELS_AVX2 &&
         !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
         return CHARRNN_ERR_INVALID_ARGUMENT;
