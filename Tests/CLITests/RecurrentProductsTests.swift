@@ -9,20 +9,14 @@ import Testing
 /// instead, trains the same model to within rounding.
 @Suite("Recurrent products")
 struct RecurrentProductsTests {
-    /// Trains 8 iterations at sizes whose panels and row blocks do not
-    /// divide evenly, with the recurrent products' kernel the environment
-    /// asks for; returns the Compute: line and the checkpoint's tensor bytes.
+    /// Trains 8 iterations (ThreadCountTests' sizes) on two threads with the
+    /// recurrent products' kernel the environment asks for; returns the
+    /// Compute: line and the checkpoint's tensor bytes.
     static func train(cell: String, kernel: String?, in scratch: Scratch, run: String) throws -> (compute: String, bytes: Data) {
-        let result = try CLI.run(
-            [
-                "train", "--data", scratch.path("corpus.txt"), "--out", scratch.path(run), "--cell", cell, "--hidden", "100",
-                "--batch", "31", "--steps", "20", "--max-iterations", "8", "--save-every", "8", "--seed", "3",
-            ], extraEnvironment: ["OMP_NUM_THREADS": "2"].merging(kernel.map { ["CHARRNN_RECURRENT_PRODUCTS": $0] } ?? [:]) { $1 })
+        let environment = ["OMP_NUM_THREADS": "2"].merging(kernel.map { ["CHARRNN_RECURRENT_PRODUCTS": $0] } ?? [:]) { $1 }
+        let result = try ThreadCountTests.trainEightIterations(cell: cell, environment: environment, in: scratch, run: run)
         #expect(result.status == 0, "\(kernel ?? "default"): \(result.stderr)")
-        let compute = result.stdout.split(separator: "\n").first { $0.hasPrefix("Compute: ") }.map(String.init) ?? ""
-        let name = try #require(
-            try FileManager.default.contentsOfDirectory(atPath: scratch.path(run)).first { $0.hasPrefix("i8_") && $0.hasSuffix(".safetensors") })
-        return (compute, try ThreadCountTests.tensorBytes(scratch.path(run) + "/" + name))
+        return (result.compute, try #require(result.bytes))
     }
 
     static func floats(_ bytes: Data) -> [Float] {

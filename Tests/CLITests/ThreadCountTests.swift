@@ -18,6 +18,26 @@ struct ThreadCountTests {
         return file.dropFirst(8 + headerLength)
     }
 
+    /// Trains 8 iterations on scratch's corpus.txt at sizes that split
+    /// unevenly across threads, row blocks and 16-column panels (hidden 100,
+    /// batch 31), with `environment` added; returns the exit status, stderr,
+    /// the Compute: line and the tensor bytes of the checkpoint at iteration 8
+    /// (nil if there is none).
+    static func trainEightIterations(cell: String, environment: [String: String], in scratch: Scratch, run: String) throws
+        -> (status: Int32, stderr: String, compute: String, bytes: Data?)
+    {
+        let result = try CLI.run(
+            [
+                "train", "--data", scratch.path("corpus.txt"), "--out", scratch.path(run), "--cell", cell, "--hidden", "100",
+                "--batch", "31", "--steps", "20", "--max-iterations", "8", "--save-every", "8", "--seed", "3",
+            ], extraEnvironment: environment)
+        let compute = result.stdout.split(separator: "\n").first { $0.hasPrefix("Compute: ") }.map(String.init) ?? ""
+        let name = try FileManager.default.contentsOfDirectory(atPath: scratch.path(run)).first {
+            $0.hasPrefix("i8_") && $0.hasSuffix(".safetensors")
+        }
+        return (result.status, result.stderr, compute, try name.map { try tensorBytes(scratch.path(run) + "/" + $0) })
+    }
+
     @Test(
         "Training gives the same bits with 1, 2 and 4 threads and with OMP_DYNAMIC set, at sizes that split unevenly, for every cell",
         arguments: ["lstm", "gru", "rnn"])
@@ -33,20 +53,12 @@ struct ThreadCountTests {
         ]
         var checkpoints: [(name: String, bytes: Data)] = []
         for (index, team) in teams.enumerated() {
-            let run = scratch.path("run\(index)")
-            let result = try CLI.run(
-                [
-                    "train", "--data", scratch.path("corpus.txt"), "--out", run, "--cell", cell, "--hidden", "100",
-                    "--batch", "31", "--steps", "20", "--max-iterations", "8", "--save-every", "8", "--seed", "3",
-                ], extraEnvironment: team.environment)
-            #expect(result.status == 0, "\(team.name): \(result.stderr)")
+            let run = try Self.trainEightIterations(cell: cell, environment: team.environment, in: scratch, run: "run\(index)")
+            #expect(run.status == 0, "\(team.name): \(run.stderr)")
             // The Compute: line names the team the core actually ran.
             let threads = team.environment["OMP_NUM_THREADS"] ?? ""
-            let compute = result.stdout.split(separator: "\n").first { $0.hasPrefix("Compute: ") }.map(String.init) ?? ""
-            #expect(compute.contains("with \(threads) thread"), "\(team.name): \(compute)")
-            let name = try #require(
-                try FileManager.default.contentsOfDirectory(atPath: run).first { $0.hasPrefix("i8_") && $0.hasSuffix(".safetensors") })
-            checkpoints.append((team.name, try Self.tensorBytes(run + "/" + name)))
+            #expect(run.compute.contains("with \(threads) thread"), "\(team.name): \(run.compute)")
+            checkpoints.append((team.name, try #require(run.bytes)))
         }
         #expect(checkpoints[0].bytes.count > 100 * 4 * 100 * 4, "the checkpoint holds the weights")
         for other in checkpoints.dropFirst() {

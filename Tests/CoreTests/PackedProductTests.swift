@@ -53,17 +53,30 @@ struct PackedProductTests {
         return out
     }
 
+    /// Every shape, in both layouts of B, with and without accumulation into C.
+    struct Case {
+        let m: Int, n: Int, k: Int, transB: Bool, accumulate: Bool
+        let a: [Float], b: [Float], c: [Float]
+        var name: String { "\(m) × \(n) × \(k), transB \(transB), accumulate \(accumulate)" }
+        func product(_ kernel: charrnn_panels_kernel_kind) -> [UInt32] {
+            PackedProductTests.product(kernel, m: m, n: n, k: k, transB: transB, accumulate: accumulate, a, b, c).map(\.bitPattern)
+        }
+    }
+
+    static var cases: [Case] {
+        shapes.flatMap { m, n, k in
+            let (a, b, c) = operands(m: m, n: n, k: k)
+            return [true, false].flatMap { transB in
+                [true, false].map { Case(m: m, n: n, k: k, transB: transB, accumulate: $0, a: a, b: b, c: c) }
+            }
+        }
+    }
+
     @Test("The portable kernel sums every element as one fused multiply-add chain, as the header says")
     func portableKernelMatchesTheEmulation() {
-        for (m, n, k) in Self.shapes {
-            let (a, b, c) = Self.operands(m: m, n: n, k: k)
-            for transB in [true, false] {
-                for accumulate in [true, false] {
-                    let out = Self.product(CHARRNN_PANELS_PORTABLE, m: m, n: n, k: k, transB: transB, accumulate: accumulate, a, b, c)
-                    let expected = Self.emulated(m: m, n: n, k: k, transB: transB, accumulate: accumulate, a, b, c)
-                    #expect(out.map(\.bitPattern) == expected.map(\.bitPattern), "\(m) × \(n) × \(k), transB \(transB), accumulate \(accumulate)")
-                }
-            }
+        for test in Self.cases {
+            let expected = Self.emulated(m: test.m, n: test.n, k: test.k, transB: test.transB, accumulate: test.accumulate, test.a, test.b, test.c)
+            #expect(test.product(CHARRNN_PANELS_PORTABLE) == expected.map(\.bitPattern), "\(test.name)")
         }
     }
 
@@ -71,15 +84,8 @@ struct PackedProductTests {
         "The AVX2 kernel gives the portable kernel's bits",
         .enabled(if: PackedProductTests.cpuHasAVX2Kernel, "the CPU has no AVX2 with FMA"))
     func avx2KernelMatchesThePortableOne() {
-        for (m, n, k) in Self.shapes {
-            let (a, b, c) = Self.operands(m: m, n: n, k: k)
-            for transB in [true, false] {
-                for accumulate in [true, false] {
-                    let portable = Self.product(CHARRNN_PANELS_PORTABLE, m: m, n: n, k: k, transB: transB, accumulate: accumulate, a, b, c)
-                    let avx2 = Self.product(CHARRNN_PANELS_AVX2, m: m, n: n, k: k, transB: transB, accumulate: accumulate, a, b, c)
-                    #expect(avx2.map(\.bitPattern) == portable.map(\.bitPattern), "\(m) × \(n) × \(k), transB \(transB), accumulate \(accumulate)")
-                }
-            }
+        for test in Self.cases {
+            #expect(test.product(CHARRNN_PANELS_AVX2) == test.product(CHARRNN_PANELS_PORTABLE), "\(test.name)")
         }
     }
 
