@@ -1,5 +1,6 @@
 /*
- * bfloat16 products for inference (charrnn_step_bf16, charrnn_prime_bf16).
+ * bfloat16 products: for inference (charrnn_step_bf16, charrnn_prime_bf16)
+ * and for training (charrnn_forward_bf16, charrnn_backward_bf16).
  *
  * Sampling one stream, and feeding a prime, read every weight once per
  * character: their speed is the speed of reading W_hh. Packed once into
@@ -25,6 +26,13 @@
  * A row's result depends on nothing but the row and x, so how rows and
  * inputs are grouped into calls (threads, streams, a prime's cut) never
  * changes a bit.
+ *
+ * Training makes every product this way too, C (+)= op(A) op(B): op(B) is
+ * packed as the weights are (each pass's own copy, from whatever it is:
+ * a weight, its transpose, or an activation's transpose for a weight
+ * gradient), op(A)'s rows are rounded to bf16 rows, and the kernel adds
+ * each sum into C. The room both take is the caller's (the activation
+ * block's bf16 region), so nothing is allocated in the passes.
  */
 #include <float.h>
 #include <stdio.h>
@@ -90,15 +98,25 @@ size_t carve_bf16_weights(const charrnn_config *config, const uint16_t *block, b
     return off;
 }
 
-static void pack_matrix(const float *W, size_t R, size_t K, uint16_t *out) {
-    size_t pairs = (K + 1) / 2, blocks = (R + 15) / 16;
-    for (size_t b = 0; b < blocks; b++)
+/* Blocks [b0, b1) of op(W) [R, K] packed: op(W)[r, k] is W[r * ld + k],
+ * or W[k * ld + r] when trans (then a block's 16 rows are 16 neighbours
+ * of a row of W, read together). */
+static void pack_blocks(int trans, const float *W, size_t ld, size_t R, size_t K, size_t b0,
+                        size_t b1, uint16_t *out) {
+    size_t pairs = (K + 1) / 2;
+    for (size_t b = b0; b < b1; b++)
         for (size_t p = 0; p < pairs; p++)
-            for (size_t i = 0; i < 16; i++)
-                for (size_t e = 0; e < 2; e++) {
+            for (size_t e = 0; e < 2; e++)
+                for (size_t i = 0; i < 16; i++) {
                     size_t r = b * 16 + i, k = 2 * p + e;
-                    out[((b * pairs + p) * 16 + i) * 2 + e] = r < R && k < K ? bf16_from_float(W[r * K + k]) : 0;
+                    float v = 0.0f;
+                    if (r < R && k < K) v = trans ? W[k * ld + r] : W[r * ld + k];
+                    out[((b * pairs + p) * 16 + i) * 2 + e] = r < R && k < K ? bf16_from_float(v) : 0;
                 }
+}
+
+static void pack_matrix(const float *W, size_t R, size_t K, uint16_t *out) {
+    pack_blocks(0, W, K, R, K, 0, (R + 15) / 16, out);
 }
 
 charrnn_status charrnn_bf16_weights_count(const charrnn_config *config, size_t *count) {
@@ -124,6 +142,79 @@ charrnn_status charrnn_bf16_pack(const charrnn_config *config, const float *para
     }
     pack_matrix(p.fc_weight, packed.fc_weight.rows, H, (uint16_t *)packed.fc_weight.data);
     return CHARRNN_OK;
+}
+
+/* ---- the products of training ---- */
+
+size_t bf16_packed_count(size_t R, size_t K) { return packed_count(R, K); }
+
+size_t bf16_product_room(size_t M, size_t N, size_t K) {
+    return packed_count(N, K) + M * 2 * ((K + 1) / 2);
+}
+
+void bf16_pack_parallel(int trans, const float *W, size_t ld, size_t R, size_t K,
+                        uint16_t *out, bf16_matrix *packed) {
+    size_t blocks = (R + 15) / 16;
+    /* Packing is exact, so the split across the team changes nothing. */
+#pragma omp parallel if (R * K > 65536)
+    {
+        size_t b0, b1;
+        thread_range(blocks, omp_get_thread_num(), omp_get_num_threads(), 1, &b0, &b1);
+        pack_blocks(trans, W, ld, R, K, b0, b1, out);
+    }
+    packed->data = out;
+    packed->rows = R;
+    packed->cols = K;
+    packed->pairs = (K + 1) / 2;
+}
+
+void bf16_round_rows(int trans, const float *A, size_t lda, size_t m0, size_t m1, size_t K,
+                     uint16_t *out) {
+    size_t ldo = 2 * ((K + 1) / 2);
+    if (!trans) {
+        for (size_t m = m0; m < m1; m++) {
+            bf16_round_row(A + m * lda, K, out + m * ldo);
+            if (K % 2) out[m * ldo + K] = 0;
+        }
+        return;
+    }
+    /* op(A)[m, k] = A[k * lda + m]: 16 rows of op(A) at a time, so each
+     * line of A read serves 16 of them */
+    for (size_t mb = m0; mb < m1; mb += 16) {
+        size_t me = mb + 16 < m1 ? mb + 16 : m1;
+        for (size_t k = 0; k < K; k++)
+            for (size_t m = mb; m < me; m++) out[m * ldo + k] = bf16_from_float(A[k * lda + m]);
+        if (K % 2)
+            for (size_t m = mb; m < me; m++) out[m * ldo + K] = 0;
+    }
+}
+
+void bf16_product_rows_parallel(const char *name, int trans_a, int trans_b, size_t M, size_t N,
+                                size_t K, const float *A, size_t lda, const float *B, size_t ldb,
+                                float beta, float *C, size_t ldc, uint16_t *room) {
+    if (M == 0 || N == 0) return;
+    bf16_matrix W;
+    uint16_t *rows = room + packed_count(N, K);
+    size_t ldx = 2 * ((K + 1) / 2);
+    bf16_pack_parallel(!trans_b, B, ldb, N, K, room, &W);
+    /* A row's sums depend on nothing but its row and op(B), so the rows
+     * may be split any way: the fixed blocks as the fp32 products. */
+    int blocks = work_blocks();
+#pragma omp parallel if (M * N * K > 500000 && M >= 32)
+    FOR_EACH_OWN_BLOCK(block, blocks) {
+        size_t begin, end;
+        thread_range(M, block, blocks, 16, &begin, &end);
+        if (end > begin) {
+            double start = products_logged() ? product_clock() : -1.0;
+            bf16_round_rows(trans_a, A, lda, begin, end, K, rows);
+            if (beta == 0.0f)
+                for (size_t m = begin; m < end; m++) memset(C + m * ldc, 0, N * sizeof(float));
+            bf16_rows_times(&W, 0, N, end - begin, rows + begin * ldx, ldx, C + begin * ldc, ldc);
+            if (start >= 0.0)
+                record_product(name, trans_a, trans_b, end - begin, N, K, C + begin * ldc,
+                               product_clock() - start);
+        }
+    }
 }
 
 /* ---- the kernels ---- */

@@ -135,7 +135,10 @@ size_t param_count_unchecked(const charrnn_config *c);
  *   W_ih[:, v] + b_ih + the folded b_hh) in forward; its gradient by token in
  *   backward. rec [B, SH]: one step's split recurrent products.
  * panels: one layer's W_hh packed for the recurrent products (panels.c),
- *   only where a packed kernel runs them.
+ *   only where a packed kernel runs them, in fp32 passes.
+ * bf16_room: in bf16 passes only, the room of their products (bf16.c): the
+ *   larger of the widest product's and the recurrence's (one layer's W_hh
+ *   packed and a step's rows rounded), in uint16 values.
  * Each region starts on a 16-float (64-byte) boundary of the block; a
  * region a cell does not use takes no space.
  */
@@ -156,10 +159,12 @@ typedef struct {
     float *embed;
     float *rec;
     float *panels;
+    uint16_t *bf16_room;
 } activation_tensors;
 
-/* Returns the float count; carves when block != NULL. */
-size_t carve_activations(const charrnn_config *c, size_t B, size_t T, float *block,
+/* Returns the float count of an fp32 pass's block (bf16 0) or a bf16
+ * pass's; carves when block != NULL. */
+size_t carve_activations(const charrnn_config *c, size_t B, size_t T, int bf16, float *block,
                          activation_tensors *out);
 
 /* ---- argument checks shared by the entry points ---- */
@@ -351,6 +356,28 @@ void bf16_rows_times(const bf16_matrix *W, size_t row0, size_t rows, size_t S, c
 
 /* "AVX512_BF16", or "portable (why)". */
 void bf16_kernel_describe(char *out, size_t size);
+
+/* Training's products in bf16 (bf16.c says how).
+ * uint16 values of an [R, K] matrix packed. */
+size_t bf16_packed_count(size_t R, size_t K);
+/* uint16 room of one product op(A) [M, K] times op(B) [K, N]: op(B)
+ * packed, then op(A)'s rows rounded. */
+size_t bf16_product_room(size_t M, size_t N, size_t K);
+/* Packs op(W) [R, K] (W[r * ld + k], or W[k * ld + r] when trans) into
+ * out and describes it in *packed; splits the work across a team, so call
+ * it outside a parallel region. */
+void bf16_pack_parallel(int trans, const float *W, size_t ld, size_t R, size_t K, uint16_t *out,
+                        bf16_matrix *packed);
+/* Rows [m0, m1) of op(A) [M, K] (A[m * lda + k], or A[k * lda + m] when
+ * trans) rounded into out, row m at out + m * 2 * ceil(K / 2), an odd K's
+ * pad a zero. */
+void bf16_round_rows(int trans, const float *A, size_t lda, size_t m0, size_t m1, size_t K,
+                     uint16_t *out);
+/* gemm_rows_parallel's C = op(A) op(B) + beta C (beta 0 or 1) in bf16:
+ * room holds bf16_product_room(M, N, K) values. */
+void bf16_product_rows_parallel(const char *name, int trans_a, int trans_b, size_t M, size_t N,
+                                size_t K, const float *A, size_t lda, const float *B, size_t ldb,
+                                float beta, float *C, size_t ldc, uint16_t *room);
 
 /* ---- the recurrence's products on packed weights (panels.c) ----
  * P: B packed into panels of 16 columns of C, each holding every k

@@ -24,6 +24,24 @@
  */
 #include "internal.h"
 
+/* How a pass makes its matrix products: in fp32 (BLAS, and the packed
+ * kernel for the recurrence where one runs), or in bf16 (bf16.c: inputs
+ * rounded to bf16, fp32 sums) in the activation block's bf16 room. */
+typedef struct {
+    uint16_t *bf16_room; /* NULL: fp32 */
+} products;
+
+/* C = op(A) op(B) + beta C, rows split across the team (beta 0 or 1). */
+static void product(const products *pr, const char *name, int trans_a, int trans_b, size_t M,
+                    size_t N, size_t K, const float *A, size_t lda, const float *B, size_t ldb,
+                    float beta, float *C, size_t ldc) {
+    if (pr->bf16_room)
+        bf16_product_rows_parallel(name, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc,
+                                   pr->bf16_room);
+    else
+        gemm_rows_parallel(name, trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+}
+
 /* ========================================================================
  * Input projection: G[r, :] = W_ih x_r + b_ih + b_hh (folded blocks)
  * ======================================================================== */
@@ -37,7 +55,8 @@
  * Layer l > 0: G = X W_ih^T in one GEMM over all N rows; the recurrence adds
  * the biases, summed once into embed's first row.
  * b_hh is folded in only for the first FH columns (the rest is the cell's). */
-static void input_projection_forward(size_t B, size_t T, gate_widths w, size_t V, int layer,
+static void input_projection_forward(const products *pr, size_t B, size_t T, gate_widths w,
+                                     size_t V, int layer,
                                      const float *W_ih, const float *b_ih, const float *b_hh,
                                      const float *X, float *embed, float *G) {
     size_t N = T * B, GH = w.GH;
@@ -49,7 +68,7 @@ static void input_projection_forward(size_t B, size_t T, gate_widths w, size_t V
         }
     } else {
         for (size_t j = 0; j < GH; j++) embed[j] = j < w.FH ? b_ih[j] + b_hh[j] : b_ih[j];
-        gemm_rows_parallel("input projection", 0, 1, N, GH, w.H, 1.0f, X, w.H, W_ih, w.H, 0.0f, G, GH);
+        product(pr, "input projection", 0, 1, N, GH, w.H, X, w.H, W_ih, w.H, 0.0f, G, GH);
     }
 }
 
@@ -85,12 +104,13 @@ static void add_column_sums(size_t N, size_t ld, size_t begin, size_t end, const
  * token into embed [V, GH] (contiguous adds), and only those V sums are
  * scattered into the columns of dW_ih; as every row has exactly one token,
  * the bias gradient is the sum of the V token sums. */
-static void input_projection_backward(size_t B, size_t T, gate_widths w, size_t V, int layer,
+static void input_projection_backward(const products *pr, size_t B, size_t T, gate_widths w,
+                                      size_t V, int layer,
                                       const int32_t *inputs, const float *dG, const float *X,
                                       float *embed, float *dW_ih, float *db_ih, float *db_hh) {
     size_t N = T * B, GH = w.GH;
     if (layer > 0) {
-        gemm_rows_parallel("dW_ih", 1, 0, GH, w.H, N, 1.0f, dG, GH, X, w.H, 1.0f, dW_ih, w.H);
+        product(pr, "dW_ih", 1, 0, GH, w.H, N, dG, GH, X, w.H, 1.0f, dW_ih, w.H);
     }
 #pragma omp parallel
     {
@@ -210,6 +230,52 @@ CHARRNN_VECTOR_CLONES static void dropout_forward(const dropout_params *d, size_
  * pass, before the T steps, and every step's product reads the panels.
  * ======================================================================== */
 
+/* W_hh packed in bf16 for the recurrent products of one layer: forward,
+ * W_hh [GH, H] whole (the folded rows, then the split); backward, its
+ * transpose in two parts, [H, FH] and [H, SH]. rows: room for each step's
+ * inputs rounded, [B, row_stride]: one stride for every product, so a
+ * thread's rows never overlap another's whatever the width it rounds. */
+typedef struct {
+    bf16_matrix weights, split;
+    uint16_t *rows;
+    size_t row_stride;
+} bf16_recurrent;
+
+static void pack_recurrent_bf16(gate_widths w, const float *W_hh, uint16_t *room, int backward,
+                                bf16_recurrent *out) {
+    size_t H = w.H;
+    if (backward) {
+        bf16_pack_parallel(1, W_hh, H, H, w.FH, room, &out->weights);
+        room += bf16_packed_count(H, w.FH);
+        if (w.SH) {
+            bf16_pack_parallel(1, W_hh + w.FH * H, H, H, w.SH, room, &out->split);
+            room += bf16_packed_count(H, w.SH);
+        }
+    } else {
+        bf16_pack_parallel(0, W_hh, H, w.GH, H, room, &out->weights);
+        room += bf16_packed_count(w.GH, H);
+    }
+    out->rows = room;
+    out->row_stride = 2 * (((H > w.FH ? H : w.FH) + 1) / 2);
+}
+
+/* Rows [b0, b1) of out (+)= x W[row0:row0+rows]^T in bf16, x's rows
+ * rounded first (K columns, stride ldx_in) into x_rows (stride ldx),
+ * recorded as the sgemm it replaces. */
+static void bf16_recurrent_product(const char *name, const bf16_matrix *W, size_t row0,
+                                   size_t rows, size_t b0, size_t b1, const float *x,
+                                   size_t ldx_in, uint16_t *x_rows, size_t ldx, int accumulate,
+                                   float *out, size_t ldo) {
+    double start = products_logged() ? product_clock() : -1.0;
+    size_t K = W->cols;
+    for (size_t b = b0; b < b1; b++) bf16_round_rows(0, x + b * ldx_in, ldx_in, 0, 1, K, x_rows + b * ldx);
+    if (!accumulate)
+        for (size_t b = b0; b < b1; b++) memset(out + b * ldo, 0, rows * sizeof(float));
+    bf16_rows_times(W, row0, rows, b1 - b0, x_rows + b0 * ldx, ldx, out + b0 * ldo, ldo);
+    if (start >= 0.0)
+        record_product(name, 0, 1, b1 - b0, rows, K, out + b0 * ldo, product_clock() - start);
+}
+
 /* W_hh packed for the recurrent products of one layer, forward (the folded
  * rows' panels, then the split rows') or backward (W_hh as [GH, H]);
  * NULL, with nothing packed, where BLAS makes them from W_hh. */
@@ -230,14 +296,22 @@ static const float *pack_recurrent(gate_widths w, const float *W_hh, float *pane
  * nothing yet; 1 above it, where G holds the input projection), and
  * R_t = h_{t-1} W_hh[FH:]^T for the split blocks. */
 static void recurrent_product(size_t b0, size_t b1, gate_widths w, const float *h_prev,
-                              const float *W_hh, const float *panels, float beta, float *G_t,
-                              float *R_t) {
+                              const float *W_hh, const float *panels, const bf16_recurrent *bf,
+                              float beta, float *G_t, float *R_t) {
     size_t H = w.H;
     /* Layer 0 (beta 0) has no input product in G: its split columns, which
      * the recurrent product does not write, start at zero too (the kernel
      * adds G and the lookup row in every column). */
     if (beta == 0.0f && w.SH)
         for (size_t b = b0; b < b1; b++) memset(G_t + b * w.GH + w.FH, 0, w.SH * sizeof(float));
+    if (bf) {
+        bf16_recurrent_product("recurrent", &bf->weights, 0, w.FH, b0, b1, h_prev, H, bf->rows,
+                               bf->row_stride, beta != 0.0f, G_t, w.GH);
+        if (w.SH) /* the same rows of h: rounding them again gives the same values */
+            bf16_recurrent_product("recurrent, split blocks", &bf->weights, w.FH, w.SH, b0, b1,
+                                   h_prev, H, bf->rows, bf->row_stride, 0, R_t, w.SH);
+        return;
+    }
     if (panels) {
         panels_product("recurrent", 1, b1 - b0, w.FH, 0, H, h_prev + b0 * H, H, panels, H,
                        beta != 0.0f, G_t + b0 * w.GH, w.GH);
@@ -257,8 +331,17 @@ static void recurrent_product(size_t b0, size_t b1, gate_widths w, const float *
  * reaching h_{t-1} through W_hh. */
 static void recurrent_product_backward(size_t b0, size_t b1, gate_widths w, const float *dG_t,
                                        const float *dR_t, const float *W_hh,
-                                       const float *panels, float *dh_rec) {
+                                       const float *panels, const bf16_recurrent *bf,
+                                       float *dh_rec) {
     size_t H = w.H;
+    if (bf) {
+        bf16_recurrent_product("recurrent backward", &bf->weights, 0, H, b0, b1, dG_t, w.GH,
+                               bf->rows, bf->row_stride, 1, dh_rec, H);
+        if (w.SH)
+            bf16_recurrent_product("recurrent backward, split blocks", &bf->split, 0, H, b0, b1,
+                                   dR_t, w.SH, bf->rows, bf->row_stride, 1, dh_rec, H);
+        return;
+    }
     if (panels) {
         panels_product("recurrent backward", 0, b1 - b0, H, 0, w.FH, dG_t + b0 * w.GH, w.GH,
                        panels, w.GH, 1, dh_rec + b0 * H, H);
@@ -278,14 +361,29 @@ static void recurrent_product_backward(size_t b0, size_t b1, gate_widths w, cons
 typedef struct {
     const float *W_hh, *b_split;
     float *G, *h, *c, *aux, *mask, *y;
-    float *panels; /* room for W_hh packed (NULL where BLAS runs the products) */
+    float *panels;       /* room for W_hh packed (NULL where BLAS runs the products) */
+    uint16_t *bf16_room; /* room for W_hh packed in bf16 (NULL: fp32 products) */
 } layer_tensors;
 
-static layer_tensors layer_of(const param_tensors *p, const activation_tensors *a, size_t l,
-                              gate_widths w) {
+static layer_tensors layer_of(const products *pr, const param_tensors *p,
+                              const activation_tensors *a, size_t l, gate_widths w) {
     layer_tensors t = {p->weight_hh[l], p->bias_hh[l] + w.FH, a->gates[l], a->h[l], a->c[l],
-                       a->aux[l], a->mask[l], a->y[l], a->panels};
+                       a->aux[l], a->mask[l], a->y[l], a->panels, pr->bf16_room};
     return t;
+}
+
+/* Packs a layer's W_hh for its recurrent products (forward or backward):
+ * into *bf in bf16 (returning bf), or into the fp32 panels (*panels, NULL
+ * where BLAS makes them from W_hh); returns NULL in fp32. */
+static const bf16_recurrent *pack_layer(gate_widths w, const layer_tensors *x, int backward,
+                                        bf16_recurrent *bf, const float **panels) {
+    *panels = NULL;
+    if (x->bf16_room) {
+        pack_recurrent_bf16(w, x->W_hh, x->bf16_room, backward, bf);
+        return bf;
+    }
+    *panels = pack_recurrent(w, x->W_hh, x->panels, backward);
+    return NULL;
 }
 
 /* tokens: the batch's inputs for layer 0 (the input term is a row of the
@@ -297,7 +395,9 @@ static void recurrence_forward(const cell_kind *cell, size_t B, size_t T, gate_w
                                const dropout_params *drop, const layer_tensors *x) {
     size_t H = w.H, BH = B * H;
     float beta = tokens ? 0.0f : 1.0f;
-    const float *panels = pack_recurrent(w, x->W_hh, x->panels, 0);
+    bf16_recurrent bf_room;
+    const float *panels;
+    const bf16_recurrent *bf = pack_layer(w, x, 0, &bf_room, &panels);
     int blocks = work_blocks();
 #pragma omp parallel
     FOR_EACH_OWN_BLOCK(block, blocks) {
@@ -305,7 +405,7 @@ static void recurrence_forward(const cell_kind *cell, size_t B, size_t T, gate_w
         thread_range(B, block, blocks, 1, &b0, &b1);
         for (size_t t = 0; t < T && b1 > b0; t++) {
             float *G_t = x->G + t * B * w.GH;
-            recurrent_product(b0, b1, w, x->h + t * BH, x->W_hh, panels, beta, G_t, rec);
+            recurrent_product(b0, b1, w, x->h + t * BH, x->W_hh, panels, bf, beta, G_t, rec);
             cell_forward_args args = {
                 .H = H, .u0 = 0, .u1 = H, .b0 = b0, .b1 = b1,
                 .G = G_t, .R = rec, .x_rows = embed,
@@ -329,7 +429,9 @@ static void recurrence_backward(const cell_kind *cell, size_t B, size_t T, gate_
                                 const layer_tensors *x, const float *dy, float *dG, float *dR,
                                 float *dh_rec, float *dc_next) {
     size_t H = w.H, BH = B * H;
-    const float *panels = pack_recurrent(w, x->W_hh, x->panels, 1);
+    bf16_recurrent bf_room;
+    const float *panels;
+    const bf16_recurrent *bf = pack_layer(w, x, 1, &bf_room, &panels);
     int blocks = work_blocks();
 #pragma omp parallel
     FOR_EACH_OWN_BLOCK(block, blocks) {
@@ -350,7 +452,8 @@ static void recurrence_backward(const cell_kind *cell, size_t B, size_t T, gate_
                 .dh_rec = dh_rec, .dc_next = dc_next, .dG = dG_t, .dR = dR_t,
             };
             cell->backward(&args);
-            if (t > 0) recurrent_product_backward(b0, b1, w, dG_t, dR_t, x->W_hh, panels, dh_rec);
+            if (t > 0)
+                recurrent_product_backward(b0, b1, w, dG_t, dR_t, x->W_hh, panels, bf, dh_rec);
         }
     }
 }
@@ -384,12 +487,13 @@ CHARRNN_VECTOR_CLONES static double softmax_rows(size_t r0, size_t r1, size_t B,
     return total;
 }
 
-static float output_forward(size_t B, size_t T, size_t H, size_t V, const int32_t *targets,
+static float output_forward(const products *pr, size_t B, size_t T, size_t H, size_t V,
+                            const int32_t *targets,
                             const float *Y, const float *W_fc, const float *b_fc, float *probs) {
     size_t N = T * B;
 #pragma omp parallel for schedule(static)
     for (size_t r = 0; r < N; r++) memcpy(probs + r * V, b_fc, V * sizeof(float));
-    gemm_rows_parallel("logits", 0, 1, N, V, H, 1.0f, Y, H, W_fc, H, 1.0f, probs, V);
+    product(pr, "logits", 0, 1, N, V, H, Y, H, W_fc, H, 1.0f, probs, V);
     /* One partial sum per fixed block, added in block order: the same
      * loss for any team. */
     double partial[MAX_WORK_BLOCKS];
@@ -407,7 +511,8 @@ static float output_forward(size_t B, size_t T, size_t H, size_t V, const int32_
 
 /* dlogits = (probs - onehot(target)) / N, then the fc gradients, and
  * dY = dlogits W_fc (written, not accumulated). */
-static void output_backward(size_t B, size_t T, size_t H, size_t V, const int32_t *targets,
+static void output_backward(const products *pr, size_t B, size_t T, size_t H, size_t V,
+                            const int32_t *targets,
                             const float *Y, const float *W_fc, const float *probs,
                             float *dlogits, float *dW_fc, float *db_fc, float *dY) {
     size_t N = T * B;
@@ -417,7 +522,7 @@ static void output_backward(size_t B, size_t T, size_t H, size_t V, const int32_
         for (size_t k = 0; k < V; k++) dlogits[r * V + k] = probs[r * V + k] * inv_n;
         dlogits[r * V + (size_t)targets[(r % B) * T + r / B]] -= inv_n;
     }
-    gemm_rows_parallel("dW_fc", 1, 0, V, H, N, 1.0f, dlogits, V, Y, H, 1.0f, dW_fc, H);
+    product(pr, "dW_fc", 1, 0, V, H, N, dlogits, V, Y, H, 1.0f, dW_fc, H);
     /* db_fc: column sums, each thread walking the rows over its columns (a
      * column at a time would touch a new cache line at every row) */
 #pragma omp parallel
@@ -426,7 +531,7 @@ static void output_backward(size_t B, size_t T, size_t H, size_t V, const int32_
         thread_range(V, omp_get_thread_num(), omp_get_num_threads(), 16, &k0, &k1);
         add_column_sums(N, V, k0, k1, dlogits, db_fc, NULL, 0);
     }
-    gemm_rows_parallel("dY from logits", 0, 0, N, H, V, 1.0f, dlogits, V, W_fc, H, 0.0f, dY, H);
+    product(pr, "dY from logits", 0, 0, N, H, V, dlogits, V, W_fc, H, 0.0f, dY, H);
 }
 
 /* ========================================================================
@@ -450,10 +555,10 @@ static charrnn_status check_batch(const charrnn_config *config, const charrnn_ba
     return CHARRNN_OK;
 }
 
-charrnn_status charrnn_forward(const charrnn_config *config, const float *params,
-                               const charrnn_batch *batch, float keep_prob,
-                               uint64_t dropout_seed, const float *state_in,
-                               float *state_out, float *activations, float *loss) {
+static charrnn_status forward(const charrnn_config *config, const float *params,
+                              const charrnn_batch *batch, float keep_prob, uint64_t dropout_seed,
+                              const float *state_in, float *state_out, float *activations,
+                              float *loss, int bf16) {
     charrnn_status s = check_config(config);
     if (s != CHARRNN_OK) return s;
     if (!params || !activations || !loss) return CHARRNN_ERR_NULL_POINTER;
@@ -469,7 +574,8 @@ charrnn_status charrnn_forward(const charrnn_config *config, const float *params
     param_tensors p;
     activation_tensors a;
     carve_params(config, (float *)params, &p);
-    carve_activations(config, B, T, activations, &a);
+    carve_activations(config, B, T, bf16, activations, &a);
+    products pr = {a.bf16_room};
 
     float_mode mode = flush_denormals_begin();
     /* state [C, L, B, H]: tensor 0 is h, tensor 1 (LSTM) is c */
@@ -480,13 +586,13 @@ charrnn_status charrnn_forward(const charrnn_config *config, const float *params
             else memset(slot0, 0, BH * sizeof(float));
         }
     for (size_t l = 0; l < L; l++) {
-        input_projection_forward(B, T, w, V, (int)l, p.weight_ih[l], p.bias_ih[l], p.bias_hh[l],
+        input_projection_forward(&pr, B, T, w, V, (int)l, p.weight_ih[l], p.bias_ih[l], p.bias_hh[l],
                                  l > 0 ? a.y[l - 1] : NULL, a.embed, a.gates[l]);
         dropout_params drop = dropout_setup(batch, H, (int)l, keep_prob, dropout_seed);
-        layer_tensors x = layer_of(&p, &a, l, w);
+        layer_tensors x = layer_of(&pr, &p, &a, l, w);
         recurrence_forward(cell, B, T, w, l == 0 ? batch->inputs : NULL, a.embed, a.rec, &drop, &x);
     }
-    *loss = output_forward(B, T, H, V, batch->targets, a.y[L - 1], p.fc_weight, p.fc_bias,
+    *loss = output_forward(&pr, B, T, H, V, batch->targets, a.y[L - 1], p.fc_weight, p.fc_bias,
                            a.probs);
     if (state_out) {
         /* state_out may alias state_in: it was copied in above. */
@@ -499,9 +605,25 @@ charrnn_status charrnn_forward(const charrnn_config *config, const float *params
     return CHARRNN_OK;
 }
 
-charrnn_status charrnn_backward(const charrnn_config *config, const float *params,
-                                const charrnn_batch *batch, float *activations,
-                                float *grads) {
+charrnn_status charrnn_forward(const charrnn_config *config, const float *params,
+                               const charrnn_batch *batch, float keep_prob,
+                               uint64_t dropout_seed, const float *state_in,
+                               float *state_out, float *activations, float *loss) {
+    return forward(config, params, batch, keep_prob, dropout_seed, state_in, state_out,
+                   activations, loss, 0);
+}
+
+charrnn_status charrnn_forward_bf16(const charrnn_config *config, const float *params,
+                                    const charrnn_batch *batch, float keep_prob,
+                                    uint64_t dropout_seed, const float *state_in,
+                                    float *state_out, float *activations, float *loss) {
+    return forward(config, params, batch, keep_prob, dropout_seed, state_in, state_out,
+                   activations, loss, 1);
+}
+
+static charrnn_status backward(const charrnn_config *config, const float *params,
+                               const charrnn_batch *batch, float *activations, float *grads,
+                               int bf16) {
     charrnn_status s = check_config(config);
     if (s != CHARRNN_OK) return s;
     if (!params || !activations || !grads) return CHARRNN_ERR_NULL_POINTER;
@@ -517,34 +639,47 @@ charrnn_status charrnn_backward(const charrnn_config *config, const float *param
     activation_tensors a;
     carve_params(config, (float *)params, &p);
     carve_params(config, grads, &g);
-    carve_activations(config, B, T, activations, &a);
+    carve_activations(config, B, T, bf16, activations, &a);
+    products pr = {a.bf16_room};
 
     float_mode mode = flush_denormals_begin();
-    output_backward(B, T, H, V, batch->targets, a.y[L - 1], p.fc_weight, a.probs, a.dlogits,
+    output_backward(&pr, B, T, H, V, batch->targets, a.y[L - 1], p.fc_weight, a.probs, a.dlogits,
                     g.fc_weight, g.fc_bias, a.dy);
     for (size_t l = L; l-- > 0;) {
         /* dy: the gradient at the layer's output y; the cell's kernel
          * applies the dropout mask as it reads it */
-        layer_tensors x = layer_of(&p, &a, l, w);
+        layer_tensors x = layer_of(&pr, &p, &a, l, w);
         recurrence_backward(cell, B, T, w, &x, a.dy, a.dgates, a.dsplit, a.dh_rec, a.dc_next);
         /* dW_hh += sum_t dG_t^T h_{t-1}: h slots 0..T-1 are one [N, H] matrix;
          * the split blocks' rows from dR, with their b_hh */
-        gemm_rows_parallel("dW_hh", 1, 0, w.FH, H, N, 1.0f, a.dgates, w.GH, a.h[l], H, 1.0f,
-                           g.weight_hh[l], H);
+        product(&pr, "dW_hh", 1, 0, w.FH, H, N, a.dgates, w.GH, a.h[l], H, 1.0f, g.weight_hh[l],
+                H);
         if (w.SH) {
-            gemm_rows_parallel("dW_hh, split blocks", 1, 0, w.SH, H, N, 1.0f, a.dsplit, w.SH,
-                               a.h[l], H, 1.0f, g.weight_hh[l] + w.FH * H, H);
+            product(&pr, "dW_hh, split blocks", 1, 0, w.SH, H, N, a.dsplit, w.SH, a.h[l], H, 1.0f,
+                    g.weight_hh[l] + w.FH * H, H);
             split_bias_backward(N, w.SH, a.dsplit, g.bias_hh[l] + w.FH);
         }
-        input_projection_backward(B, T, w, V, (int)l, batch->inputs, a.dgates,
+        input_projection_backward(&pr, B, T, w, V, (int)l, batch->inputs, a.dgates,
                                   l > 0 ? a.y[l - 1] : NULL, a.embed, g.weight_ih[l],
                                   g.bias_ih[l], g.bias_hh[l]);
         if (l > 0) /* the gradient reaching the layer below's output */
-            gemm_rows_parallel("dY from gates", 0, 0, N, H, w.GH, 1.0f, a.dgates, w.GH,
-                               p.weight_ih[l], H, 0.0f, a.dy, H);
+            product(&pr, "dY from gates", 0, 0, N, H, w.GH, a.dgates, w.GH, p.weight_ih[l], H,
+                    0.0f, a.dy, H);
     }
     flush_denormals_end(mode);
     return CHARRNN_OK;
+}
+
+charrnn_status charrnn_backward(const charrnn_config *config, const float *params,
+                                const charrnn_batch *batch, float *activations,
+                                float *grads) {
+    return backward(config, params, batch, activations, grads, 0);
+}
+
+charrnn_status charrnn_backward_bf16(const charrnn_config *config, const float *params,
+                                     const charrnn_batch *batch, float *activations,
+                                     float *grads) {
+    return backward(config, params, batch, activations, grads, 1);
 }
 
 /* ========================================================================
@@ -563,7 +698,8 @@ static void recurrence_products_forward(size_t B, size_t T, gate_widths w, const
         size_t b0, b1;
         thread_range(B, block, blocks, 1, &b0, &b1);
         for (size_t t = 0; t < T && b1 > b0; t++)
-            recurrent_product(b0, b1, w, h + t * BH, W_hh, panels, beta, G + t * B * w.GH, rec);
+            recurrent_product(b0, b1, w, h + t * BH, W_hh, panels, NULL, beta, G + t * B * w.GH,
+                              rec);
     }
 }
 
@@ -578,7 +714,7 @@ static void recurrence_products_backward(size_t B, size_t T, gate_widths w, cons
         thread_range(B, block, blocks, 1, &b0, &b1);
         for (size_t t = T; t-- > 1 && b1 > b0;)
             recurrent_product_backward(b0, b1, w, dG + t * B * w.GH, dR ? dR + t * B * w.SH : NULL,
-                                       W_hh, panels, dh_rec);
+                                       W_hh, panels, NULL, dh_rec);
     }
 }
 
@@ -598,7 +734,7 @@ charrnn_status charrnn_training_products(const charrnn_config *config, const flo
     activation_tensors a;
     carve_params(config, (float *)params, &p);
     carve_params(config, grads, &g);
-    carve_activations(config, B, T, activations, &a);
+    carve_activations(config, B, T, 0, activations, &a);
     float_mode mode = flush_denormals_begin(); /* as the step runs */
     for (size_t l = 0; l < L; l++) {
         if (l > 0) gemm_rows_parallel("input projection", 0, 1, N, w.GH, H, 1.0f, a.y[l - 1], H, p.weight_ih[l], H, 0.0f, a.gates[l], w.GH);

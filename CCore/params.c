@@ -113,7 +113,32 @@ charrnn_status charrnn_state_count(const charrnn_config *config, int32_t batch_s
 
 static size_t round_up16(size_t n) { return (n + 15) & ~(size_t)15; }
 
-size_t carve_activations(const charrnn_config *c, size_t B, size_t T, float *block,
+/* The uint16 room of a bf16 pass's products (the activation block's
+ * bf16_room): the largest of every product's and the recurrence's. */
+static size_t bf16_room_count(const charrnn_config *c, size_t B, size_t T) {
+    const cell_kind *cell = cell_of(c);
+    size_t H = (size_t)c->hidden_size, V = (size_t)c->vocab_size, N = T * B;
+    size_t GH = (size_t)cell->gates * H, SH = (size_t)cell->split * H, FH = GH - SH;
+    size_t widest = H > FH ? H : FH;
+    size_t recurrent_forward = bf16_packed_count(GH, H);
+    size_t recurrent_backward = bf16_packed_count(H, FH) + (SH ? bf16_packed_count(H, SH) : 0);
+    size_t rooms[] = {
+        (recurrent_forward > recurrent_backward ? recurrent_forward : recurrent_backward) +
+            B * 2 * ((widest + 1) / 2),
+        bf16_product_room(N, V, H),  /* logits */
+        bf16_product_room(V, H, N),  /* dW_fc */
+        bf16_product_room(N, H, V),  /* dY from logits */
+        bf16_product_room(FH, H, N), /* dW_hh (the split blocks' is smaller) */
+        c->num_layers > 1 ? bf16_product_room(N, GH, H) : 0, /* input projection */
+        c->num_layers > 1 ? bf16_product_room(GH, H, N) : 0, /* dW_ih */
+        c->num_layers > 1 ? bf16_product_room(N, H, GH) : 0, /* dY from gates */
+    };
+    size_t room = 0;
+    for (size_t i = 0; i < sizeof rooms / sizeof rooms[0]; i++) room = rooms[i] > room ? rooms[i] : room;
+    return room;
+}
+
+size_t carve_activations(const charrnn_config *c, size_t B, size_t T, int bf16, float *block,
                          activation_tensors *out) {
     const cell_kind *cell = cell_of(c);
     size_t H = (size_t)c->hidden_size, V = (size_t)c->vocab_size, N = T * B, off = 0;
@@ -145,8 +170,12 @@ size_t carve_activations(const charrnn_config *c, size_t B, size_t T, float *blo
      * folded and the split blocks) or backward: one region, reused */
     size_t FH = GH - SH, forward_panels = panel_count(FH, H) + (SH ? panel_count(SH, H) : 0);
     size_t backward_panels = panel_count(H, GH);
-    int packed = charrnn_panels_kernel() != CHARRNN_PANELS_BLAS;
+    int packed = !bf16 && charrnn_panels_kernel() != CHARRNN_PANELS_BLAS;
     TAKE(panels, packed ? (forward_panels > backward_panels ? forward_panels : backward_panels) : 0);
+    /* two bf16 values to a float */
+    size_t room = bf16 ? (bf16_room_count(c, B, T) + 1) / 2 : 0;
+    if (block) out->bf16_room = room ? (uint16_t *)(block + off) : NULL;
+    off += round_up16(room);
 #undef TAKE
     return off;
 }
@@ -157,7 +186,17 @@ charrnn_status charrnn_activation_count(const charrnn_config *config, int32_t ba
     if (s != CHARRNN_OK) return s;
     if ((s = check_batch_shape(batch_size, steps)) != CHARRNN_OK) return s;
     if (!count) return CHARRNN_ERR_NULL_POINTER;
-    *count = carve_activations(config, (size_t)batch_size, (size_t)steps, NULL, NULL);
+    *count = carve_activations(config, (size_t)batch_size, (size_t)steps, 0, NULL, NULL);
+    return CHARRNN_OK;
+}
+
+charrnn_status charrnn_activation_count_bf16(const charrnn_config *config, int32_t batch_size,
+                                             int32_t steps, size_t *count) {
+    charrnn_status s = check_config(config);
+    if (s != CHARRNN_OK) return s;
+    if ((s = check_batch_shape(batch_size, steps)) != CHARRNN_OK) return s;
+    if (!count) return CHARRNN_ERR_NULL_POINTER;
+    *count = carve_activations(config, (size_t)batch_size, (size_t)steps, 1, NULL, NULL);
     return CHARRNN_OK;
 }
 

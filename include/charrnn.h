@@ -133,7 +133,7 @@ extern "C" {
 #endif
 
 #define CHARRNN_VERSION_MAJOR 0
-#define CHARRNN_VERSION_MINOR 4
+#define CHARRNN_VERSION_MINOR 5
 #define CHARRNN_VERSION_PATCH 0
 
 /* ---------------------------------------------------------------------------
@@ -403,7 +403,7 @@ charrnn_status charrnn_prime(const charrnn_config *config, const float *params, 
                              const int32_t *tokens, float *state, float *scratch, float *logits);
 
 /* ---------------------------------------------------------------------------
- * bfloat16 inference: the step and the prime with their matrix products in
+ * bfloat16 products. Inference: the step and the prime with their matrix products in
  * bf16 (weights packed once, each product's inputs rounded to bf16 as it
  * is made, sums in fp32). Everything else stays fp32: the state, biases,
  * gates, logits and the parameter block itself. Reading half the bytes,
@@ -445,6 +445,27 @@ charrnn_status charrnn_step_bf16(const charrnn_config *config, const float *para
 charrnn_status charrnn_prime_bf16(const charrnn_config *config, const float *params,
                                   const uint16_t *weights, int32_t steps, const int32_t *tokens,
                                   float *state, float *scratch, float *logits);
+
+/* Training with bf16 products: charrnn_forward and charrnn_backward with
+ * every matrix product's inputs (weights, activations and gradients alike)
+ * rounded to bf16 as the product is made, and its sums in fp32, on the same
+ * kernels as the bf16 step. Everything else stays fp32: the parameters
+ * (the master weights, packed afresh in each pass, so no packed copy goes
+ * stale), the gate arithmetic, the state, the loss, the gradients and
+ * what charrnn_clip_grad_norm and charrnn_adam_update do with them. A
+ * product's bits depend on nothing but its inputs, so the result is the
+ * same for any thread count. The activations are charrnn_activation_count_bf16
+ * floats (the fp32 block and room for the packed products' inputs);
+ * forward and backward must both be the bf16 ones. */
+charrnn_status charrnn_activation_count_bf16(const charrnn_config *config, int32_t batch_size,
+                                             int32_t steps, size_t *count);
+charrnn_status charrnn_forward_bf16(const charrnn_config *config, const float *params,
+                                    const charrnn_batch *batch, float keep_prob,
+                                    uint64_t dropout_seed, const float *state_in,
+                                    float *state_out, float *activations, float *loss);
+charrnn_status charrnn_backward_bf16(const charrnn_config *config, const float *params,
+                                     const charrnn_batch *batch, float *activations,
+                                     float *grads);
 
 /* A random generator whose whole state lives in caller memory
  * (xoshiro256**). Seed it with charrnn_rng_seed; copy it to fork a stream. */

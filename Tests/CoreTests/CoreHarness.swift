@@ -38,19 +38,26 @@ struct CoreHarness {
 
     var parameterCount: Int { parameters.count }
 
-    func activationCount() -> Int {
+    func activationCount(bf16: Bool = false) -> Int {
         var config = self.config
         var count = 0
-        _ = charrnn_activation_count(&config, Int32(batchSize), Int32(steps), &count)
+        if bf16 {
+            _ = charrnn_activation_count_bf16(&config, Int32(batchSize), Int32(steps), &count)
+        } else {
+            _ = charrnn_activation_count(&config, Int32(batchSize), Int32(steps), &count)
+        }
         return count
     }
 
-    /// Runs forward (and backward when asked); returns loss, final state and gradients.
-    func run(keep: Float, seed: UInt64, gradients wantGradients: Bool = true) -> (loss: Float, state: [Float], gradients: [Float]) {
+    /// Runs forward (and backward when asked), with fp32 products or, when
+    /// `bf16`, bf16 ones; returns loss, final state and gradients.
+    func run(keep: Float, seed: UInt64, gradients wantGradients: Bool = true, bf16: Bool = false) -> (
+        loss: Float, state: [Float], gradients: [Float]
+    ) {
         var config = self.config
         // NaN everywhere: the core must write every activation it reads, so
         // memory left from an earlier call (or never written) shows as a NaN loss.
-        var activations = [Float](repeating: .nan, count: activationCount())
+        var activations = [Float](repeating: .nan, count: activationCount(bf16: bf16))
         var finalState = [Float](repeating: 0, count: initialState.count)
         var gradients = [Float](repeating: 0, count: parameters.count)
         var loss: Float = 0
@@ -59,10 +66,16 @@ struct CoreHarness {
                 var batch = charrnn_batch(
                     batch_size: Int32(batchSize), steps: Int32(steps), inputs: inputs.baseAddress, targets: targets.baseAddress, first_stream: 0,
                     total_streams: 0)
-                let forward = charrnn_forward(&config, parameters, &batch, keep, seed, initialState, &finalState, &activations, &loss)
+                let forward =
+                    bf16
+                    ? charrnn_forward_bf16(&config, parameters, &batch, keep, seed, initialState, &finalState, &activations, &loss)
+                    : charrnn_forward(&config, parameters, &batch, keep, seed, initialState, &finalState, &activations, &loss)
                 precondition(forward == CHARRNN_OK, "forward failed: \(forward)")
                 if wantGradients {
-                    let backward = charrnn_backward(&config, parameters, &batch, &activations, &gradients)
+                    let backward =
+                        bf16
+                        ? charrnn_backward_bf16(&config, parameters, &batch, &activations, &gradients)
+                        : charrnn_backward(&config, parameters, &batch, &activations, &gradients)
                     precondition(backward == CHARRNN_OK, "backward failed: \(backward)")
                 }
             }

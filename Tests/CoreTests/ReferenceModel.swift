@@ -127,9 +127,14 @@ struct ReferenceModel {
         }
     }
 
+    /// `product` rounds each input of a matrix product before it is
+    /// multiplied (every weight and activation the core multiplies in a
+    /// product; not layer 0's one-hot lookup): the identity for fp32, a
+    /// rounding to bf16 for the core's bf16 passes.
     func run(
         parameters p: [Double], inputs: [Int32], targets: [Int32], batchSize B: Int, steps T: Int,
-        initialState: [Double]?, keep: Double, seed: UInt64, wantGradients: Bool = true
+        initialState: [Double]?, keep: Double, seed: UInt64, wantGradients: Bool = true,
+        product r: (Double) -> Double = { $0 }
     ) -> Result {
         let H = hiddenSize
         let V = vocabularySize
@@ -161,9 +166,9 @@ struct ReferenceModel {
                         if l == 0 {
                             x += p[lay.weightIH[0] + row * V + Int(inputs[b * T + t])]
                         } else {
-                            for k in 0..<H { x += p[lay.weightIH[l] + row * H + k] * out[l - 1][t][b][k] }
+                            for k in 0..<H { x += r(p[lay.weightIH[l] + row * H + k]) * r(out[l - 1][t][b][k]) }
                         }
-                        for k in 0..<H { h += p[lay.weightHH[l] + row * H + k] * hPrev(l, t, b, k) }
+                        for k in 0..<H { h += r(p[lay.weightHH[l] + row * H + k]) * r(hPrev(l, t, b, k)) }
                         xTerms[l][t][b][row] = x
                         hTerms[l][t][b][row] = h
                     }
@@ -189,7 +194,7 @@ struct ReferenceModel {
                 var logits = [Double](repeating: 0, count: V)
                 for v in 0..<V {
                     var z = p[lay.fcBias + v]
-                    for j in 0..<H { z += p[lay.fcWeight + v * H + j] * out[L - 1][t][b][j] }
+                    for j in 0..<H { z += r(p[lay.fcWeight + v * H + j]) * r(out[L - 1][t][b][j]) }
                     logits[v] = z
                 }
                 let maximum = logits.max()!
@@ -200,8 +205,8 @@ struct ReferenceModel {
                     let d = ((logits[v] - maximum).exp / sum - (v == target ? 1 : 0)) / Double(N)
                     grads[lay.fcBias + v] += d
                     for j in 0..<H {
-                        grads[lay.fcWeight + v * H + j] += d * out[L - 1][t][b][j]
-                        dOut[t][b][j] += d * p[lay.fcWeight + v * H + j]
+                        grads[lay.fcWeight + v * H + j] += r(d) * r(out[L - 1][t][b][j])
+                        dOut[t][b][j] += r(d) * r(p[lay.fcWeight + v * H + j])
                     }
                 }
             }
@@ -243,13 +248,13 @@ struct ReferenceModel {
                                 grads[lay.weightIH[0] + row * V + Int(inputs[b * T + t])] += dx
                             } else {
                                 for k in 0..<H {
-                                    grads[lay.weightIH[l] + row * H + k] += dx * out[l - 1][t][b][k]
-                                    dBelow[t][b][k] += dx * p[lay.weightIH[l] + row * H + k]
+                                    grads[lay.weightIH[l] + row * H + k] += r(dx) * r(out[l - 1][t][b][k])
+                                    dBelow[t][b][k] += r(dx) * r(p[lay.weightIH[l] + row * H + k])
                                 }
                             }
                             for k in 0..<H {
-                                grads[lay.weightHH[l] + row * H + k] += dhTerm * hPrev(l, t, b, k)
-                                dhToPrevious[b][k] += dhTerm * p[lay.weightHH[l] + row * H + k]
+                                grads[lay.weightHH[l] + row * H + k] += r(dhTerm) * r(hPrev(l, t, b, k))
+                                dhToPrevious[b][k] += r(dhTerm) * r(p[lay.weightHH[l] + row * H + k])
                             }
                         }
                     }
