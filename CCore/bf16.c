@@ -228,22 +228,41 @@ static inline void add_block_lanes(const float *acc, size_t block, size_t row0, 
 
 static inline float flush_subnormal(float v) { return fabsf(v) < FLT_MIN ? copysignf(0.0f, v) : v; }
 
-/* The portable kernel: the header's arithmetic, one row and input at a time. */
-static void rows_times_portable(const bf16_matrix *W, size_t row0, size_t rows, size_t S,
-                                const uint16_t *x, size_t ldx, float *out, size_t ldo) {
-    size_t P = W->pairs;
-    for (size_t r = row0; r < row0 + rows; r++) {
-        const uint16_t *w = W->data + (r / 16) * P * 32 + (r % 16) * 2;
-        for (size_t s = 0; s < S; s++) {
-            const uint16_t *xs = x + s * ldx;
-            float acc = 0.0f;
-            for (size_t p = 0; p < P; p++) {
-                acc = flush_subnormal(fmaf(float_from_bf16(w[p * 32 + 1]), float_from_bf16(xs[2 * p + 1]), acc));
-                acc = flush_subnormal(fmaf(float_from_bf16(w[p * 32]), float_from_bf16(xs[2 * p]), acc));
-            }
-            out[s * ldo + r - row0] += acc;
+/* The portable kernel: the header's arithmetic for one block of 16 rows
+ * and up to 4 inputs, the 16 rows' sums side by side so that they fill
+ * vector registers (and, where the clones give the CPU's FMA, fmaf is one
+ * instruction instead of a libm call). Each sum's operations and their
+ * order are the header's, so are its bits. */
+CHARRNN_VECTOR_CLONES static void block_times_portable(const uint16_t *w, size_t P, const uint16_t *x,
+                                                       size_t ldx, size_t inputs, float acc[4][16]) {
+    for (size_t s = 0; s < 4; s++)
+        for (size_t i = 0; i < 16; i++) acc[s][i] = 0.0f;
+    for (size_t p = 0; p < P; p++) {
+        float odd[16], even[16];
+        for (size_t i = 0; i < 16; i++) {
+            odd[i] = float_from_bf16(w[p * 32 + 2 * i + 1]);
+            even[i] = float_from_bf16(w[p * 32 + 2 * i]);
+        }
+        for (size_t s = 0; s < inputs; s++) {
+            float x1 = float_from_bf16(x[s * ldx + 2 * p + 1]), x0 = float_from_bf16(x[s * ldx + 2 * p]);
+            float *a = acc[s];
+#pragma omp simd
+            for (size_t i = 0; i < 16; i++)
+                a[i] = flush_subnormal(fmaf(even[i], x0, flush_subnormal(fmaf(odd[i], x1, a[i]))));
         }
     }
+}
+
+static void rows_times_portable(const bf16_matrix *W, size_t row0, size_t rows, size_t S,
+                                const uint16_t *x, size_t ldx, float *out, size_t ldo) {
+    size_t P = W->pairs, b0 = row0 / 16, b1 = (row0 + rows + 15) / 16;
+    float acc[4][16];
+    for (size_t b = b0; b < b1; b++)
+        for (size_t s = 0; s < S; s += 4) {
+            size_t inputs = S - s < 4 ? S - s : 4;
+            block_times_portable(W->data + b * P * 32, P, x + s * ldx, ldx, inputs, acc);
+            for (size_t j = 0; j < inputs; j++) add_block_lanes(acc[j], b, row0, rows, out + (s + j) * ldo);
+        }
 }
 
 #ifdef CHARRNN_HAS_AVX512_BF16_KERNEL

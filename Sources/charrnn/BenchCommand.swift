@@ -196,12 +196,15 @@ struct BenchCommand: ParsableCommand {
             log.say("priming \(shape.name): stepped and batched …")
             report.priming.append(try Benchmark.priming(shape, characters: samplingCharacters * 2, repeats: 5))
         }
-        if Precision.bf16Kernel == .avx512 {
+        // The CPU's kernel, or the portable one when the environment asks
+        // for it (to see what emulating bf16 costs).
+        if Precision.bf16Kernel != .portableOnly {
             for shape in shapes {
                 log.say("bf16 against fp32, \(shape.name) …")
                 report.precisions.append(
                     try Benchmark.precisions(
-                        shape, streams: [1, 32], characters: samplingCharacters, primeCharacters: samplingCharacters * 2, repeats: 5))
+                        shape, streams: [1, 32], characters: samplingCharacters, primeCharacters: samplingCharacters * 2, repeats: 5,
+                        trainingSteps: iterations ?? max(5, min(20, Int(3e11 / shape.trainingFlops)))))
             }
         }
         if contended {
@@ -293,6 +296,12 @@ struct BenchCommand: ParsableCommand {
                         + String(
                             format: "    prime   %12.0f   %12.0f   %11.2f", Double(p.primeCharacters) / p.float32Priming.median,
                             Double(p.primeCharacters) / p.bfloat16Priming.median, p.primingSpeedup))
+                let characters = Double(p.shape.batchSize * p.shape.steps)
+                lines.append(
+                    "  " + p.shape.name.padding(toLength: 14, withPad: " ", startingAt: 0)
+                        + String(
+                            format: "    train   %12.0f   %12.0f   %11.2f   (step %.3f s against %.3f s)", characters / p.float32Training.median,
+                            characters / p.bfloat16Training.median, p.trainingSpeedup, p.bfloat16Training.median, p.float32Training.median))
             }
         }
         lines.append("")

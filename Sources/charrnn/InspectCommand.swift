@@ -47,7 +47,7 @@ struct InspectCommand: ParsableCommand {
             }
             let settings = [
                 "batch_size", "steps", "learning_rate", "lr_schedule", "warmup", "lr_decay", "lr_decay_after", "lr_min",
-                "lr_schedule_iterations", "keep_prob", "grad_clip", "val_frac", "save_every", "seed",
+                "lr_schedule_iterations", "keep_prob", "grad_clip", "precision", "val_frac", "save_every", "seed",
                 "max_iterations", "keep", "patience",
             ]
             .compactMap { key in meta[key].map { "\(key) \($0)" } }

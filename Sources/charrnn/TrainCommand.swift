@@ -93,6 +93,13 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Clip gradients to this global norm, > 0. (default: 5)")
     var gradClip: Float?
 
+    @Option(
+        name: .long,
+        help:
+            "The training products' arithmetic: fp32, or bf16 (bf16 inputs, fp32 sums; weights, gradients, Adam and validation stay fp32; needs AVX512_BF16). (default: fp32)"
+    )
+    var precision: String?
+
     @Option(name: .long, help: "Share of the text held out for validation, in (0, 1). (default: 0.1)")
     var valFrac: Double?
 
@@ -235,6 +242,7 @@ struct TrainCommand: ParsableCommand {
         }
         let chosenPreset = try preset.map { try named(TrainingPreset.self, $0, flag: "--preset") }
         let chosenCell = try cell.map { try named(Cell.self, $0, flag: "--cell") }
+        let chosenPrecision = try precision.map { try Precision.fromFlag($0) }
 
         if let resume {
             let url = try CheckpointLocator.latest(resume)
@@ -243,6 +251,12 @@ struct TrainCommand: ParsableCommand {
                 throw TrainingError.incompatible(.weightsOnly, resuming: true)
             }
             try refuseChangedSettings(saved, cell: chosenCell)
+            try same(chosenPrecision, saved.precision, "--precision")
+            if saved.precision == .bfloat16 && chosenPrecision == nil {
+                do { _ = try Precision.fromFlag(saved.precision.rawValue) } catch {
+                    throw UsageError("the resumed run trains with --precision bf16: " + error.description.dropFirst("--precision bf16 ".count))
+                }
+            }
             let corpus = try trainingText(endings)
             let output = out.map { URL(fileURLWithPath: $0) } ?? url.deletingLastPathComponent()
             reachedTrainer = true
@@ -272,6 +286,7 @@ struct TrainCommand: ParsableCommand {
         options.patience = patience
         options.keepProbability = keepProb ?? options.keepProbability
         options.gradientClip = gradClip ?? options.gradientClip
+        options.precision = chosenPrecision ?? options.precision
         options.validationFraction = valFrac ?? options.validationFraction
         options.saveEvery = saveEvery ?? options.saveEvery
         options.seed = seed ?? options.seed
@@ -331,13 +346,15 @@ struct TrainCommand: ParsableCommand {
     }
 
     /// A resumed run keeps its settings; naming a different one is an error.
-    private func refuseChangedSettings(_ saved: TrainingOptions, cell: Cell?) throws {
-        func same<T: Equatable>(_ given: T?, _ kept: T, _ flag: String) throws {
-            if let given, given != kept {
-                throw UsageError(
-                    "\(flag) \(given) differs from the resumed run's \(kept); a resumed run keeps its settings (use --init-from to start a new run)")
-            }
+    private func same<T: Equatable>(_ given: T?, _ kept: T, _ flag: String) throws {
+        if let given, given != kept {
+            throw UsageError(
+                "\(flag) \(given) differs from the resumed run's \(kept); a resumed run keeps its settings (use --init-from to start a new run)")
         }
+    }
+
+    /// Refuses every setting given on the command line that differs from the resumed run's.
+    private func refuseChangedSettings(_ saved: TrainingOptions, cell: Cell?) throws {
         try same(cell, saved.cell, "--cell")
         try same(hidden, saved.hiddenSize, "--hidden")
         try same(layers, saved.layerCount, "--layers")

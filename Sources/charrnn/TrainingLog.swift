@@ -99,7 +99,8 @@ final class TrainingLog {
             line(
                 "Training: Adam \(o.learningRate)" + (o.learningRateSchedule == .constant && o.warmupIterations == 0 ? "" : " \(o.scheduleSummary)")
                     + ", keep probability \(o.keepProbability), gradient clip \(o.gradientClip), validation every \(o.saveEvery)"
-                    + (o.patience.map { ", patience \($0)" } ?? "") + ", seed \(o.seed)")
+                    + (o.patience.map { ", patience \($0)" } ?? "") + ", seed \(o.seed)"
+                    + (o.precision == .bfloat16 ? ", bf16 products (\(plan.runtime.bf16Kernel))" : ""))
             line(
                 "Compute: \(plan.runtime)"
                     + (plan.processCount > 1
@@ -211,7 +212,7 @@ final class TrainingLog {
                 "total_iterations": .int(plan.totalIterations), "learning_rate": .float(o.learningRate),
                 "lr_schedule": .string(o.learningRateSchedule.rawValue), "warmup": .int(o.warmupIterations),
                 "keep_prob": .float(o.keepProbability), "grad_clip": .float(o.gradientClip), "save_every": .int(o.saveEvery),
-                "patience": o.patience.json { .int($0) }, "seed": .string(String(o.seed)),
+                "patience": o.patience.json { .int($0) }, "seed": .string(String(o.seed)), "precision": .string(o.precision.rawValue),
                 "resumed_from": plan.resumedFromIteration.json { .int($0) }, "compute": .string("\(plan.runtime)"),
                 "processes": .int(plan.processCount),
             ]).print()

@@ -48,6 +48,28 @@ struct BenchCommandTests {
         #expect((report["trainingPeakResidentBytes"] as? Int ?? 0) > 0)
     }
 
+    @Test("bench measures bf16 against fp32, training included, where a bf16 kernel is asked for (here the portable one)")
+    func benchComparesBF16WithFP32() throws {
+        let result = try CLI.run(
+            [
+                "bench", "--configs", "", "--shape", "16,2,4,8,11", "--iterations", "2", "--warmup", "1",
+                "--sampling-characters", "20", "--json",
+            ], extraEnvironment: ["CHARRNN_BF16": "portable"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        let precision = try #require((report["precisions"] as? [[String: Any]])?.first)
+        #expect((precision["kernel"] as? String ?? "").contains("CHARRNN_BF16=portable"))
+        for field in ["float32Training", "bfloat16Training", "float32Priming", "bfloat16Priming"] {
+            let timing = try #require(precision[field] as? [String: Double], "\(field)")
+            #expect((timing["median"] ?? 0) > 0, "\(field)")
+        }
+        let table = try CLI.run(
+            ["bench", "--configs", "", "--shape", "16,1,4,8,11", "--iterations", "1", "--warmup", "0", "--sampling-characters", "5"],
+            extraEnvironment: ["CHARRNN_BF16": "portable"])
+        #expect(table.stdout.contains("bf16 products against fp32"), "\(table.stdout)")
+        #expect(table.stdout.split(separator: "\n").contains { $0.contains("    train  ") && $0.contains("(step ") }, "\(table.stdout)")
+    }
+
     @Test(
         "bench reports how idle threads wait: charrnn's choice by default, the user's when KMP_BLOCKTIME is set",
         .enabled(if: ComputeRuntime.current.threading.contains("libomp"), "only LLVM's OpenMP runtime lets charrnn choose"))

@@ -7,9 +7,10 @@ import Testing
 struct ResumeTests {
     static let corpus = Corpus(text: sampleText(length: 600))  // 12 training batches per epoch
 
-    static func options(maxIterations: Int, saveEvery: Int, cell: Cell = .lstm) -> TrainingOptions {
+    static func options(maxIterations: Int, saveEvery: Int, cell: Cell = .lstm, precision: Precision = .float32) -> TrainingOptions {
         var options = TrainerTests.smallOptions()
         options.cell = cell
+        options.precision = precision
         options.keepProbability = 0.6  // dropout on, so the per-iteration seeds matter
         options.maxIterations = maxIterations
         options.saveEvery = saveEvery
@@ -24,18 +25,19 @@ struct ResumeTests {
     }
 
     @Test(
-        "N iterations, then resuming for N more, equal 2N in one go, bit for bit, for every cell",
-        arguments: Cell.allCases, [7, 12])
-    func resumeIsExact(cell: Cell, n: Int) throws {
+        "N iterations, then resuming for N more, equal 2N in one go, bit for bit, for every cell and precision",
+        arguments: Cell.allCases, [(7, Precision.float32), (12, .float32), (7, .bfloat16)])
+    func resumeIsExact(cell: Cell, run: (n: Int, precision: Precision)) throws {
+        let (n, precision) = run
         let directory = try TemporaryDirectory()
         defer { directory.cleanUp() }
         let whole = try Trainer(
-            corpus: Self.corpus, options: Self.options(maxIterations: 2 * n, saveEvery: n, cell: cell),
+            corpus: Self.corpus, options: Self.options(maxIterations: 2 * n, saveEvery: n, cell: cell, precision: precision),
             outputDirectory: directory.file("whole"))
         let wholeLosses = try Self.losses(whole)
 
         let first = try Trainer(
-            corpus: Self.corpus, options: Self.options(maxIterations: n, saveEvery: n, cell: cell),
+            corpus: Self.corpus, options: Self.options(maxIterations: n, saveEvery: n, cell: cell, precision: precision),
             outputDirectory: directory.file("part"))
         let firstLosses = try Self.losses(first)
         let checkpoint = try Checkpoint(
@@ -45,6 +47,8 @@ struct ResumeTests {
         let resumedLosses = try Self.losses(resumed)
 
         #expect(checkpoint.configuration.cell == cell && resumed.model.configuration.cell == cell)
+        #expect(checkpoint.trainingOptions?.precision == precision, "the checkpoint records the products' precision")
+        #expect(resumed.options.precision == precision)
         #expect(resumedLosses.first?.0 == n + 1, "the log continues at N + 1")
         let joined = firstLosses + resumedLosses
         #expect(joined.map(\.0) == wholeLosses.map(\.0))

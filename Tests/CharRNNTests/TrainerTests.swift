@@ -108,3 +108,31 @@ struct TrainerTests {
         }
     }
 }
+
+/// Protects training with bf16 products through the library: a different
+/// run from fp32's (the option is not ignored), within bf16's reach of it.
+@Suite("Training in bf16")
+struct BF16TrainingTests {
+    @Test("A bf16 run is not fp32's run, but its losses stay within 1 % of fp32's")
+    func bf16RunStaysCloseToFP32() throws {
+        let corpus = Corpus(text: sampleText(length: 600))
+        func losses(_ precision: Precision) throws -> (losses: [Float], weights: [Float]) {
+            let directory = try TemporaryDirectory()
+            defer { directory.cleanUp() }
+            var options = TrainerTests.smallOptions()
+            options.precision = precision
+            options.maxIterations = 8
+            let trainer = try Trainer(corpus: corpus, options: options, outputDirectory: directory.url)
+            var losses: [Float] = []
+            try trainer.run { if case .iteration(let r) = $0 { losses.append(r.batchLoss) } }
+            return (losses, trainer.model.parameters.toArray())
+        }
+        let fp32 = try losses(.float32)
+        let bf16 = try losses(.bfloat16)
+        #expect(fp32.losses.count == 8 && bf16.losses.count == 8)
+        #expect(bf16.weights != fp32.weights, "bf16 products trained the fp32 run's weights")
+        for (a, b) in zip(bf16.losses, fp32.losses) {
+            #expect(abs(a - b) <= 0.01 * b, "bf16 \(a) against fp32 \(b)")
+        }
+    }
+}

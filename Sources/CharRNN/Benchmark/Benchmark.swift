@@ -184,14 +184,16 @@ public enum Benchmark {
 
     /// One model training on one batch, a step at a time, as the
     /// notebook's settings train (keep 0.5, clip 5, Adam's defaults), with
-    /// each part of the step timed.
+    /// its products in `precision` and each part of the step timed.
     final class TimedStep {
         let model: Model
+        let precision: Precision
         private let batch: Batch
         private var state: RecurrentState
         private let adam = AdamOptions()
 
-        init(_ shape: Shape, tokens: [Int32]?) throws(ModelError) {
+        init(_ shape: Shape, tokens: [Int32]?, precision: Precision = .float32) throws(ModelError) {
+            self.precision = precision
             model = try Model(configuration: shape.configuration, seed: 1)
             batch = benchmarkBatch(shape, tokens: tokens)
             state = RecurrentState(configuration: shape.configuration, batchSize: shape.batchSize)
@@ -201,9 +203,10 @@ public enum Benchmark {
         /// seconds of the forward pass, the backward pass, and clipping plus Adam.
         func run(iteration: Int) throws(ModelError) -> (forward: Double, backward: Double, optimizer: Double) {
             let t0 = ContinuousClock.now
-            let (activations, _) = try model.forwardForBenchmark(batch, &state, keepProbability: 0.5, seed: UInt64(iteration))
+            let (activations, _) = try model.forwardForBenchmark(
+                batch, &state, keepProbability: 0.5, seed: UInt64(iteration), precision: precision)
             let t1 = ContinuousClock.now
-            try model.backwardForBenchmark(batch, activations)
+            try model.backwardForBenchmark(batch, activations, precision: precision)
             let t2 = ContinuousClock.now
             try model.applyGradients(clipNorm: 5, adam: adam)
             let t3 = ContinuousClock.now
@@ -324,8 +327,8 @@ public enum Benchmark {
     }
 
     /// bf16 products against fp32 on one model, measured turn about in one
-    /// run (`Precision`): generation at each stream count, and a prime fed
-    /// into one stream.
+    /// run (`Precision`): generation at each stream count, a prime fed
+    /// into one stream, and a training step.
     public struct PrecisionResult: Sendable, Codable {
         /// The model measured.
         public let shape: Shape
@@ -352,13 +355,20 @@ public enum Benchmark {
         public let bfloat16Priming: Timing
         /// bf16's prime characters per second over fp32's, at the medians.
         public var primingSpeedup: Double { float32Priming.median / bfloat16Priming.median }
+        /// A training step (forward, backward, clipping, Adam) with fp32 products.
+        public let float32Training: Timing
+        /// The same with bf16 products.
+        public let bfloat16Training: Timing
+        /// fp32's step time over bf16's, at the medians.
+        public var trainingSpeedup: Double { float32Training.median / bfloat16Training.median }
     }
 
     /// Measures `PrecisionResult`: `characters` per stream at each count in
     /// `streams`, a prime of `primeCharacters`, `repeats` turns of each
-    /// precision after a warm-up turn.
+    /// precision after a warm-up turn, and `trainingSteps` training steps of
+    /// each, turn about, after one of each unmeasured.
     public static func precisions(
-        _ shape: Shape, streams: [Int], characters: Int, primeCharacters: Int, repeats: Int
+        _ shape: Shape, streams: [Int], characters: Int, primeCharacters: Int, repeats: Int, trainingSteps: Int
     ) throws(ModelError) -> PrecisionResult {
         let model = try Model(configuration: shape.configuration, seed: 1, purpose: .inference)
         let both = [try InferenceWeights(model: model, precision: .float32), try InferenceWeights(model: model, precision: .bfloat16)]
@@ -391,9 +401,18 @@ public enum Benchmark {
                 if turn > 0 { primed[index].append((ContinuousClock.now - t0).seconds) }
             }
         }
+        let steps = [try TimedStep(shape, tokens: nil, precision: .float32), try TimedStep(shape, tokens: nil, precision: .bfloat16)]
+        var trained: [[Double]] = [[], []]
+        for iteration in 0...trainingSteps {
+            for (index, step) in steps.enumerated() {
+                let times = try step.run(iteration: iteration)
+                if iteration > 0 { trained[index].append(times.forward + times.backward + times.optimizer) }
+            }
+        }
         return PrecisionResult(
             shape: shape, kernel: ComputeRuntime.current.bf16Kernel, sampling: rows, primeCharacters: primeCharacters,
-            float32Priming: Timing(primed[0]), bfloat16Priming: Timing(primed[1]))
+            float32Priming: Timing(primed[0]), bfloat16Priming: Timing(primed[1]),
+            float32Training: Timing(trained[0]), bfloat16Training: Timing(trained[1]))
     }
 
     /// The machine's rate for C[M, N] = A[M, K] B[N, K]^T, split across

@@ -69,9 +69,17 @@ public struct ModelConfiguration: Hashable, Sendable, Codable {
         try ask("charrnn_state_count") { charrnn_state_count($0, Int32(clamping: batchSize), $1) }
     }
 
-    /// Floats of activations a `batchSize` × `steps` batch needs, as the core counts them.
-    public func activationCount(batchSize: Int, steps: Int) throws(ModelError) -> Int {
-        try ask("charrnn_activation_count") { charrnn_activation_count($0, Int32(clamping: batchSize), Int32(clamping: steps), $1) }
+    /// Floats of activations a `batchSize` × `steps` batch needs, as the
+    /// core counts them, for training passes whose products are in `precision`.
+    public func activationCount(batchSize: Int, steps: Int, precision: Precision = .float32) throws(ModelError) -> Int {
+        switch precision {
+        case .float32:
+            try ask("charrnn_activation_count") { charrnn_activation_count($0, Int32(clamping: batchSize), Int32(clamping: steps), $1) }
+        case .bfloat16:
+            try ask("charrnn_activation_count_bf16") {
+                charrnn_activation_count_bf16($0, Int32(clamping: batchSize), Int32(clamping: steps), $1)
+            }
+        }
     }
 
     /// Floats of scratch `charrnn_step` needs for `streams` streams.
@@ -110,12 +118,15 @@ public struct ModelConfiguration: Hashable, Sendable, Codable {
 
     /// Bytes a training run of this model holds at once for `batchSize` ×
     /// `steps` batches: parameters, gradients and Adam's two moments, the
-    /// activations, and the carried state (saturating, never overflowing).
-    public func trainingBytes(batchSize: Int, steps: Int) throws(ModelError) -> Int {
-        try MemoryBudget.sum(
+    /// activations (room for the passes in `precision` and for fp32
+    /// validation), and the carried state (saturating, never overflowing).
+    public func trainingBytes(batchSize: Int, steps: Int, precision: Precision = .float32) throws(ModelError) -> Int {
+        let activations = try max(
+            activationCount(batchSize: batchSize, steps: steps),
+            activationCount(batchSize: batchSize, steps: steps, precision: precision))
+        return try MemoryBudget.sum(
             MemoryBudget.floatBytes(parameterCount), MemoryBudget.floatBytes(parameterCount),
-            MemoryBudget.floatBytes(optimizerStateCount),
-            MemoryBudget.floatBytes(activationCount(batchSize: batchSize, steps: steps)),
+            MemoryBudget.floatBytes(optimizerStateCount), MemoryBudget.floatBytes(activations),
             MemoryBudget.floatBytes(stateCount(batchSize: batchSize)))
     }
 

@@ -5,7 +5,8 @@ import CCharRNN
 /// The model owns four 64-byte-aligned blocks and lends them to the C core:
 /// parameters and gradients (same layout, see `ModelConfiguration.tensors`),
 /// Adam's moments (twice the parameter count) and the activations of the
-/// last batch shape used (allocated on first use, reused after). A model made
+/// last batch shape used (allocated on first use, reused after, large
+/// enough for each precision its passes have used). A model made
 /// for inference (`Purpose.inference`) holds only the parameters and the
 /// activations. Every block is checked against `MemoryBudget` before it is
 /// taken.
@@ -132,19 +133,16 @@ public final class Model {
         return loss
     }
 
-    /// Zeroes the gradients, runs forward and backward over `batch`, and
-    /// leaves the gradient of the mean loss in `gradients`. Returns the loss.
+    /// Zeroes the gradients, runs forward and backward over `batch` with
+    /// their products in `precision`, and leaves the gradient of the mean
+    /// loss in `gradients`. Returns the loss.
     public func computeGradients(
-        on batch: Batch, state: inout RecurrentState, keepProbability: Float, dropoutSeed: UInt64
+        on batch: Batch, state: inout RecurrentState, keepProbability: Float, dropoutSeed: UInt64,
+        precision: Precision = .float32
     ) throws(ModelError) -> Float {
         guard isTrainable else { throw .notTrainable }
-        let (loss, activations) = try forward(batch, &state, keepProbability, dropoutSeed)
-        gradients.zero()
-        try withBatch(batch) { (raw: inout charrnn_batch) in
-            charrnn_backward(
-                &rawConfig, parameters.baseAddress, &raw, activations.baseAddress,
-                gradients.baseAddress)
-        }
+        let (loss, activations) = try forward(batch, &state, keepProbability, dropoutSeed, precision)
+        try backward(batch, activations, precision)
         return loss
     }
 
@@ -172,14 +170,16 @@ public final class Model {
         return norm
     }
 
-    /// One training step: forward, backward, clip, Adam. Returns the batch loss
-    /// and the gradient norm before clipping.
+    /// One training step: forward, backward (their products in
+    /// `precision`), clip, Adam. Returns the batch loss and the gradient
+    /// norm before clipping.
     public func trainStep(
         on batch: Batch, state: inout RecurrentState, keepProbability: Float, dropoutSeed: UInt64,
-        clipNorm: Float, adam: AdamOptions
+        clipNorm: Float, adam: AdamOptions, precision: Precision = .float32
     ) throws(ModelError) -> (loss: Float, gradientNorm: Float) {
         let loss = try computeGradients(
-            on: batch, state: &state, keepProbability: keepProbability, dropoutSeed: dropoutSeed)
+            on: batch, state: &state, keepProbability: keepProbability, dropoutSeed: dropoutSeed,
+            precision: precision)
         guard loss.isFinite else { throw .nonFinite(.loss(loss)) }
         do {
             return (loss, try applyGradients(clipNorm: clipNorm, adam: adam))
@@ -190,38 +190,38 @@ public final class Model {
 
     // MARK: - For benchmarks: forward and backward timed separately
 
-    func forwardForBenchmark(_ batch: Batch, _ state: inout RecurrentState, keepProbability: Float, seed: UInt64) throws(ModelError) -> (
-        FloatBuffer, Float
-    ) {
-        let (loss, activations) = try forward(batch, &state, keepProbability, seed)
+    func forwardForBenchmark(
+        _ batch: Batch, _ state: inout RecurrentState, keepProbability: Float, seed: UInt64, precision: Precision = .float32
+    ) throws(ModelError) -> (FloatBuffer, Float) {
+        let (loss, activations) = try forward(batch, &state, keepProbability, seed, precision)
         return (activations, loss)
     }
 
-    func backwardForBenchmark(_ batch: Batch, _ activations: FloatBuffer) throws(ModelError) {
+    func backwardForBenchmark(_ batch: Batch, _ activations: FloatBuffer, precision: Precision = .float32) throws(ModelError) {
         guard isTrainable else { throw .notTrainable }
-        gradients.zero()
-        try withBatch(batch) { (raw: inout charrnn_batch) in
-            charrnn_backward(&rawConfig, parameters.baseAddress, &raw, activations.baseAddress, gradients.baseAddress)
-        }
+        try backward(batch, activations, precision)
     }
 
     // MARK: - Plumbing
 
-    /// Runs the core's forward pass; returns the loss and the activations it
-    /// filled (which backward needs).
+    /// Runs the core's forward pass (`charrnn_forward`, or
+    /// `charrnn_forward_bf16`); returns the loss and the activations it
+    /// filled (which backward in the same precision needs).
     private func forward(
-        _ batch: Batch, _ state: inout RecurrentState, _ keepProbability: Float, _ seed: UInt64
+        _ batch: Batch, _ state: inout RecurrentState, _ keepProbability: Float, _ seed: UInt64,
+        _ precision: Precision = .float32
     ) throws(ModelError) -> (loss: Float, activations: FloatBuffer) {
         guard state.batchSize == batch.batchSize,
             state.values.count == (try? configuration.stateCount(batchSize: batch.batchSize))
         else {
             throw .stateMismatch(expectedBatchSize: batch.batchSize, actualBatchSize: state.batchSize)
         }
-        let activations = try activations(batchSize: batch.batchSize, steps: batch.steps)
+        let activations = try activations(batchSize: batch.batchSize, steps: batch.steps, precision: precision)
         var loss: Float = 0
+        let forward = precision == .bfloat16 ? charrnn_forward_bf16 : charrnn_forward
         try state.values.withUnsafeMutableBufferPointer { (stateBuffer) throws(ModelError) in
             try withBatch(batch) { (raw: inout charrnn_batch) in
-                charrnn_forward(
+                forward(
                     &rawConfig, parameters.baseAddress, &raw, keepProbability, seed,
                     stateBuffer.baseAddress, stateBuffer.baseAddress,
                     activations.baseAddress, &loss)
@@ -230,12 +230,27 @@ public final class Model {
         return (loss, activations)
     }
 
-    private func activations(batchSize: Int, steps: Int) throws(ModelError) -> FloatBuffer {
+    /// Zeroes the gradients and runs the core's backward pass in `precision`
+    /// over the activations its forward pass filled.
+    private func backward(_ batch: Batch, _ activations: FloatBuffer, _ precision: Precision) throws(ModelError) {
+        gradients.zero()
+        let backward = precision == .bfloat16 ? charrnn_backward_bf16 : charrnn_backward
+        try withBatch(batch) { (raw: inout charrnn_batch) in
+            backward(&rawConfig, parameters.baseAddress, &raw, activations.baseAddress, gradients.baseAddress)
+        }
+    }
+
+    /// The activation block for this batch shape, at least as large as
+    /// passes in `precision` need: kept while the shape stays, grown (not
+    /// shrunk) when another precision needs more, so a run that trains in
+    /// bf16 and validates in fp32 allocates once.
+    private func activations(batchSize: Int, steps: Int, precision: Precision) throws(ModelError) -> FloatBuffer {
+        var count = try configuration.activationCount(batchSize: batchSize, steps: steps, precision: precision)
         if let workspace, workspace.batchSize == batchSize, workspace.steps == steps {
-            return workspace.activations
+            if workspace.activations.count >= count { return workspace.activations }
+            count = max(count, workspace.activations.count)
         }
         workspace = nil  // release the old block before allocating the new one
-        let count = try configuration.activationCount(batchSize: batchSize, steps: steps)
         let buffer: FloatBuffer
         do { buffer = try FloatBuffer(count: count) } catch { throw .insufficientMemory(error) }
         workspace = (batchSize, steps, buffer)

@@ -1,20 +1,25 @@
 import CCharRNN
 
-/// The arithmetic of generation's matrix products.
+/// The arithmetic of the matrix products of generation or of training.
 ///
-/// Training, evaluation and checkpoints are always fp32; only the products
-/// of sampling and priming can be made in bf16.
-public enum Precision: String, Sendable, CaseIterable, CustomStringConvertible {
+/// Parameters, checkpoints, evaluation and everything but the products
+/// are always fp32; the products of sampling, priming and training can be
+/// made in bf16.
+public enum Precision: String, Sendable, CaseIterable, Codable, LosslessStringConvertible {
     /// fp32 products: the texts a checkpoint gives for a seed by default.
     case float32 = "fp32"
-    /// bf16 products with fp32 sums (`charrnn_step_bf16`): the weights
-    /// packed to bf16 once, each product's inputs rounded as it is made;
-    /// state, gates and scores stay fp32. Different texts from `float32`
-    /// for the same seed (the scores move by about 1e-2).
+    /// bf16 products with fp32 sums (`charrnn_step_bf16`,
+    /// `charrnn_forward_bf16`): each product's inputs rounded to bf16 as it
+    /// is made; state, gates, scores, gradients and the optimizer stay
+    /// fp32. Different texts from `float32` for the same seed (the scores
+    /// move by about 1e-2), and a different training run.
     case bfloat16 = "bf16"
 
     /// The name `--precision` takes: `fp32` or `bf16`.
     public var description: String { rawValue }
+
+    /// The precision named `fp32` or `bf16`, or nil.
+    public init?(_ description: String) { self.init(rawValue: description) }
 
     /// The kernel bf16 products run on in this process.
     public enum BF16Kernel: Sendable, Equatable {

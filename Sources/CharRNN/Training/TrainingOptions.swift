@@ -47,6 +47,10 @@ public struct TrainingOptions: Sendable, Equatable, Codable {
     public var keepProbability: Float = 0.5
     /// Global gradient-norm clip.
     public var gradientClip: Float = 5
+    /// The arithmetic of the training passes' matrix products: fp32, or
+    /// bf16 inputs with fp32 sums (faster where the CPU multiplies bf16).
+    /// Weights, gradients, Adam and validation stay fp32 either way.
+    public var precision: Precision = .float32
     /// Share of the batch blocks held out for validation, in (0, 1).
     public var validationFraction = 0.1
     /// Validate and write a checkpoint every this many iterations (and at the end).
@@ -195,6 +199,7 @@ public struct TrainingOptions: Sendable, Equatable, Codable {
         case patience
         case keepProbability = "keep_prob"
         case gradientClip = "grad_clip"
+        case precision
         case validationFraction = "val_frac"
         case saveEvery = "save_every"
         case seed
@@ -209,7 +214,7 @@ public struct TrainingOptions: Sendable, Equatable, Codable {
         let defaults = TrainingOptions().metadata
         let keys: [CodingKeys] = [
             .cell, .learningRateSchedule, .warmupIterations, .learningRateDecay,
-            .learningRateDecayAfter, .minimumLearningRate,
+            .learningRateDecayAfter, .minimumLearningRate, .precision,
         ]
         return Dictionary(uniqueKeysWithValues: keys.map { ($0, defaults[$0.rawValue] ?? "") })
     }()

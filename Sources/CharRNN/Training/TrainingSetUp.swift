@@ -189,7 +189,7 @@ struct TrainingSetUp {
         do {
             try configuration.validate()
             let needed = MemoryBudget.sum(
-                try configuration.trainingBytes(batchSize: streams, steps: options.steps),
+                try configuration.trainingBytes(batchSize: streams, steps: options.steps, precision: options.precision),
                 tokenBytes)  // the stretch of the text the batches hold
             try MemoryBudget.check(requiredBytes: needed)
         } catch let error as MemoryShortfall {

@@ -62,7 +62,7 @@ struct SingleProcessStep: TrainingStep {
         do {
             return try model.computeGradients(
                 on: batch, state: &carried, keepProbability: options.keepProbability,
-                dropoutSeed: options.dropoutSeed(iteration: iteration))
+                dropoutSeed: options.dropoutSeed(iteration: iteration), precision: options.precision)
         } catch {
             throw .model(error)
         }
