@@ -35,7 +35,7 @@ extension JSONValue {
         let trainingKeys = [
             "cell", "hidden_size", "num_layers", "batch_size", "steps", "epochs", "learning_rate", "lr_schedule",
             "warmup", "lr_decay", "lr_decay_after", "lr_min", "lr_schedule_iterations", "patience", "keep_prob",
-            "grad_clip", "val_frac", "save_every", "seed", "max_iterations", "keep",
+            "grad_clip", "precision", "val_frac", "save_every", "seed", "max_iterations", "keep",
         ]
         let options = trainingKeys.compactMap { key in meta[key].map { (key, key == "seed" ? JSONValue.string($0) : .parsing($0)) } }
         object["options"] = options.isEmpty ? .null : .object(Dictionary(uniqueKeysWithValues: options))

@@ -57,6 +57,9 @@ struct TrainPrecisionTests {
         let latest = scratch.path("run")  // a run directory resumes from its latest checkpoint
         let inspect = try CLI.run(["inspect", scratch.path("run/best.safetensors")])
         #expect(inspect.stdout.contains("precision bf16"), "\(inspect.stdout)")
+        let described = try CLI.run(["inspect", "--json", scratch.path("run/best.safetensors")])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(described.stdout.utf8)) as? [String: Any])
+        #expect((object["options"] as? [String: Any])?["precision"] as? String == "bf16", "\(described.stdout)")
 
         let other = try CLI.run(
             ["train", "--resume", latest, "--data", scratch.path("corpus.txt"), "--precision", "fp32", "--max-iterations", "5"],
