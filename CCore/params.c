@@ -180,24 +180,24 @@ size_t carve_activations(const charrnn_config *c, size_t B, size_t T, int bf16, 
     return off;
 }
 
-charrnn_status charrnn_activation_count(const charrnn_config *config, int32_t batch_size,
-                                        int32_t steps, size_t *count) {
+static charrnn_status activation_count(const charrnn_config *config, int32_t batch_size,
+                                       int32_t steps, int bf16, size_t *count) {
     charrnn_status s = check_config(config);
     if (s != CHARRNN_OK) return s;
     if ((s = check_batch_shape(batch_size, steps)) != CHARRNN_OK) return s;
     if (!count) return CHARRNN_ERR_NULL_POINTER;
-    *count = carve_activations(config, (size_t)batch_size, (size_t)steps, 0, NULL, NULL);
+    *count = carve_activations(config, (size_t)batch_size, (size_t)steps, bf16, NULL, NULL);
     return CHARRNN_OK;
+}
+
+charrnn_status charrnn_activation_count(const charrnn_config *config, int32_t batch_size,
+                                        int32_t steps, size_t *count) {
+    return activation_count(config, batch_size, steps, 0, count);
 }
 
 charrnn_status charrnn_activation_count_bf16(const charrnn_config *config, int32_t batch_size,
                                              int32_t steps, size_t *count) {
-    charrnn_status s = check_config(config);
-    if (s != CHARRNN_OK) return s;
-    if ((s = check_batch_shape(batch_size, steps)) != CHARRNN_OK) return s;
-    if (!count) return CHARRNN_ERR_NULL_POINTER;
-    *count = carve_activations(config, (size_t)batch_size, (size_t)steps, 1, NULL, NULL);
-    return CHARRNN_OK;
+    return activation_count(config, batch_size, steps, 1, count);
 }
 
 /* ---- the tensor table ---- */

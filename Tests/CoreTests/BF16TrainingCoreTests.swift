@@ -10,11 +10,7 @@ import Testing
 /// does not depend on the thread count.
 @Suite("bf16 training passes in the core")
 struct BF16TrainingCoreTests {
-    struct Case: CustomTestStringConvertible, Sendable {
-        let vocabulary, hidden, layers, batch, steps: Int
-        let keep: Float
-        var testDescription: String { "V\(vocabulary) H\(hidden) L\(layers) B\(batch) T\(steps) keep \(keep)" }
-    }
+    typealias Case = CrossLanguageTests.Case
 
     static let cases = [
         Case(vocabulary: 7, hidden: 8, layers: 2, batch: 3, steps: 5, keep: 0.5),
@@ -67,20 +63,10 @@ struct BF16TrainingCoreTests {
     func bf16PassesIgnoreTheThreadCount(_ cell: ReferenceModel.Cell) {
         let harness = CoreHarness(vocabularySize: 13, hiddenSize: 100, layerCount: 2, batchSize: 30, steps: 6, cell: cell)
         func run(threads: Int32) -> [UInt32] {
-            let result = LockedBox<[UInt32]>([])
-            let done = DispatchSemaphore(value: 0)
-            Thread {
-                #if CHARRNN_BUILT_WITHOUT_OPENMP
-                    _ = threads  // one thread is all a core without OpenMP runs
-                #else
-                    precondition(charrnn_set_compute_threads(threads) == CHARRNN_OK)
-                #endif
+            onThread(withTeamOf: threads) {
                 let out = harness.run(keep: 0.5, seed: 7, bf16: true)
-                result.value = [out.loss.bitPattern] + out.state.map(\.bitPattern) + out.gradients.map(\.bitPattern)
-                done.signal()
-            }.start()
-            done.wait()
-            return result.value
+                return [out.loss.bitPattern] + out.state.map(\.bitPattern) + out.gradients.map(\.bitPattern)
+            }
         }
         let one = run(threads: 1)
         #expect(run(threads: 2) == one)
@@ -101,16 +87,5 @@ struct BF16TrainingCoreTests {
         #expect(bf16 >= fp32 - 4 * 64 * 64 + (4 * 64 * n + 64 * n) / 2, "fp32 \(fp32), bf16 \(bf16)")
         #expect(charrnn_activation_count_bf16(&config, 0, 20, &bf16) == CHARRNN_ERR_INVALID_SHAPE)
         #expect(charrnn_activation_count_bf16(&config, 10, 20, nil) == CHARRNN_ERR_NULL_POINTER)
-    }
-}
-
-/// A value one thread writes and another reads after a semaphore.
-final class LockedBox<Value>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stored: Value
-    init(_ value: Value) { stored = value }
-    var value: Value {
-        get { lock.withLock { stored } }
-        set { lock.withLock { stored = newValue } }
     }
 }

@@ -109,6 +109,30 @@ struct CoreHarness {
     }
 }
 
+/// `body`'s result, run on a thread of its own whose OpenMP team has
+/// `threads` threads (the count is the calling thread's, so each test sets
+/// its own without touching others running at once).
+func onThread<Value>(withTeamOf threads: Int32, _ body: @escaping @Sendable () -> Value) -> Value {
+    let box = ThreadResult<Value>()
+    let done = DispatchSemaphore(value: 0)
+    Thread {
+        #if CHARRNN_BUILT_WITHOUT_OPENMP
+            _ = threads  // one thread is all a core without OpenMP runs
+        #else
+            precondition(charrnn_set_compute_threads(threads) == CHARRNN_OK)
+        #endif
+        box.value = body()
+        done.signal()
+    }.start()
+    done.wait()
+    return box.value!
+}
+
+/// What `onThread`'s thread hands back, read after it signals.
+private final class ThreadResult<Value>: @unchecked Sendable {
+    var value: Value?
+}
+
 /// `|actual - expected| <= absolute + relative * |expected|`, element-wise;
 /// returns the indices that fail (empty when all agree).
 func mismatches(_ actual: [Float], _ expected: [Double], absolute: Double, relative: Double) -> [Int] {

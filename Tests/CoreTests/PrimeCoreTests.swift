@@ -26,14 +26,7 @@ struct PrimeCoreTests {
     /// calls of the given lengths (the scores from the last call), on a
     /// thread of its own whose OpenMP team has `threads` threads.
     static func primed(_ harness: CoreHarness, _ tokens: [Int32], cuts: [Int], threads: Int32) -> (state: [Float], logits: [Float]) {
-        let result = PrimedResult()
-        let done = DispatchSemaphore(value: 0)
-        Thread {
-            #if CHARRNN_BUILT_WITHOUT_OPENMP
-                _ = threads  // one thread is all a core without OpenMP runs
-            #else
-                precondition(charrnn_set_compute_threads(threads) == CHARRNN_OK)
-            #endif
+        onThread(withTeamOf: threads) {
             var config = harness.config
             var state = [Float](repeating: 0, count: harness.initialState.count)
             var scratchCount = 0
@@ -53,11 +46,8 @@ struct PrimeCoreTests {
                 start += length
             }
             precondition(start == tokens.count, "the cuts cover the prime")
-            result.value = (state, logits)
-            done.signal()
-        }.start()
-        done.wait()
-        return result.value
+            return (state, logits)
+        }
     }
 
     static func tokens(_ count: Int, vocabularySize: Int) -> [Int32] {
@@ -113,8 +103,4 @@ struct PrimeCoreTests {
         #expect(charrnn_prime(&config, nil, 1, [1], &state, &scratch, &logits) == CHARRNN_ERR_NULL_POINTER)
         #expect(state.allSatisfy { $0 == 0.25 })
     }
-}
-
-private final class PrimedResult: @unchecked Sendable {
-    var value: (state: [Float], logits: [Float]) = ([], [])
 }
