@@ -109,9 +109,9 @@ static void pack_blocks(int trans, const float *W, size_t ld, size_t R, size_t K
             for (size_t e = 0; e < 2; e++)
                 for (size_t i = 0; i < 16; i++) {
                     size_t r = b * 16 + i, k = 2 * p + e;
-                    float v = 0.0f;
-                    if (r < R && k < K) v = trans ? W[k * ld + r] : W[r * ld + k];
-                    out[((b * pairs + p) * 16 + i) * 2 + e] = r < R && k < K ? bf16_from_float(v) : 0;
+                    uint16_t v = 0; /* the pad of a last block's rows or an odd K */
+                    if (r < R && k < K) v = bf16_from_float(trans ? W[k * ld + r] : W[r * ld + k]);
+                    out[((b * pairs + p) * 16 + i) * 2 + e] = v;
                 }
 }
 
@@ -169,8 +169,7 @@ void bf16_pack_parallel(int trans, const float *W, size_t ld, size_t R, size_t K
 }
 
 void bf16_round_rows(int trans, const float *A, size_t lda, size_t m0, size_t m1, size_t K,
-                     uint16_t *out) {
-    size_t ldo = 2 * ((K + 1) / 2);
+                     uint16_t *out, size_t ldo) {
     if (!trans) {
         for (size_t m = m0; m < m1; m++) {
             bf16_round_row(A + m * lda, K, out + m * ldo);
@@ -206,7 +205,7 @@ void bf16_product_rows_parallel(const char *name, int trans_a, int trans_b, size
         thread_range(M, block, blocks, 16, &begin, &end);
         if (end > begin) {
             double start = products_logged() ? product_clock() : -1.0;
-            bf16_round_rows(trans_a, A, lda, begin, end, K, rows);
+            bf16_round_rows(trans_a, A, lda, begin, end, K, rows, ldx);
             if (beta == 0.0f)
                 for (size_t m = begin; m < end; m++) memset(C + m * ldc, 0, N * sizeof(float));
             bf16_rows_times(&W, 0, N, end - begin, rows + begin * ldx, ldx, C + begin * ldc, ldc);

@@ -369,10 +369,10 @@ size_t bf16_product_room(size_t M, size_t N, size_t K);
 void bf16_pack_parallel(int trans, const float *W, size_t ld, size_t R, size_t K, uint16_t *out,
                         bf16_matrix *packed);
 /* Rows [m0, m1) of op(A) [M, K] (A[m * lda + k], or A[k * lda + m] when
- * trans) rounded into out, row m at out + m * 2 * ceil(K / 2), an odd K's
- * pad a zero. */
+ * trans) rounded into out, row m at out + m * ldo (ldo >= 2 * ceil(K / 2)),
+ * an odd K's pad a zero. */
 void bf16_round_rows(int trans, const float *A, size_t lda, size_t m0, size_t m1, size_t K,
-                     uint16_t *out);
+                     uint16_t *out, size_t ldo);
 /* gemm_rows_parallel's C = op(A) op(B) + beta C (beta 0 or 1) in bf16:
  * room holds bf16_product_room(M, N, K) values. */
 void bf16_product_rows_parallel(const char *name, int trans_a, int trans_b, size_t M, size_t N,

@@ -259,16 +259,17 @@ static void pack_recurrent_bf16(gate_widths w, const float *W_hh, uint16_t *room
     out->row_stride = 2 * (((H > w.FH ? H : w.FH) + 1) / 2);
 }
 
-/* Rows [b0, b1) of out (+)= x W[row0:row0+rows]^T in bf16, x's rows
- * rounded first (K columns, stride ldx_in) into x_rows (stride ldx),
- * recorded as the sgemm it replaces. */
+/* Rows [b0, b1) of out (+)= x W[row0:row0+rows]^T in bf16: x's rows
+ * (K = W's columns, stride ldx_in) rounded into bf->rows first unless
+ * they are there already; recorded as the sgemm it replaces. */
 static void bf16_recurrent_product(const char *name, const bf16_matrix *W, size_t row0,
                                    size_t rows, size_t b0, size_t b1, const float *x,
-                                   size_t ldx_in, uint16_t *x_rows, size_t ldx, int accumulate,
-                                   float *out, size_t ldo) {
+                                   size_t ldx_in, int rounded, const bf16_recurrent *bf,
+                                   int accumulate, float *out, size_t ldo) {
     double start = products_logged() ? product_clock() : -1.0;
-    size_t K = W->cols;
-    for (size_t b = b0; b < b1; b++) bf16_round_rows(0, x + b * ldx_in, ldx_in, 0, 1, K, x_rows + b * ldx);
+    size_t K = W->cols, ldx = bf->row_stride;
+    uint16_t *x_rows = bf->rows;
+    if (!rounded) bf16_round_rows(0, x, ldx_in, b0, b1, K, x_rows, ldx);
     if (!accumulate)
         for (size_t b = b0; b < b1; b++) memset(out + b * ldo, 0, rows * sizeof(float));
     bf16_rows_times(W, row0, rows, b1 - b0, x_rows + b0 * ldx, ldx, out + b0 * ldo, ldo);
@@ -305,11 +306,11 @@ static void recurrent_product(size_t b0, size_t b1, gate_widths w, const float *
     if (beta == 0.0f && w.SH)
         for (size_t b = b0; b < b1; b++) memset(G_t + b * w.GH + w.FH, 0, w.SH * sizeof(float));
     if (bf) {
-        bf16_recurrent_product("recurrent", &bf->weights, 0, w.FH, b0, b1, h_prev, H, bf->rows,
-                               bf->row_stride, beta != 0.0f, G_t, w.GH);
-        if (w.SH) /* the same rows of h: rounding them again gives the same values */
+        bf16_recurrent_product("recurrent", &bf->weights, 0, w.FH, b0, b1, h_prev, H, 0, bf,
+                               beta != 0.0f, G_t, w.GH);
+        if (w.SH) /* the same rows of h, rounded already */
             bf16_recurrent_product("recurrent, split blocks", &bf->weights, w.FH, w.SH, b0, b1,
-                                   h_prev, H, bf->rows, bf->row_stride, 0, R_t, w.SH);
+                                   h_prev, H, 1, bf, 0, R_t, w.SH);
         return;
     }
     if (panels) {
@@ -335,11 +336,11 @@ static void recurrent_product_backward(size_t b0, size_t b1, gate_widths w, cons
                                        float *dh_rec) {
     size_t H = w.H;
     if (bf) {
-        bf16_recurrent_product("recurrent backward", &bf->weights, 0, H, b0, b1, dG_t, w.GH,
-                               bf->rows, bf->row_stride, 1, dh_rec, H);
+        bf16_recurrent_product("recurrent backward", &bf->weights, 0, H, b0, b1, dG_t, w.GH, 0,
+                               bf, 1, dh_rec, H);
         if (w.SH)
             bf16_recurrent_product("recurrent backward, split blocks", &bf->split, 0, H, b0, b1,
-                                   dR_t, w.SH, bf->rows, bf->row_stride, 1, dh_rec, H);
+                                   dR_t, w.SH, 0, bf, 1, dh_rec, H);
         return;
     }
     if (panels) {
