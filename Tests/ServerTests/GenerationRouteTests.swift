@@ -79,7 +79,9 @@
                 #expect(reply.status == 200)
                 #expect(reply.headers[.contentType]?.hasPrefix("text/event-stream") == true)
                 let events = reply.events
-                #expect(events.first?.data["text"] as? String == "the")
+                // The prime comes first; on a busy machine characters made before
+                // the first write join it in the same event.
+                #expect((events.first?.data["text"] as? String)?.hasPrefix("the") == true)
                 #expect(events.first?.data["seed"].flatMap(integer) == 11)
                 let end = try #require(events.last)
                 #expect(end.name == "end" && end.data["finish_reason"] as? String == "length" && end.data["length"].flatMap(integer) == 400)
