@@ -44,7 +44,8 @@ charrnn_status charrnn_bf16_product(int32_t kernel, int32_t rows, int32_t cols, 
  * backward, panels.c): BLAS's sgemm, or our own on W_hh packed once per
  * pass. Chosen when the core is loaded: AVX2 where the CPU has AVX2 and
  * FMA and not AVX-512; BLAS elsewhere. The environment variable
- * CHARRNN_RECURRENT_PRODUCTS ("blas", "portable") overrides the choice.
+ * CHARRNN_RECURRENT_PRODUCTS ("blas", "portable", or "avx2": our kernel on
+ * any CPU with AVX2 and FMA, AVX-512 ones included) overrides the choice.
  * charrnn_runtime_get says which runs, and why. */
 typedef enum charrnn_panels_kernel_kind {
     CHARRNN_PANELS_BLAS = 0,     /* sgemm of the linked BLAS */

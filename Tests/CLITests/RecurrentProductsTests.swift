@@ -44,4 +44,24 @@ struct RecurrentProductsTests {
         #expect(worst < 1e-4, "BLAS and the packed kernel differ by \(worst) (relative) after 8 iterations")
         #expect(a != b, "BLAS's sgemm rounds differently: identical bits mean the packed kernel did not run")
     }
+
+    @Test(
+        "Asked for by name, the AVX2 kernel runs wherever the CPU has AVX2, AVX-512 CPUs included, with the portable kernel's bits; a misspelt name is named"
+    )
+    func avx2KernelRunsWhenAskedFor() throws {
+        let scratch = try Scratch()
+        defer { scratch.cleanUp() }
+        try scratch.write("corpus.txt", text(length: 20_000))
+        let asked = try Self.train(cell: "gru", kernel: "avx2", in: scratch, run: "avx2")
+        let portable = try Self.train(cell: "gru", kernel: "portable", in: scratch, run: "portable")
+        let misspelt = try Self.train(cell: "gru", kernel: "AVX-2", in: scratch, run: "misspelt")
+        #expect(misspelt.compute.contains("(CHARRNN_RECURRENT_PRODUCTS=AVX-2 unknown)"), "\(misspelt.compute)")
+        #if arch(x86_64)
+            // Every x86-64 CPU these tests run on has AVX2 and FMA.
+            #expect(asked.compute.contains("recurrent products: packed AVX2 (CHARRNN_RECURRENT_PRODUCTS=avx2)"), "\(asked.compute)")
+            #expect(asked.bytes == portable.bytes, "the AVX2 kernel, asked for, trained other bits than the portable one")
+        #else
+            #expect(asked.compute.contains("recurrent products: BLAS (CHARRNN_RECURRENT_PRODUCTS=avx2: not in this build)"), "\(asked.compute)")
+        #endif
+    }
 }
