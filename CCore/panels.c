@@ -150,73 +150,68 @@ static void panel_portable(size_t M, size_t n, size_t K, const float *A, size_t 
 /* ---- which kernel runs: decided once, when the core is loaded ---- */
 
 static int panels_kernel = CHARRNN_PANELS_BLAS;
-static char panels_kernel_reason[64] = "";
+static char panels_kernel_reason[64] = ""; /* why; empty when our kernel suits the CPU */
 
-static void choose_panels_kernel(const char *asked);
+static void set_kernel(int kernel, const char *reason) {
+    panels_kernel = kernel;
+    snprintf(panels_kernel_reason, sizeof panels_kernel_reason, "%s", reason);
+}
 
 __attribute__((constructor)) static void charrnn_choose_panels_kernel(void) {
     const char *asked = getenv("CHARRNN_RECURRENT_PRODUCTS");
-    int known = !asked || !strcmp(asked, "blas") || !strcmp(asked, "portable") || !strcmp(asked, "avx2");
-    choose_panels_kernel(known ? asked : NULL);
-    /* A misspelt value is named on the Compute: line (charrnn_runtime's 64
-     * characters), and the kernel chosen as without it. */
-    if (!known)
-        snprintf(panels_kernel_reason, sizeof panels_kernel_reason,
-                 "CHARRNN_RECURRENT_PRODUCTS=%.12s unknown", asked);
-}
-
-static void choose_panels_kernel(const char *asked) {
     if (asked && strcmp(asked, "blas") == 0) {
-        snprintf(panels_kernel_reason, sizeof panels_kernel_reason, "CHARRNN_RECURRENT_PRODUCTS=blas");
+        set_kernel(CHARRNN_PANELS_BLAS, "CHARRNN_RECURRENT_PRODUCTS=blas");
         return;
     }
     if (asked && strcmp(asked, "portable") == 0) {
-        panels_kernel = CHARRNN_PANELS_PORTABLE;
-        snprintf(panels_kernel_reason, sizeof panels_kernel_reason, "CHARRNN_RECURRENT_PRODUCTS=portable");
+        set_kernel(CHARRNN_PANELS_PORTABLE, "CHARRNN_RECURRENT_PRODUCTS=portable");
         return;
     }
+    int avx2_asked = asked && strcmp(asked, "avx2") == 0;
 #ifdef CHARRNN_HAS_AVX2_PANELS
     __builtin_cpu_init();
+    int has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     /* Asked for by name, the AVX2 kernel runs on any CPU that has it, AVX-512
      * ones included: that is how it is measured against BLAS there. */
-    if (asked && strcmp(asked, "avx2") == 0) {
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-            panels_kernel = CHARRNN_PANELS_AVX2;
-            snprintf(panels_kernel_reason, sizeof panels_kernel_reason, "CHARRNN_RECURRENT_PRODUCTS=avx2");
-        } else {
-            snprintf(panels_kernel_reason, sizeof panels_kernel_reason,
-                     "CHARRNN_RECURRENT_PRODUCTS=avx2, but no AVX2 and FMA");
-        }
+    if (avx2_asked) {
+        if (has_avx2)
+            set_kernel(CHARRNN_PANELS_AVX2, "CHARRNN_RECURRENT_PRODUCTS=avx2");
+        else
+            set_kernel(CHARRNN_PANELS_BLAS, "CHARRNN_RECURRENT_PRODUCTS=avx2, but no AVX2 and FMA");
         return;
     }
     /* With AVX-512, OpenBLAS's 512-bit kernels can outrun 256-bit FMAs
      * (two 512-bit pipes on Intel's server cores): there BLAS stays until a
      * 512-bit kernel of our own is measured against it. */
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        !__builtin_cpu_supports("avx512f")) {
+    if (has_avx2 && !__builtin_cpu_supports("avx512f"))
         panels_kernel = CHARRNN_PANELS_AVX2;
+    else
+        set_kernel(CHARRNN_PANELS_BLAS, __builtin_cpu_supports("avx512f") ? "AVX-512 CPU: its BLAS kernels"
+                                                                          : "no AVX2 and FMA");
+#else
+    if (avx2_asked) {
+        set_kernel(CHARRNN_PANELS_BLAS, "CHARRNN_RECURRENT_PRODUCTS=avx2: not in this build");
         return;
     }
-    snprintf(panels_kernel_reason, sizeof panels_kernel_reason,
-             __builtin_cpu_supports("avx512f") ? "AVX-512 CPU: its BLAS kernels" : "no AVX2 and FMA");
-#else
-    snprintf(panels_kernel_reason, sizeof panels_kernel_reason,
-             asked && strcmp(asked, "avx2") == 0 ? "CHARRNN_RECURRENT_PRODUCTS=avx2: not in this build"
-                                                 : "no kernel of ours measured here");
+    set_kernel(CHARRNN_PANELS_BLAS, "no kernel of ours measured here");
 #endif
+    /* A misspelt value is named on the Compute: line (charrnn_runtime's 64
+     * characters), and the kernel chosen as without it. */
+    if (asked)
+        snprintf(panels_kernel_reason, sizeof panels_kernel_reason,
+                 "CHARRNN_RECURRENT_PRODUCTS=%.12s unknown", asked);
 }
 
 int32_t charrnn_panels_kernel(void) { return panels_kernel; }
 
 void panels_kernel_describe(char *out, size_t size) {
-    if (panels_kernel == CHARRNN_PANELS_AVX2 && panels_kernel_reason[0])
-        snprintf(out, size, "packed AVX2 (%s)", panels_kernel_reason);
-    else if (panels_kernel == CHARRNN_PANELS_AVX2)
-        snprintf(out, size, "packed AVX2");
-    else if (panels_kernel == CHARRNN_PANELS_PORTABLE)
-        snprintf(out, size, "packed portable (%s)", panels_kernel_reason);
+    const char *kernel = panels_kernel == CHARRNN_PANELS_AVX2       ? "packed AVX2"
+                         : panels_kernel == CHARRNN_PANELS_PORTABLE ? "packed portable"
+                                                                    : "BLAS";
+    if (panels_kernel_reason[0])
+        snprintf(out, size, "%s (%s)", kernel, panels_kernel_reason);
     else
-        snprintf(out, size, "BLAS (%s)", panels_kernel_reason);
+        snprintf(out, size, "%s", kernel);
 }
 
 static void panels_run(int kernel, size_t M, size_t N, size_t k0, size_t K, const float *A,
