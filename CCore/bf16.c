@@ -47,14 +47,30 @@
 
 /* ---- rounding ---- */
 
-uint16_t bf16_from_float(float value) {
+/* The rounding, on a float's bits: the bf16 value in the high 16 bits.
+ * Written without branches, as selects, so that the loops below that
+ * call it compile to vector code. */
+static inline uint32_t bf16_round_bits(uint32_t u) {
+    uint32_t rounded = u + 0x7fffu + ((u >> 16) & 1u); /* to nearest, ties to even (overflow rounds to inf) */
+    uint32_t quiet = u | 0x00400000u;                  /* NaN stays NaN */
+    uint32_t zero = u & 0x80000000u;                   /* zero, subnormal: a signed zero */
+    uint32_t finite = (u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded;
+    return (u & 0x7f800000u) == 0 ? zero : finite;
+}
+
+static inline uint32_t float_bits(float value) {
     uint32_t u;
     memcpy(&u, &value, sizeof u);
-    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u); /* zero, subnormal: a signed zero */
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u); /* NaN stays NaN */
-    u += 0x7fffu + ((u >> 16) & 1u); /* to nearest, ties to even (overflow rounds to inf) */
-    return (uint16_t)(u >> 16);
+    return u;
 }
+
+/* Two floats rounded into one packed pair: the first in the low half, as
+ * the layout below stores column 2p before 2p + 1. */
+static inline uint32_t bf16_pair(float even, float odd) {
+    return (bf16_round_bits(float_bits(even)) >> 16) | (bf16_round_bits(float_bits(odd)) & 0xffff0000u);
+}
+
+uint16_t bf16_from_float(float value) { return (uint16_t)(bf16_round_bits(float_bits(value)) >> 16); }
 
 static inline float float_from_bf16(uint16_t value) {
     uint32_t u = (uint32_t)value << 16;
@@ -63,8 +79,9 @@ static inline float float_from_bf16(uint16_t value) {
     return f;
 }
 
-void bf16_round_row(const float *x, size_t count, uint16_t *out) {
-    for (size_t k = 0; k < count; k++) out[k] = bf16_from_float(x[k]);
+CHARRNN_VECTOR_CLONES void bf16_round_row(const float *x, size_t count, uint16_t *out) {
+#pragma omp simd
+    for (size_t k = 0; k < count; k++) out[k] = (uint16_t)(bf16_round_bits(float_bits(x[k])) >> 16);
 }
 
 /* ---- the packed block: each layer's W_ih (above layer 0; layer 0's is a
@@ -98,21 +115,52 @@ size_t carve_bf16_weights(const charrnn_config *config, const uint16_t *block, b
     return off;
 }
 
+/* Stores a packed pair at element `index` of a uint16_t array (its half-word `2 * index`). */
+static inline void store_pair(uint16_t *out, size_t index, uint32_t pair) { memcpy(out + 2 * index, &pair, sizeof pair); }
+
+/* One block-row of a transposed pack, or one m-range of a transposed
+ * rounding: out's pair at `index + i * stride` from column i of two rows
+ * (odd NULL: an odd K's last pair, padded with a zero). */
+static inline void pairs_of_rows(const float *even, const float *odd, size_t count, uint16_t *out,
+                                 size_t index, size_t stride) {
+    if (odd) {
+#pragma omp simd
+        for (size_t i = 0; i < count; i++) store_pair(out, index + i * stride, bf16_pair(even[i], odd[i]));
+    } else {
+#pragma omp simd
+        for (size_t i = 0; i < count; i++) store_pair(out, index + i * stride, bf16_pair(even[i], 0.0f));
+    }
+}
+
 /* Blocks [b0, b1) of op(W) [R, K] packed: op(W)[r, k] is W[r * ld + k],
- * or W[k * ld + r] when trans (then a block's 16 rows are 16 neighbours
- * of a row of W, read together). */
-static void pack_blocks(int trans, const float *W, size_t ld, size_t R, size_t K, size_t b0,
-                        size_t b1, uint16_t *out) {
-    size_t pairs = (K + 1) / 2;
-    for (size_t b = b0; b < b1; b++)
-        for (size_t p = 0; p < pairs; p++)
-            for (size_t e = 0; e < 2; e++)
-                for (size_t i = 0; i < 16; i++) {
-                    size_t r = b * 16 + i, k = 2 * p + e;
-                    uint16_t v = 0; /* the pad of a last block's rows or an odd K */
-                    if (r < R && k < K) v = bf16_from_float(trans ? W[k * ld + r] : W[r * ld + k]);
-                    out[((b * pairs + p) * 16 + i) * 2 + e] = v;
-                }
+ * or W[k * ld + r] when trans. The loops follow W's memory: with trans,
+ * each pair of W's rows is read along its length across every block (a
+ * block alone would walk down W a line per row, a stride the prefetchers
+ * do not follow); without, each row of op(W) is read along its length. */
+CHARRNN_VECTOR_CLONES static void pack_blocks(int trans, const float *W, size_t ld, size_t R, size_t K,
+                                              size_t b0, size_t b1, uint16_t *out) {
+    size_t pairs = (K + 1) / 2, r_end = b1 * 16 < R ? b1 * 16 : R;
+    /* pair element (b, p, i), row b·16 + i's pair p, is at (b·pairs + p)·16 + i */
+    for (size_t r = r_end; r < b1 * 16; r++) /* the pad of a last block's rows */
+        for (size_t p = 0; p < pairs; p++) store_pair(out, ((r / 16) * pairs + p) * 16 + r % 16, 0);
+    if (trans) {
+        for (size_t p = 0; p < pairs; p++) {
+            const float *even = W + 2 * p * ld, *odd = 2 * p + 1 < K ? even + ld : NULL;
+            for (size_t b = b0; b < b1; b++) {
+                size_t first = b * 16, end = first + 16 < r_end ? first + 16 : r_end;
+                if (end > first)
+                    pairs_of_rows(even + first, odd ? odd + first : NULL, end - first, out,
+                                  (b * pairs + p) * 16, 1);
+            }
+        }
+        return;
+    }
+    for (size_t r = b0 * 16; r < r_end; r++) {
+        const float *row = W + r * ld;
+        size_t index = (r / 16) * pairs * 16 + r % 16;
+        for (size_t p = 0; p < K / 2; p++) store_pair(out, index + p * 16, bf16_pair(row[2 * p], row[2 * p + 1]));
+        if (K % 2) store_pair(out, index + (pairs - 1) * 16, bf16_pair(row[K - 1], 0.0f));
+    }
 }
 
 static void pack_matrix(const float *W, size_t R, size_t K, uint16_t *out) {
@@ -168,8 +216,8 @@ void bf16_pack_parallel(int trans, const float *W, size_t ld, size_t R, size_t K
     packed->pairs = (K + 1) / 2;
 }
 
-void bf16_round_rows(int trans, const float *A, size_t lda, size_t m0, size_t m1, size_t K,
-                     uint16_t *out, size_t ldo) {
+CHARRNN_VECTOR_CLONES void bf16_round_rows(int trans, const float *A, size_t lda, size_t m0, size_t m1,
+                                           size_t K, uint16_t *out, size_t ldo) {
     if (!trans) {
         for (size_t m = m0; m < m1; m++) {
             bf16_round_row(A + m * lda, K, out + m * ldo);
@@ -177,14 +225,11 @@ void bf16_round_rows(int trans, const float *A, size_t lda, size_t m0, size_t m1
         }
         return;
     }
-    /* op(A)[m, k] = A[k * lda + m]: 16 rows of op(A) at a time, so each
-     * line of A read serves 16 of them */
-    for (size_t mb = m0; mb < m1; mb += 16) {
-        size_t me = mb + 16 < m1 ? mb + 16 : m1;
-        for (size_t k = 0; k < K; k++)
-            for (size_t m = mb; m < me; m++) out[m * ldo + k] = bf16_from_float(A[k * lda + m]);
-        if (K % 2)
-            for (size_t m = mb; m < me; m++) out[m * ldo + K] = 0;
+    /* op(A)[m, k] = A[k * lda + m]: two rows of A at a time, read along
+     * their length, each m's pair stored whole (ldo is even) */
+    for (size_t k = 0; k < K; k += 2) {
+        const float *even = A + k * lda + m0;
+        pairs_of_rows(even, k + 1 < K ? even + lda : NULL, m1 - m0, out, (m0 * ldo + k) / 2, ldo / 2);
     }
 }
 
