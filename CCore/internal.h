@@ -392,7 +392,8 @@ void panels_product(const char *name, int trans_b, size_t M, size_t N, size_t k0
                     const float *A, size_t lda, const float *P, size_t panel_k, int accumulate,
                     float *C, size_t ldc);
 
-/* "packed AVX2", "packed portable (why)" or "BLAS (why)". */
+/* "packed AVX-512", "packed AVX2", "packed portable (why)" or "BLAS (why)";
+ * a kernel asked for by name carries the request as its why. */
 void panels_kernel_describe(char *out, size_t size);
 
 /* Every matrix product goes through these (and panels_product), and each is timed and

@@ -21,7 +21,7 @@
  * A and column j of P, so the rows' split across threads, a call's height
  * and the panel a column sits in never change a bit (training gives the
  * same bits for any team), and the portable kernel (fmaf) gives the AVX2
- * kernel's bits exactly: the tests hold the two together.
+ * and AVX-512 kernels' bits exactly: the tests hold them together.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,6 +136,57 @@ AVX2_TARGET static void panel_avx2(size_t M, size_t n, size_t K, const float *A,
         }
     }
 }
+/* The same with AVX-512: two panels side by side (32 columns), so the six
+ * rows again give twelve accumulators, and per k two panel loads and six
+ * broadcasts feed twelve 16-wide FMAs; a last odd panel goes alone. A
+ * panel's missing columns are masked off C, as the AVX2 kernel's edge copy
+ * does. Each element's chain of FMAs is the portable kernel's. */
+#define AVX512_TARGET __attribute__((target("avx512f")))
+
+AVX512_TARGET static inline __attribute__((always_inline)) void
+panel_rows_avx512(const size_t rows, const int vecs, const size_t n[2], size_t K, const float *A,
+                  size_t lda, const float *const panel[2], int accumulate, float *C, size_t ldc) {
+    __m512 acc[PANEL_ROWS][2];
+    __mmask16 mask[2];
+    for (int v = 0; v < vecs; v++) mask[v] = (__mmask16)((1u << n[v]) - 1u);
+    for (size_t r = 0; r < rows; r++)
+        for (int v = 0; v < vecs; v++)
+            acc[r][v] = accumulate ? _mm512_maskz_loadu_ps(mask[v], C + r * ldc + v * PANEL) : _mm512_setzero_ps();
+    for (size_t k = 0; k < K; k++) {
+        __m512 b[2];
+        for (int v = 0; v < vecs; v++) b[v] = _mm512_loadu_ps(panel[v] + k * PANEL);
+        for (size_t r = 0; r < rows; r++) {
+            __m512 a = _mm512_set1_ps(A[r * lda + k]);
+            for (int v = 0; v < vecs; v++) acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
+        }
+    }
+    for (size_t r = 0; r < rows; r++)
+        for (int v = 0; v < vecs; v++) _mm512_mask_storeu_ps(C + r * ldc + v * PANEL, mask[v], acc[r][v]);
+}
+
+/* Columns [0, n[0] + n[1]) of C from one panel (vecs 1) or two (vecs 2). */
+AVX512_TARGET static void panels_avx512(size_t M, const int vecs, const size_t n[2], size_t K, const float *A,
+                                        size_t lda, const float *const panel[2], int accumulate, float *C,
+                                        size_t ldc) {
+    size_t blocks = row_blocks(M);
+    for (size_t b = 0; b < blocks; b++) {
+        size_t i = row_block_start(M, blocks, b), rows = row_block_start(M, blocks, b + 1) - i;
+        const float *a = A + i * lda;
+        float *c = C + i * ldc;
+#define ROWS_AVX512(R)                                                                                   \
+    (vecs == 2 ? panel_rows_avx512(R, 2, n, K, a, lda, panel, accumulate, c, ldc)                        \
+               : panel_rows_avx512(R, 1, n, K, a, lda, panel, accumulate, c, ldc))
+        switch (rows) {
+        case 6: ROWS_AVX512(6); break;
+        case 5: ROWS_AVX512(5); break;
+        case 4: ROWS_AVX512(4); break;
+        case 3: ROWS_AVX512(3); break;
+        case 2: ROWS_AVX512(2); break;
+        default: ROWS_AVX512(1); break;
+        }
+#undef ROWS_AVX512
+    }
+}
 #endif
 
 static void panel_portable(size_t M, size_t n, size_t K, const float *A, size_t lda,
@@ -157,6 +208,10 @@ static void set_kernel(int kernel, const char *reason) {
     snprintf(panels_kernel_reason, sizeof panels_kernel_reason, "%s", reason);
 }
 
+#ifdef CHARRNN_HAS_AVX2_PANELS
+static int cpu_has_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+#endif
+
 __attribute__((constructor)) static void charrnn_choose_panels_kernel(void) {
     const char *asked = getenv("CHARRNN_RECURRENT_PRODUCTS");
     if (asked && strcmp(asked, "blas") == 0) {
@@ -167,12 +222,13 @@ __attribute__((constructor)) static void charrnn_choose_panels_kernel(void) {
         set_kernel(CHARRNN_PANELS_PORTABLE, "CHARRNN_RECURRENT_PRODUCTS=portable");
         return;
     }
-    int avx2_asked = asked && strcmp(asked, "avx2") == 0;
+    int avx2_asked = asked && strcmp(asked, "avx2") == 0, avx512_asked = asked && strcmp(asked, "avx512") == 0;
 #ifdef CHARRNN_HAS_AVX2_PANELS
     __builtin_cpu_init();
-    int has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    /* Asked for by name, the AVX2 kernel runs on any CPU that has it, AVX-512
-     * ones included: that is how it is measured against BLAS there. */
+    int has_avx2 = cpu_has_avx2(), has_avx512 = __builtin_cpu_supports("avx512f");
+    /* Asked for by name, a kernel runs on any CPU that has its instructions
+     * (the AVX2 one on AVX-512 CPUs too): that is how they are measured
+     * against each other and against BLAS. */
     if (avx2_asked) {
         if (has_avx2)
             set_kernel(CHARRNN_PANELS_AVX2, "CHARRNN_RECURRENT_PRODUCTS=avx2");
@@ -180,17 +236,23 @@ __attribute__((constructor)) static void charrnn_choose_panels_kernel(void) {
             set_kernel(CHARRNN_PANELS_BLAS, "CHARRNN_RECURRENT_PRODUCTS=avx2, but no AVX2 and FMA");
         return;
     }
-    /* With AVX-512, OpenBLAS's 512-bit kernels can outrun 256-bit FMAs
-     * (two 512-bit pipes on Intel's server cores): there BLAS stays until a
-     * 512-bit kernel of our own is measured against it. */
-    if (has_avx2 && !__builtin_cpu_supports("avx512f"))
-        panels_kernel = CHARRNN_PANELS_AVX2;
+    if (avx512_asked) {
+        if (has_avx512)
+            set_kernel(CHARRNN_PANELS_AVX512, "CHARRNN_RECURRENT_PRODUCTS=avx512");
+        else
+            set_kernel(CHARRNN_PANELS_BLAS, "CHARRNN_RECURRENT_PRODUCTS=avx512, but no AVX-512");
+        return;
+    }
+    if (has_avx512)
+        set_kernel(CHARRNN_PANELS_AVX512, "");
+    else if (has_avx2)
+        set_kernel(CHARRNN_PANELS_AVX2, "");
     else
-        set_kernel(CHARRNN_PANELS_BLAS, __builtin_cpu_supports("avx512f") ? "AVX-512 CPU: its BLAS kernels"
-                                                                          : "no AVX2 and FMA");
+        set_kernel(CHARRNN_PANELS_BLAS, "no AVX2 and FMA");
 #else
-    if (avx2_asked) {
-        set_kernel(CHARRNN_PANELS_BLAS, "CHARRNN_RECURRENT_PRODUCTS=avx2: not in this build");
+    if (avx2_asked || avx512_asked) {
+        set_kernel(CHARRNN_PANELS_BLAS, avx2_asked ? "CHARRNN_RECURRENT_PRODUCTS=avx2: not in this build"
+                                                   : "CHARRNN_RECURRENT_PRODUCTS=avx512: not in this build");
         return;
     }
     set_kernel(CHARRNN_PANELS_BLAS, "no kernel of ours measured here");
@@ -205,7 +267,8 @@ __attribute__((constructor)) static void charrnn_choose_panels_kernel(void) {
 int32_t charrnn_panels_kernel(void) { return panels_kernel; }
 
 void panels_kernel_describe(char *out, size_t size) {
-    const char *kernel = panels_kernel == CHARRNN_PANELS_AVX2       ? "packed AVX2"
+    const char *kernel = panels_kernel == CHARRNN_PANELS_AVX512     ? "packed AVX-512"
+                         : panels_kernel == CHARRNN_PANELS_AVX2     ? "packed AVX2"
                          : panels_kernel == CHARRNN_PANELS_PORTABLE ? "packed portable"
                                                                     : "BLAS";
     if (panels_kernel_reason[0])
@@ -217,6 +280,17 @@ void panels_kernel_describe(char *out, size_t size) {
 static void panels_run(int kernel, size_t M, size_t N, size_t k0, size_t K, const float *A,
                        size_t lda, const float *P, size_t panel_k, int accumulate, float *C,
                        size_t ldc) {
+#ifdef CHARRNN_HAS_AVX2_PANELS
+    if (kernel == CHARRNN_PANELS_AVX512) {
+        for (size_t j0 = 0; j0 < N; j0 += 2 * PANEL) {
+            size_t n[2] = {N - j0 < PANEL ? N - j0 : PANEL, 0};
+            if (j0 + PANEL < N) n[1] = N - j0 - PANEL < PANEL ? N - j0 - PANEL : PANEL;
+            const float *panel[2] = {P + j0 * panel_k + k0 * PANEL, P + (j0 + PANEL) * panel_k + k0 * PANEL};
+            panels_avx512(M, n[1] ? 2 : 1, n, K, A, lda, panel, accumulate, C + j0, ldc);
+        }
+        return;
+    }
+#endif
     for (size_t j0 = 0; j0 < N; j0 += PANEL) {
         size_t n = N - j0 < PANEL ? N - j0 : PANEL;
         const float *panel = P + j0 * panel_k + k0 * PANEL;
@@ -245,15 +319,14 @@ charrnn_status charrnn_panels_product(int32_t kernel, int32_t trans_b, int32_t m
                                       float *c) {
     if (!a || !b || !c) return CHARRNN_ERR_NULL_POINTER;
     if (m < 1 || n < 1 || k < 1) return CHARRNN_ERR_INVALID_SHAPE;
-    if (kernel != CHARRNN_PANELS_PORTABLE && kernel != CHARRNN_PANELS_AVX2)
+    if (kernel != CHARRNN_PANELS_PORTABLE && kernel != CHARRNN_PANELS_AVX2 && kernel != CHARRNN_PANELS_AVX512)
         return CHARRNN_ERR_INVALID_ARGUMENT;
 #ifdef CHARRNN_HAS_AVX2_PANELS
     __builtin_cpu_init(); /* the chooser may have returned before its own call */
-    if (kernel == CHARRNN_PANELS_AVX2 &&
-        !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
-        return CHARRNN_ERR_INVALID_ARGUMENT;
+    if (kernel == CHARRNN_PANELS_AVX2 && !cpu_has_avx2()) return CHARRNN_ERR_INVALID_ARGUMENT;
+    if (kernel == CHARRNN_PANELS_AVX512 && !__builtin_cpu_supports("avx512f")) return CHARRNN_ERR_INVALID_ARGUMENT;
 #else
-    if (kernel == CHARRNN_PANELS_AVX2) return CHARRNN_ERR_INVALID_ARGUMENT;
+    if (kernel != CHARRNN_PANELS_PORTABLE) return CHARRNN_ERR_INVALID_ARGUMENT;
 #endif
     size_t M = (size_t)m, N = (size_t)n, K = (size_t)k;
     float *P = malloc(panel_count(N, K) * sizeof *P);

@@ -539,7 +539,7 @@ typedef struct charrnn_runtime {
     int32_t work_blocks;       /* the fixed blocks training's work is split into, whatever the
                                   team: the processors the process could use when loaded */
     char bf16_kernel[64];      /* the bf16 calls' kernel: "AVX512_BF16", or "portable (why)" */
-    char recurrent_products[64]; /* the recurrent products' kernel: "packed AVX2", or
+    char recurrent_products[64]; /* the recurrent products' kernel: "packed AVX-512", "packed AVX2", or
                                     "BLAS (why)" (charrnn_measure.h) */
 } charrnn_runtime;
 

@@ -42,15 +42,17 @@ charrnn_status charrnn_bf16_product(int32_t kernel, int32_t rows, int32_t cols, 
 
 /* The kernels of the recurrent products (the recurrent product and its
  * backward, panels.c): BLAS's sgemm, or our own on W_hh packed once per
- * pass. Chosen when the core is loaded: AVX2 where the CPU has AVX2 and
- * FMA and not AVX-512; BLAS elsewhere. The environment variable
- * CHARRNN_RECURRENT_PRODUCTS ("blas", "portable", or "avx2": our kernel on
- * any CPU with AVX2 and FMA, AVX-512 ones included) overrides the choice.
+ * pass. Chosen when the core is loaded: AVX-512 where the CPU has it, else
+ * AVX2 where it has AVX2 and FMA; BLAS elsewhere. The environment variable
+ * CHARRNN_RECURRENT_PRODUCTS ("blas", "portable", "avx512", or "avx2": our
+ * AVX2 kernel on any CPU with AVX2 and FMA, AVX-512 ones included)
+ * overrides the choice.
  * charrnn_runtime_get says which runs, and why. */
 typedef enum charrnn_panels_kernel_kind {
     CHARRNN_PANELS_BLAS = 0,     /* sgemm of the linked BLAS */
     CHARRNN_PANELS_PORTABLE = 1, /* portable C (fmaf): the AVX2 kernel's bits */
-    CHARRNN_PANELS_AVX2 = 2      /* 6 x 16 AVX2 FMA micro-kernel */
+    CHARRNN_PANELS_AVX2 = 2,     /* 6 x 16 AVX2 FMA micro-kernel */
+    CHARRNN_PANELS_AVX512 = 3    /* 6 x 32 AVX-512 FMA micro-kernel */
 } charrnn_panels_kernel_kind;
 
 int32_t charrnn_panels_kernel(void);

@@ -2,8 +2,8 @@ import Foundation
 import Testing
 
 /// Protects training on the core's own recurrent products (packed W_hh and
-/// a micro-kernel of ours where the CPU has AVX2): the portable kernel, run
-/// through the whole training step, gives the AVX2 kernel's bits for every
+/// a micro-kernel of ours where the CPU has AVX2 or AVX-512): the portable
+/// kernel, run through the whole training step, gives the CPU's kernel's bits for every
 /// cell (so the model's packing, the split blocks of the GRU and the panel
 /// edges are exercised, not only the kernel), and BLAS's sgemm, asked for
 /// instead, trains the same model to within rounding.
@@ -19,12 +19,18 @@ struct RecurrentProductsTests {
         return (result.compute, try #require(result.bytes))
     }
 
+    /// Whether this CPU has AVX-512 (Linux's view of it).
+    static let cpuHasAVX512: Bool = {
+        let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        return info.split(separator: "\n").first { $0.hasPrefix("flags") }?.split(separator: " ").contains("avx512f") ?? false
+    }()
+
     static func floats(_ bytes: Data) -> [Float] {
         bytes.withUnsafeBytes { raw in (0..<raw.count / 4).map { Float(bitPattern: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) } }
     }
 
     @Test(
-        "Training with the portable kernel gives the AVX2 kernel's bits, and BLAS's sgemm the same model within rounding, for every cell",
+        "Training with the portable kernel gives the bits of the kernel chosen for the CPU, and BLAS's sgemm the same model within rounding, for every cell",
         arguments: ["lstm", "gru", "rnn"])
     func kernelsTrainTheSameModel(cell: String) throws {
         let scratch = try Scratch()
@@ -35,9 +41,12 @@ struct RecurrentProductsTests {
         let blas = try Self.train(cell: cell, kernel: "blas", in: scratch, run: "blas")
         #expect(portable.compute.contains("recurrent products: packed portable (CHARRNN_RECURRENT_PRODUCTS=portable)"), "\(portable.compute)")
         #expect(blas.compute.contains("recurrent products: BLAS (CHARRNN_RECURRENT_PRODUCTS=blas)"), "\(blas.compute)")
-        if chosen.compute.contains("recurrent products: packed AVX2") {
-            #expect(chosen.bytes == portable.bytes, "the AVX2 kernel trained other bits than the portable one")
-        }
+        #if arch(x86_64)
+            // Every x86-64 CPU these tests run on has AVX2 and FMA, so one of our kernels is chosen.
+            let kernel = Self.cpuHasAVX512 ? "packed AVX-512" : "packed AVX2"
+            #expect(chosen.compute.contains("recurrent products: \(kernel),"), "\(chosen.compute)")
+            #expect(chosen.bytes == portable.bytes, "the \(kernel) kernel trained other bits than the portable one")
+        #endif
         let (a, b) = (Self.floats(portable.bytes), Self.floats(blas.bytes))
         #expect(a.count == b.count && a.count > 100 * 100)
         let worst = zip(a, b).map { abs($0 - $1) / max(1, abs($0)) }.max() ?? .infinity
@@ -46,22 +55,30 @@ struct RecurrentProductsTests {
     }
 
     @Test(
-        "Asked for by name, the AVX2 kernel runs wherever the CPU has AVX2, AVX-512 CPUs included, with the portable kernel's bits; a misspelt name is named"
+        "Asked for by name, each kernel runs wherever the CPU has its instructions (AVX2 on AVX-512 CPUs too) with the portable kernel's bits, or BLAS with the reason; a misspelt name is named"
     )
-    func avx2KernelRunsWhenAskedFor() throws {
+    func kernelsRunWhenAskedFor() throws {
         let scratch = try Scratch()
         defer { scratch.cleanUp() }
         try scratch.write("corpus.txt", text(length: 20_000))
-        let asked = try Self.train(cell: "gru", kernel: "avx2", in: scratch, run: "avx2")
+        let avx2 = try Self.train(cell: "gru", kernel: "avx2", in: scratch, run: "avx2")
+        let avx512 = try Self.train(cell: "gru", kernel: "avx512", in: scratch, run: "avx512")
         let portable = try Self.train(cell: "gru", kernel: "portable", in: scratch, run: "portable")
         let misspelt = try Self.train(cell: "gru", kernel: "AVX-2", in: scratch, run: "misspelt")
         #expect(misspelt.compute.contains("(CHARRNN_RECURRENT_PRODUCTS=AVX-2 unknown)"), "\(misspelt.compute)")
         #if arch(x86_64)
             // Every x86-64 CPU these tests run on has AVX2 and FMA.
-            #expect(asked.compute.contains("recurrent products: packed AVX2 (CHARRNN_RECURRENT_PRODUCTS=avx2)"), "\(asked.compute)")
-            #expect(asked.bytes == portable.bytes, "the AVX2 kernel, asked for, trained other bits than the portable one")
+            #expect(avx2.compute.contains("recurrent products: packed AVX2 (CHARRNN_RECURRENT_PRODUCTS=avx2)"), "\(avx2.compute)")
+            #expect(avx2.bytes == portable.bytes, "the AVX2 kernel, asked for, trained other bits than the portable one")
+            if Self.cpuHasAVX512 {
+                #expect(avx512.compute.contains("recurrent products: packed AVX-512 (CHARRNN_RECURRENT_PRODUCTS=avx512)"), "\(avx512.compute)")
+                #expect(avx512.bytes == portable.bytes, "the AVX-512 kernel, asked for, trained other bits than the portable one")
+            } else {
+                #expect(avx512.compute.contains("recurrent products: BLAS (CHARRNN_RECURRENT_PRODUCTS=avx512, but no AVX-512)"), "\(avx512.compute)")
+            }
         #else
-            #expect(asked.compute.contains("recurrent products: BLAS (CHARRNN_RECURRENT_PRODUCTS=avx2: not in this build)"), "\(asked.compute)")
+            #expect(avx2.compute.contains("recurrent products: BLAS (CHARRNN_RECURRENT_PRODUCTS=avx2: not in this build)"), "\(avx2.compute)")
+            #expect(avx512.compute.contains("recurrent products: BLAS (CHARRNN_RECURRENT_PRODUCTS=avx512: not in this build)"), "\(avx512.compute)")
         #endif
     }
 }

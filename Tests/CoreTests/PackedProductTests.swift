@@ -13,9 +13,15 @@ struct PackedProductTests {
         var out: [Float] = [0]
         return charrnn_panels_product(Int32(CHARRNN_PANELS_AVX2.rawValue), 1, 1, 1, 1, [1], [1], 0, &out) == CHARRNN_OK
     }()
+    static let cpuHasAVX512Kernel: Bool = {
+        var out: [Float] = [0]
+        return charrnn_panels_product(Int32(CHARRNN_PANELS_AVX512.rawValue), 1, 1, 1, 1, [1], [1], 0, &out) == CHARRNN_OK
+    }()
 
-    /// Rows, columns, depth: the edges of a 6-row block and a 16-column panel, and the model's shapes.
-    static let shapes = [(1, 1, 1), (6, 16, 3), (7, 17, 5), (50, 2048, 64), (50, 100, 400), (13, 300, 100), (5, 33, 512)]
+    /// Rows, columns, depth: the edges of a 6-row block, a 16-column panel and
+    /// a pair of panels (one panel alone, a pair with one column in its second,
+    /// an odd count), and the model's shapes.
+    static let shapes = [(1, 1, 1), (6, 16, 3), (7, 17, 5), (50, 2048, 64), (50, 100, 400), (13, 300, 100), (5, 33, 512), (4, 40, 9)]
 
     /// Operands with tiny values, signs of every kind, and products that cancel.
     static func operands(m: Int, n: Int, k: Int) -> (a: [Float], b: [Float], c: [Float]) {
@@ -89,11 +95,21 @@ struct PackedProductTests {
         }
     }
 
+    @Test(
+        "The AVX-512 kernel gives the portable kernel's bits",
+        .enabled(if: PackedProductTests.cpuHasAVX512Kernel, "the CPU has no AVX-512"))
+    func avx512KernelMatchesThePortableOne() {
+        for test in Self.cases {
+            #expect(test.product(CHARRNN_PANELS_AVX512) == test.product(CHARRNN_PANELS_PORTABLE), "\(test.name)")
+        }
+    }
+
     @Test("A row's result is the same bits whichever rows it is made with")
     func rowsDoNotDependOnTheirNeighbours() {
         let (m, n, k) = (50, 100, 300)
         let (a, b, c) = Self.operands(m: m, n: n, k: k)
-        let kernel = Self.cpuHasAVX2Kernel ? CHARRNN_PANELS_AVX2 : CHARRNN_PANELS_PORTABLE
+        let kernel =
+            Self.cpuHasAVX512Kernel ? CHARRNN_PANELS_AVX512 : Self.cpuHasAVX2Kernel ? CHARRNN_PANELS_AVX2 : CHARRNN_PANELS_PORTABLE
         let whole = Self.product(kernel, m: m, n: n, k: k, transB: true, accumulate: true, a, b, c)
         // The splits two and three threads make of 50 streams, and single rows.
         for (start, count) in [(0, 25), (25, 25), (0, 17), (17, 16), (33, 17), (7, 1), (49, 1)] {
@@ -119,6 +135,7 @@ struct PackedProductTests {
         charrnn_runtime_get(&raw)
         let named = withUnsafeBytes(of: raw.recurrent_products) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         switch charrnn_panels_kernel() {
+        case Int32(CHARRNN_PANELS_AVX512.rawValue): #expect(named == "packed AVX-512")
         case Int32(CHARRNN_PANELS_AVX2.rawValue): #expect(named == "packed AVX2")
         case Int32(CHARRNN_PANELS_PORTABLE.rawValue): #expect(named.hasPrefix("packed portable ("))
         default: #expect(named.hasPrefix("BLAS ("))

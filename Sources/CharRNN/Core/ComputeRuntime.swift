@@ -39,8 +39,8 @@ public struct ComputeRuntime: Sendable, Equatable, CustomStringConvertible {
     /// The kernel of bf16 products (`--precision bf16`): `AVX512_BF16`, or
     /// `portable (why)` (the same bits, several times slower than fp32).
     public let bf16Kernel: String
-    /// The kernel of the recurrent products in training: `packed AVX2` (our
-    /// own, on W_hh packed once per pass), or `BLAS (why)`.
+    /// The kernel of the recurrent products in training: `packed AVX-512` or
+    /// `packed AVX2` (our own, on W_hh packed once per pass), or `BLAS (why)`.
     public let recurrentProducts: String
 
     /// Whether the core was built with OpenMP (and so can use more than one thread).
