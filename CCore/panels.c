@@ -136,6 +136,7 @@ AVX2_TARGET static void panel_avx2(size_t M, size_t n, size_t K, const float *A,
         }
     }
 }
+
 /* The same with AVX-512: two panels side by side (32 columns), so the six
  * rows again give twelve accumulators, and per k two panel loads and six
  * broadcasts feed twelve 16-wide FMAs; a last odd panel goes alone. A
@@ -285,7 +286,9 @@ static void panels_run(int kernel, size_t M, size_t N, size_t k0, size_t K, cons
         for (size_t j0 = 0; j0 < N; j0 += 2 * PANEL) {
             size_t n[2] = {N - j0 < PANEL ? N - j0 : PANEL, 0};
             if (j0 + PANEL < N) n[1] = N - j0 - PANEL < PANEL ? N - j0 - PANEL : PANEL;
-            const float *panel[2] = {P + j0 * panel_k + k0 * PANEL, P + (j0 + PANEL) * panel_k + k0 * PANEL};
+            const float *first = P + j0 * panel_k + k0 * PANEL;
+            /* a lone last panel names itself twice: no pointer past P's end is formed */
+            const float *panel[2] = {first, n[1] ? first + PANEL * panel_k : first};
             panels_avx512(M, n[1] ? 2 : 1, n, K, A, lda, panel, accumulate, C + j0, ldc);
         }
         return;
